@@ -1,0 +1,1 @@
+//! cohort-corosync (work in progress)

@@ -1,0 +1,1 @@
+//! cohortd (work in progress)

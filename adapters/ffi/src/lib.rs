@@ -1,0 +1,1 @@
+//! cohort-ffi (work in progress)

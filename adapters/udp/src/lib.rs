@@ -1,0 +1,1 @@
+//! cohort-udp (work in progress)

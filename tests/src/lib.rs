@@ -1,0 +1,1 @@
+//! cohort-sim (work in progress)
