@@ -200,3 +200,26 @@ mod tests {
         assert_eq!(m.as_slice(), &[NodeId(1), NodeId(2), NodeId(5)]);
     }
 }
+
+/// How quorum is computed by transports that compute it themselves (the
+/// datagram transport, the simulator). Corosync computes its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum QuorumMode {
+    /// More than half of the configured nodes.
+    Majority,
+    /// Two-node cluster: one node is quorate alone (fencing decides races).
+    TwoNode,
+    /// Always quorate.
+    None,
+}
+
+impl QuorumMode {
+    pub fn is_quorate(self, present: usize, configured: usize) -> bool {
+        match self {
+            QuorumMode::Majority => present * 2 > configured,
+            QuorumMode::TwoNode => present >= 1,
+            QuorumMode::None => true,
+        }
+    }
+}

@@ -1,9 +1,20 @@
 #![no_std]
 #![forbid(unsafe_code)]
-//! cohort-core: see README.md and the module docs.
+#![doc = include_str!("../README.md")]
 
 #[macro_use]
 mod fmt;
 
+mod apply;
+pub mod barrier;
+pub mod daemon;
 pub mod gcs;
 pub mod ids;
+pub mod mount;
+pub mod node;
+pub mod status;
+pub mod vs;
+pub mod wire;
+
+pub use ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
+pub use node::{Config, Effect, HandleError, Input, KernelEvent, KernelOp, Node, Notice, Request};

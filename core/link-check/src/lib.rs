@@ -1,0 +1,64 @@
+//! Link check: proves that `cohort-core` builds and links for a bare-metal
+//! target with **no global allocator**.
+//!
+//! This crate is a `staticlib` for `thumbv7em-none-eabihf` with a
+//! `#[panic_handler]` and no `#[global_allocator]`. If anything in
+//! `cohort-core` (or one of its dependencies) pulls in the `alloc` crate, the
+//! build fails. `.ci/run` builds it in release and prints the `.text` +
+//! `.rodata` size of the result.
+//!
+//! `cohort_link_check` is exported unmangled so that LTO keeps the core code
+//! it reaches alive; its inputs are function arguments so nothing is
+//! constant-folded away.
+#![no_std]
+
+use cohort_core::gcs::{self, Confchg, MemberReason, NodeList, Reason};
+use cohort_core::ids::{Generation, GroupId, NodeId};
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// Builds a node list from `nodes` (any order, duplicates allowed), a
+/// confchg, a generation and a mount-group id from `fs_name`, and folds them
+/// into one value so none of it is optimized out.
+#[no_mangle]
+pub extern "C" fn cohort_link_check(nodes: &[u32; 8], ring: u64, fs_name: &[u8; 16]) -> u32 {
+    let mut list = NodeList::new();
+    for &n in nodes {
+        let id = NodeId(n);
+        if id.is_valid() {
+            // Insert unsorted, then normalize, then insert sorted again.
+            let _ = list.push(id);
+        }
+    }
+    gcs::normalize(&mut list);
+    let _ = gcs::insert_sorted(&mut list, NodeId(nodes[0] | 1));
+    let _ = gcs::remove_sorted(&mut list, NodeId(nodes[1]));
+
+    let generation = Generation::ring_start(ring).next_epoch();
+    let mut cc = Confchg {
+        members: list.clone(),
+        ..Confchg::default()
+    };
+    if let Some(reason) = Reason::from_u8(nodes[2] as u8) {
+        let _ = cc.joined.push(MemberReason {
+            node: NodeId(nodes[3]),
+            reason,
+        });
+    }
+    let process_level = cc.is_process_level();
+
+    let name = match core::str::from_utf8(fs_name) {
+        Ok(s) => s.trim_end_matches('\0'),
+        Err(_) => "",
+    };
+    let group = GroupId::of_fs(name);
+
+    let mut acc = group.0 ^ (generation.ring as u32) ^ generation.epoch;
+    for n in &list {
+        acc = acc.rotate_left(5) ^ n.0;
+    }
+    acc ^ u32::from(process_level) ^ (cc.joined.len() as u32)
+}

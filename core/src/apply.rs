@@ -1,0 +1,312 @@
+//! Delivered messages and operator requests: validation, the generation
+//! rule, and application in agreed order.
+
+use crate::daemon::{DaemonPhase, Logical, OpKind};
+use crate::ids::{GroupId, Member, NodeId};
+use crate::mount::Removal;
+use crate::node::{DeliverError, DropReason, KernelOp, Node, Notice, Out, Request, RequestError};
+use crate::wire::{self, Body, Header, Message, MountReq, MAX_GROUPS, MAX_JOURNALS};
+
+impl Node {
+    pub(crate) fn on_deliver(&mut self, from: NodeId, bytes: &[u8]) -> Result<(), DeliverError> {
+        let msg = match wire::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.wire_errors += 1;
+                return Err(DeliverError::Wire(e));
+            }
+        };
+        if msg.header.sender.node != from {
+            self.stats.wire_errors += 1;
+            return Err(DeliverError::SenderMismatch);
+        }
+        self.stats.delivered += 1;
+        let h = msg.header;
+        let r = if self.d.is_stale(h.sender) { Err(DropReason::StaleSender) } else { self.apply(&h, &msg.body) };
+        match r {
+            Ok(()) => self.stats.applied += 1,
+            Err(reason) => {
+                match reason {
+                    DropReason::OldGeneration => self.stats.dropped_old_generation += 1,
+                    DropReason::StaleSender => self.stats.dropped_stale_sender += 1,
+                    _ => self.stats.dropped_other += 1,
+                }
+                trace!("dropped message from {}", from.0);
+                if reason == DropReason::StaleSender {
+                    self.notify(Notice::Dropped { reason });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, h: &Header, body: &Body) -> Result<(), DropReason> {
+        match body {
+            Body::DaemonStart(s) => self.on_daemon_start(h, s),
+            Body::DaemonSync(s) => self.on_daemon_sync(h, s),
+            Body::FenceResult(r) => {
+                self.check_synced_sender(h)?;
+                if self.on_fence_result(h, r) {
+                    Ok(())
+                } else {
+                    Err(DropReason::OldGeneration)
+                }
+            }
+            Body::Mount(_) | Body::Unmount | Body::Remount(_) | Body::Withdraw => {
+                self.check_synced_sender(h)?;
+                self.apply_op(h, body)
+            }
+            Body::MountStart(s) => {
+                let i = self.group_slot(h.group).ok_or(DropReason::NotMember)?;
+                self.on_mount_start(i, h, s)
+            }
+            Body::MountDone { .. } | Body::FirstDone | Body::RecoveryResult(_) => {
+                let i = self.group_slot(h.group).ok_or(DropReason::NotMember)?;
+                self.on_group_fact(i, h, body)
+            }
+        }
+    }
+
+    /// Daemon-stream messages other than the cycle's own: only between
+    /// cycles, only of the current generation, only from members.
+    fn check_synced_sender(&self, h: &Header) -> Result<(), DropReason> {
+        if self.d.phase != DaemonPhase::Complete {
+            return Err(DropReason::NotSynced);
+        }
+        if h.generation != self.barrier.current() {
+            return Err(DropReason::OldGeneration);
+        }
+        match self.d.peer(h.sender.node) {
+            Some(p) if p.inc == Some(h.sender.inc) => Ok(()),
+            Some(_) => Err(DropReason::StaleSender),
+            None => Err(DropReason::NotMember),
+        }
+    }
+
+    /// A membership request, in agreed order. Every synced member applies
+    /// the same ones, so every member advances the epoch identically.
+    fn apply_op(&mut self, h: &Header, body: &Body) -> Result<(), DropReason> {
+        let sender = h.sender.node;
+        let me = self.cfg.node;
+        let gid = h.group;
+        let li = self.d.logical.iter().position(|g| g.gid == gid);
+        let cause;
+        match body {
+            Body::Mount(req) => {
+                match li {
+                    Some(li) => {
+                        let l = &mut self.d.logical[li];
+                        if l.contains(sender) {
+                            return Err(DropReason::NotMember);
+                        }
+                        let pos = l.members.iter().position(|m| m.0 > sender).unwrap_or(l.members.len());
+                        if l.members.insert(pos, (sender, req.mode)).is_err() {
+                            return Err(DropReason::NotMember);
+                        }
+                    }
+                    None => {
+                        let mut l =
+                            Logical { gid, fs: req.fs.clone(), journals: req.journals, members: heapless::Vec::new() };
+                        let _ = l.members.push((sender, req.mode));
+                        if self.d.logical.push(l).is_err() {
+                            if sender == me {
+                                self.op_done(gid);
+                                self.effect(crate::node::Effect::Kernel {
+                                    group: gid,
+                                    fs: req.fs.clone(),
+                                    op: KernelOp::MountError(crate::node::MountError::TooManyGroups),
+                                });
+                            }
+                            return Err(DropReason::NotMember);
+                        }
+                    }
+                }
+                cause = None;
+            }
+            Body::Unmount | Body::Withdraw => {
+                let Some(li) = li else { return Err(DropReason::NotMember) };
+                let l = &mut self.d.logical[li];
+                let Some(pos) = l.members.iter().position(|m| m.0 == sender) else {
+                    return Err(DropReason::NotMember);
+                };
+                l.members.remove(pos);
+                let why = if matches!(body, Body::Withdraw) { Removal::Withdrawn } else { Removal::Left };
+                cause = Some((sender, why));
+            }
+            Body::Remount(mode) => {
+                let Some(li) = li else { return Err(DropReason::NotMember) };
+                let l = &mut self.d.logical[li];
+                let Some(m) = l.members.iter_mut().find(|m| m.0 == sender) else {
+                    return Err(DropReason::NotMember);
+                };
+                if !m.1.needs_journal() || !mode.needs_journal() {
+                    // Spectators cannot remount into a journal and back.
+                    return Err(DropReason::NotMember);
+                }
+                m.1 = *mode;
+                cause = None;
+            }
+            _ => return Err(DropReason::NotMember),
+        }
+        let gen = self.barrier.bump_epoch();
+        let logical = self.d.logical.iter().find(|g| g.gid == gid).cloned();
+        if let Some(l) = &logical {
+            if l.members.is_empty() {
+                self.d.logical.retain(|g| g.gid != gid);
+            }
+        }
+        if sender == me {
+            self.op_done(gid);
+        }
+        let slot = self.group_slot(gid);
+        match (slot, &logical) {
+            (Some(i), Some(l)) if l.contains(me) => self.group_membership(i, gen, l, cause),
+            (Some(i), _) => {
+                // We left: finish locally.
+                let op = match cause {
+                    Some((_, Removal::Withdrawn)) => KernelOp::Release,
+                    _ => KernelOp::Unmounted,
+                };
+                self.group_remove(i, op);
+            }
+            (None, Some(l)) if l.contains(me) && sender == me => self.group_create(l, gen),
+            _ => {}
+        }
+        // Other groups keep their change generation; requests of ours that
+        // were stamped with the old generation go out again.
+        self.resend_ops();
+        self.kick();
+        Ok(())
+    }
+
+    fn op_done(&mut self, gid: GroupId) {
+        self.d.ops.retain(|o| o.gid != gid);
+    }
+
+    pub(crate) fn on_request(&mut self, r: Request) -> Result<(), RequestError> {
+        match r {
+            Request::Mount { fs, mode, journals } => {
+                wire::fs_name(&fs).map_err(|_| RequestError::InvalidName)?;
+                if journals == 0 || usize::from(journals) > MAX_JOURNALS {
+                    return Err(RequestError::InvalidJournals);
+                }
+                let gid = GroupId::of_fs(&fs);
+                if self.group_slot(gid).is_some() {
+                    return Err(RequestError::AlreadyMounted);
+                }
+                if self.d.ops.iter().any(|o| o.gid == gid) {
+                    return Err(RequestError::Busy);
+                }
+                if self.groups.len() >= MAX_GROUPS
+                    || (self.d.logical(gid).is_none() && self.d.logical.len() >= MAX_GROUPS)
+                {
+                    return Err(RequestError::TooManyGroups);
+                }
+                if !self.queue_op(gid, fs, OpKind::Mount { mode, journals }) {
+                    return Err(RequestError::Busy);
+                }
+                Ok(())
+            }
+            Request::Unmount { fs } => {
+                let gid = GroupId::of_fs(&fs);
+                if self.group_slot(gid).is_none() {
+                    // A mount still being requested is simply cancelled.
+                    if self.d.ops.iter().any(|o| o.gid == gid && matches!(o.kind, OpKind::Mount { .. })) {
+                        self.op_done(gid);
+                        return Ok(());
+                    }
+                    return Err(RequestError::NotMounted);
+                }
+                if !self.queue_op(gid, fs, OpKind::Unmount) {
+                    return Err(RequestError::Busy);
+                }
+                Ok(())
+            }
+            Request::Remount { fs, mode } => {
+                let gid = GroupId::of_fs(&fs);
+                if self.group_slot(gid).is_none() {
+                    return Err(RequestError::NotMounted);
+                }
+                if !self.queue_op(gid, fs, OpKind::Remount(mode)) {
+                    return Err(RequestError::Busy);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Turn a send descriptor into a message, or `None` if it went stale.
+    pub(crate) fn render(&self, out: &Out) -> Option<Message> {
+        let me = Member { node: self.cfg.node, inc: self.cfg.incarnation };
+        let cur = self.barrier.current();
+        let hdr = |kind, generation, group| Header { kind, sender: me, generation, group };
+        use crate::wire::MsgKind as K;
+        match out {
+            Out::DaemonStart { gen } => {
+                // Unanchored starts are self-descriptions: their generation
+                // is our local count, whatever it is now.
+                if *gen != cur && self.barrier.anchored() {
+                    return None;
+                }
+                let s = self.build_daemon_start();
+                Some(Message { header: hdr(K::DaemonStart, cur, GroupId::DAEMON), body: Body::DaemonStart(s) })
+            }
+            Out::DaemonSync { gen } => {
+                if *gen != cur {
+                    return None;
+                }
+                Some(Message {
+                    header: hdr(K::DaemonSync, cur, GroupId::DAEMON),
+                    body: Body::DaemonSync(self.build_daemon_sync()),
+                })
+            }
+            Out::Op { slot, gen } => {
+                let op = self.d.ops.get(usize::from(*slot))?;
+                if *gen != cur || op.sent_at != Some(cur) {
+                    return None;
+                }
+                let (kind, body) = match op.kind {
+                    OpKind::Mount { mode, journals } => {
+                        (K::Mount, Body::Mount(MountReq { fs: op.fs.clone(), mode, journals }))
+                    }
+                    OpKind::Unmount => (K::Unmount, Body::Unmount),
+                    OpKind::Remount(m) => (K::Remount, Body::Remount(m)),
+                    OpKind::Withdraw => (K::Withdraw, Body::Withdraw),
+                };
+                Some(Message { header: hdr(kind, cur, op.gid), body })
+            }
+            Out::FenceResult { gen, res } => {
+                if *gen != cur {
+                    return None;
+                }
+                Some(Message { header: hdr(K::FenceResult, cur, GroupId::DAEMON), body: Body::FenceResult(*res) })
+            }
+            Out::MountStart { slot, gen } => {
+                let g = self.groups.get(usize::from(*slot))?;
+                if g.change_gen != *gen || g.is_synced() {
+                    return None;
+                }
+                let old = g.synced_gen.is_some();
+                Some(Message {
+                    header: hdr(K::MountStart, *gen, g.gid),
+                    body: Body::MountStart(g.build_start(self.cfg.node, old)),
+                })
+            }
+            Out::MountDone { slot, gen, ok } => {
+                let g = self.groups.get(usize::from(*slot))?;
+                (g.change_gen == *gen)
+                    .then(|| Message { header: hdr(K::MountDone, *gen, g.gid), body: Body::MountDone { ok: *ok } })
+            }
+            Out::FirstDone { slot, gen } => {
+                let g = self.groups.get(usize::from(*slot))?;
+                (g.change_gen == *gen)
+                    .then(|| Message { header: hdr(K::FirstDone, *gen, g.gid), body: Body::FirstDone })
+            }
+            Out::RecoveryResult { slot, gen, res } => {
+                let g = self.groups.get(usize::from(*slot))?;
+                (g.change_gen == *gen)
+                    .then(|| Message { header: hdr(K::RecoveryResult, *gen, g.gid), body: Body::RecoveryResult(*res) })
+            }
+        }
+    }
+}

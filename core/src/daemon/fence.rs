@@ -1,0 +1,166 @@
+//! Fencing: a failed member that had state is fenced before any of its
+//! journals is touched.
+//!
+//! The actor for a target is chosen from agreed data only: the members that
+//! were old members in the last daemon cycle (the survivors that were
+//! members before the failure), sorted by node id, indexed by the number of
+//! failed attempts so far. A failure is broadcast; the next actor retries
+//! after a backoff timer. Nothing is fenced without quorum at the current
+//! generation, and only once the daemon cycle is complete. A target that
+//! comes back with a new incarnation has restarted cleanly: its fencing is
+//! cancelled.
+
+use crate::gcs::MAX_NODES;
+use crate::ids::{Member, NodeId};
+use crate::node::{Effect, FenceInputError, Node, Notice, Out, TimerToken, TIMER_FENCE};
+use crate::wire::{FenceResult, Header};
+
+use super::DaemonPhase;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FenceRec {
+    pub target: Member,
+    /// Failed attempts so far (agreed).
+    pub attempts: u16,
+    /// We asked the adapter to fence and wait for its answer.
+    pub in_flight: bool,
+    /// Our adapter's answer, broadcast until applied.
+    pub outcome: Option<bool>,
+    /// Backoff before our retry.
+    pub timer: Option<TimerToken>,
+}
+
+impl Node {
+    pub(crate) fn fence_add(&mut self, m: Member) {
+        if let Some(r) = self.d.fence.iter_mut().find(|r| r.target.node == m.node) {
+            if m.inc > r.target.inc {
+                *r = FenceRec { target: m, attempts: 0, in_flight: false, outcome: None, timer: None };
+            }
+            return;
+        }
+        let rec = FenceRec { target: m, attempts: 0, in_flight: false, outcome: None, timer: None };
+        if self.d.fence.push(rec).is_err() {
+            warn!("fence list full");
+        }
+    }
+
+    /// Replace the pending set with the agreed one, keeping our own progress
+    /// on targets that stay.
+    pub(crate) fn fence_replace(&mut self, keep: &[Member]) {
+        let mut next: heapless::Vec<FenceRec, MAX_NODES> = heapless::Vec::new();
+        for m in keep {
+            let rec = self.d.fence.iter().find(|r| r.target == *m).copied().unwrap_or(FenceRec {
+                target: *m,
+                attempts: 0,
+                in_flight: false,
+                outcome: None,
+                timer: None,
+            });
+            let _ = next.push(rec);
+        }
+        next.sort_unstable_by_key(|r| r.target.node);
+        self.d.fence = next;
+    }
+
+    /// Is `m` safe to recover (not waiting for fencing)?
+    pub fn fence_clear(&self, m: Member) -> bool {
+        !self.d.fence.iter().any(|r| r.target.node == m.node && r.target.inc <= m.inc)
+    }
+
+    /// The agreed fence actors, sorted.
+    fn fence_actors(&self) -> heapless::Vec<NodeId, MAX_NODES> {
+        let mut v: heapless::Vec<NodeId, MAX_NODES> =
+            self.d.peers.iter().filter(|p| p.old && !self.is_stale_node(p.node)).map(|p| p.node).collect();
+        if v.is_empty() {
+            v = self.d.peers.iter().filter(|p| !self.is_stale_node(p.node)).map(|p| p.node).collect();
+        }
+        v
+    }
+
+    pub(crate) fn is_stale_node(&self, n: NodeId) -> bool {
+        self.d.peer(n).and_then(|p| p.inc).is_some_and(|inc| self.d.is_stale(Member { node: n, inc }))
+    }
+
+    pub(crate) fn fence_actor(&self, attempts: u16) -> Option<NodeId> {
+        let a = self.fence_actors();
+        if a.is_empty() {
+            return None;
+        }
+        a.get(usize::from(attempts) % a.len()).copied()
+    }
+
+    pub(crate) fn fence_kick(&mut self) {
+        if self.d.phase != DaemonPhase::Complete {
+            return;
+        }
+        let gen = self.barrier.current();
+        let quorate = self.quorate_now();
+        let me = self.cfg.node;
+        for i in 0..self.d.fence.len() {
+            let rec = self.d.fence[i];
+            if let Some(ok) = rec.outcome {
+                self.send(Out::FenceResult { gen, res: FenceResult { target: rec.target, attempt: rec.attempts, ok } });
+                continue;
+            }
+            if !quorate || rec.in_flight || rec.timer.is_some() {
+                continue;
+            }
+            if self.fence_actor(rec.attempts) == Some(me) {
+                self.d.fence[i].in_flight = true;
+                self.effect(Effect::Fence { target: rec.target });
+            }
+        }
+    }
+
+    /// The adapter's fence agent finished.
+    pub(crate) fn on_fenced(&mut self, target: Member, ok: bool) -> Result<(), FenceInputError> {
+        let Some(i) = self.d.fence.iter().position(|r| r.target == target && r.in_flight) else {
+            return Err(FenceInputError::NotRequested);
+        };
+        self.d.fence[i].in_flight = false;
+        self.d.fence[i].outcome = Some(ok);
+        self.fence_kick();
+        Ok(())
+    }
+
+    /// A broadcast fence result, applied in agreed order.
+    pub(crate) fn on_fence_result(&mut self, h: &Header, r: &FenceResult) -> bool {
+        let Some(i) = self.d.fence.iter().position(|x| x.target == r.target) else { return false };
+        if self.d.fence[i].attempts != r.attempt {
+            return false;
+        }
+        let me = self.cfg.node;
+        if h.sender.node == me {
+            self.d.fence[i].outcome = None;
+        }
+        if r.ok {
+            self.d.fence.remove(i);
+            let m = r.target;
+            if let Some(e) = self.d.fenced.iter_mut().find(|x| x.node == m.node) {
+                *e = m;
+            } else {
+                let _ = self.d.fenced.push(m);
+            }
+            self.notify(Notice::Fenced { target: r.target });
+            self.kick();
+        } else {
+            let attempts = r.attempt.saturating_add(1);
+            self.d.fence[i].attempts = attempts;
+            self.d.fence[i].outcome = None;
+            self.notify(Notice::FenceFailed { target: r.target, attempt: r.attempt });
+            if self.fence_actor(attempts) == Some(me) {
+                let t = self.set_timer(TIMER_FENCE, self.cfg.fence_retry_ms);
+                self.d.fence[i].timer = Some(t);
+            }
+        }
+        true
+    }
+
+    pub(crate) fn on_fence_timer(&mut self, t: TimerToken) {
+        if let Some(r) = self.d.fence.iter_mut().find(|r| r.timer == Some(t)) {
+            r.timer = None;
+            self.fence_kick();
+        }
+    }
+}

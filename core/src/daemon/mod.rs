@@ -1,0 +1,730 @@
+//! Daemon-wide membership (dlm_controld's part): protocol negotiation,
+//! incarnations, the daemon start/sync cycle, stateful-merge detection and
+//! verdict, fencing, the quorum gate and the logical membership of every
+//! mount group.
+//!
+//! ## The daemon cycle
+//!
+//! Every change released by the barrier starts a cycle: each member
+//! multicasts a [`DaemonStart`] stamped with the change's generation; when
+//! a start from every member of *this* generation has arrived, every member
+//! computes the same outcome from the same starts (negotiated version,
+//! merge verdict, fencing set), and the lowest eligible member (the
+//! *leader*) multicasts a [`crate::wire::DaemonSync`] carrying the
+//! authoritative logical membership of every mount group. Applying it
+//! completes the cycle. Mount/unmount/remount/withdraw requests are
+//! messages in the same agreed stream; they are applied only when the cycle
+//! is complete and only if stamped with the current generation, and each
+//! applied one advances the epoch. Since every synced member applies the
+//! same messages in the same order, all agree on every generation.
+//!
+//! ## Joining mid-ring
+//!
+//! A process that joins inside a ring cannot know how many events the group
+//! applied since the ring started. It counts its own, sends *unanchored*
+//! starts (pure self-descriptions, valid for any generation), and learns
+//! the offset from the first anchored start that lists it in `joiners`.
+//! The oldest member is always anchored (a founder is; a member whose elders
+//! all left becomes the reference), so every cycle has an anchored start.
+
+pub mod fence;
+pub mod merge;
+
+use crate::gcs::{self, Change, NodeList, MAX_NODES};
+use crate::ids::{Generation, GroupId, Incarnation, Member, NodeId};
+use crate::node::{DropReason, Effect, MountError, Node, Notice, Out};
+use crate::wire::{DaemonStart, DaemonSync, FsName, GroupSnap, Header, Mode, MAX_GROUPS};
+use fence::FenceRec;
+
+/// What a member's matched start told us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PeerStart {
+    pub inc: Incarnation,
+    pub proto_min: u16,
+    pub proto_max: u16,
+    pub has_state: bool,
+    pub anchored: bool,
+    pub old: bool,
+    pub quorate_since: Option<Generation>,
+    pub failed_mask: u32,
+    pub fenced_mask: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Peer {
+    pub node: NodeId,
+    /// Learned from its starts' headers.
+    pub inc: Option<Incarnation>,
+    /// Was already a member when this node joined.
+    pub older: bool,
+    /// It joined after our last completed sync; its join generation in our
+    /// numbering (relative while we are unanchored).
+    pub joined_at: Option<Generation>,
+    pub has_state: bool,
+    /// It was an old member (synced before) in the last completed cycle:
+    /// eligible as fence actor.
+    pub old: bool,
+    pub start: Option<PeerStart>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DaemonPhase {
+    /// Not yet in the daemon group.
+    Joining,
+    /// Waiting for daemon starts of the current generation.
+    WaitStarts,
+    /// All starts in; waiting for the leader's sync.
+    WaitSync {
+        leader: NodeId,
+    },
+    Complete,
+}
+
+/// One mount group's logical membership (every daemon tracks every group).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Logical {
+    pub gid: GroupId,
+    pub fs: FsName,
+    pub journals: u16,
+    pub members: heapless::Vec<(NodeId, Mode), MAX_NODES>,
+}
+
+impl Logical {
+    pub fn contains(&self, n: NodeId) -> bool {
+        self.members.iter().any(|m| m.0 == n)
+    }
+    pub fn nodes(&self) -> NodeList {
+        let mut l = NodeList::new();
+        for m in self.members.iter() {
+            let _ = l.push(m.0);
+        }
+        l
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum OpKind {
+    Mount { mode: Mode, journals: u16 },
+    Unmount,
+    Remount(Mode),
+    Withdraw,
+}
+
+/// A membership request of ours not yet applied; re-sent at every new
+/// generation until it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PendingOp {
+    pub gid: GroupId,
+    pub fs: FsName,
+    pub kind: OpKind,
+    pub sent_at: Option<Generation>,
+}
+
+pub struct DaemonState {
+    pub phase: DaemonPhase,
+    pub peers: heapless::Vec<Peer, MAX_NODES>,
+    pub last_synced: Generation,
+    pub has_state: bool,
+    pub quorate_since: Option<Generation>,
+    /// Members recorded as failed while they had state (current
+    /// incarnation), until they come back with a new incarnation.
+    pub failed: heapless::Vec<Member, MAX_NODES>,
+    /// Members our partition fenced successfully.
+    pub fenced: heapless::Vec<Member, MAX_NODES>,
+    pub fence: heapless::Vec<FenceRec, MAX_NODES>,
+    /// Members that lost a merge verdict or cannot speak our protocol: none
+    /// of their messages is ever applied.
+    pub stale: heapless::Vec<Member, MAX_NODES>,
+    pub proto: u16,
+    /// Union of the fence_pending lists of this cycle's anchored starts.
+    pub union: heapless::Vec<Member, MAX_NODES>,
+    pub logical: heapless::Vec<Logical, MAX_GROUPS>,
+    pub ops: heapless::Vec<PendingOp, MAX_GROUPS>,
+    /// Last merge verdict, for status.
+    pub last_merge_partitions: u8,
+}
+
+impl DaemonState {
+    pub fn new() -> DaemonState {
+        DaemonState {
+            phase: DaemonPhase::Joining,
+            peers: heapless::Vec::new(),
+            last_synced: Generation::ZERO,
+            has_state: false,
+            quorate_since: None,
+            failed: heapless::Vec::new(),
+            fenced: heapless::Vec::new(),
+            fence: heapless::Vec::new(),
+            stale: heapless::Vec::new(),
+            proto: 0,
+            union: heapless::Vec::new(),
+            logical: heapless::Vec::new(),
+            ops: heapless::Vec::new(),
+            last_merge_partitions: 0,
+        }
+    }
+
+    pub fn peer(&self, n: NodeId) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.node == n)
+    }
+
+    pub fn peer_mut(&mut self, n: NodeId) -> Option<&mut Peer> {
+        self.peers.iter_mut().find(|p| p.node == n)
+    }
+
+    pub fn is_stale(&self, m: Member) -> bool {
+        self.stale.contains(&m)
+    }
+
+    pub fn members(&self) -> NodeList {
+        let mut l = NodeList::new();
+        for p in self.peers.iter() {
+            let _ = l.push(p.node);
+        }
+        l
+    }
+
+    pub fn logical(&self, gid: GroupId) -> Option<&Logical> {
+        self.logical.iter().find(|g| g.gid == gid)
+    }
+
+    pub fn in_any_group(&self, n: NodeId) -> bool {
+        self.logical.iter().any(|g| g.contains(n))
+    }
+
+    pub fn check_invariants(&self) {
+        invariant!(self.peers.windows(2).all(|w| w[0].node < w[1].node), "peers not sorted");
+        for g in self.logical.iter() {
+            invariant!(g.members.windows(2).all(|w| w[0].0 < w[1].0), "logical members not sorted");
+            invariant!(!g.members.is_empty(), "empty logical group kept");
+        }
+        for (i, a) in self.logical.iter().enumerate() {
+            for b in self.logical.iter().skip(i + 1) {
+                invariant!(a.gid != b.gid, "two logical groups with one id");
+            }
+        }
+        for (i, f) in self.fence.iter().enumerate() {
+            invariant!(!self.fence.iter().skip(i + 1).any(|g| g.target.node == f.target.node), "node fenced twice");
+        }
+    }
+}
+
+impl Default for DaemonState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn upsert_member(list: &mut heapless::Vec<Member, MAX_NODES>, m: Member) {
+    if let Some(e) = list.iter_mut().find(|x| x.node == m.node) {
+        if m.inc >= e.inc {
+            *e = m;
+        }
+    } else if list.push(m).is_err() {
+        warn!("member list full, dropping record of node {}", m.node.0);
+    }
+}
+
+impl Node {
+    pub(crate) fn on_ring(&mut self, ev: &gcs::RingEvent) -> Result<(), crate::barrier::BarrierError> {
+        if let Some(change) = self.barrier.on_ring(ev)? {
+            self.on_change(change);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_confchg(&mut self, cc: &gcs::Confchg) -> Result<(), crate::barrier::BarrierError> {
+        if cc.joined.len() > MAX_NODES || cc.left.len() > MAX_NODES {
+            return Err(crate::barrier::BarrierError::TooManyEntries);
+        }
+        if let Some(change) = self.barrier.on_confchg(cc)? {
+            self.on_change(change);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_quorum(&mut self, q: &gcs::QuorumEvent) {
+        self.barrier.on_quorum(q);
+        self.update_quorate_since();
+        self.kick();
+    }
+
+    fn update_quorate_since(&mut self) {
+        let cur = self.barrier.current();
+        match self.barrier.quorate_at(cur.ring) {
+            Some(true) => {
+                if self.d.quorate_since.is_none() {
+                    self.d.quorate_since = Some(cur);
+                }
+            }
+            Some(false) => self.d.quorate_since = None,
+            None => {
+                if let Some((r, false)) = self.barrier.quorum() {
+                    if r > cur.ring {
+                        self.d.quorate_since = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Quorate at exactly the current generation's ring.
+    pub(crate) fn quorate_now(&self) -> bool {
+        self.barrier.quorate_at(self.barrier.current().ring) == Some(true)
+    }
+
+    /// A change released by the barrier: a new daemon cycle.
+    pub(crate) fn on_change(&mut self, change: Change) {
+        let me = self.cfg.node;
+        let first_join = self.d.phase == DaemonPhase::Joining;
+        debug!("change gen {}.{} members {}", change.generation.ring, change.generation.epoch, change.members.len());
+        // Departures.
+        for l in change.left.iter() {
+            if l.node == me {
+                continue;
+            }
+            let Some(pos) = self.d.peers.iter().position(|p| p.node == l.node) else { continue };
+            let peer = self.d.peers.remove(pos);
+            let in_group = self.d.in_any_group(l.node);
+            if let Some(inc) = peer.inc {
+                let m = Member { node: l.node, inc };
+                if in_group || (peer.has_state && l.reason.is_failure()) {
+                    upsert_member(&mut self.d.failed, m);
+                    self.fence_add(m);
+                }
+            }
+        }
+        // Reconcile with the member list (covers joins and anything missed).
+        let mut kept: heapless::Vec<Peer, MAX_NODES> = heapless::Vec::new();
+        for n in change.members.iter() {
+            let existing = self.d.peers.iter().find(|p| p.node == *n).cloned();
+            let peer = match existing {
+                Some(mut p) => {
+                    p.start = None;
+                    p
+                }
+                None => Peer {
+                    node: *n,
+                    inc: if *n == me { Some(self.cfg.incarnation) } else { None },
+                    older: first_join && *n != me,
+                    joined_at: if first_join || *n == me { None } else { Some(change.generation) },
+                    has_state: false,
+                    old: false,
+                    start: None,
+                },
+            };
+            let _ = kept.push(peer);
+        }
+        // Peers that vanished without a left entry count as failed too.
+        for p in self.d.peers.iter() {
+            if !change.members.contains(&p.node) && p.node != me {
+                if let Some(inc) = p.inc {
+                    if p.has_state || self.d.logical.iter().any(|g| g.contains(p.node)) {
+                        let m = Member { node: p.node, inc };
+                        upsert_member(&mut self.d.failed, m);
+                    }
+                }
+            }
+        }
+        let vanished: heapless::Vec<Member, MAX_NODES> = self
+            .d
+            .peers
+            .iter()
+            .filter(|p| !change.members.contains(&p.node) && p.node != me)
+            .filter(|p| p.has_state || self.d.in_any_group(p.node))
+            .filter_map(|p| p.inc.map(|inc| Member { node: p.node, inc }))
+            .collect();
+        for m in vanished {
+            self.fence_add(m);
+        }
+        self.d.peers = kept;
+        // The oldest member is the reference for the numbering.
+        if !self.barrier.anchored() && !self.d.peers.iter().any(|p| p.older) {
+            let cur = self.barrier.current();
+            self.barrier.anchor(cur);
+        }
+        self.d.union.clear();
+        self.d.phase = DaemonPhase::WaitStarts;
+        self.update_quorate_since();
+        if !change.members.contains(&me) {
+            // We are not in our own group (left it): nothing to send.
+            return;
+        }
+        let gen = self.barrier.current();
+        self.send(Out::DaemonStart { gen });
+        // Mount groups wait for the cycle to complete.
+        for i in 0..self.groups.len() {
+            self.group_daemon_changed(i);
+        }
+    }
+
+    /// Our daemon start, built from current state.
+    pub(crate) fn build_daemon_start(&self) -> DaemonStart {
+        let members = self.d.members();
+        let anchored = self.barrier.anchored();
+        let mut joiners = heapless::Vec::new();
+        if anchored {
+            for p in self.d.peers.iter() {
+                if let Some(j) = p.joined_at {
+                    let _ = joiners.push((p.node, j));
+                }
+            }
+        }
+        let inc_of = |n: NodeId| self.d.peer(n).and_then(|p| p.inc);
+        let failed_mask =
+            crate::wire::mask_of(&members, |n| self.d.failed.iter().any(|f| f.node == n && Some(f.inc) == inc_of(n)));
+        let fenced_mask =
+            crate::wire::mask_of(&members, |n| self.d.fenced.iter().any(|f| f.node == n && Some(f.inc) == inc_of(n)));
+        let mut fence_pending = heapless::Vec::new();
+        for f in self.d.fence.iter() {
+            let _ = fence_pending.push(f.target);
+        }
+        DaemonStart {
+            proto_min: self.cfg.proto_min,
+            proto_max: self.cfg.proto_max,
+            has_state: self.d.has_state,
+            anchored,
+            last_synced: self.d.last_synced,
+            quorate_since: self.d.quorate_since,
+            failed_mask,
+            fenced_mask,
+            joiners,
+            fence_pending,
+        }
+    }
+
+    pub(crate) fn build_daemon_sync(&self) -> DaemonSync {
+        let mut groups = heapless::Vec::new();
+        for g in self.d.logical.iter() {
+            let mut snap = GroupSnap { fs: g.fs.clone(), journals: g.journals, members: heapless::Vec::new() };
+            for (n, mode) in g.members.iter() {
+                let Some(p) = self.d.peer(*n) else { continue };
+                if let Some(inc) = p.inc {
+                    if self.d.is_stale(Member { node: *n, inc }) {
+                        continue;
+                    }
+                }
+                let _ = snap.members.push((*n, *mode));
+            }
+            if !snap.members.is_empty() {
+                let _ = groups.push(snap);
+            }
+        }
+        DaemonSync { groups }
+    }
+
+    /// A delivered daemon start.
+    pub(crate) fn on_daemon_start(&mut self, h: &Header, s: &DaemonStart) -> Result<(), DropReason> {
+        let sender = h.sender;
+        if self.d.peer(sender.node).is_none() {
+            return Err(DropReason::NotMember);
+        }
+        // Learn the numbering from an anchored start that lists us.
+        if !self.barrier.anchored() && s.anchored {
+            if let Some((_, j)) = s.joiners.iter().find(|(n, _)| *n == self.cfg.node) {
+                let cur = self.barrier.current();
+                if j.ring == cur.ring {
+                    let offset = j.epoch.saturating_sub(1);
+                    let abs = Generation { ring: cur.ring, epoch: cur.epoch.saturating_add(offset) };
+                    self.barrier.anchor(abs);
+                    for p in self.d.peers.iter_mut() {
+                        if let Some(ja) = p.joined_at.as_mut() {
+                            ja.epoch = ja.epoch.saturating_add(offset);
+                        }
+                    }
+                }
+            }
+        }
+        if s.anchored && (!self.barrier.anchored() || h.generation != self.barrier.current()) {
+            return Err(DropReason::OldGeneration);
+        }
+        if !matches!(self.d.phase, DaemonPhase::WaitStarts) {
+            return Err(DropReason::OldGeneration);
+        }
+        let members = self.d.members();
+        let old = s.anchored && s.last_synced != Generation::ZERO;
+        if let Some(p) = self.d.peer_mut(sender.node) {
+            if p.inc.is_some_and(|i| i != sender.inc) && p.start.is_some() {
+                // A different incarnation of a member we already heard from
+                // in this cycle: only the transport can tell us it changed.
+                return Err(DropReason::StaleSender);
+            }
+            p.inc = Some(sender.inc);
+            p.has_state = s.has_state;
+            p.start = Some(PeerStart {
+                inc: sender.inc,
+                proto_min: s.proto_min,
+                proto_max: s.proto_max,
+                has_state: s.has_state,
+                anchored: s.anchored,
+                old,
+                quorate_since: s.quorate_since,
+                failed_mask: s.failed_mask,
+                fenced_mask: s.fenced_mask,
+            });
+        }
+        if s.anchored {
+            for m in s.fence_pending.iter() {
+                upsert_member(&mut self.d.union, *m);
+            }
+        }
+        let _ = members;
+        if self.barrier.anchored() && self.d.peers.iter().all(|p| p.start.is_some()) {
+            self.daemon_all_started();
+        }
+        Ok(())
+    }
+
+    /// Every start of this generation is in: compute the agreed outcome.
+    fn daemon_all_started(&mut self) {
+        let gen = self.barrier.current();
+        let me = self.cfg.node;
+        let n = self.d.peers.len();
+        // 1. Protocol negotiation.
+        let starts: heapless::Vec<(NodeId, PeerStart), MAX_NODES> =
+            self.d.peers.iter().filter_map(|p| p.start.map(|s| (p.node, s))).collect();
+        let version = negotiate(&starts);
+        let mut excluded = 0u32;
+        for (i, (_, s)) in starts.iter().enumerate() {
+            if version.is_none_or(|v| v < s.proto_min || v > s.proto_max) {
+                excluded |= 1 << i;
+            }
+        }
+        // 2. Merge verdict over the compatible members.
+        let mut inputs: heapless::Vec<merge::MergeInput, MAX_NODES> = heapless::Vec::new();
+        for (i, (node, s)) in starts.iter().enumerate() {
+            let compatible = excluded & (1 << i) == 0;
+            let _ = inputs.push(merge::MergeInput {
+                node: *node,
+                has_state: s.has_state && compatible,
+                quorate_since: s.quorate_since,
+                failed_mask: if compatible { s.failed_mask & !excluded } else { 0 },
+                fenced_mask: s.fenced_mask,
+            });
+        }
+        let verdict = merge::resolve(&inputs);
+        self.d.last_merge_partitions = verdict.partitions;
+        let my_idx = starts.iter().position(|(n, _)| *n == me);
+        if let (Some(v), Some(i)) = (version, my_idx) {
+            if excluded & (1 << i) != 0 {
+                self.effect(Effect::Incompatible {
+                    ours_min: self.cfg.proto_min,
+                    ours_max: self.cfg.proto_max,
+                    cluster: v,
+                });
+                self.stop();
+                return;
+            }
+        }
+        let Some(version) = version else {
+            // Nobody can agree (cannot happen with at least one member).
+            return;
+        };
+        self.d.proto = version;
+        // Stale members: losers and incompatible ones.
+        let lowest_winner = (0..n).find(|i| verdict.winners & (1 << i) != 0);
+        for (i, (node, s)) in starts.iter().enumerate() {
+            let bit = 1u32 << i;
+            if verdict.losers & bit == 0 && excluded & bit == 0 {
+                continue;
+            }
+            let m = Member { node: *node, inc: s.inc };
+            upsert_member(&mut self.d.stale, m);
+            if verdict.losers & bit != 0 {
+                self.notify(Notice::StaleMerge { node: *node, partitions: verdict.partitions });
+                upsert_member(&mut self.d.failed, m);
+                if *node == me {
+                    self.effect(Effect::ResetSelf);
+                    self.stop();
+                    return;
+                }
+                if lowest_winner.and_then(|w| starts.get(w)).is_some_and(|(w, _)| *w == me) {
+                    self.effect(Effect::Kill { node: *node });
+                }
+            }
+        }
+        // 3. Fencing: the union of everyone's pending set, minus members
+        // that are here and fine, minus nodes that restarted.
+        let mut union = self.d.union.clone();
+        for f in self.d.fence.iter() {
+            upsert_member(&mut union, f.target);
+        }
+        for (i, (node, s)) in starts.iter().enumerate() {
+            if verdict.losers & (1 << i) != 0 && s.has_state {
+                upsert_member(&mut union, Member { node: *node, inc: s.inc });
+            }
+        }
+        let mut keep: heapless::Vec<Member, MAX_NODES> = heapless::Vec::new();
+        for m in union.iter() {
+            let present = starts.iter().find(|(n, _)| *n == m.node);
+            let cancelled = match present {
+                Some((_, s)) if s.inc != m.inc => true,
+                Some((_, s)) => !self.d.stale.contains(&Member { node: m.node, inc: s.inc }),
+                None => false,
+            };
+            if !cancelled {
+                let _ = keep.push(*m);
+            }
+        }
+        self.fence_replace(&keep);
+        // A node back with a new incarnation is no longer "failed".
+        let restarted = |m: &Member| starts.iter().any(|(n, s)| *n == m.node && s.inc != m.inc);
+        let failed: heapless::Vec<Member, MAX_NODES> =
+            self.d.failed.iter().filter(|m| !restarted(m)).copied().collect();
+        self.d.failed = failed;
+        let fenced: heapless::Vec<Member, MAX_NODES> =
+            self.d.fenced.iter().filter(|m| !restarted(m)).copied().collect();
+        self.d.fenced = fenced;
+        // Who is old (fence actor eligibility) is agreed from the starts.
+        for p in self.d.peers.iter_mut() {
+            p.old = p.start.is_some_and(|s| s.old);
+        }
+        // 4. The leader sends the authoritative group snapshot.
+        let eligible =
+            |i: usize, s: &PeerStart| verdict.losers & (1 << i) == 0 && excluded & (1 << i) == 0 && s.anchored;
+        let with_state = starts.iter().enumerate().find(|(i, (_, s))| eligible(*i, s) && s.has_state);
+        let any = starts.iter().enumerate().find(|(i, (_, s))| eligible(*i, s));
+        let Some((_, (leader, _))) = with_state.or(any) else { return };
+        let leader = *leader;
+        self.d.phase = DaemonPhase::WaitSync { leader };
+        if leader == me {
+            self.send(Out::DaemonSync { gen });
+        }
+    }
+
+    /// The leader's snapshot: the cycle completes.
+    pub(crate) fn on_daemon_sync(&mut self, h: &Header, s: &DaemonSync) -> Result<(), DropReason> {
+        let gen = self.barrier.current();
+        match self.d.phase {
+            DaemonPhase::WaitSync { leader } if leader == h.sender.node && h.generation == gen => {}
+            _ => return Err(DropReason::OldGeneration),
+        }
+        let me = self.cfg.node;
+        // Drop stale members from the snapshot (the leader did too).
+        let mut logical: heapless::Vec<Logical, MAX_GROUPS> = heapless::Vec::new();
+        for g in s.groups.iter() {
+            let mut l = Logical {
+                gid: GroupId::of_fs(&g.fs),
+                fs: g.fs.clone(),
+                journals: g.journals,
+                members: heapless::Vec::new(),
+            };
+            for (n, mode) in g.members.iter() {
+                if self.d.peer(*n).is_some() {
+                    let _ = l.members.push((*n, *mode));
+                }
+            }
+            if !l.members.is_empty() && !logical.iter().any(|x: &Logical| x.gid == l.gid) {
+                let _ = logical.push(l);
+            }
+        }
+        self.d.logical = logical;
+        for p in self.d.peers.iter_mut() {
+            p.joined_at = None;
+            p.older = false;
+        }
+        self.d.last_synced = gen;
+        self.d.phase = DaemonPhase::Complete;
+        let members = self.d.peers.len() as u8;
+        self.notify(Notice::DaemonSynced { generation: gen, members });
+        // Local mount groups follow the snapshot.
+        let mut i = 0;
+        while i < self.groups.len() {
+            let gid = self.groups[i].gid;
+            let snapshot = self.d.logical(gid).cloned();
+            match snapshot {
+                Some(l) if l.contains(me) => {
+                    self.group_membership(i, gen, &l, None);
+                    i += 1;
+                }
+                _ => {
+                    // We are not a member any more (our mount was lost in a
+                    // merge): give the filesystem back.
+                    self.group_abort(i, MountError::Incompatible);
+                }
+            }
+        }
+        // Requests of ours that were not applied go out again.
+        self.resend_ops();
+        self.kick();
+        Ok(())
+    }
+
+    pub(crate) fn resend_ops(&mut self) {
+        if self.d.phase != DaemonPhase::Complete {
+            return;
+        }
+        let gen = self.barrier.current();
+        for slot in 0..self.d.ops.len() {
+            if self.d.ops[slot].sent_at != Some(gen) {
+                self.d.ops[slot].sent_at = Some(gen);
+                self.send(Out::Op { slot: slot as u8, gen });
+            }
+        }
+    }
+
+    /// Queue a membership request (mount/unmount/remount/withdraw).
+    pub(crate) fn queue_op(&mut self, gid: GroupId, fs: FsName, kind: OpKind) -> bool {
+        if self.d.ops.iter().any(|o| o.gid == gid) {
+            // Replace an older request for the same group.
+            if let Some(o) = self.d.ops.iter_mut().find(|o| o.gid == gid) {
+                o.kind = kind;
+                o.sent_at = None;
+            }
+        } else if self.d.ops.push(PendingOp { gid, fs, kind, sent_at: None }).is_err() {
+            return false;
+        }
+        self.resend_ops();
+        true
+    }
+
+    /// Re-evaluate everything that waits for a condition.
+    pub(crate) fn kick(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.fence_kick();
+        for i in 0..self.groups.len() {
+            self.group_kick(i);
+        }
+    }
+}
+
+/// Highest version all members speak; else the highest all *old* members
+/// speak (the running cluster keeps going, newcomers that cannot follow are
+/// told so); else the highest most members speak.
+pub fn negotiate(starts: &[(NodeId, PeerStart)]) -> Option<u16> {
+    let common = |it: &mut dyn Iterator<Item = &PeerStart>| -> Option<u16> {
+        let mut lo = 0u16;
+        let mut hi = u16::MAX;
+        let mut any = false;
+        for s in it {
+            any = true;
+            lo = lo.max(s.proto_min);
+            hi = hi.min(s.proto_max);
+        }
+        (any && lo <= hi).then_some(hi)
+    };
+    if let Some(v) = common(&mut starts.iter().map(|(_, s)| s)) {
+        return Some(v);
+    }
+    if let Some(v) = common(&mut starts.iter().map(|(_, s)| s).filter(|s| s.old)) {
+        return Some(v);
+    }
+    // Highest version spoken by the most members.
+    let mut best: Option<(usize, u16)> = None;
+    for (_, c) in starts.iter() {
+        let v = c.proto_max;
+        let count = starts.iter().filter(|(_, s)| s.proto_min <= v && v <= s.proto_max).count();
+        if best.is_none_or(|(bc, bv)| count > bc || (count == bc && v > bv)) {
+            best = Some((count, v));
+        }
+    }
+    best.map(|(_, v)| v)
+}

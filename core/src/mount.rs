@@ -1,0 +1,720 @@
+//! Mount groups (gfs_controld's part): one per filesystem.
+//!
+//! Every change of a group's logical membership (applied in the daemon
+//! group's agreed order, so it carries a generation all members share) is
+//! worked on like this:
+//!
+//! 1. **Removals apply at once**: a member that failed (or withdrew) leaves
+//!    its journal in the recovery set, a member that left cleanly frees its
+//!    journal. Nothing an older change found is lost when a newer one comes.
+//! 2. **Wait for conditions**: the daemon cycle is complete (failures are
+//!    acknowledged), quorum at the current ring, fencing done for every
+//!    journal owner that needs it; a mounted member blocks its kernel first.
+//! 3. **START** stamped with the change's generation: old members describe
+//!    the group (members, journals, recovery set, first-mount state), a new
+//!    member describes itself. A start of another generation is never
+//!    matched to this change.
+//! 4. **sync** when a start from every member arrived: every member applies
+//!    the same additions to the same state. New members, in ascending node
+//!    id, take the lowest free journal (spectators none, no free journal →
+//!    a mount error for that node only).
+//!
+//! After sync: the first mounter (lowest rw member, when no member has ever
+//! finished the first mount) mounts with `first`, replays every journal and
+//! announces it; the others then mount. Journals in the recovery set are
+//! replayed by one mounted rw member (rotation by attempt count, so a
+//! failure is retried by *another* member after a backoff); results are
+//! broadcast; when the set is empty everyone unblocks.
+//!
+//! ro members hold a journal (so they can remount rw) but never write it:
+//! their failure needs no replay and they never recover others. Spectators
+//! hold no journal and never recover.
+
+use crate::daemon::{DaemonPhase, Logical, OpKind};
+use crate::gcs::MAX_NODES;
+use crate::ids::{Generation, GroupId, Incarnation, Jid, Member, NodeId};
+use crate::node::{
+    Effect, KernelError, KernelEvent, KernelOp, MountError, Node, Notice, Out, TimerToken, TIMER_RECOVERY,
+};
+use crate::wire::{
+    FsName, Header, MemberDesc, Mode, MountStart, Recovery, RecoveryResult, MAX_JOURNALS, MAX_RECOVERIES,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GMember {
+    pub node: NodeId,
+    pub inc: Incarnation,
+    pub mode: Mode,
+    pub jid: Option<Jid>,
+    pub mounted: bool,
+    /// Joined in a change not yet synced.
+    pub new: bool,
+    /// Its start for the current change arrived.
+    pub started: bool,
+    /// No journal was free for it.
+    pub no_journal: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Removal {
+    Left,
+    Failed,
+    Withdrawn,
+}
+
+/// What this node's kernel side is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum KState {
+    Idle,
+    MountingFirst,
+    Mounting,
+    Mounted,
+}
+
+#[derive(Clone, Debug)]
+pub struct MountGroup {
+    pub gid: GroupId,
+    pub fs: FsName,
+    pub journals: u16,
+    pub members: heapless::Vec<GMember, MAX_NODES>,
+    pub change_gen: Generation,
+    pub synced_gen: Option<Generation>,
+    /// We sent our start for `change_gen`.
+    pub start_sent: bool,
+    /// We adopted an old member's state for `change_gen` (new members).
+    pub adopted: bool,
+    pub first_done: bool,
+    pub recoveries: heapless::Vec<Recovery, MAX_RECOVERIES>,
+    pub kstate: KState,
+    pub blocked: bool,
+    /// Facts of ours to broadcast until applied.
+    pub local_first_done: bool,
+    pub local_mount_ok: bool,
+    pub recovering: Option<(Jid, u16)>,
+    pub recovery_outcome: Option<(Jid, u16, bool)>,
+    pub recovery_timer: Option<(TimerToken, Jid)>,
+    pub error: Option<MountError>,
+}
+
+impl MountGroup {
+    pub fn me(&self, me: NodeId) -> Option<&GMember> {
+        self.members.iter().find(|m| m.node == me)
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced_gen == Some(self.change_gen)
+    }
+
+    /// The first mounter candidate: lowest rw member holding a journal.
+    pub fn first_mounter(&self) -> Option<NodeId> {
+        self.members.iter().find(|m| m.mode == Mode::Rw && m.jid.is_some() && !m.new).map(|m| m.node)
+    }
+
+    /// Members that may replay journals, sorted.
+    pub fn recoverers(&self) -> heapless::Vec<NodeId, MAX_NODES> {
+        self.members.iter().filter(|m| m.mounted && m.mode == Mode::Rw && m.jid.is_some()).map(|m| m.node).collect()
+    }
+
+    fn jid_taken(&self, j: Jid) -> bool {
+        self.members.iter().any(|m| m.jid == Some(j)) || self.recoveries.iter().any(|r| r.jid == j)
+    }
+
+    pub fn check_invariants(&self) {
+        // Journal exclusivity.
+        for (i, a) in self.members.iter().enumerate() {
+            if let Some(j) = a.jid {
+                invariant!(usize::from(j.0) < usize::from(self.journals), "jid out of range");
+                invariant!(a.mode.needs_journal(), "spectator holds a journal");
+                for b in self.members.iter().skip(i + 1) {
+                    invariant!(b.jid != Some(j), "two members hold one journal");
+                }
+                invariant!(!self.recoveries.iter().any(|r| r.jid == j), "a held journal awaits recovery");
+            }
+        }
+        invariant!(self.members.windows(2).all(|w| w[0].node < w[1].node), "group members not sorted");
+        invariant!(usize::from(self.journals) <= MAX_JOURNALS, "too many journals");
+    }
+
+    /// Our start for the current change.
+    pub fn build_start(&self, me: NodeId, old: bool) -> MountStart {
+        let mode = self.me(me).map_or(Mode::Rw, |m| m.mode);
+        let mut s = MountStart {
+            mode,
+            journals: self.journals,
+            old,
+            first_done: false,
+            members: heapless::Vec::new(),
+            recoveries: heapless::Vec::new(),
+        };
+        if old {
+            s.first_done = self.first_done;
+            for m in self.members.iter().filter(|m| !m.new) {
+                let _ = s.members.push(MemberDesc {
+                    member: Member { node: m.node, inc: m.inc },
+                    mode: m.mode,
+                    jid: m.jid,
+                    mounted: m.mounted,
+                });
+            }
+            s.recoveries = self.recoveries.clone();
+        }
+        s
+    }
+}
+
+/// What a group waits for (status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum GroupWait {
+    Nothing,
+    DaemonSync,
+    Quorum,
+    Fencing(NodeId),
+    Starts(u32),
+    FirstMounter(NodeId),
+    NoFirstMounter,
+    Recovery(Jid),
+    NoRecoverer(Jid),
+    Kernel,
+}
+
+impl Node {
+    /// Which condition blocks sending our start? `None` = ready.
+    pub(crate) fn group_start_blocker(&self, i: usize) -> Option<GroupWait> {
+        let g = &self.groups[i];
+        if self.d.phase != DaemonPhase::Complete {
+            return Some(GroupWait::DaemonSync);
+        }
+        if !self.quorate_now() {
+            return Some(GroupWait::Quorum);
+        }
+        for r in g.recoveries.iter() {
+            if !self.fence_clear(r.owner) {
+                return Some(GroupWait::Fencing(r.owner.node));
+            }
+        }
+        None
+    }
+
+    pub fn group_wait(&self, i: usize) -> GroupWait {
+        let Some(g) = self.groups.get(i) else { return GroupWait::Nothing };
+        if !g.is_synced() {
+            if !g.start_sent {
+                return self.group_start_blocker(i).unwrap_or(GroupWait::Nothing);
+            }
+            let mut missing = 0u32;
+            for (k, m) in g.members.iter().enumerate() {
+                if !m.started {
+                    missing |= 1 << k;
+                }
+            }
+            return GroupWait::Starts(missing);
+        }
+        if !g.first_done {
+            return match g.first_mounter() {
+                Some(n) => GroupWait::FirstMounter(n),
+                None => GroupWait::NoFirstMounter,
+            };
+        }
+        if let Some(r) = g.recoveries.first() {
+            if !self.quorate_now() {
+                return GroupWait::Quorum;
+            }
+            if !self.fence_clear(r.owner) {
+                return GroupWait::Fencing(r.owner.node);
+            }
+            if g.recoverers().is_empty() {
+                return GroupWait::NoRecoverer(r.jid);
+            }
+            return GroupWait::Recovery(r.jid);
+        }
+        if matches!(g.kstate, KState::Mounting | KState::MountingFirst) {
+            return GroupWait::Kernel;
+        }
+        GroupWait::Nothing
+    }
+
+    /// The daemon cycle restarted or completed: re-evaluate.
+    pub(crate) fn group_daemon_changed(&mut self, i: usize) {
+        self.group_kick(i);
+    }
+
+    /// Create our local group once our mount request was applied.
+    pub(crate) fn group_create(&mut self, l: &Logical, gen: Generation) {
+        let me = self.cfg.node;
+        let mut g = MountGroup {
+            gid: l.gid,
+            fs: l.fs.clone(),
+            journals: l.journals,
+            members: heapless::Vec::new(),
+            change_gen: gen,
+            synced_gen: None,
+            start_sent: false,
+            adopted: false,
+            first_done: false,
+            recoveries: heapless::Vec::new(),
+            kstate: KState::Idle,
+            blocked: false,
+            local_first_done: false,
+            local_mount_ok: false,
+            recovering: None,
+            recovery_outcome: None,
+            recovery_timer: None,
+            error: None,
+        };
+        for (n, mode) in l.members.iter() {
+            let inc = if *n == me { self.cfg.incarnation } else { self.peer_inc(*n) };
+            let _ = g.members.push(GMember {
+                node: *n,
+                inc,
+                mode: *mode,
+                jid: None,
+                mounted: false,
+                new: true,
+                started: false,
+                no_journal: false,
+            });
+        }
+        if self.groups.push(g).is_err() {
+            return;
+        }
+        let i = self.groups.len() - 1;
+        self.group_kick(i);
+    }
+
+    fn peer_inc(&self, n: NodeId) -> Incarnation {
+        self.d.peer(n).and_then(|p| p.inc).unwrap_or(Incarnation(0))
+    }
+
+    /// Apply a new logical membership at generation `gen`. `cause` names the
+    /// reason for one removal (unmount/withdraw); other removals are
+    /// failures.
+    pub(crate) fn group_membership(
+        &mut self,
+        i: usize,
+        gen: Generation,
+        l: &Logical,
+        cause: Option<(NodeId, Removal)>,
+    ) {
+        let me = self.cfg.node;
+        let mut changed = false;
+        let mut need_block = false;
+        // Removals, applied at once.
+        let mut k = 0;
+        while k < self.groups[i].members.len() {
+            let m = self.groups[i].members[k];
+            if l.contains(m.node) {
+                k += 1;
+                continue;
+            }
+            changed = true;
+            let why = match cause {
+                Some((n, why)) if n == m.node => why,
+                _ => Removal::Failed,
+            };
+            let g = &mut self.groups[i];
+            g.members.remove(k);
+            if let Some(j) = m.jid {
+                let dirty = why != Removal::Left && m.mode == Mode::Rw && (m.mounted || !g.first_done);
+                if dirty {
+                    // A withdrawn member released its locks itself: no fencing.
+                    let owner = Member {
+                        node: m.node,
+                        inc: if why == Removal::Withdrawn { Incarnation(u64::MAX) } else { m.inc },
+                    };
+                    if g.recoveries.push(Recovery { jid: j, owner, attempts: 0 }).is_err() {
+                        warn!("recovery set full");
+                    }
+                    need_block = true;
+                }
+            }
+        }
+        // Additions and mode changes.
+        for (n, mode) in l.members.iter() {
+            let inc = if *n == me { self.cfg.incarnation } else { self.peer_inc(*n) };
+            let g = &mut self.groups[i];
+            match g.members.iter_mut().find(|m| m.node == *n) {
+                Some(m) => {
+                    if m.mode != *mode {
+                        m.mode = *mode;
+                        changed = true;
+                    }
+                }
+                None => {
+                    changed = true;
+                    let pos = g.members.iter().position(|m| m.node > *n).unwrap_or(g.members.len());
+                    let _ = g.members.insert(
+                        pos,
+                        GMember {
+                            node: *n,
+                            inc,
+                            mode: *mode,
+                            jid: None,
+                            mounted: false,
+                            new: true,
+                            started: false,
+                            no_journal: false,
+                        },
+                    );
+                }
+            }
+        }
+        if !changed {
+            self.group_kick(i);
+            return;
+        }
+        let g = &mut self.groups[i];
+        g.change_gen = gen;
+        g.start_sent = false;
+        g.adopted = false;
+        for m in g.members.iter_mut() {
+            m.started = false;
+        }
+        if need_block && g.kstate == KState::Mounted && !g.blocked {
+            g.blocked = true;
+            let (gid, fs) = (g.gid, g.fs.clone());
+            self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Block });
+        }
+        self.group_kick(i);
+    }
+
+    /// Leave the group locally (unmount applied, withdraw applied, or lost).
+    pub(crate) fn group_remove(&mut self, i: usize, op: KernelOp) {
+        let g = self.groups.remove(i);
+        self.effect(Effect::Kernel { group: g.gid, fs: g.fs, op });
+    }
+
+    pub(crate) fn group_abort(&mut self, i: usize, e: MountError) {
+        let mounted = self.groups[i].kstate != KState::Idle;
+        self.group_remove(i, if mounted { KernelOp::Release } else { KernelOp::MountError(e) });
+    }
+
+    /// Move the group forward as far as conditions allow.
+    pub(crate) fn group_kick(&mut self, i: usize) {
+        if i >= self.groups.len() || self.stopped {
+            return;
+        }
+        let me = self.cfg.node;
+        if !self.groups[i].is_synced() {
+            if !self.groups[i].start_sent && self.group_start_blocker(i).is_none() {
+                let g = &mut self.groups[i];
+                g.start_sent = true;
+                let gen = g.change_gen;
+                self.send(Out::MountStart { slot: i as u8, gen });
+            }
+            return;
+        }
+        if self.d.phase != DaemonPhase::Complete {
+            return;
+        }
+        let gen = self.groups[i].change_gen;
+        // Re-broadcast facts not applied yet.
+        let (local_first_done, first_done, local_mount_ok, mounted_agreed, outcome) = {
+            let g = &self.groups[i];
+            (
+                g.local_first_done,
+                g.first_done,
+                g.local_mount_ok,
+                g.me(me).is_some_and(|m| m.mounted),
+                g.recovery_outcome,
+            )
+        };
+        if local_mount_ok && !mounted_agreed {
+            self.send(Out::MountDone { slot: i as u8, gen, ok: true });
+        }
+        if local_first_done && !first_done {
+            self.send(Out::FirstDone { slot: i as u8, gen });
+        }
+        if let Some((jid, attempt, ok)) = outcome {
+            self.send(Out::RecoveryResult { slot: i as u8, gen, res: RecoveryResult { jid, attempt, ok } });
+        }
+        // Kernel mounts.
+        let (gid, fs) = (self.groups[i].gid, self.groups[i].fs.clone());
+        let Some(mine) = self.groups[i].me(me).copied() else { return };
+        if self.groups[i].kstate == KState::Idle {
+            if mine.no_journal {
+                return;
+            }
+            let first = !self.groups[i].first_done;
+            if first {
+                if self.groups[i].first_mounter() == Some(me) {
+                    if let Some(j) = mine.jid {
+                        self.groups[i].kstate = KState::MountingFirst;
+                        self.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::SetJid(j) });
+                        self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::MountFirst(j) });
+                    }
+                }
+                return;
+            }
+            self.groups[i].kstate = KState::Mounting;
+            match mine.jid {
+                Some(j) => {
+                    self.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::SetJid(j) });
+                    self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Mount(j) });
+                }
+                None => self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::MountSpectator }),
+            }
+            return;
+        }
+        self.recovery_kick(i);
+    }
+
+    fn recovery_kick(&mut self, i: usize) {
+        let me = self.cfg.node;
+        let g = &self.groups[i];
+        if !g.first_done || g.kstate != KState::Mounted {
+            return;
+        }
+        if g.recoveries.is_empty() {
+            if g.blocked {
+                let (gid, fs) = (g.gid, g.fs.clone());
+                self.groups[i].blocked = false;
+                self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Unblock });
+            }
+            return;
+        }
+        if !self.quorate_now() || g.recovering.is_some() || g.recovery_outcome.is_some() || g.recovery_timer.is_some() {
+            return;
+        }
+        let recoverers = g.recoverers();
+        if recoverers.is_empty() {
+            return;
+        }
+        let pick = g.recoveries.iter().find(|r| {
+            self.fence_clear(r.owner) && recoverers.get(usize::from(r.attempts) % recoverers.len()).copied() == Some(me)
+        });
+        if let Some(r) = pick.copied() {
+            let (gid, fs) = (g.gid, g.fs.clone());
+            self.groups[i].recovering = Some((r.jid, r.attempts));
+            self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::RecoverJournal(r.jid) });
+        }
+    }
+
+    pub(crate) fn on_recovery_timer(&mut self, t: TimerToken) {
+        for i in 0..self.groups.len() {
+            if self.groups[i].recovery_timer.is_some_and(|(x, _)| x == t) {
+                self.groups[i].recovery_timer = None;
+                self.group_kick(i);
+            }
+        }
+    }
+
+    /// A delivered mount start.
+    pub(crate) fn on_mount_start(
+        &mut self,
+        i: usize,
+        h: &Header,
+        s: &MountStart,
+    ) -> Result<(), crate::node::DropReason> {
+        use crate::node::DropReason;
+        let me = self.cfg.node;
+        let g = &mut self.groups[i];
+        if h.generation != g.change_gen || g.is_synced() {
+            return Err(DropReason::OldGeneration);
+        }
+        let Some(k) = g.members.iter().position(|m| m.node == h.sender.node) else {
+            return Err(DropReason::NotMember);
+        };
+        if g.members[k].inc != h.sender.inc && g.members[k].inc != Incarnation(0) {
+            return Err(DropReason::StaleSender);
+        }
+        g.members[k].inc = h.sender.inc;
+        g.members[k].started = true;
+        if s.old {
+            let i_am_new = g.me(me).is_none_or(|m| m.new);
+            if i_am_new && !g.adopted {
+                // Adopt the group's state from an old member.
+                g.adopted = true;
+                g.first_done = s.first_done;
+                g.recoveries = s.recoveries.clone();
+                g.journals = s.journals;
+                for d in s.members.iter() {
+                    if let Some(m) = g.members.iter_mut().find(|m| m.node == d.member.node) {
+                        m.jid = d.jid;
+                        m.mounted = d.mounted;
+                        m.mode = d.mode;
+                        m.inc = d.member.inc;
+                        m.new = false;
+                    }
+                }
+            } else if !i_am_new {
+                // Agreement: every old member describes the same state.
+                invariant!(s.first_done == g.first_done, "old members disagree on first mount");
+                invariant!(s.recoveries == g.recoveries, "old members disagree on recoveries");
+            }
+        }
+        if g.members.iter().all(|m| m.started) {
+            self.group_sync(i);
+        }
+        Ok(())
+    }
+
+    /// Every start of this change arrived: the deterministic sync.
+    fn group_sync(&mut self, i: usize) {
+        let me = self.cfg.node;
+        let g = &mut self.groups[i];
+        // New members in ascending node id take the lowest free journal.
+        for k in 0..g.members.len() {
+            let m = g.members[k];
+            if !m.new {
+                continue;
+            }
+            if m.mode.needs_journal() && m.jid.is_none() {
+                let free = (0..g.journals).map(Jid).find(|j| !g.jid_taken(*j));
+                match free {
+                    Some(j) => g.members[k].jid = Some(j),
+                    None => g.members[k].no_journal = true,
+                }
+            }
+            g.members[k].new = false;
+        }
+        g.synced_gen = Some(g.change_gen);
+        let gen = g.change_gen;
+        let (gid, fs, n) = (g.gid, g.fs.clone(), g.members.len() as u8);
+        let mine = g.me(me).copied();
+        self.d.has_state = true;
+        self.notify(Notice::GroupSynced { group: gid, generation: gen, members: n });
+        if mine.is_some_and(|m| m.no_journal) && self.groups[i].error.is_none() {
+            self.groups[i].error = Some(MountError::NoFreeJournal);
+            self.effect(Effect::Kernel {
+                group: gid,
+                fs: fs.clone(),
+                op: KernelOp::MountError(MountError::NoFreeJournal),
+            });
+            self.queue_op(gid, fs, OpKind::Unmount);
+        }
+        self.group_kick(i);
+    }
+
+    /// A delivered mount-group fact (mount done, first done, recovery).
+    pub(crate) fn on_group_fact(
+        &mut self,
+        i: usize,
+        h: &Header,
+        body: &crate::wire::Body,
+    ) -> Result<(), crate::node::DropReason> {
+        use crate::node::DropReason;
+        use crate::wire::Body;
+        let me = self.cfg.node;
+        let g = &mut self.groups[i];
+        if h.generation != g.change_gen || !g.is_synced() {
+            return Err(DropReason::OldGeneration);
+        }
+        let Some(k) = g.members.iter().position(|m| m.node == h.sender.node && m.inc == h.sender.inc) else {
+            return Err(DropReason::NotMember);
+        };
+        let from_me = h.sender.node == me;
+        match body {
+            Body::MountDone { ok } => {
+                if *ok {
+                    g.members[k].mounted = true;
+                }
+                if from_me {
+                    g.local_mount_ok = false;
+                }
+            }
+            Body::FirstDone => {
+                if g.first_mounter() != Some(h.sender.node) {
+                    return Err(DropReason::NotMember);
+                }
+                g.first_done = true;
+                g.members[k].mounted = true;
+                // The first mount replayed every journal.
+                g.recoveries.clear();
+                if from_me {
+                    g.local_first_done = false;
+                    g.local_mount_ok = false;
+                }
+            }
+            Body::RecoveryResult(r) => {
+                if from_me {
+                    g.recovery_outcome = None;
+                }
+                let Some(pos) = g.recoveries.iter().position(|x| x.jid == r.jid && x.attempts == r.attempt) else {
+                    return Err(DropReason::OldGeneration);
+                };
+                let gid = g.gid;
+                if r.ok {
+                    g.recoveries.remove(pos);
+                    self.notify(Notice::JournalRecovered { group: gid, jid: r.jid });
+                } else {
+                    g.recoveries[pos].attempts = r.attempt.saturating_add(1);
+                    let next = g.recoveries[pos].attempts;
+                    let rec = g.recoverers();
+                    let next_actor =
+                        if rec.is_empty() { None } else { rec.get(usize::from(next) % rec.len()).copied() };
+                    self.notify(Notice::JournalRecoveryFailed { group: gid, jid: r.jid, attempt: r.attempt });
+                    if next_actor == Some(me) {
+                        let t = self.set_timer(TIMER_RECOVERY, self.cfg.recovery_retry_ms);
+                        self.groups[i].recovery_timer = Some((t, r.jid));
+                    }
+                }
+            }
+            _ => return Err(DropReason::NotMember),
+        }
+        self.group_kick(i);
+        Ok(())
+    }
+
+    pub(crate) fn on_kernel(&mut self, ev: KernelEvent) -> Result<(), KernelError> {
+        let fs = match &ev {
+            KernelEvent::MountResult { fs, .. }
+            | KernelEvent::FirstRecoveryDone { fs }
+            | KernelEvent::RecoveryDone { fs, .. }
+            | KernelEvent::Withdraw { fs } => fs.clone(),
+        };
+        let gid = GroupId::of_fs(&fs);
+        let Some(i) = self.group_slot(gid) else { return Err(KernelError::UnknownFs) };
+        let g = &mut self.groups[i];
+        match ev {
+            KernelEvent::MountResult { ok, .. } => {
+                if !matches!(g.kstate, KState::Mounting | KState::MountingFirst) {
+                    return Err(KernelError::Unexpected);
+                }
+                if ok {
+                    if g.kstate == KState::Mounting {
+                        g.local_mount_ok = true;
+                    }
+                    g.kstate = KState::Mounted;
+                } else {
+                    g.kstate = KState::Idle;
+                    g.error = Some(MountError::KernelFailed);
+                    let fs = g.fs.clone();
+                    self.effect(Effect::Kernel {
+                        group: gid,
+                        fs: fs.clone(),
+                        op: KernelOp::MountError(MountError::KernelFailed),
+                    });
+                    self.queue_op(gid, fs, OpKind::Unmount);
+                    return Ok(());
+                }
+            }
+            KernelEvent::FirstRecoveryDone { .. } => {
+                if g.kstate != KState::Mounted || g.first_done {
+                    return Err(KernelError::Unexpected);
+                }
+                g.local_first_done = true;
+            }
+            KernelEvent::RecoveryDone { jid, ok, .. } => {
+                let Some((j, attempt)) = g.recovering else { return Err(KernelError::Unexpected) };
+                if j != jid {
+                    return Err(KernelError::Unexpected);
+                }
+                g.recovering = None;
+                g.recovery_outcome = Some((jid, attempt, ok));
+            }
+            KernelEvent::Withdraw { .. } => {
+                let fs = g.fs.clone();
+                if !self.queue_op(gid, fs, OpKind::Withdraw) {
+                    return Err(KernelError::Unexpected);
+                }
+                return Ok(());
+            }
+        }
+        self.group_kick(i);
+        Ok(())
+    }
+}

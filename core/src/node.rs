@@ -1,0 +1,474 @@
+//! `Node`: wires the barrier, the daemon membership and the mount groups.
+//!
+//! Drive it like this (sans-IO, quinn-proto style):
+//!
+//! ```text
+//! loop {
+//!     node.handle(now, input)?;               // one input at a time
+//!     while let Some(e) = node.poll_effect() { execute(e) }
+//!     while let Some(n) = node.poll_transmit(&mut buf) { multicast(&buf[..n]) }
+//! }
+//! ```
+//!
+//! `handle` first checks that the effect and send queues have room for the
+//! worst case of one input; if not it returns [`HandleError::Backpressure`]
+//! and changes nothing, so a full queue is never a drop and never half
+//! applied.
+
+use crate::barrier::{Barrier, BarrierError};
+use crate::daemon::DaemonState;
+use crate::gcs::{Confchg, QuorumEvent, RingEvent, MAX_NODES};
+use crate::ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
+use crate::mount::MountGroup;
+use crate::wire::{self, FenceResult, FsName, Mode, RecoveryResult, WireError, MAX_GROUPS, PROTO_MAX, PROTO_MIN};
+
+/// Capacity of the effect queue.
+pub const EFFECT_CAP: usize = 192;
+/// Capacity of the send queue (message descriptors, encoded on poll).
+pub const OUTBOX_CAP: usize = 96;
+/// Worst case of effects one input can produce.
+pub const EFFECTS_PER_INPUT: usize = 8 + 8 * MAX_GROUPS + MAX_NODES;
+/// Worst case of sends one input can produce.
+pub const SENDS_PER_INPUT: usize = 4 + 4 * MAX_GROUPS;
+
+const _: () = assert!(EFFECTS_PER_INPUT <= EFFECT_CAP);
+const _: () = assert!(SENDS_PER_INPUT <= OUTBOX_CAP);
+const _: () = assert!(MAX_NODES <= 32, "node masks are u32");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Config {
+    pub node: NodeId,
+    /// Persisted by the adapter, strictly greater at every start.
+    pub incarnation: Incarnation,
+    pub proto_min: u16,
+    pub proto_max: u16,
+    /// Backoff before the next fence actor retries a failed fencing.
+    pub fence_retry_ms: u64,
+    /// Backoff before the next member retries a failed journal recovery.
+    pub recovery_retry_ms: u64,
+}
+
+impl Config {
+    pub fn new(node: NodeId, incarnation: Incarnation) -> Config {
+        Config {
+            node,
+            incarnation,
+            proto_min: PROTO_MIN,
+            proto_max: PROTO_MAX,
+            fence_retry_ms: 1000,
+            recovery_retry_ms: 1000,
+        }
+    }
+}
+
+/// Operator and host requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Request {
+    Mount { fs: FsName, mode: Mode, journals: u16 },
+    Unmount { fs: FsName },
+    Remount { fs: FsName, mode: Mode },
+}
+
+/// What the kernel (or its stand-in) reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum KernelEvent {
+    /// The mount asked for by `Mount`/`MountFirst` finished.
+    MountResult { fs: FsName, ok: bool },
+    /// The first mounter replayed every journal.
+    FirstRecoveryDone { fs: FsName },
+    /// A `RecoverJournal` finished.
+    RecoveryDone { fs: FsName, jid: Jid, ok: bool },
+    /// The filesystem hit an error and must withdraw.
+    Withdraw { fs: FsName },
+}
+
+/// Timer tokens: a stale token is a no-op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TimerToken(pub u64);
+
+/// One input.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    Ring(RingEvent),
+    Confchg(Confchg),
+    Quorum(QuorumEvent),
+    /// A message delivered by the transport in agreed order; `from` is the
+    /// transport's sender (checked against the header).
+    Deliver {
+        from: NodeId,
+        bytes: &'a [u8],
+    },
+    Timer(TimerToken),
+    /// The adapter's fence agent finished.
+    Fenced {
+        target: Member,
+        ok: bool,
+    },
+    Kernel(KernelEvent),
+    Request(Request),
+}
+
+/// Operations on the kernel side of one filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum KernelOp {
+    Block,
+    Unblock,
+    SetJid(Jid),
+    /// Mount as first mounter: replay every journal, then report
+    /// `FirstRecoveryDone`.
+    MountFirst(Jid),
+    Mount(Jid),
+    MountSpectator,
+    RecoverJournal(Jid),
+    /// Withdraw finished on the cluster side: release the filesystem.
+    Release,
+    /// The filesystem left the group: finish the unmount.
+    Unmounted,
+    /// The mount cannot proceed (e.g. no free journal): fail it.
+    MountError(MountError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum MountError {
+    NoFreeJournal,
+    TooManyGroups,
+    KernelFailed,
+    Incompatible,
+}
+
+/// Things an operator should see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Notice {
+    /// The daemon group completed a sync at this generation.
+    DaemonSynced {
+        generation: Generation,
+        members: u8,
+    },
+    /// A mount group completed a change.
+    GroupSynced {
+        group: GroupId,
+        generation: Generation,
+        members: u8,
+    },
+    /// These members were found stale after a merge and must reset.
+    StaleMerge {
+        node: NodeId,
+        partitions: u8,
+    },
+    JournalRecovered {
+        group: GroupId,
+        jid: Jid,
+    },
+    JournalRecoveryFailed {
+        group: GroupId,
+        jid: Jid,
+        attempt: u16,
+    },
+    Fenced {
+        target: Member,
+    },
+    FenceFailed {
+        target: Member,
+        attempt: u16,
+    },
+    /// A message was not applied (stale generation, stale sender...).
+    Dropped {
+        reason: DropReason,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DropReason {
+    OldGeneration,
+    StaleSender,
+    NotMember,
+    NotSynced,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Effect {
+    SetTimer {
+        token: TimerToken,
+        at: Instant,
+    },
+    Kernel {
+        group: GroupId,
+        fs: FsName,
+        op: KernelOp,
+    },
+    Fence {
+        target: Member,
+    },
+    /// Backup for a stale-merge verdict: the adapter should make sure this
+    /// node resets (kill its daemon, or fence it).
+    Kill {
+        node: NodeId,
+    },
+    /// This node lost a merge verdict: drop all state, restart with a new
+    /// incarnation. The node accepts no input afterwards.
+    ResetSelf,
+    /// No common protocol version: stop with a clear error.
+    Incompatible {
+        ours_min: u16,
+        ours_max: u16,
+        cluster: u16,
+    },
+    Notify(Notice),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum HandleError {
+    /// Drain `poll_effect`/`poll_transmit` first; nothing was changed.
+    Backpressure,
+    /// The node reset itself or stopped (incompatible); start a new one.
+    Stopped,
+    Barrier(BarrierError),
+    Deliver(DeliverError),
+    Request(RequestError),
+    Kernel(KernelError),
+    Fence(FenceInputError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DeliverError {
+    Wire(WireError),
+    /// The header names another sender than the transport.
+    SenderMismatch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum RequestError {
+    InvalidName,
+    InvalidJournals,
+    AlreadyMounted,
+    NotMounted,
+    TooManyGroups,
+    /// A request for this filesystem is already in flight.
+    Busy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum KernelError {
+    UnknownFs,
+    /// The event does not fit what the group asked the kernel to do.
+    Unexpected,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FenceInputError {
+    NotRequested,
+}
+
+/// A message to multicast, encoded from current state when polled; a
+/// descriptor whose generation is no longer current is skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Out {
+    DaemonStart { gen: Generation },
+    DaemonSync { gen: Generation },
+    Op { slot: u8, gen: Generation },
+    FenceResult { gen: Generation, res: FenceResult },
+    MountStart { slot: u8, gen: Generation },
+    MountDone { slot: u8, gen: Generation, ok: bool },
+    FirstDone { slot: u8, gen: Generation },
+    RecoveryResult { slot: u8, gen: Generation, res: RecoveryResult },
+}
+
+/// Timer kinds (high byte of the token).
+pub(crate) const TIMER_FENCE: u64 = 1;
+pub(crate) const TIMER_RECOVERY: u64 = 2;
+
+pub struct Node {
+    pub(crate) cfg: Config,
+    pub(crate) now: Instant,
+    pub(crate) barrier: Barrier,
+    pub(crate) d: DaemonState,
+    pub(crate) groups: heapless::Vec<MountGroup, MAX_GROUPS>,
+    pub(crate) effects: heapless::Deque<Effect, EFFECT_CAP>,
+    pub(crate) outbox: heapless::Deque<Out, OUTBOX_CAP>,
+    pub(crate) timer_seq: u64,
+    pub(crate) stopped: bool,
+    /// Counters for operators and tests.
+    pub(crate) stats: Stats,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Stats {
+    pub delivered: u64,
+    pub applied: u64,
+    pub dropped_old_generation: u64,
+    pub dropped_stale_sender: u64,
+    pub dropped_other: u64,
+    pub wire_errors: u64,
+}
+
+impl Node {
+    pub fn new(cfg: Config) -> Node {
+        Node {
+            cfg,
+            now: Instant(0),
+            barrier: Barrier::new(cfg.node),
+            d: DaemonState::new(),
+            groups: heapless::Vec::new(),
+            effects: heapless::Deque::new(),
+            outbox: heapless::Deque::new(),
+            timer_seq: 0,
+            stopped: false,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn me(&self) -> Member {
+        Member { node: self.cfg.node, inc: self.cfg.incarnation }
+    }
+
+    pub fn generation(&self) -> Generation {
+        self.barrier.current()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Feed one input.
+    pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Result<(), HandleError> {
+        if self.stopped {
+            return Err(HandleError::Stopped);
+        }
+        if EFFECT_CAP - self.effects.len() < EFFECTS_PER_INPUT || OUTBOX_CAP - self.outbox.len() < SENDS_PER_INPUT {
+            return Err(HandleError::Backpressure);
+        }
+        if now > self.now {
+            self.now = now;
+        }
+        let before = (self.effects.len(), self.outbox.len(), self.barrier.current());
+        let r = match input {
+            Input::Ring(ev) => self.on_ring(&ev).map_err(HandleError::Barrier),
+            Input::Confchg(cc) => self.on_confchg(&cc).map_err(HandleError::Barrier),
+            Input::Quorum(q) => {
+                self.on_quorum(&q);
+                Ok(())
+            }
+            Input::Deliver { from, bytes } => self.on_deliver(from, bytes).map_err(HandleError::Deliver),
+            Input::Timer(t) => {
+                self.on_timer(t);
+                Ok(())
+            }
+            Input::Fenced { target, ok } => self.on_fenced(target, ok).map_err(HandleError::Fence),
+            Input::Kernel(k) => self.on_kernel(k).map_err(HandleError::Kernel),
+            Input::Request(r) => self.on_request(r).map_err(HandleError::Request),
+        };
+        invariant!(self.effects.len() - before.0 <= EFFECTS_PER_INPUT, "one input produced too many effects");
+        invariant!(self.outbox.len() - before.1 <= SENDS_PER_INPUT, "one input produced too many sends");
+        invariant!(self.barrier.current() >= before.2 || !self.barrier.anchored(), "generation went backwards");
+        self.check_invariants();
+        r
+    }
+
+    /// Next effect to execute, in order.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// Encode the next message to multicast in the daemon group (agreed
+    /// order) into `buf` (at least [`wire::MAX_MESSAGE`] bytes is always
+    /// enough). Returns its length.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
+        while let Some(out) = self.outbox.pop_front() {
+            if let Some(msg) = self.render(&out) {
+                match wire::encode(&msg, buf) {
+                    Ok(n) => return Some(n),
+                    Err(_) => {
+                        // Too small a buffer: keep the message for a bigger one.
+                        let _ = self.outbox.push_front(out);
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Are there effects or messages waiting?
+    pub fn has_output(&self) -> bool {
+        !self.effects.is_empty() || !self.outbox.is_empty()
+    }
+
+    pub(crate) fn effect(&mut self, e: Effect) {
+        // Capacity was reserved in `handle`; a failure here is a bug in the
+        // per-input bound, caught in debug builds.
+        let r = self.effects.push_back(e);
+        invariant!(r.is_ok(), "effect queue overflow despite reservation");
+    }
+
+    pub(crate) fn send(&mut self, o: Out) {
+        if self.outbox.iter().any(|x| *x == o) {
+            return;
+        }
+        let r = self.outbox.push_back(o);
+        invariant!(r.is_ok(), "outbox overflow despite reservation");
+    }
+
+    pub(crate) fn notify(&mut self, n: Notice) {
+        self.effect(Effect::Notify(n));
+    }
+
+    pub(crate) fn set_timer(&mut self, kind: u64, after_ms: u64) -> TimerToken {
+        self.timer_seq = self.timer_seq.wrapping_add(1);
+        let token = TimerToken((kind << 56) | (self.timer_seq & ((1 << 56) - 1)));
+        let at = self.now.plus_ms(after_ms);
+        self.effect(Effect::SetTimer { token, at });
+        token
+    }
+
+    fn on_timer(&mut self, t: TimerToken) {
+        match t.0 >> 56 {
+            TIMER_FENCE => self.on_fence_timer(t),
+            TIMER_RECOVERY => self.on_recovery_timer(t),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn group_slot(&self, gid: GroupId) -> Option<usize> {
+        self.groups.iter().position(|g| g.gid == gid)
+    }
+
+    /// Assertions over the whole node, in debug builds only.
+    fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        for g in self.groups.iter() {
+            g.check_invariants();
+        }
+        self.d.check_invariants();
+    }
+
+    pub(crate) fn stop(&mut self) {
+        self.stopped = true;
+        self.outbox.clear();
+    }
+}

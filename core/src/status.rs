@@ -1,0 +1,167 @@
+//! A fixed-size snapshot of what this node knows and what everything waits
+//! for: the host daemon prints it (`cohortctl status`).
+
+use crate::daemon::DaemonPhase;
+use crate::gcs::MAX_NODES;
+use crate::ids::{Generation, GroupId, Incarnation, Jid, Member, NodeId};
+use crate::mount::{GroupWait, KState};
+use crate::node::Node;
+use crate::wire::{FsName, Mode, MAX_GROUPS, MAX_RECOVERIES};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DaemonWait {
+    Nothing,
+    /// Not yet in the daemon group.
+    Join,
+    /// Daemon starts missing from these members (node ids).
+    Starts,
+    /// The sync leader's snapshot.
+    Sync(NodeId),
+    Stopped,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PeerStatus {
+    pub node: NodeId,
+    pub inc: Option<Incarnation>,
+    pub started: bool,
+    pub stale: bool,
+    pub has_state: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FenceStatus {
+    pub target: Member,
+    pub attempts: u16,
+    pub actor: Option<NodeId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GroupMemberStatus {
+    pub node: NodeId,
+    pub mode: Mode,
+    pub jid: Option<Jid>,
+    pub mounted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub fs: FsName,
+    pub journals: u16,
+    pub generation: Generation,
+    pub synced: bool,
+    pub first_done: bool,
+    pub blocked: bool,
+    pub mounted_here: bool,
+    pub wait: GroupWait,
+    pub members: heapless::Vec<GroupMemberStatus, MAX_NODES>,
+    pub recoveries: heapless::Vec<(Jid, u16), MAX_RECOVERIES>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Status {
+    pub node: NodeId,
+    pub incarnation: Incarnation,
+    pub generation: Generation,
+    pub anchored: bool,
+    pub quorate: Option<bool>,
+    pub protocol: u16,
+    pub daemon: DaemonWait,
+    pub members: heapless::Vec<PeerStatus, MAX_NODES>,
+    pub fencing: heapless::Vec<FenceStatus, MAX_NODES>,
+    pub groups: heapless::Vec<GroupStatus, MAX_GROUPS>,
+    /// Pre-merge partitions met in the last daemon cycle (≥2: a stateful merge was resolved).
+    pub last_merge_partitions: u8,
+}
+
+impl Status {
+    pub fn group(&self, fs: &str) -> Option<&GroupStatus> {
+        self.groups.iter().find(|g| g.fs.as_str() == fs)
+    }
+
+    /// Nothing waits anywhere.
+    pub fn is_stable(&self) -> bool {
+        self.daemon == DaemonWait::Nothing
+            && self.fencing.is_empty()
+            && self.groups.iter().all(|g| g.synced && g.wait == GroupWait::Nothing && !g.blocked)
+    }
+}
+
+impl Node {
+    pub fn status(&self) -> Status {
+        let gen = self.barrier.current();
+        let daemon = if self.stopped {
+            DaemonWait::Stopped
+        } else {
+            match self.d.phase {
+                DaemonPhase::Joining => DaemonWait::Join,
+                DaemonPhase::WaitStarts => DaemonWait::Starts,
+                DaemonPhase::WaitSync { leader } => DaemonWait::Sync(leader),
+                DaemonPhase::Complete => DaemonWait::Nothing,
+            }
+        };
+        let mut members = heapless::Vec::new();
+        for p in self.d.peers.iter() {
+            let stale = p.inc.is_some_and(|inc| self.d.is_stale(Member { node: p.node, inc }));
+            let _ = members.push(PeerStatus {
+                node: p.node,
+                inc: p.inc,
+                started: p.start.is_some(),
+                stale,
+                has_state: p.has_state,
+            });
+        }
+        let mut fencing = heapless::Vec::new();
+        for f in self.d.fence.iter() {
+            let _ = fencing.push(FenceStatus {
+                target: f.target,
+                attempts: f.attempts,
+                actor: self.fence_actor(f.attempts),
+            });
+        }
+        let mut groups = heapless::Vec::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            let mut gm = heapless::Vec::new();
+            for m in g.members.iter() {
+                let _ = gm.push(GroupMemberStatus { node: m.node, mode: m.mode, jid: m.jid, mounted: m.mounted });
+            }
+            let mut rec = heapless::Vec::new();
+            for r in g.recoveries.iter() {
+                let _ = rec.push((r.jid, r.attempts));
+            }
+            let _ = groups.push(GroupStatus {
+                group: g.gid,
+                fs: g.fs.clone(),
+                journals: g.journals,
+                generation: g.change_gen,
+                synced: g.is_synced(),
+                first_done: g.first_done,
+                blocked: g.blocked,
+                mounted_here: g.kstate == KState::Mounted,
+                wait: self.group_wait(i),
+                members: gm,
+                recoveries: rec,
+            });
+        }
+        Status {
+            node: self.cfg.node,
+            incarnation: self.cfg.incarnation,
+            generation: gen,
+            anchored: self.barrier.anchored(),
+            quorate: self.barrier.quorate_at(gen.ring),
+            protocol: self.d.proto,
+            daemon,
+            members,
+            fencing,
+            groups,
+            last_merge_partitions: self.d.last_merge_partitions,
+        }
+    }
+}

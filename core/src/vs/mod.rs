@@ -1,0 +1,1 @@
+//! Datagram virtual-synchrony transport (in progress).

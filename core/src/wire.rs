@@ -1,0 +1,496 @@
+//! Wire format: a fixed, versioned header followed by a postcard body.
+//!
+//! ```text
+//! offset size field
+//!   0     2   magic  b"CH"
+//!   2     1   wire version (1)
+//!   3     1   message type
+//!   4     4   sender nodeid (LE)
+//!   8     8   sender incarnation (LE)
+//!  16     8   generation.ring (LE)
+//!  24     4   generation.epoch (LE)
+//!  28     4   group id (LE)
+//!  32   ...   body (postcard), must be consumed exactly
+//! ```
+//!
+//! [`decode`] turns bytes into a validated [`Message`] (the smoltcp
+//! Packet/Repr split): the header is checked field by field, the body must
+//! match the type, be fully consumed and pass [`Body::validate`]. Nothing is
+//! applied by decoding; a decode error changes no state anywhere.
+
+use crate::gcs::{NodeList, MAX_NODES};
+use crate::ids::{Generation, GroupId, Incarnation, Jid, Member, NodeId};
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: [u8; 2] = *b"CH";
+pub const WIRE_VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 32;
+/// Largest encoded message. A full daemon sync snapshot (16 groups of 32
+/// members) fits with room to spare.
+pub const MAX_MESSAGE: usize = 4096;
+/// Longest filesystem name.
+pub const FS_NAME_LEN: usize = 32;
+/// Most journals a filesystem may have.
+pub const MAX_JOURNALS: usize = 256;
+/// Most journal recoveries one group tracks at once.
+pub const MAX_RECOVERIES: usize = 2 * MAX_NODES;
+/// Most mount groups.
+pub const MAX_GROUPS: usize = 16;
+
+pub type FsName = heapless::String<FS_NAME_LEN>;
+
+/// Protocol versions this build speaks.
+pub const PROTO_MIN: u16 = 1;
+pub const PROTO_MAX: u16 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Header {
+    pub kind: MsgKind,
+    pub sender: Member,
+    pub generation: Generation,
+    pub group: GroupId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum MsgKind {
+    DaemonStart = 1,
+    DaemonSync = 2,
+    Mount = 3,
+    Unmount = 4,
+    Remount = 5,
+    Withdraw = 6,
+    FenceResult = 7,
+    MountStart = 8,
+    MountDone = 9,
+    FirstDone = 10,
+    RecoveryResult = 11,
+}
+
+impl MsgKind {
+    pub const fn from_u8(v: u8) -> Option<MsgKind> {
+        Some(match v {
+            1 => MsgKind::DaemonStart,
+            2 => MsgKind::DaemonSync,
+            3 => MsgKind::Mount,
+            4 => MsgKind::Unmount,
+            5 => MsgKind::Remount,
+            6 => MsgKind::Withdraw,
+            7 => MsgKind::FenceResult,
+            8 => MsgKind::MountStart,
+            9 => MsgKind::MountDone,
+            10 => MsgKind::FirstDone,
+            11 => MsgKind::RecoveryResult,
+            _ => return None,
+        })
+    }
+}
+
+/// How a member mounts a filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Mode {
+    /// Read-write: holds a journal, may be first mounter, recovers journals.
+    Rw,
+    /// Read-only: holds a journal (so it can remount rw), never writes it,
+    /// never recovers others' journals; its failure needs no replay.
+    Ro,
+    /// Spectator: no journal, never recovers, never first mounter.
+    Spectator,
+}
+
+impl Mode {
+    pub const fn needs_journal(self) -> bool {
+        !matches!(self, Mode::Spectator)
+    }
+    pub const fn writes(self) -> bool {
+        matches!(self, Mode::Rw)
+    }
+}
+
+/// A fence outcome known to some member, broadcast and applied in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FenceResult {
+    pub target: Member,
+    pub attempt: u16,
+    pub ok: bool,
+}
+
+/// The daemon-group state transfer each member sends after every change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DaemonStart {
+    pub proto_min: u16,
+    pub proto_max: u16,
+    /// Completed a mount-group sync since this incarnation started.
+    pub has_state: bool,
+    /// The generation in the header is the group's numbering (else the
+    /// sender joined mid-ring and counts its own events; its start is then a
+    /// pure self-description).
+    pub anchored: bool,
+    /// Generation of the sender's last completed daemon sync (its lineage).
+    pub last_synced: Generation,
+    /// Start of the sender's current continuously-quorate stretch.
+    pub quorate_since: Option<Generation>,
+    /// Bit i: the i-th current member (sorted), in its current incarnation,
+    /// was recorded failed by the sender.
+    pub failed_mask: u32,
+    /// Bit i: the sender's partition fenced the i-th current member in its
+    /// current incarnation.
+    pub fenced_mask: u32,
+    /// Join generations of members that have not completed a daemon sync
+    /// (anchored senders only): how a joiner learns the numbering.
+    pub joiners: heapless::Vec<(NodeId, Generation), MAX_NODES>,
+    /// Failed members with state whose fencing the sender still waits for.
+    pub fence_pending: heapless::Vec<Member, MAX_NODES>,
+}
+
+/// One mount group's logical membership, in the daemon sync.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GroupSnap {
+    pub fs: FsName,
+    pub journals: u16,
+    pub members: heapless::Vec<(NodeId, Mode), MAX_NODES>,
+}
+
+/// Sent by the sync leader once all daemon starts of a generation arrived:
+/// the authoritative logical membership of every mount group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DaemonSync {
+    pub groups: heapless::Vec<GroupSnap, MAX_GROUPS>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MountReq {
+    pub fs: FsName,
+    pub mode: Mode,
+    pub journals: u16,
+}
+
+/// What an old member knows of one old member of a mount group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MemberDesc {
+    pub member: Member,
+    pub mode: Mode,
+    pub jid: Option<Jid>,
+    pub mounted: bool,
+}
+
+/// A journal waiting for replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Recovery {
+    pub jid: Jid,
+    /// The failed member that wrote it (fencing of it gates the replay).
+    pub owner: Member,
+    pub attempts: u16,
+}
+
+/// The mount-group state transfer (gfs_controld's START).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MountStart {
+    pub mode: Mode,
+    pub journals: u16,
+    /// The sender completed a sync of this group before this change.
+    pub old: bool,
+    /// Old senders: first-mount recovery is done.
+    pub first_done: bool,
+    /// Old senders: all old members.
+    pub members: heapless::Vec<MemberDesc, MAX_NODES>,
+    /// Old senders: journals needing recovery.
+    pub recoveries: heapless::Vec<Recovery, MAX_RECOVERIES>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RecoveryResult {
+    pub jid: Jid,
+    pub attempt: u16,
+    pub ok: bool,
+}
+
+/// Message bodies (no allocator: large variants stay inline).
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Body {
+    DaemonStart(DaemonStart),
+    DaemonSync(DaemonSync),
+    Mount(MountReq),
+    Unmount,
+    Remount(Mode),
+    Withdraw,
+    FenceResult(FenceResult),
+    MountStart(MountStart),
+    MountDone { ok: bool },
+    FirstDone,
+    RecoveryResult(RecoveryResult),
+}
+
+impl Body {
+    pub fn kind(&self) -> MsgKind {
+        match self {
+            Body::DaemonStart(_) => MsgKind::DaemonStart,
+            Body::DaemonSync(_) => MsgKind::DaemonSync,
+            Body::Mount(_) => MsgKind::Mount,
+            Body::Unmount => MsgKind::Unmount,
+            Body::Remount(_) => MsgKind::Remount,
+            Body::Withdraw => MsgKind::Withdraw,
+            Body::FenceResult(_) => MsgKind::FenceResult,
+            Body::MountStart(_) => MsgKind::MountStart,
+            Body::MountDone { .. } => MsgKind::MountDone,
+            Body::FirstDone => MsgKind::FirstDone,
+            Body::RecoveryResult(_) => MsgKind::RecoveryResult,
+        }
+    }
+
+    /// Semantic validation beyond what the types enforce.
+    pub fn validate(&self) -> Result<(), WireError> {
+        match self {
+            Body::DaemonStart(s) => {
+                if s.proto_min == 0 || s.proto_min > s.proto_max {
+                    return Err(WireError::Invalid("protocol range"));
+                }
+                if s.joiners.iter().any(|(n, _)| !n.is_valid()) || s.fence_pending.iter().any(|m| !m.node.is_valid()) {
+                    return Err(WireError::Invalid("node id 0"));
+                }
+                Ok(())
+            }
+            Body::DaemonSync(s) => {
+                for g in s.groups.iter() {
+                    valid_fs(&g.fs)?;
+                    valid_journals(g.journals)?;
+                    if !strictly_sorted(g.members.iter().map(|m| m.0)) {
+                        return Err(WireError::Invalid("group members not sorted"));
+                    }
+                }
+                Ok(())
+            }
+            Body::Mount(m) => {
+                valid_fs(&m.fs)?;
+                valid_journals(m.journals)
+            }
+            Body::MountStart(s) => {
+                valid_journals(s.journals)?;
+                if !strictly_sorted(s.members.iter().map(|m| m.member.node)) {
+                    return Err(WireError::Invalid("start members not sorted"));
+                }
+                for m in s.members.iter() {
+                    if let Some(j) = m.jid {
+                        if usize::from(j.0) >= usize::from(s.journals) {
+                            return Err(WireError::Invalid("jid out of range"));
+                        }
+                    }
+                    if m.jid.is_some() != m.mode.needs_journal() && m.jid.is_some() {
+                        return Err(WireError::Invalid("spectator with journal"));
+                    }
+                }
+                for r in s.recoveries.iter() {
+                    if usize::from(r.jid.0) >= usize::from(s.journals) {
+                        return Err(WireError::Invalid("recovery jid out of range"));
+                    }
+                }
+                Ok(())
+            }
+            Body::RecoveryResult(r) => {
+                if usize::from(r.jid.0) >= MAX_JOURNALS {
+                    return Err(WireError::Invalid("jid out of range"));
+                }
+                Ok(())
+            }
+            Body::FenceResult(f) => {
+                if !f.target.node.is_valid() {
+                    return Err(WireError::Invalid("node id 0"));
+                }
+                Ok(())
+            }
+            Body::Unmount | Body::Remount(_) | Body::Withdraw | Body::MountDone { .. } | Body::FirstDone => Ok(()),
+        }
+    }
+}
+
+fn strictly_sorted(mut it: impl Iterator<Item = NodeId>) -> bool {
+    let Some(mut prev) = it.next() else { return true };
+    if !prev.is_valid() {
+        return false;
+    }
+    for n in it {
+        if n <= prev {
+            return false;
+        }
+        prev = n;
+    }
+    true
+}
+
+fn valid_fs(fs: &FsName) -> Result<(), WireError> {
+    if fs.is_empty()
+        || !fs.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' || b == b':')
+    {
+        return Err(WireError::Invalid("filesystem name"));
+    }
+    Ok(())
+}
+
+fn valid_journals(j: u16) -> Result<(), WireError> {
+    if j == 0 || usize::from(j) > MAX_JOURNALS {
+        return Err(WireError::Invalid("journal count"));
+    }
+    Ok(())
+}
+
+/// Check a filesystem name the way the wire does (for operator input).
+pub fn fs_name(name: &str) -> Result<FsName, WireError> {
+    let mut s = FsName::new();
+    s.push_str(name).map_err(|_| WireError::Invalid("filesystem name too long"))?;
+    valid_fs(&s)?;
+    Ok(s)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Message {
+    pub header: Header,
+    pub body: Body,
+}
+
+/// Why bytes were rejected. Decoding never changes state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum WireError {
+    Truncated,
+    Oversize,
+    BadMagic,
+    UnsupportedVersion(u8),
+    UnknownType(u8),
+    InvalidSender,
+    /// The body did not decode as its type's representation.
+    Body,
+    /// Bytes left after the body.
+    Trailing,
+    Invalid(&'static str),
+    /// The output buffer is too small.
+    BufferTooSmall,
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
+    if bytes.len() > MAX_MESSAGE {
+        return Err(WireError::Oversize);
+    }
+    let h = bytes.get(..HEADER_LEN).ok_or(WireError::Truncated)?;
+    if h[0..2] != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    if h[2] != WIRE_VERSION {
+        return Err(WireError::UnsupportedVersion(h[2]));
+    }
+    let kind = MsgKind::from_u8(h[3]).ok_or(WireError::UnknownType(h[3]))?;
+    let node = NodeId(le32(&h[4..8]));
+    if !node.is_valid() {
+        return Err(WireError::InvalidSender);
+    }
+    let header = Header {
+        kind,
+        sender: Member { node, inc: Incarnation(le64(&h[8..16])) },
+        generation: Generation { ring: le64(&h[16..24]), epoch: le32(&h[24..28]) },
+        group: GroupId(le32(&h[28..32])),
+    };
+    let rest = &bytes[HEADER_LEN..];
+    let (body, tail) = match kind {
+        MsgKind::DaemonStart => take(rest).map(|(b, t)| (Body::DaemonStart(b), t))?,
+        MsgKind::DaemonSync => take(rest).map(|(b, t)| (Body::DaemonSync(b), t))?,
+        MsgKind::Mount => take(rest).map(|(b, t)| (Body::Mount(b), t))?,
+        MsgKind::Unmount => (Body::Unmount, rest),
+        MsgKind::Remount => take(rest).map(|(b, t)| (Body::Remount(b), t))?,
+        MsgKind::Withdraw => (Body::Withdraw, rest),
+        MsgKind::FenceResult => take(rest).map(|(b, t)| (Body::FenceResult(b), t))?,
+        MsgKind::MountStart => take(rest).map(|(b, t)| (Body::MountStart(b), t))?,
+        MsgKind::MountDone => take::<bool>(rest).map(|(ok, t)| (Body::MountDone { ok }, t))?,
+        MsgKind::FirstDone => (Body::FirstDone, rest),
+        MsgKind::RecoveryResult => take(rest).map(|(b, t)| (Body::RecoveryResult(b), t))?,
+    };
+    if !tail.is_empty() {
+        return Err(WireError::Trailing);
+    }
+    body.validate()?;
+    let daemon_level = matches!(kind, MsgKind::DaemonStart | MsgKind::DaemonSync | MsgKind::FenceResult);
+    if daemon_level != (header.group == GroupId::DAEMON) {
+        return Err(WireError::Invalid("group id does not fit the message type"));
+    }
+    if let Body::Mount(m) = &body {
+        if GroupId::of_fs(&m.fs) != header.group {
+            return Err(WireError::Invalid("group id does not match filesystem name"));
+        }
+    }
+    Ok(Message { header, body })
+}
+
+fn take<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<(T, &'a [u8]), WireError> {
+    postcard::take_from_bytes(b).map_err(|_| WireError::Body)
+}
+
+fn le32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(b);
+    u32::from_le_bytes(a)
+}
+
+fn le64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    u64::from_le_bytes(a)
+}
+
+/// Encode into `buf`, returning the length used.
+pub fn encode(msg: &Message, buf: &mut [u8]) -> Result<usize, WireError> {
+    if buf.len() < HEADER_LEN {
+        return Err(WireError::BufferTooSmall);
+    }
+    let h = &msg.header;
+    buf[0..2].copy_from_slice(&MAGIC);
+    buf[2] = WIRE_VERSION;
+    buf[3] = msg.body.kind() as u8;
+    buf[4..8].copy_from_slice(&h.sender.node.0.to_le_bytes());
+    buf[8..16].copy_from_slice(&h.sender.inc.0.to_le_bytes());
+    buf[16..24].copy_from_slice(&h.generation.ring.to_le_bytes());
+    buf[24..28].copy_from_slice(&h.generation.epoch.to_le_bytes());
+    buf[28..32].copy_from_slice(&h.group.0.to_le_bytes());
+    let lim = buf.len().min(MAX_MESSAGE);
+    let out = &mut buf[HEADER_LEN..lim];
+    let used = match &msg.body {
+        Body::DaemonStart(b) => put(b, out)?,
+        Body::DaemonSync(b) => put(b, out)?,
+        Body::Mount(b) => put(b, out)?,
+        Body::Unmount | Body::Withdraw | Body::FirstDone => 0,
+        Body::Remount(b) => put(b, out)?,
+        Body::FenceResult(b) => put(b, out)?,
+        Body::MountStart(b) => put(b, out)?,
+        Body::MountDone { ok } => put(ok, out)?,
+        Body::RecoveryResult(b) => put(b, out)?,
+    };
+    Ok(HEADER_LEN + used)
+}
+
+fn put<T: Serialize>(v: &T, out: &mut [u8]) -> Result<usize, WireError> {
+    postcard::to_slice(v, out).map(|s| s.len()).map_err(|_| WireError::BufferTooSmall)
+}
+
+/// Members of a list as a bitmask over `of` (sorted); entries not in `of`
+/// are ignored.
+pub fn mask_of(of: &NodeList, f: impl Fn(NodeId) -> bool) -> u32 {
+    let mut m = 0u32;
+    for (i, n) in of.iter().enumerate() {
+        if f(*n) {
+            m |= 1 << (i as u32);
+        }
+    }
+    m
+}
