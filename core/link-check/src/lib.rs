@@ -38,15 +38,9 @@ pub extern "C" fn cohort_link_check(nodes: &[u32; 8], ring: u64, fs_name: &[u8; 
     let _ = gcs::remove_sorted(&mut list, NodeId(nodes[1]));
 
     let generation = Generation::ring_start(ring).next_epoch();
-    let mut cc = Confchg {
-        members: list.clone(),
-        ..Confchg::default()
-    };
+    let mut cc = Confchg { members: list.clone(), ..Confchg::default() };
     if let Some(reason) = Reason::from_u8(nodes[2] as u8) {
-        let _ = cc.joined.push(MemberReason {
-            node: NodeId(nodes[3]),
-            reason,
-        });
+        let _ = cc.joined.push(MemberReason { node: NodeId(nodes[3]), reason });
     }
     let process_level = cc.is_process_level();
 
@@ -61,4 +55,25 @@ pub extern "C" fn cohort_link_check(nodes: &[u32; 8], ring: u64, fs_name: &[u8; 
         acc = acc.rotate_left(5) ^ n.0;
     }
     acc ^ u32::from(process_level) ^ (cc.joined.len() as u32)
+}
+
+/// Drives a whole `Node` through one delivered message, one timer and a
+/// status snapshot, so the link check (and its size figure) covers the
+/// full state machine, not only the vocabulary types.
+#[no_mangle]
+pub extern "C" fn cohort_link_drive(node: u32, msg: &[u8; 512], out: &mut [u8; 4096]) -> u32 {
+    use cohort_core::node::{Input, TimerToken};
+    use cohort_core::{Config, Incarnation, Instant, Node};
+    let mut n = Node::new(Config::new(NodeId(node | 1), Incarnation(1)));
+    let _ = n.handle(Instant(1), Input::Ring(gcs::RingEvent { ring: 1, members: NodeList::new() }));
+    let _ = n.handle(Instant(2), Input::Deliver { from: NodeId(msg[0] as u32), bytes: &msg[..] });
+    let _ = n.handle(Instant(3), Input::Timer(TimerToken(u64::from(msg[1]))));
+    let mut acc = 0u32;
+    while let Some(_e) = n.poll_effect() {
+        acc += 1;
+    }
+    while let Some(len) = n.poll_transmit(&mut out[..]) {
+        acc = acc.wrapping_add(len as u32);
+    }
+    acc.wrapping_add(n.status().generation.epoch)
 }
