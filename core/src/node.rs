@@ -23,11 +23,11 @@ use crate::mount::MountGroup;
 use crate::wire::{self, FenceResult, FsName, Mode, RecoveryResult, WireError, MAX_GROUPS, PROTO_MAX, PROTO_MIN};
 
 /// Capacity of the effect queue.
-pub const EFFECT_CAP: usize = 192;
+pub const EFFECT_CAP: usize = 128;
 /// Capacity of the send queue (message descriptors, encoded on poll).
 pub const OUTBOX_CAP: usize = 96;
 /// Worst case of effects one input can produce.
-pub const EFFECTS_PER_INPUT: usize = 8 + 8 * MAX_GROUPS + MAX_NODES;
+pub const EFFECTS_PER_INPUT: usize = 8 + 5 * MAX_GROUPS + MAX_NODES;
 /// Worst case of sends one input can produce.
 pub const SENDS_PER_INPUT: usize = 4 + 4 * MAX_GROUPS;
 

@@ -126,3 +126,40 @@ fn core_vocabulary_does_not_allocate() {
     assert_eq!(generation, Generation { ring: 42, epoch: 1 });
     assert!(process_level);
 }
+
+mod common;
+
+fn probe(on: bool) {
+    COUNTING.with(|c| c.set(on));
+}
+
+/// A full scenario through real nodes: three daemons join, all mount, one
+/// node dies, is fenced, its journal is recovered, it restarts with a new
+/// incarnation and mounts again. Only the calls into the nodes are counted.
+#[test]
+fn full_scenario_allocates_nothing_in_the_core() {
+    use cohort_core::node::Request;
+    use cohort_core::wire::{fs_name, Mode};
+    COUNT.with(|c| c.set(0));
+    let mut c = common::Cluster::new(3);
+    c.probe = probe;
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.node_down(3);
+    c.pump();
+    c.start(3, 2);
+    c.pump();
+    c.request(3, Request::Mount { fs: fs_name("fs1").unwrap(), mode: Mode::Rw, journals: 8 });
+    c.pump();
+    assert!(c.all_stable());
+    assert_eq!(c.jids("fs1", 1).len(), 3);
+    let n = COUNT.with(|c| c.get());
+    assert_eq!(n, 0, "the core allocated {n} times");
+}
+
+#[test]
+fn size_of_default_node_is_reported_and_small() {
+    let size = std::mem::size_of::<cohort_core::Node>();
+    println!("size_of::<cohort_core::Node>() = {size} bytes");
+    assert!(size <= 64 * 1024, "Node is {size} bytes, over the 64 KiB target");
+}

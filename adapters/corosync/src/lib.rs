@@ -1,1 +1,697 @@
-//! cohort-corosync (work in progress)
+//! Corosync adapter for cohort: one CPG group plus the quorum service,
+//! turned into the event vocabulary of [`cohort_core::gcs`].
+//!
+//! [`Corosync::connect`] opens a CPG connection, starts quorum tracking,
+//! waits for the first quorum callback (which `trackstart(Changes)` fires at
+//! once) and only then joins the group. The events come out of
+//! [`Corosync::poll_event`] (or [`Corosync::dispatch`] + [`Corosync::next_event`])
+//! as [`CorosyncEvent`]s and satisfy the transport contract of
+//! [`cohort_core::gcs`]:
+//!
+//! * The first event is always a [`CorosyncEvent::Ring`] for the current
+//!   ring (from the quorum callback), followed by a [`CorosyncEvent::Quorum`];
+//!   so a `Ring` precedes the first `Confchg`.
+//! * Later rings come from CPG's totem confchg callback, on the CPG stream,
+//!   after the confchgs carrying the NODEDOWN/NODEUP entries of that change.
+//!   Ring seqs only grow: a totem confchg whose seq is not larger than the
+//!   last ring emitted (the initial ring reported twice) is dropped.
+//! * `Confchg` and `Deliver` keep CPG's agreed order; `Quorum` events come
+//!   from a separate stream with no ordering relative to them.
+//!
+//! The binding's callbacks are plain `fn` pointers invoked while it holds a
+//! global lock: they only push raw records into a thread-local buffer, which
+//! the dispatching call drains and translates right after the library
+//! returns. Nothing is initialized, finalized or dropped inside a callback.
+//! A `Corosync` may move between threads; it must not be dispatched from two
+//! threads at once (all dispatching methods take `&mut self`).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use cohort_core::gcs::{self, Confchg, MemberReason, NodeList, QuorumEvent, Reason, ReasonList, RingEvent};
+use cohort_core::ids::NodeId;
+use rust_corosync::{cpg, quorum, CsError, DispatchFlags, TrackFlags};
+use tracing::{debug, info, trace, warn};
+
+pub use rust_corosync::CsError as CorosyncError;
+
+/// One event from corosync, in the order the callbacks arrived per stream.
+///
+/// `Confchg` and the `NodeList`s are inline, fixed-capacity (about 0.7 KB per
+/// event); the shape follows the core's vocabulary rather than boxing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorosyncEvent {
+    /// A (new) totem ring; on the ordered CPG stream.
+    Ring(RingEvent),
+    /// A membership change of the joined group; on the ordered CPG stream.
+    Confchg(Confchg),
+    /// Quorum state; on its own, unordered stream.
+    Quorum(QuorumEvent),
+    /// A message of the joined group, in agreed order.
+    Deliver { from: NodeId, pid: u32, payload: Vec<u8> },
+}
+
+/// Errors of the corosync adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The library could not reach the corosync daemon at connect time.
+    #[error("corosync is not running ({op}: {err})")]
+    NotRunning { op: &'static str, err: CsError },
+    /// The connection to corosync broke (corosync died or dropped us). The
+    /// handle is unusable; reconnect once corosync is back.
+    #[error("lost the connection to corosync ({op}: {err})")]
+    Disconnected { op: &'static str, err: CsError },
+    /// A corosync call failed for another reason.
+    #[error("corosync call failed ({op}: {err})")]
+    Call { op: &'static str, err: CsError },
+    /// `mcast_joined` kept answering TRY_AGAIN (flow control) past the bound.
+    #[error("multicast refused with TRY_AGAIN {attempts} times over {waited:?} (corosync is congested)")]
+    SendBusy { attempts: u32, waited: Duration },
+    /// A call kept answering TRY_AGAIN past the bound.
+    #[error("{op} kept returning TRY_AGAIN for {waited:?}")]
+    Busy { op: &'static str, waited: Duration },
+    /// The quorum service did not report the current ring in time.
+    #[error("no quorum callback within {0:?} after trackstart (cannot learn the initial ring)")]
+    NoInitialRing(Duration),
+    /// The group name cannot be used as a CPG name.
+    #[error("invalid CPG group name {0:?} (1..=127 bytes, no NUL)")]
+    InvalidGroup(String),
+    /// Corosync reported more nodes than [`gcs::MAX_NODES`].
+    #[error("{what} lists more than {max} nodes", max = gcs::MAX_NODES)]
+    TooManyNodes { what: &'static str },
+    /// Corosync reported node id 0.
+    #[error("{what} contains the invalid node id 0")]
+    InvalidNode { what: &'static str },
+    /// poll(2) failed.
+    #[error("poll on the corosync fds failed: {0}")]
+    Poll(#[source] std::io::Error),
+}
+
+impl Error {
+    /// True when the connection to corosync is gone and the handle must be
+    /// dropped (corosync died or was restarted).
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Error::Disconnected { .. } | Error::NotRunning { .. })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Tunables of [`Corosync::connect_with`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long `connect` waits for the first quorum callback.
+    pub initial_ring_timeout: Duration,
+    /// How long `send` (and `join`) keep retrying on TRY_AGAIN.
+    pub retry_limit: Duration,
+    /// First backoff between retries; doubles up to `max_backoff`.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            initial_ring_timeout: Duration::from_secs(10),
+            retry_limit: Duration::from_secs(5),
+            first_backoff: Duration::from_micros(500),
+            max_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Raw callback records, pushed by the `fn` callbacks.
+enum Raw {
+    Deliver {
+        group: String,
+        nodeid: u32,
+        pid: u32,
+        payload: Vec<u8>,
+    },
+    Confchg {
+        group: String,
+        members: Vec<(u32, u32)>,
+        left: Vec<(u32, u32, Option<Reason>)>,
+        joined: Vec<(u32, u32, Option<Reason>)>,
+    },
+    Totem {
+        seq: u64,
+        rep: u32,
+        members: Vec<u32>,
+    },
+    Quorum {
+        quorate: bool,
+        seq: u64,
+        rep: u32,
+        members: Vec<u32>,
+    },
+    Nodelist {
+        seq: u64,
+        members: Vec<u32>,
+        joined: Vec<u32>,
+        left: Vec<u32>,
+    },
+}
+
+thread_local! {
+    static RAW: RefCell<Vec<Raw>> = const { RefCell::new(Vec::new()) };
+}
+
+fn push_raw(r: Raw) {
+    RAW.with(|q| q.borrow_mut().push(r));
+}
+
+fn take_raw() -> Vec<Raw> {
+    RAW.with(|q| std::mem::take(&mut *q.borrow_mut()))
+}
+
+fn map_reason(r: &cpg::Reason) -> Option<Reason> {
+    // cpg::Reason has no PartialEq/Debug: match on it.
+    match r {
+        cpg::Reason::Join => Some(Reason::Join),
+        cpg::Reason::Leave => Some(Reason::Leave),
+        cpg::Reason::NodeDown => Some(Reason::NodeDown),
+        cpg::Reason::NodeUp => Some(Reason::NodeUp),
+        cpg::Reason::ProcDown => Some(Reason::ProcDown),
+        cpg::Reason::Undefined => None,
+    }
+}
+
+fn cb_deliver(_h: &cpg::Handle, group: String, nodeid: rust_corosync::NodeId, pid: u32, msg: &[u8], msg_len: usize) {
+    let n = msg_len.min(msg.len());
+    push_raw(Raw::Deliver { group, nodeid: u32::from(nodeid), pid, payload: msg[..n].to_vec() });
+}
+
+fn cb_confchg(
+    _h: &cpg::Handle,
+    group: &str,
+    members: Vec<cpg::Address>,
+    left: Vec<cpg::Address>,
+    joined: Vec<cpg::Address>,
+) {
+    let tri = |v: &[cpg::Address]| v.iter().map(|a| (u32::from(a.nodeid), a.pid, map_reason(&a.reason))).collect();
+    push_raw(Raw::Confchg {
+        group: group.to_owned(),
+        members: members.iter().map(|a| (u32::from(a.nodeid), a.pid)).collect(),
+        left: tri(&left),
+        joined: tri(&joined),
+    });
+}
+
+fn cb_totem(_h: &cpg::Handle, ring: cpg::RingId, members: Vec<rust_corosync::NodeId>) {
+    push_raw(Raw::Totem {
+        seq: ring.seq,
+        rep: u32::from(ring.nodeid),
+        members: members.into_iter().map(u32::from).collect(),
+    });
+}
+
+fn cb_quorum(_h: &quorum::Handle, quorate: bool, ring: quorum::RingId, members: Vec<rust_corosync::NodeId>) {
+    push_raw(Raw::Quorum {
+        quorate,
+        seq: ring.seq,
+        rep: u32::from(ring.nodeid),
+        members: members.into_iter().map(u32::from).collect(),
+    });
+}
+
+fn cb_nodelist(
+    _h: &quorum::Handle,
+    ring: quorum::RingId,
+    members: Vec<rust_corosync::NodeId>,
+    joined: Vec<rust_corosync::NodeId>,
+    left: Vec<rust_corosync::NodeId>,
+) {
+    let v = |l: Vec<rust_corosync::NodeId>| l.into_iter().map(u32::from).collect();
+    push_raw(Raw::Nodelist { seq: ring.seq, members: v(members), joined: v(joined), left: v(left) });
+}
+
+fn node_list(what: &'static str, ids: impl IntoIterator<Item = u32>) -> Result<NodeList> {
+    let mut l = NodeList::new();
+    for id in ids {
+        if id == 0 {
+            return Err(Error::InvalidNode { what });
+        }
+        if !gcs::insert_sorted(&mut l, NodeId(id)) {
+            return Err(Error::TooManyNodes { what });
+        }
+    }
+    Ok(l)
+}
+
+fn reason_list(what: &'static str, entries: &[(u32, u32, Option<Reason>)]) -> Result<ReasonList> {
+    let mut l = ReasonList::new();
+    for &(node, pid, reason) in entries {
+        if node == 0 {
+            return Err(Error::InvalidNode { what });
+        }
+        let Some(reason) = reason else {
+            warn!(node, pid, "confchg {what} entry without a reason, ignored");
+            continue;
+        };
+        let m = MemberReason { node: NodeId(node), reason };
+        if l.contains(&m) {
+            continue; // two processes of one node: one entry per node
+        }
+        l.push(m).map_err(|_| Error::TooManyNodes { what })?;
+    }
+    // corosync lists them in no particular order; sort by node for stable output
+    l.sort_by_key(|m| m.node);
+    Ok(l)
+}
+
+fn classify(op: &'static str, err: CsError) -> Error {
+    match err {
+        CsError::CsErrLibrary | CsError::CsErrBadHandle => Error::Disconnected { op, err },
+        _ => Error::Call { op, err },
+    }
+}
+
+/// A connection to the local corosync: one joined CPG group and quorum
+/// tracking.
+pub struct Corosync {
+    group: String,
+    local: NodeId,
+    opts: Options,
+    // Handles finalize on drop (the binding's Drop), never inside a callback.
+    cpg: cpg::Handle,
+    quorum: quorum::Handle,
+    cpg_fd: RawFd,
+    quorum_fd: RawFd,
+    queue: VecDeque<CorosyncEvent>,
+    last_ring: Option<u64>,
+    joined: bool,
+    broken: bool,
+}
+
+impl std::fmt::Debug for Corosync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Corosync")
+            .field("group", &self.group)
+            .field("local", &self.local)
+            .field("last_ring", &self.last_ring)
+            .field("queued", &self.queue.len())
+            .finish()
+    }
+}
+
+impl Corosync {
+    /// Connect with default [`Options`] and join `group`.
+    pub fn connect(group: &str) -> Result<Corosync> {
+        Self::connect_with(group, Options::default())
+    }
+
+    /// Connect to the local corosync, learn the current ring from the quorum
+    /// service, then join `group`. The first queued event is the `Ring` of
+    /// the current ring.
+    pub fn connect_with(group: &str, opts: Options) -> Result<Corosync> {
+        if group.is_empty() || group.len() > 127 || group.contains('\0') {
+            return Err(Error::InvalidGroup(group.to_owned()));
+        }
+        let not_running = |op: &'static str| {
+            move |err: CsError| match err {
+                CsError::CsErrLibrary => Error::NotRunning { op, err },
+                _ => Error::Call { op, err },
+            }
+        };
+        // CPG first: totem confchgs of ring changes after this point reach us,
+        // so no ring change between the quorum snapshot and the join is lost.
+        let model = cpg::ModelData::ModelV1(cpg::Model1Data {
+            flags: cpg::Model1Flags::None,
+            deliver_fn: Some(cb_deliver),
+            confchg_fn: Some(cb_confchg),
+            totem_confchg_fn: Some(cb_totem),
+        });
+        let cpg_h = cpg::initialize(&model, 0).map_err(not_running("cpg initialize"))?;
+        let cpg_fd = cpg::fd_get(&cpg_h).map_err(|e| classify("cpg fd_get", e))?;
+        let local = u32::from(cpg::local_get(&cpg_h).map_err(|e| classify("cpg local_get", e))?);
+        if local == 0 {
+            return Err(Error::InvalidNode { what: "cpg local_get" });
+        }
+
+        let qmodel = quorum::ModelData::ModelV1(quorum::Model1Data {
+            flags: quorum::Model1Flags::None,
+            quorum_notification_fn: Some(cb_quorum),
+            nodelist_notification_fn: Some(cb_nodelist),
+        });
+        let (q_h, _qtype) = quorum::initialize(&qmodel, 0).map_err(not_running("quorum initialize"))?;
+        let quorum_fd = quorum::fd_get(&q_h).map_err(|e| classify("quorum fd_get", e))?;
+
+        let mut me = Corosync {
+            group: group.to_owned(),
+            local: NodeId(local),
+            opts,
+            cpg: cpg_h,
+            quorum: q_h,
+            cpg_fd,
+            quorum_fd,
+            queue: VecDeque::new(),
+            last_ring: None,
+            joined: false,
+            broken: false,
+        };
+        // Drop any leftovers of a handle that failed mid-dispatch on this thread.
+        let _ = take_raw();
+
+        quorum::trackstart(&me.quorum, TrackFlags::Changes).map_err(|e| classify("quorum trackstart", e))?;
+        let deadline = Instant::now() + me.opts.initial_ring_timeout;
+        while me.last_ring.is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::NoInitialRing(me.opts.initial_ring_timeout));
+            }
+            me.pump(deadline - now)?;
+        }
+        debug!(ring = me.last_ring, "initial ring known, joining");
+
+        me.retry("cpg join", |h| cpg::join(h, group))?;
+        me.joined = true;
+        info!(node = local, group, ring = me.last_ring, "joined CPG group");
+        Ok(me)
+    }
+
+    /// This node's corosync node id.
+    pub fn local_nodeid(&self) -> NodeId {
+        self.local
+    }
+
+    /// The joined CPG group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The last ring seq announced by a `Ring` event.
+    pub fn current_ring(&self) -> Option<u64> {
+        self.last_ring
+    }
+
+    /// The CPG fd (readable when CPG callbacks are pending).
+    pub fn cpg_fd(&self) -> RawFd {
+        self.cpg_fd
+    }
+
+    /// The quorum fd (readable when quorum callbacks are pending).
+    pub fn quorum_fd(&self) -> RawFd {
+        self.quorum_fd
+    }
+
+    /// Both fds, to poll for readability; then call [`Corosync::dispatch`].
+    pub fn fds(&self) -> [RawFd; 2] {
+        [self.cpg_fd, self.quorum_fd]
+    }
+
+    /// Largest payload CPG sends without fragmenting.
+    pub fn max_atomic_message_size(&self) -> Result<u32> {
+        cpg::max_atomic_msgsize_get(&self.cpg).map_err(|e| classify("cpg max_atomic_msgsize_get", e))
+    }
+
+    /// Number of events queued and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Non-blocking: run the callbacks of every stream that has something
+    /// pending and queue their events. Returns how many events were queued.
+    pub fn dispatch(&mut self) -> Result<usize> {
+        self.pump(Duration::ZERO)
+    }
+
+    /// Take the next queued event without touching corosync.
+    pub fn next_event(&mut self) -> Option<CorosyncEvent> {
+        self.queue.pop_front()
+    }
+
+    /// Return the next event, waiting up to `timeout` for one.
+    /// `Ok(None)` on timeout; `Err` with [`Error::is_disconnected`] when
+    /// corosync went away.
+    pub fn poll_event(&mut self, timeout: Duration) -> Result<Option<CorosyncEvent>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                return Ok(Some(ev));
+            }
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
+            self.pump(left)?;
+            if self.queue.is_empty() && Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Multicast `payload` to the group in agreed order. Retries TRY_AGAIN
+    /// with an exponential backoff up to [`Options::retry_limit`], then
+    /// returns [`Error::SendBusy`].
+    pub fn send(&self, payload: &[u8]) -> Result<()> {
+        if self.broken {
+            return Err(Error::Disconnected { op: "cpg mcast_joined", err: CsError::CsErrLibrary });
+        }
+        let start = Instant::now();
+        let mut backoff = self.opts.first_backoff;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match cpg::mcast_joined(&self.cpg, cpg::Guarantee::TypeAgreed, payload) {
+                Ok(()) => {
+                    if attempts > 1 {
+                        trace!(attempts, "mcast succeeded after TRY_AGAIN");
+                    }
+                    return Ok(());
+                }
+                Err(CsError::CsErrTryAgain) => {
+                    let waited = start.elapsed();
+                    if waited >= self.opts.retry_limit {
+                        warn!(attempts, ?waited, "mcast: giving up on TRY_AGAIN");
+                        return Err(Error::SendBusy { attempts, waited });
+                    }
+                    std::thread::sleep(backoff.min(self.opts.retry_limit - waited));
+                    backoff = (backoff * 2).min(self.opts.max_backoff);
+                }
+                Err(e) => return Err(classify("cpg mcast_joined", e)),
+            }
+        }
+    }
+
+    /// Leave the group cleanly (others see LEAVE). Also done on drop.
+    pub fn leave(&mut self) -> Result<()> {
+        if !self.joined {
+            return Ok(());
+        }
+        self.joined = false;
+        let group = self.group.clone();
+        self.retry("cpg leave", |h| cpg::leave(h, &group))
+    }
+
+    fn retry(&self, op: &'static str, f: impl Fn(&cpg::Handle) -> rust_corosync::Result<()>) -> Result<()> {
+        let start = Instant::now();
+        let mut backoff = self.opts.first_backoff;
+        loop {
+            match f(&self.cpg) {
+                Ok(()) => return Ok(()),
+                Err(CsError::CsErrTryAgain) => {
+                    let waited = start.elapsed();
+                    if waited >= self.opts.retry_limit {
+                        return Err(Error::Busy { op, waited });
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.opts.max_backoff);
+                }
+                Err(e) => return Err(classify(op, e)),
+            }
+        }
+    }
+
+    /// Poll both fds for up to `timeout`, dispatch the ready ones, translate
+    /// the callbacks into queued events. Returns the number queued.
+    fn pump(&mut self, timeout: Duration) -> Result<usize> {
+        if self.broken {
+            return Err(Error::Disconnected { op: "dispatch", err: CsError::CsErrLibrary });
+        }
+        let mut fds = [
+            libc::pollfd { fd: self.cpg_fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.quorum_fd, events: libc::POLLIN, revents: 0 },
+        ];
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // Round a sub-millisecond wait up so a timeout loop cannot spin.
+        let ms = if ms == 0 && !timeout.is_zero() { 1 } else { ms };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(Error::Poll(e));
+        }
+        if n > 0 {
+            trace!(cpg = fds[0].revents, quorum = fds[1].revents, "poll: ready");
+        }
+        let before = self.queue.len();
+        // Quorum first: its first callback must precede CPG's first confchg
+        // (only relevant at connect, where nothing is joined yet).
+        for (i, stream) in [(1usize, Stream::Quorum), (0, Stream::Cpg)] {
+            let rev = fds[i].revents;
+            if rev == 0 {
+                continue;
+            }
+            let got = self.dispatch_stream(stream)?;
+            if got == 0 && rev & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                self.broken = true;
+                let op = match stream {
+                    Stream::Cpg => "cpg dispatch",
+                    Stream::Quorum => "quorum dispatch",
+                };
+                warn!(op, revents = rev, "corosync connection hung up");
+                return Err(Error::Disconnected { op, err: CsError::CsErrLibrary });
+            }
+        }
+        Ok(self.queue.len() - before)
+    }
+
+    /// Dispatch one stream, translate its callbacks. Returns how many raw
+    /// callbacks ran.
+    fn dispatch_stream(&mut self, stream: Stream) -> Result<usize> {
+        let (op, res) = match stream {
+            Stream::Cpg => ("cpg dispatch", cpg::dispatch(&self.cpg, DispatchFlags::All)),
+            Stream::Quorum => ("quorum dispatch", quorum::dispatch(&self.quorum, DispatchFlags::All)),
+        };
+        let raws = take_raw();
+        let count = raws.len();
+        // Translate what did arrive even if the dispatch then failed.
+        let translated = raws.into_iter().try_for_each(|r| self.translate(r));
+        match res {
+            Ok(()) | Err(CsError::CsErrTryAgain) => {}
+            Err(err) => {
+                let e = classify(op, err);
+                if e.is_disconnected() {
+                    self.broken = true;
+                    warn!(op, %err, "corosync connection lost");
+                }
+                return Err(e);
+            }
+        }
+        translated?;
+        Ok(count)
+    }
+
+    fn translate(&mut self, raw: Raw) -> Result<()> {
+        match raw {
+            Raw::Deliver { group, nodeid, pid, payload } => {
+                if group != self.group {
+                    warn!(group, "message for a group we did not join, ignored");
+                    return Ok(());
+                }
+                if nodeid == 0 {
+                    return Err(Error::InvalidNode { what: "deliver" });
+                }
+                trace!(from = nodeid, pid, len = payload.len(), "deliver");
+                self.queue.push_back(CorosyncEvent::Deliver { from: NodeId(nodeid), pid, payload });
+            }
+            Raw::Confchg { group, members, left, joined } => {
+                if group != self.group {
+                    warn!(group, "confchg for a group we did not join, ignored");
+                    return Ok(());
+                }
+                debug!(?members, ?left, ?joined, "cpg confchg (nodeid, pid[, reason])");
+                let c = Confchg {
+                    members: node_list("confchg members", members.iter().map(|m| m.0))?,
+                    joined: reason_list("confchg joined", &joined)?,
+                    left: reason_list("confchg left", &left)?,
+                };
+                self.queue.push_back(CorosyncEvent::Confchg(c));
+            }
+            Raw::Totem { seq, rep, members } => {
+                if let Some(last) = self.last_ring {
+                    if seq <= last {
+                        debug!(seq, last, "totem confchg of a ring already announced, dropped");
+                        return Ok(());
+                    }
+                }
+                debug!(seq, rep, ?members, "totem confchg");
+                let members = node_list("totem confchg members", members)?;
+                self.last_ring = Some(seq);
+                self.queue.push_back(CorosyncEvent::Ring(RingEvent { ring: seq, members }));
+            }
+            Raw::Quorum { quorate, seq, rep, members } => {
+                debug!(quorate, seq, rep, ?members, "quorum notification");
+                let members = node_list("quorum members", members)?;
+                if self.last_ring.is_none() {
+                    // The initial ring, from trackstart's immediate callback.
+                    self.last_ring = Some(seq);
+                    self.queue.push_back(CorosyncEvent::Ring(RingEvent { ring: seq, members: members.clone() }));
+                }
+                self.queue.push_back(CorosyncEvent::Quorum(QuorumEvent { ring: seq, quorate, members }));
+            }
+            Raw::Nodelist { seq, members, joined, left } => {
+                debug!(seq, ?members, ?joined, ?left, "quorum nodelist notification (not forwarded)");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Cpg,
+    Quorum,
+}
+
+impl Drop for Corosync {
+    fn drop(&mut self) {
+        if self.joined && !self.broken {
+            let group = self.group.clone();
+            if let Err(e) = cpg::leave(&self.cpg, &group) {
+                debug!(%e, "cpg leave on drop failed");
+            }
+        }
+        let _ = quorum::trackstop(&self.quorum);
+        // cpg/quorum handles finalize in their own Drop.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_map() {
+        assert_eq!(map_reason(&cpg::Reason::Join), Some(Reason::Join));
+        assert_eq!(map_reason(&cpg::Reason::Leave), Some(Reason::Leave));
+        assert_eq!(map_reason(&cpg::Reason::NodeDown), Some(Reason::NodeDown));
+        assert_eq!(map_reason(&cpg::Reason::NodeUp), Some(Reason::NodeUp));
+        assert_eq!(map_reason(&cpg::Reason::ProcDown), Some(Reason::ProcDown));
+        assert_eq!(map_reason(&cpg::Reason::Undefined), None);
+        for v in 1..=5u32 {
+            assert_eq!(map_reason(&cpg::Reason::new(v)).map(|r| r as u8 as u32), Some(v));
+        }
+    }
+
+    #[test]
+    fn lists_are_sorted_and_checked() {
+        let l = node_list("t", [3, 1, 3, 2]).unwrap();
+        assert_eq!(l.as_slice(), &[NodeId(1), NodeId(2), NodeId(3)]);
+        assert!(matches!(node_list("t", [1, 0]), Err(Error::InvalidNode { .. })));
+        assert!(matches!(node_list("t", 1..=(gcs::MAX_NODES as u32 + 1)), Err(Error::TooManyNodes { .. })));
+        let r = reason_list(
+            "t",
+            &[(2, 10, Some(Reason::NodeUp)), (1, 4, Some(Reason::NodeUp)), (2, 11, Some(Reason::NodeUp)), (3, 5, None)],
+        )
+        .unwrap();
+        assert_eq!(
+            r.as_slice(),
+            &[
+                MemberReason { node: NodeId(1), reason: Reason::NodeUp },
+                MemberReason { node: NodeId(2), reason: Reason::NodeUp }
+            ]
+        );
+    }
+
+    #[test]
+    fn not_running_error_text() {
+        let e = Error::NotRunning { op: "cpg initialize", err: CsError::CsErrLibrary };
+        assert_eq!(e.to_string(), "corosync is not running (cpg initialize: ErrLibrary)");
+        assert!(e.is_disconnected());
+    }
+}
