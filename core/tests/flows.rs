@@ -27,7 +27,7 @@ fn failed_node_is_fenced_then_its_journal_recovered() {
     c.mount("fs1", &[1, 2, 3], Mode::Rw);
     c.pump();
     c.log.clear();
-    c.node_down(3);
+    c.crash(3);
     c.pump();
     assert_eq!(c.fenced.iter().map(|m| m.node.0).collect::<Vec<_>>(), vec![3], "{:?}", c.log);
     let fence_at = c.log.iter().position(|l| l.contains("Fence {")).unwrap();
@@ -45,7 +45,7 @@ fn recovery_failure_is_retried_by_another_member() {
     c.pump();
     c.log.clear();
     c.recover_ok = false;
-    c.node_down(3);
+    c.crash(3);
     c.pump();
     let recs: Vec<&String> = c.log.iter().filter(|l| l.contains("RecoverJournal")).collect();
     assert_eq!(recs.len(), 2, "{recs:?}");
@@ -60,7 +60,7 @@ fn fence_failure_is_retried_by_the_next_actor() {
     c.pump();
     c.log.clear();
     c.fence_ok = false;
-    c.node_down(3);
+    c.crash(3);
     c.pump();
     let f: Vec<&String> = c.log.iter().filter(|l| l.contains("Fence {")).collect();
     assert_eq!(f.len(), 2, "{:?}", c.log);
@@ -73,7 +73,7 @@ fn restart_with_new_incarnation_rejoins_and_gets_a_journal() {
     let mut c = Cluster::new(3);
     c.mount("fs1", &[1, 2, 3], Mode::Rw);
     c.pump();
-    c.node_down(3);
+    c.crash(3);
     c.pump();
     c.start(3, 2);
     c.pump();

@@ -145,7 +145,7 @@ fn full_scenario_allocates_nothing_in_the_core() {
     c.probe = probe;
     c.mount("fs1", &[1, 2, 3], Mode::Rw);
     c.pump();
-    c.node_down(3);
+    c.crash(3);
     c.pump();
     c.start(3, 2);
     c.pump();

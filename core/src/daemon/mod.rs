@@ -376,11 +376,11 @@ impl Node {
                 }
             }
         }
-        let inc_of = |n: NodeId| self.d.peer(n).and_then(|p| p.inc);
-        let failed_mask =
-            crate::wire::mask_of(&members, |n| self.d.failed.iter().any(|f| f.node == n && Some(f.inc) == inc_of(n)));
-        let fenced_mask =
-            crate::wire::mask_of(&members, |n| self.d.fenced.iter().any(|f| f.node == n && Some(f.inc) == inc_of(n)));
+        // By node id: a member we saw fail that now has state has diverged
+        // from us whatever its incarnation (a restart is clean because it
+        // has no state, not because of the number).
+        let failed_mask = crate::wire::mask_of(&members, |n| self.d.failed.iter().any(|f| f.node == n));
+        let fenced_mask = crate::wire::mask_of(&members, |n| self.d.fenced.iter().any(|f| f.node == n));
         let mut fence_pending = heapless::Vec::new();
         for f in self.d.fence.iter() {
             let _ = fence_pending.push(f.target);
@@ -509,7 +509,9 @@ impl Node {
             });
         }
         let verdict = merge::resolve(&inputs);
-        self.d.last_merge_partitions = verdict.partitions;
+        if verdict.partitions >= 2 {
+            self.d.last_merge_partitions = verdict.partitions;
+        }
         let my_idx = starts.iter().position(|(n, _)| *n == me);
         if let (Some(v), Some(i)) = (version, my_idx) {
             if excluded & (1 << i) != 0 {
@@ -573,13 +575,18 @@ impl Node {
             }
         }
         self.fence_replace(&keep);
-        // A node back with a new incarnation is no longer "failed".
-        let restarted = |m: &Member| starts.iter().any(|(n, s)| *n == m.node && s.inc != m.inc);
-        let failed: heapless::Vec<Member, MAX_NODES> =
-            self.d.failed.iter().filter(|m| !restarted(m)).copied().collect();
+        // A member accepted into this cycle (not a loser, compatible) is no
+        // longer "failed" or "fenced": those records only describe absent
+        // nodes and losers from now on.
+        let accepted = |m: &Member| {
+            starts
+                .iter()
+                .enumerate()
+                .any(|(i, (n, _))| *n == m.node && verdict.losers & (1 << i) == 0 && excluded & (1 << i) == 0)
+        };
+        let failed: heapless::Vec<Member, MAX_NODES> = self.d.failed.iter().filter(|m| !accepted(m)).copied().collect();
         self.d.failed = failed;
-        let fenced: heapless::Vec<Member, MAX_NODES> =
-            self.d.fenced.iter().filter(|m| !restarted(m)).copied().collect();
+        let fenced: heapless::Vec<Member, MAX_NODES> = self.d.fenced.iter().filter(|m| !accepted(m)).copied().collect();
         self.d.fenced = fenced;
         // Who is old (fence actor eligibility) is agreed from the starts.
         for p in self.d.peers.iter_mut() {
@@ -727,4 +734,42 @@ pub fn negotiate(starts: &[(NodeId, PeerStart)]) -> Option<u16> {
         }
     }
     best.map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(min: u16, max: u16, old: bool) -> PeerStart {
+        PeerStart {
+            inc: Incarnation(1),
+            proto_min: min,
+            proto_max: max,
+            has_state: false,
+            anchored: true,
+            old,
+            quorate_since: None,
+            failed_mask: 0,
+            fenced_mask: 0,
+        }
+    }
+
+    #[test]
+    fn negotiation_adopts_the_highest_common_version() {
+        let v = [(NodeId(1), s(1, 3, true)), (NodeId(2), s(2, 5, true)), (NodeId(3), s(1, 4, false))];
+        assert_eq!(negotiate(&v), Some(3));
+    }
+
+    #[test]
+    fn negotiation_keeps_the_running_cluster_when_a_newcomer_cannot_follow() {
+        let v = [(NodeId(1), s(1, 2, true)), (NodeId(2), s(1, 2, true)), (NodeId(3), s(3, 4, false))];
+        assert_eq!(negotiate(&v), Some(2));
+    }
+
+    #[test]
+    fn negotiation_without_old_members_takes_the_version_most_speak() {
+        let v = [(NodeId(1), s(1, 1, false)), (NodeId(2), s(2, 2, false)), (NodeId(3), s(2, 3, false))];
+        assert_eq!(negotiate(&v), Some(2));
+        assert_eq!(negotiate(&[]), None);
+    }
 }

@@ -1,0 +1,230 @@
+//! Stateful merges through real nodes: detection, the deterministic verdict
+//! in every case the issue names, and the generation rule.
+
+mod common;
+use cohort_core::wire::{self, Body, Mode};
+use common::Cluster;
+
+fn mounted(n: u32) -> Cluster {
+    let mut c = Cluster::new(n);
+    let all: Vec<u32> = (1..=n).collect();
+    c.mount("fs1", &all, Mode::Rw);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    c
+}
+
+#[test]
+fn quorate_side_wins_and_the_isolated_stale_node_resets() {
+    let mut c = mounted(3);
+    c.fence_hold = true; // heal before fencing completes
+    c.partition(&[&[1, 2], &[3]]);
+    assert_eq!(c.held.len(), 1, "node 1 asked to fence 3: {:?}", c.log);
+    assert!(c.node(1).status().group("fs1").unwrap().blocked);
+    c.heal();
+    assert_eq!(c.reset, vec![3], "{:?}", c.log);
+    assert_eq!(c.killed, vec![3], "the lowest winner kills the loser as a backup");
+    assert!(!c.alive(3));
+    // The stale node's messages were never applied: node 1's view of fs1 never
+    // got node 3 back.
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1))]);
+    c.release_fences(true);
+    assert!(c.all_stable(), "{}", c.status_dump());
+    // Restart with a new incarnation: clean rejoin, gets a journal.
+    c.start(3, 2);
+    c.pump();
+    c.mount("fs1", &[3], Mode::Rw);
+    c.pump();
+    assert!(c.reset == vec![3], "a clean restart is never reset");
+    assert_eq!(c.jids("fs1", 3), vec![(1, Some(0)), (2, Some(1)), (3, Some(2))], "{:?}", c.log);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn even_two_two_split_resolves_to_the_lowest_node_side_only() {
+    let mut c = mounted(4);
+    c.fence_hold = true;
+    c.partition(&[&[1, 2], &[3, 4]]);
+    // Neither half is quorate: nobody fences, nobody recovers.
+    assert!(c.held.is_empty(), "{:?}", c.log);
+    assert!(!c.log.iter().any(|l| l.contains("RecoverJournal")));
+    c.heal();
+    let mut reset = c.reset.clone();
+    reset.sort();
+    assert_eq!(reset, vec![3, 4], "exactly one half resets: {:?}", c.log);
+    assert!(c.alive(1) && c.alive(2));
+    c.fence_hold = false;
+    c.release_fences(true);
+    // Two of four nodes are not quorate: nothing is recovered until the reset
+    // nodes come back with new incarnations.
+    assert!(!c.log.iter().any(|l| l.contains("RecoverJournal")), "{:?}", c.log);
+    c.start(3, 2);
+    c.start(4, 2);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1))]);
+    assert!(c.log.iter().any(|l| l.contains("RecoverJournal(Jid(2))")));
+    assert!(c.log.iter().any(|l| l.contains("RecoverJournal(Jid(3))")));
+}
+
+#[test]
+fn three_way_merge_keeps_one_partition() {
+    let mut c = mounted(5);
+    c.fence_hold = true;
+    c.partition(&[&[1, 2], &[3], &[4, 5]]);
+    c.heal();
+    let mut reset = c.reset.clone();
+    reset.sort();
+    assert_eq!(reset, vec![3, 4, 5], "{:?}", c.log);
+    assert_eq!(c.node(1).status().last_merge_partitions, 3);
+    c.fence_hold = false;
+    c.release_fences(true);
+    for n in 3..=5 {
+        c.start(n, 2);
+    }
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn bigger_quorate_side_wins_over_lower_node_ids() {
+    let mut c = mounted(5);
+    c.fence_hold = true;
+    c.partition(&[&[1, 2], &[3, 4, 5]]);
+    c.heal();
+    let mut reset = c.reset.clone();
+    reset.sort();
+    assert_eq!(reset, vec![1, 2], "{:?}", c.log);
+}
+
+#[test]
+fn two_node_cluster_side_that_fenced_wins() {
+    let mut c = Cluster::empty(2);
+    c.quorum_majority = false; // two_node: each side stays quorate
+    c.start(1, 1);
+    c.start(2, 1);
+    c.pump();
+    c.mount("fs1", &[1, 2], Mode::Rw);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    // Both sides ask to fence; only node 2's device works but lies (the target
+    // survives), node 1's request stays pending.
+    c.fence_hold = true;
+    c.partition(&[&[1], &[2]]);
+    assert_eq!(c.held.len(), 2);
+    c.fence_lies = true;
+    let held = std::mem::take(&mut c.held);
+    for (actor, target) in held {
+        if actor == 2 {
+            c.held.push((actor, target));
+        }
+    }
+    c.release_fences(true);
+    c.heal();
+    assert_eq!(c.reset, vec![1], "node 2 fenced node 1, so node 1 resets: {:?}", c.log);
+}
+
+#[test]
+fn merge_after_clean_restart_is_not_reset() {
+    let mut c = mounted(3);
+    c.fence_hold = true;
+    c.partition(&[&[1, 2], &[3]]);
+    c.crash(3);
+    c.start(3, 2); // alone in its partition, fresh incarnation, no state
+    c.pump();
+    c.heal();
+    assert!(c.reset.is_empty(), "{:?}", c.log);
+    // Its old incarnation's fencing is cancelled by the clean restart.
+    assert!(c.node(1).status().fencing.is_empty(), "{}", c.status_dump());
+    c.fence_hold = false;
+    c.held.clear();
+    c.pump();
+    c.mount("fs1", &[3], Mode::Rw);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    assert_eq!(c.jids("fs1", 3), vec![(1, Some(0)), (2, Some(1)), (3, Some(2))]);
+}
+
+#[test]
+fn identical_member_sets_are_told_apart_by_generation() {
+    // {1,2,3} -> 3 dies -> {1,2} -> 3 restarts and mounts -> {1,2,3} again.
+    // A START node 3 sent for the first {1,2,3} change must never be applied
+    // to the second one.
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    // Capture node 3's first mount START before delivery.
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let mut old_start = None;
+    for _ in 0..200 {
+        c.pump_once();
+        if old_start.is_none() {
+            if let Some(b) = c.bus.iter().find(|(f, b)| {
+                *f == 3 && wire::decode(b).map(|m| matches!(m.body, Body::MountStart(_))).unwrap_or(false)
+            }) {
+                old_start = Some(b.1.clone());
+            }
+        }
+    }
+    let _ = &mut buf;
+    c.pump();
+    let old_start = old_start.expect("captured node 3's START");
+    let old_gen = wire::decode(&old_start).unwrap().header.generation;
+    c.crash(3);
+    c.pump();
+    c.start(3, 1); // even the same incarnation number: the generation differs
+    c.pump();
+    c.mount("fs1", &[3], Mode::Rw);
+    c.pump();
+    let st = c.node(1).status();
+    let g = st.group("fs1").unwrap();
+    assert_ne!(g.generation, old_gen);
+    assert_eq!(g.members.len(), 3);
+    let before = c.node(1).stats();
+    let status_before = c.node(1).status();
+    c.inject(3, &old_start);
+    let after = c.node(1).stats();
+    assert_eq!(
+        after.dropped_old_generation + after.dropped_stale_sender,
+        before.dropped_old_generation + before.dropped_stale_sender + 1
+    );
+    assert_eq!(after.applied, before.applied);
+    assert_eq!(c.node(1).status(), status_before, "nothing changed");
+}
+
+#[test]
+fn a_node_that_cannot_speak_the_cluster_protocol_is_told_and_stops() {
+    use cohort_core::{Config, Incarnation, NodeId};
+    let mut c = mounted(3);
+    c.crash(3);
+    let mut cfg = Config::new(NodeId(3), Incarnation(2));
+    cfg.proto_min = 2;
+    cfg.proto_max = 3;
+    c.start_with(3, cfg);
+    c.pump();
+    assert!(
+        c.log.iter().any(|l| l.starts_with("3: Incompatible { ours_min: 2, ours_max: 3, cluster: 1 }")),
+        "{:?}",
+        c.log
+    );
+    assert!(c.node(3).is_stopped());
+    // The running cluster carries on, and nothing of node 3 is synced in.
+    assert_eq!(c.node(1).status().protocol, 1);
+    c.mount("fs1", &[3], Mode::Rw);
+    c.pump();
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1))]);
+}
+
+#[test]
+fn newcomers_adopt_the_highest_common_version() {
+    use cohort_core::{Config, Incarnation, NodeId};
+    let mut c = Cluster::empty(2);
+    for i in 1..=2 {
+        let mut cfg = Config::new(NodeId(i), Incarnation(1));
+        cfg.proto_max = 1;
+        cfg.proto_min = 1;
+        c.start_with(i, cfg);
+    }
+    c.pump();
+    assert_eq!(c.node(1).status().protocol, 1);
+    assert_eq!(c.node(2).status().protocol, 1);
+}
