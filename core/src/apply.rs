@@ -5,17 +5,15 @@ use crate::daemon::{DaemonPhase, Logical, OpKind};
 use crate::ids::{GroupId, Member, NodeId};
 use crate::mount::Removal;
 use crate::node::{DeliverError, DropReason, KernelOp, Node, Notice, Out, Request, RequestError};
-use crate::wire::{self, Body, Header, Message, MountReq, MAX_GROUPS, MAX_JOURNALS};
+use crate::wire::{self, Body, Header, Message, MountReq, WireError, MAX_GROUPS, MAX_JOURNALS};
 
 impl Node {
     pub(crate) fn on_deliver(&mut self, from: NodeId, bytes: &[u8]) -> Result<(), DeliverError> {
-        let msg = match wire::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                self.stats.wire_errors += 1;
-                return Err(DeliverError::Wire(e));
-            }
-        };
+        let mut msg = Message::placeholder();
+        if let Err(e) = wire::decode_into(bytes, &mut msg) {
+            self.stats.wire_errors += 1;
+            return Err(DeliverError::Wire(e));
+        }
         if msg.header.sender.node != from {
             self.stats.wire_errors += 1;
             return Err(DeliverError::SenderMismatch);
@@ -59,6 +57,10 @@ impl Node {
             Body::MountStart(s) => {
                 let i = self.group_slot(h.group).ok_or(DropReason::NotMember)?;
                 self.on_mount_start(i, h, s)
+            }
+            Body::MountState(s) => {
+                let i = self.group_slot(h.group).ok_or(DropReason::NotMember)?;
+                self.on_mount_state(i, h, s)
             }
             Body::MountDone { .. } | Body::FirstDone | Body::RecoveryResult(_) => {
                 let i = self.group_slot(h.group).ok_or(DropReason::NotMember)?;
@@ -235,13 +237,20 @@ impl Node {
         }
     }
 
-    /// Turn a send descriptor into a message, or `None` if it went stale.
-    pub(crate) fn render(&self, out: &Out) -> Option<Message> {
+    /// Encode a send descriptor into `buf`: `None` if it went stale.
+    pub(crate) fn render_into(&self, out: &Out, buf: &mut [u8]) -> Option<Result<usize, WireError>> {
         let me = Member { node: self.cfg.node, inc: self.cfg.incarnation };
         let cur = self.barrier.current();
         let hdr = |kind, generation, group| Header { kind, sender: me, generation, group };
         use crate::wire::MsgKind as K;
-        match out {
+        let enc = |k: K, generation, group, body: Option<&dyn ErasedBody>, buf: &mut [u8]| {
+            let h = hdr(k, generation, group);
+            match body {
+                Some(b) => b.encode(&h, k, buf),
+                None => wire::encode_parts::<()>(&h, k, None, buf),
+            }
+        };
+        Some(match out {
             Out::DaemonStart { gen } => {
                 // Unanchored starts are self-descriptions: their generation
                 // is our local count, whatever it is now.
@@ -249,64 +258,84 @@ impl Node {
                     return None;
                 }
                 let s = self.build_daemon_start();
-                Some(Message { header: hdr(K::DaemonStart, cur, GroupId::DAEMON), body: Body::DaemonStart(s) })
+                enc(K::DaemonStart, cur, GroupId::DAEMON, Some(&s), buf)
             }
             Out::DaemonSync { gen } => {
                 if *gen != cur {
                     return None;
                 }
-                Some(Message {
-                    header: hdr(K::DaemonSync, cur, GroupId::DAEMON),
-                    body: Body::DaemonSync(self.build_daemon_sync()),
-                })
+                let s = self.build_daemon_sync();
+                enc(K::DaemonSync, cur, GroupId::DAEMON, Some(&s), buf)
             }
             Out::Op { slot, gen } => {
                 let op = self.d.ops.get(usize::from(*slot))?;
                 if *gen != cur || op.sent_at != Some(cur) {
                     return None;
                 }
-                let (kind, body) = match op.kind {
+                match op.kind {
                     OpKind::Mount { mode, journals } => {
-                        (K::Mount, Body::Mount(MountReq { fs: op.fs.clone(), mode, journals }))
+                        let m = MountReq { fs: op.fs.clone(), mode, journals };
+                        enc(K::Mount, cur, op.gid, Some(&m), buf)
                     }
-                    OpKind::Unmount => (K::Unmount, Body::Unmount),
-                    OpKind::Remount(m) => (K::Remount, Body::Remount(m)),
-                    OpKind::Withdraw => (K::Withdraw, Body::Withdraw),
-                };
-                Some(Message { header: hdr(kind, cur, op.gid), body })
+                    OpKind::Unmount => enc(K::Unmount, cur, op.gid, None, buf),
+                    OpKind::Remount(m) => enc(K::Remount, cur, op.gid, Some(&m), buf),
+                    OpKind::Withdraw => enc(K::Withdraw, cur, op.gid, None, buf),
+                }
             }
             Out::FenceResult { gen, res } => {
                 if *gen != cur {
                     return None;
                 }
-                Some(Message { header: hdr(K::FenceResult, cur, GroupId::DAEMON), body: Body::FenceResult(*res) })
+                enc(K::FenceResult, cur, GroupId::DAEMON, Some(res), buf)
             }
             Out::MountStart { slot, gen } => {
                 let g = self.groups.get(usize::from(*slot))?;
                 if g.change_gen != *gen || g.is_synced() {
                     return None;
                 }
-                let old = g.synced_gen.is_some();
-                Some(Message {
-                    header: hdr(K::MountStart, *gen, g.gid),
-                    body: Body::MountStart(g.build_start(self.cfg.node, old)),
-                })
+                let s = g.build_start(self.cfg.node, g.synced_gen.is_some());
+                enc(K::MountStart, *gen, g.gid, Some(&s), buf)
+            }
+            Out::MountState { slot, gen } => {
+                let g = self.groups.get(usize::from(*slot))?;
+                if g.change_gen != *gen || g.is_synced() {
+                    return None;
+                }
+                let s = g.build_state();
+                enc(K::MountState, *gen, g.gid, Some(&s), buf)
             }
             Out::MountDone { slot, gen, ok } => {
                 let g = self.groups.get(usize::from(*slot))?;
-                (g.change_gen == *gen)
-                    .then(|| Message { header: hdr(K::MountDone, *gen, g.gid), body: Body::MountDone { ok: *ok } })
+                if g.change_gen != *gen {
+                    return None;
+                }
+                enc(K::MountDone, *gen, g.gid, Some(ok), buf)
             }
             Out::FirstDone { slot, gen } => {
                 let g = self.groups.get(usize::from(*slot))?;
-                (g.change_gen == *gen)
-                    .then(|| Message { header: hdr(K::FirstDone, *gen, g.gid), body: Body::FirstDone })
+                if g.change_gen != *gen {
+                    return None;
+                }
+                enc(K::FirstDone, *gen, g.gid, None, buf)
             }
             Out::RecoveryResult { slot, gen, res } => {
                 let g = self.groups.get(usize::from(*slot))?;
-                (g.change_gen == *gen)
-                    .then(|| Message { header: hdr(K::RecoveryResult, *gen, g.gid), body: Body::RecoveryResult(*res) })
+                if g.change_gen != *gen {
+                    return None;
+                }
+                enc(K::RecoveryResult, *gen, g.gid, Some(res), buf)
             }
-        }
+        })
+    }
+}
+
+/// Object-safe encoding of any body type (keeps `render_into` one match).
+trait ErasedBody {
+    fn encode(&self, h: &Header, k: wire::MsgKind, buf: &mut [u8]) -> Result<usize, WireError>;
+}
+
+impl<T: serde::Serialize> ErasedBody for T {
+    fn encode(&self, h: &Header, k: wire::MsgKind, buf: &mut [u8]) -> Result<usize, WireError> {
+        wire::encode_parts(h, k, Some(self), buf)
     }
 }

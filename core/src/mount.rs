@@ -37,7 +37,7 @@ use crate::node::{
     Effect, KernelError, KernelEvent, KernelOp, MountError, Node, Notice, Out, TimerToken, TIMER_RECOVERY,
 };
 use crate::wire::{
-    FsName, Header, MemberDesc, Mode, MountStart, Recovery, RecoveryResult, MAX_JOURNALS, MAX_RECOVERIES,
+    FsName, Header, MemberDesc, Mode, MountStart, MountState, Recovery, RecoveryResult, MAX_JOURNALS, MAX_RECOVERIES,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +86,8 @@ pub struct MountGroup {
     pub start_sent: bool,
     /// We adopted an old member's state for `change_gen` (new members).
     pub adopted: bool,
+    /// An old member's START arrived for `change_gen`.
+    pub saw_old: bool,
     pub first_done: bool,
     pub recoveries: heapless::Vec<Recovery, MAX_RECOVERIES>,
     pub kstate: KState,
@@ -138,30 +140,66 @@ impl MountGroup {
         invariant!(usize::from(self.journals) <= MAX_JOURNALS, "too many journals");
     }
 
-    /// Our start for the current change.
+    /// Our start for the current change: a self-description, and for old
+    /// members the digest of the group state they hold.
     pub fn build_start(&self, me: NodeId, old: bool) -> MountStart {
         let mode = self.me(me).map_or(Mode::Rw, |m| m.mode);
-        let mut s = MountStart {
+        MountStart {
             mode,
             journals: self.journals,
             old,
-            first_done: false,
+            first_done: old && self.first_done,
+            digest: if old { self.digest() } else { 0 },
+        }
+    }
+
+    /// The lowest old member describes the group once per change.
+    pub fn describer(&self) -> Option<NodeId> {
+        self.members.iter().find(|m| !m.new).map(|m| m.node)
+    }
+
+    pub fn build_state(&self) -> MountState {
+        let mut s = MountState {
+            journals: self.journals,
+            first_done: self.first_done,
             members: heapless::Vec::new(),
-            recoveries: heapless::Vec::new(),
+            recoveries: self.recoveries.clone(),
         };
-        if old {
-            s.first_done = self.first_done;
-            for m in self.members.iter().filter(|m| !m.new) {
-                let _ = s.members.push(MemberDesc {
-                    member: Member { node: m.node, inc: m.inc },
-                    mode: m.mode,
-                    jid: m.jid,
-                    mounted: m.mounted,
-                });
-            }
-            s.recoveries = self.recoveries.clone();
+        for m in self.members.iter().filter(|m| !m.new) {
+            let _ = s.members.push(MemberDesc {
+                member: Member { node: m.node, inc: m.inc },
+                mode: m.mode,
+                jid: m.jid,
+                mounted: m.mounted,
+            });
         }
         s
+    }
+
+    /// FNV-1a over the agreed state old members describe.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |v: u64| {
+            for b in v.to_le_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(u64::from(self.first_done));
+        for m in self.members.iter().filter(|m| !m.new) {
+            eat(u64::from(m.node.0));
+            eat(m.inc.0);
+            eat(m.mode as u64);
+            eat(m.jid.map_or(u64::MAX, |j| u64::from(j.0)));
+            eat(u64::from(m.mounted));
+        }
+        for r in self.recoveries.iter() {
+            eat(u64::from(r.jid.0));
+            eat(u64::from(r.owner.node.0));
+            eat(r.owner.inc.0);
+            eat(u64::from(r.attempts));
+        }
+        h
     }
 }
 
@@ -254,6 +292,7 @@ impl Node {
             synced_gen: None,
             start_sent: false,
             adopted: false,
+            saw_old: false,
             first_done: false,
             recoveries: heapless::Vec::new(),
             kstate: KState::Idle,
@@ -370,6 +409,7 @@ impl Node {
         g.change_gen = gen;
         g.start_sent = false;
         g.adopted = false;
+        g.saw_old = false;
         for m in g.members.iter_mut() {
             m.started = false;
         }
@@ -403,6 +443,10 @@ impl Node {
                 let g = &mut self.groups[i];
                 g.start_sent = true;
                 let gen = g.change_gen;
+                let describe = g.synced_gen.is_some() && g.describer() == Some(me);
+                if describe {
+                    self.send(Out::MountState { slot: i as u8, gen });
+                }
                 self.send(Out::MountStart { slot: i as u8, gen });
             }
             return;
@@ -524,32 +568,62 @@ impl Node {
         g.members[k].inc = h.sender.inc;
         g.members[k].started = true;
         if s.old {
+            g.saw_old = true;
+            // Agreement: every old member holds the same state (a new member
+            // checks the state it adopted).
             let i_am_new = g.me(me).is_none_or(|m| m.new);
-            if i_am_new && !g.adopted {
-                // Adopt the group's state from an old member.
-                g.adopted = true;
-                g.first_done = s.first_done;
-                g.recoveries = s.recoveries.clone();
-                g.journals = s.journals;
-                for d in s.members.iter() {
-                    if let Some(m) = g.members.iter_mut().find(|m| m.node == d.member.node) {
-                        m.jid = d.jid;
-                        m.mounted = d.mounted;
-                        m.mode = d.mode;
-                        m.inc = d.member.inc;
-                        m.new = false;
-                    }
-                }
-            } else if !i_am_new {
-                // Agreement: every old member describes the same state.
-                invariant!(s.first_done == g.first_done, "old members disagree on first mount");
-                invariant!(s.recoveries == g.recoveries, "old members disagree on recoveries");
+            if !i_am_new || g.adopted {
+                invariant!(s.digest == g.digest(), "members disagree on the group state");
             }
         }
-        if g.members.iter().all(|m| m.started) {
+        self.group_try_sync(i);
+        Ok(())
+    }
+
+    /// The describing old member's state, adopted by new members.
+    pub(crate) fn on_mount_state(
+        &mut self,
+        i: usize,
+        h: &Header,
+        s: &MountState,
+    ) -> Result<(), crate::node::DropReason> {
+        use crate::node::DropReason;
+        let me = self.cfg.node;
+        let g = &mut self.groups[i];
+        if h.generation != g.change_gen || g.is_synced() {
+            return Err(DropReason::OldGeneration);
+        }
+        if !g.members.iter().any(|m| m.node == h.sender.node) {
+            return Err(DropReason::NotMember);
+        }
+        if g.adopted || g.me(me).is_some_and(|m| !m.new) {
+            // Old members hold the state already.
+            return Ok(());
+        }
+        g.adopted = true;
+        g.first_done = s.first_done;
+        g.recoveries = s.recoveries.clone();
+        g.journals = s.journals;
+        for d in s.members.iter() {
+            if let Some(m) = g.members.iter_mut().find(|m| m.node == d.member.node) {
+                m.jid = d.jid;
+                m.mounted = d.mounted;
+                m.mode = d.mode;
+                m.inc = d.member.inc;
+                m.new = false;
+            }
+        }
+        self.group_try_sync(i);
+        Ok(())
+    }
+
+    fn group_try_sync(&mut self, i: usize) {
+        let me = self.cfg.node;
+        let g = &self.groups[i];
+        let need_state = g.saw_old && !g.adopted && g.me(me).is_none_or(|m| m.new);
+        if !need_state && g.members.iter().all(|m| m.started) {
             self.group_sync(i);
         }
-        Ok(())
     }
 
     /// Every start of this change arrived: the deterministic sync.

@@ -20,7 +20,7 @@ use crate::daemon::DaemonState;
 use crate::gcs::{Confchg, QuorumEvent, RingEvent, MAX_NODES};
 use crate::ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
 use crate::mount::MountGroup;
-use crate::wire::{self, FenceResult, FsName, Mode, RecoveryResult, WireError, MAX_GROUPS, PROTO_MAX, PROTO_MIN};
+use crate::wire::{FenceResult, FsName, Mode, RecoveryResult, WireError, MAX_GROUPS, PROTO_MAX, PROTO_MIN};
 
 /// Capacity of the effect queue.
 pub const EFFECT_CAP: usize = 128;
@@ -283,6 +283,7 @@ pub(crate) enum Out {
     Op { slot: u8, gen: Generation },
     FenceResult { gen: Generation, res: FenceResult },
     MountStart { slot: u8, gen: Generation },
+    MountState { slot: u8, gen: Generation },
     MountDone { slot: u8, gen: Generation, ok: bool },
     FirstDone { slot: u8, gen: Generation },
     RecoveryResult { slot: u8, gen: Generation, res: RecoveryResult },
@@ -398,14 +399,13 @@ impl Node {
     /// enough). Returns its length.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
         while let Some(out) = self.outbox.pop_front() {
-            if let Some(msg) = self.render(&out) {
-                match wire::encode(&msg, buf) {
-                    Ok(n) => return Some(n),
-                    Err(_) => {
-                        // Too small a buffer: keep the message for a bigger one.
-                        let _ = self.outbox.push_front(out);
-                        return None;
-                    }
+            match self.render_into(&out, buf) {
+                None => continue,
+                Some(Ok(n)) => return Some(n),
+                Some(Err(_)) => {
+                    // Too small a buffer: keep the message for a bigger one.
+                    let _ = self.outbox.push_front(out);
+                    return None;
                 }
             }
         }
@@ -427,6 +427,26 @@ impl Node {
     pub(crate) fn send(&mut self, o: Out) {
         if self.outbox.iter().any(|x| *x == o) {
             return;
+        }
+        // A newer descriptor supersedes an older one of the same kind and
+        // slot (it would render to nothing anyway): this bounds the queue.
+        let supersedes = |x: &Out| match (x, &o) {
+            (Out::DaemonStart { .. }, Out::DaemonStart { .. }) | (Out::DaemonSync { .. }, Out::DaemonSync { .. }) => {
+                true
+            }
+            (Out::Op { slot: a, .. }, Out::Op { slot: b, .. })
+            | (Out::MountStart { slot: a, .. }, Out::MountStart { slot: b, .. })
+            | (Out::MountState { slot: a, .. }, Out::MountState { slot: b, .. }) => a == b,
+            _ => false,
+        };
+        if self.outbox.iter().any(supersedes) {
+            let mut keep: heapless::Deque<Out, OUTBOX_CAP> = heapless::Deque::new();
+            while let Some(x) = self.outbox.pop_front() {
+                if !supersedes(&x) {
+                    let _ = keep.push_back(x);
+                }
+            }
+            self.outbox = keep;
         }
         let r = self.outbox.push_back(o);
         invariant!(r.is_ok(), "outbox overflow despite reservation");

@@ -67,6 +67,7 @@ pub enum MsgKind {
     MountDone = 9,
     FirstDone = 10,
     RecoveryResult = 11,
+    MountState = 12,
 }
 
 impl MsgKind {
@@ -83,6 +84,7 @@ impl MsgKind {
             9 => MsgKind::MountDone,
             10 => MsgKind::FirstDone,
             11 => MsgKind::RecoveryResult,
+            12 => MsgKind::MountState,
             _ => return None,
         })
     }
@@ -203,9 +205,21 @@ pub struct MountStart {
     pub old: bool,
     /// Old senders: first-mount recovery is done.
     pub first_done: bool,
-    /// Old senders: all old members.
+    /// Old senders: digest of the group state they hold (every old member
+    /// holds the same state; receivers check it).
+    pub digest: u64,
+}
+
+/// The group state, sent by the lowest old member just before its START:
+/// one full description plus every new member's START is the whole state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MountState {
+    pub journals: u16,
+    pub first_done: bool,
+    /// All old members.
     pub members: heapless::Vec<MemberDesc, MAX_NODES>,
-    /// Old senders: journals needing recovery.
+    /// Journals needing recovery.
     pub recoveries: heapless::Vec<Recovery, MAX_RECOVERIES>,
 }
 
@@ -230,6 +244,7 @@ pub enum Body {
     Withdraw,
     FenceResult(FenceResult),
     MountStart(MountStart),
+    MountState(MountState),
     MountDone { ok: bool },
     FirstDone,
     RecoveryResult(RecoveryResult),
@@ -246,6 +261,7 @@ impl Body {
             Body::Withdraw => MsgKind::Withdraw,
             Body::FenceResult(_) => MsgKind::FenceResult,
             Body::MountStart(_) => MsgKind::MountStart,
+            Body::MountState(_) => MsgKind::MountState,
             Body::MountDone { .. } => MsgKind::MountDone,
             Body::FirstDone => MsgKind::FirstDone,
             Body::RecoveryResult(_) => MsgKind::RecoveryResult,
@@ -278,19 +294,20 @@ impl Body {
                 valid_fs(&m.fs)?;
                 valid_journals(m.journals)
             }
-            Body::MountStart(s) => {
+            Body::MountStart(s) => valid_journals(s.journals),
+            Body::MountState(s) => {
                 valid_journals(s.journals)?;
                 if !strictly_sorted(s.members.iter().map(|m| m.member.node)) {
-                    return Err(WireError::Invalid("start members not sorted"));
+                    return Err(WireError::Invalid("state members not sorted"));
                 }
                 for m in s.members.iter() {
                     if let Some(j) = m.jid {
                         if usize::from(j.0) >= usize::from(s.journals) {
                             return Err(WireError::Invalid("jid out of range"));
                         }
-                    }
-                    if m.jid.is_some() != m.mode.needs_journal() && m.jid.is_some() {
-                        return Err(WireError::Invalid("spectator with journal"));
+                        if !m.mode.needs_journal() {
+                            return Err(WireError::Invalid("spectator with journal"));
+                        }
                     }
                 }
                 for r in s.recoveries.iter() {
@@ -381,7 +398,17 @@ pub enum WireError {
     BufferTooSmall,
 }
 
+/// Decode and validate `bytes` into a new [`Message`].
 pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
+    let mut m = Message::placeholder();
+    decode_into(bytes, &mut m)?;
+    Ok(m)
+}
+
+/// Decode and validate into `out` (no large value moves: the core's hot
+/// path). On error `out` holds an unspecified valid value; nothing else
+/// changed.
+pub fn decode_into(bytes: &[u8], out: &mut Message) -> Result<(), WireError> {
     if bytes.len() > MAX_MESSAGE {
         return Err(WireError::Oversize);
     }
@@ -404,33 +431,63 @@ pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
         group: GroupId(le32(&h[28..32])),
     };
     let rest = &bytes[HEADER_LEN..];
-    let (body, tail) = match kind {
-        MsgKind::DaemonStart => take(rest).map(|(b, t)| (Body::DaemonStart(b), t))?,
-        MsgKind::DaemonSync => take(rest).map(|(b, t)| (Body::DaemonSync(b), t))?,
-        MsgKind::Mount => take(rest).map(|(b, t)| (Body::Mount(b), t))?,
-        MsgKind::Unmount => (Body::Unmount, rest),
-        MsgKind::Remount => take(rest).map(|(b, t)| (Body::Remount(b), t))?,
-        MsgKind::Withdraw => (Body::Withdraw, rest),
-        MsgKind::FenceResult => take(rest).map(|(b, t)| (Body::FenceResult(b), t))?,
-        MsgKind::MountStart => take(rest).map(|(b, t)| (Body::MountStart(b), t))?,
-        MsgKind::MountDone => take::<bool>(rest).map(|(ok, t)| (Body::MountDone { ok }, t))?,
-        MsgKind::FirstDone => (Body::FirstDone, rest),
-        MsgKind::RecoveryResult => take(rest).map(|(b, t)| (Body::RecoveryResult(b), t))?,
-    };
-    if !tail.is_empty() {
-        return Err(WireError::Trailing);
+    match kind {
+        MsgKind::DaemonStart => out.body = Body::DaemonStart(take_all(rest)?),
+        MsgKind::DaemonSync => out.body = Body::DaemonSync(take_all(rest)?),
+        MsgKind::Mount => out.body = Body::Mount(take_all(rest)?),
+        MsgKind::Unmount => out.body = empty(rest, Body::Unmount)?,
+        MsgKind::Remount => out.body = Body::Remount(take_all(rest)?),
+        MsgKind::Withdraw => out.body = empty(rest, Body::Withdraw)?,
+        MsgKind::FenceResult => out.body = Body::FenceResult(take_all(rest)?),
+        MsgKind::MountStart => out.body = Body::MountStart(take_all(rest)?),
+        MsgKind::MountState => out.body = Body::MountState(take_all(rest)?),
+        MsgKind::MountDone => out.body = Body::MountDone { ok: take_all(rest)? },
+        MsgKind::FirstDone => out.body = empty(rest, Body::FirstDone)?,
+        MsgKind::RecoveryResult => out.body = Body::RecoveryResult(take_all(rest)?),
     }
-    body.validate()?;
+    out.body.validate()?;
     let daemon_level = matches!(kind, MsgKind::DaemonStart | MsgKind::DaemonSync | MsgKind::FenceResult);
     if daemon_level != (header.group == GroupId::DAEMON) {
         return Err(WireError::Invalid("group id does not fit the message type"));
     }
-    if let Body::Mount(m) = &body {
+    if let Body::Mount(m) = &out.body {
         if GroupId::of_fs(&m.fs) != header.group {
             return Err(WireError::Invalid("group id does not match filesystem name"));
         }
     }
-    Ok(Message { header, body })
+    out.header = header;
+    Ok(())
+}
+
+fn take_all<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, WireError> {
+    let (v, tail) = take(b)?;
+    if !tail.is_empty() {
+        return Err(WireError::Trailing);
+    }
+    Ok(v)
+}
+
+fn empty(rest: &[u8], body: Body) -> Result<Body, WireError> {
+    if rest.is_empty() {
+        Ok(body)
+    } else {
+        Err(WireError::Trailing)
+    }
+}
+
+impl Message {
+    /// A small valid value to decode into.
+    pub fn placeholder() -> Message {
+        Message {
+            header: Header {
+                kind: MsgKind::Unmount,
+                sender: Member { node: NodeId(1), inc: Incarnation(0) },
+                generation: Generation::ZERO,
+                group: GroupId(1),
+            },
+            body: Body::Unmount,
+        }
+    }
 }
 
 fn take<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<(T, &'a [u8]), WireError> {
@@ -451,30 +508,45 @@ fn le64(b: &[u8]) -> u64 {
 
 /// Encode into `buf`, returning the length used.
 pub fn encode(msg: &Message, buf: &mut [u8]) -> Result<usize, WireError> {
+    let h = &msg.header;
+    let kind = msg.body.kind();
+    match &msg.body {
+        Body::DaemonStart(b) => encode_parts(h, kind, Some(b), buf),
+        Body::DaemonSync(b) => encode_parts(h, kind, Some(b), buf),
+        Body::Mount(b) => encode_parts(h, kind, Some(b), buf),
+        Body::Unmount | Body::Withdraw | Body::FirstDone => encode_parts::<()>(h, kind, None, buf),
+        Body::Remount(b) => encode_parts(h, kind, Some(b), buf),
+        Body::FenceResult(b) => encode_parts(h, kind, Some(b), buf),
+        Body::MountStart(b) => encode_parts(h, kind, Some(b), buf),
+        Body::MountState(b) => encode_parts(h, kind, Some(b), buf),
+        Body::MountDone { ok } => encode_parts(h, kind, Some(ok), buf),
+        Body::RecoveryResult(b) => encode_parts(h, kind, Some(b), buf),
+    }
+}
+
+/// Encode a header (its `kind` is replaced by `kind`) and a body given by
+/// reference, without building a [`Message`].
+pub fn encode_parts<T: Serialize>(
+    h: &Header,
+    kind: MsgKind,
+    body: Option<&T>,
+    buf: &mut [u8],
+) -> Result<usize, WireError> {
     if buf.len() < HEADER_LEN {
         return Err(WireError::BufferTooSmall);
     }
-    let h = &msg.header;
     buf[0..2].copy_from_slice(&MAGIC);
     buf[2] = WIRE_VERSION;
-    buf[3] = msg.body.kind() as u8;
+    buf[3] = kind as u8;
     buf[4..8].copy_from_slice(&h.sender.node.0.to_le_bytes());
     buf[8..16].copy_from_slice(&h.sender.inc.0.to_le_bytes());
     buf[16..24].copy_from_slice(&h.generation.ring.to_le_bytes());
     buf[24..28].copy_from_slice(&h.generation.epoch.to_le_bytes());
     buf[28..32].copy_from_slice(&h.group.0.to_le_bytes());
     let lim = buf.len().min(MAX_MESSAGE);
-    let out = &mut buf[HEADER_LEN..lim];
-    let used = match &msg.body {
-        Body::DaemonStart(b) => put(b, out)?,
-        Body::DaemonSync(b) => put(b, out)?,
-        Body::Mount(b) => put(b, out)?,
-        Body::Unmount | Body::Withdraw | Body::FirstDone => 0,
-        Body::Remount(b) => put(b, out)?,
-        Body::FenceResult(b) => put(b, out)?,
-        Body::MountStart(b) => put(b, out)?,
-        Body::MountDone { ok } => put(ok, out)?,
-        Body::RecoveryResult(b) => put(b, out)?,
+    let used = match body {
+        Some(b) => put(b, &mut buf[HEADER_LEN..lim])?,
+        None => 0,
     };
     Ok(HEADER_LEN + used)
 }

@@ -95,3 +95,16 @@ fn unmount_frees_the_journal_without_recovery() {
     assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (3, Some(2))]);
     assert!(c.all_stable());
 }
+
+#[test]
+fn more_mounters_than_journals_fails_only_the_extra_node() {
+    let mut c = Cluster::new(3);
+    for n in 1..=3 {
+        c.request(n, Request::Mount { fs: fs_name("fs1").unwrap(), mode: Mode::Rw, journals: 2 });
+    }
+    c.pump();
+    assert!(c.log.iter().any(|l| l.starts_with("3: Kernel") && l.contains("MountError(NoFreeJournal)")), "{:?}", c.log);
+    assert!(!c.log.iter().any(|l| !l.starts_with("3:") && l.contains("MountError")));
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1))]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}

@@ -438,6 +438,11 @@ impl Node {
                             ja.epoch = ja.epoch.saturating_add(offset);
                         }
                     }
+                    // Our start now speaks the group's numbering (a start
+                    // queued under the local numbering is dropped at render).
+                    if self.d.phase == DaemonPhase::WaitStarts {
+                        self.send(Out::DaemonStart { gen: abs });
+                    }
                 }
             }
         }

@@ -102,8 +102,15 @@ impl Cluster {
         let probe = self.probe;
         if let Some(n) = self.nodes[i as usize].as_mut() {
             probe(true);
-            let r = n.handle(now, input);
+            let mut r = n.handle(now, input.clone());
             probe(false);
+            if r == Err(cohort_core::HandleError::Backpressure) {
+                self.drain(i);
+                let n = self.nodes[i as usize].as_mut().expect("alive");
+                probe(true);
+                r = n.handle(now, input);
+                probe(false);
+            }
             if let Err(e) = r {
                 self.log.push(format!("node {i}: {e:?}"));
             }
@@ -250,8 +257,12 @@ impl Cluster {
     }
 
     pub fn mount(&mut self, fs: &str, nodes: &[u32], mode: Mode) {
+        self.mount_with(fs, nodes, mode, 8);
+    }
+
+    pub fn mount_with(&mut self, fs: &str, nodes: &[u32], mode: Mode, journals: u16) {
         for &n in nodes {
-            self.request(n, Request::Mount { fs: fs_name(fs).unwrap(), mode, journals: 8 });
+            self.request(n, Request::Mount { fs: fs_name(fs).unwrap(), mode, journals });
         }
     }
 
@@ -284,6 +295,31 @@ impl Cluster {
         panic!("no quiescence: {:?}", &self.log[self.log.len().saturating_sub(40)..]);
     }
 
+    /// Take a node's effects and messages; true if there were any.
+    pub fn drain(&mut self, i: u32) -> bool {
+        let mut moved = false;
+        let mut buf = [0u8; MAX_MESSAGE];
+        let probe = self.probe;
+        while let Some(n) = self.nodes[i as usize].as_mut() {
+            probe(true);
+            let e = n.poll_effect();
+            let t = if e.is_none() { n.poll_transmit(&mut buf) } else { None };
+            probe(false);
+            if let Some(e) = e {
+                moved = true;
+                self.effect(i, e);
+                continue;
+            }
+            if let Some(len) = t {
+                moved = true;
+                self.bus.push_back((i, buf[..len].to_vec()));
+                continue;
+            }
+            break;
+        }
+        moved
+    }
+
     /// One step; false when nothing is left to do.
     pub fn pump_once(&mut self) -> bool {
         {
@@ -299,25 +335,7 @@ impl Cluster {
             }
             let mut moved = false;
             for i in 1..self.nodes.len() as u32 {
-                let mut buf = [0u8; MAX_MESSAGE];
-                let probe = self.probe;
-                while let Some(n) = self.nodes[i as usize].as_mut() {
-                    probe(true);
-                    let e = n.poll_effect();
-                    let t = if e.is_none() { n.poll_transmit(&mut buf) } else { None };
-                    probe(false);
-                    if let Some(e) = e {
-                        moved = true;
-                        self.effect(i, e);
-                        continue;
-                    }
-                    if let Some(len) = t {
-                        moved = true;
-                        self.bus.push_back((i, buf[..len].to_vec()));
-                        continue;
-                    }
-                    break;
-                }
+                moved |= self.drain(i);
             }
             if let Some((from, bytes)) = self.bus.pop_front() {
                 moved = true;
