@@ -93,6 +93,7 @@ pub struct TimerToken(pub u64);
 /// One input.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Input<'a> {
     Ring(RingEvent),
     Confchg(Confchg),

@@ -228,3 +228,28 @@ fn newcomers_adopt_the_highest_common_version() {
     assert_eq!(c.node(1).status().protocol, 1);
     assert_eq!(c.node(2).status().protocol, 1);
 }
+
+#[test]
+fn a_stale_node_that_does_not_go_away_never_stalls_the_cluster() {
+    use cohort_core::status::DaemonWait;
+    let mut c = mounted(3);
+    c.ignore_resets = true;
+    c.fence_hold = true;
+    c.partition(&[&[1, 2], &[3]]);
+    c.heal();
+    assert_eq!(c.reset, vec![3]);
+    assert!(c.alive(3), "the adapter ignored ResetSelf and Kill");
+    // Another change while the stale node is still in the transport group:
+    // the daemon cycle completes without waiting for its start.
+    c.procdown(2);
+    c.start(2, 2);
+    c.pump();
+    assert_eq!(c.node(1).status().daemon, DaemonWait::Nothing, "{}", c.status_dump());
+    assert!(c.node(3).is_stopped(), "the loser's core accepts no input after ResetSelf");
+    // Fencing finally powers it off; the survivors recover and settle.
+    c.fence_hold = false;
+    c.release_fences(true);
+    c.pump();
+    assert!(!c.alive(3));
+    assert!(c.all_stable(), "{}", c.status_dump());
+}

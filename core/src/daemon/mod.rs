@@ -480,7 +480,7 @@ impl Node {
             }
         }
         let _ = members;
-        if self.barrier.anchored() && self.d.peers.iter().all(|p| p.start.is_some()) {
+        if self.barrier.anchored() && self.d.peers.iter().all(|p| p.start.is_some() || self.is_stale_node(p.node)) {
             self.daemon_all_started();
         }
         Ok(())
@@ -501,7 +501,22 @@ impl Node {
                 excluded |= 1 << i;
             }
         }
-        // 2. Merge verdict over the compatible members.
+        // 2. Merge verdict over the compatible members. Start masks index
+        // the change's member list; stale members sent no start, so remap
+        // to positions in `starts`.
+        let remap = |mask: u32| -> u32 {
+            let mut out = 0u32;
+            let mut j = 0u32;
+            for (k, p) in self.d.peers.iter().enumerate() {
+                if p.start.is_some() {
+                    if mask & (1 << k) != 0 {
+                        out |= 1 << j;
+                    }
+                    j += 1;
+                }
+            }
+            out
+        };
         let mut inputs: heapless::Vec<merge::MergeInput, MAX_NODES> = heapless::Vec::new();
         for (i, (node, s)) in starts.iter().enumerate() {
             let compatible = excluded & (1 << i) == 0;
@@ -509,8 +524,8 @@ impl Node {
                 node: *node,
                 has_state: s.has_state && compatible,
                 quorate_since: s.quorate_since,
-                failed_mask: if compatible { s.failed_mask & !excluded } else { 0 },
-                fenced_mask: s.fenced_mask,
+                failed_mask: if compatible { remap(s.failed_mask) & !excluded } else { 0 },
+                fenced_mask: remap(s.fenced_mask),
             });
         }
         let verdict = merge::resolve(&inputs);

@@ -35,6 +35,8 @@ pub struct Cluster {
     pub quorum_majority: bool,
     pub reset: Vec<u32>,
     pub killed: Vec<u32>,
+    /// The adapter ignores ResetSelf and Kill (a stuck or paused node).
+    pub ignore_resets: bool,
     crash_queue: Vec<u32>,
     /// Powered off.
     pub off: Vec<bool>,
@@ -83,6 +85,7 @@ impl Cluster {
             quorum_majority: true,
             reset: vec![],
             killed: vec![],
+            ignore_resets: false,
             crash_queue: vec![],
             off: vec![false; n as usize + 1],
             probe: |_| {},
@@ -398,11 +401,15 @@ impl Cluster {
             Effect::SetTimer { token, at } => self.timers.push((at.0, i, token)),
             Effect::ResetSelf => {
                 self.reset.push(i);
-                self.crash_queue.push(i);
+                if !self.ignore_resets {
+                    self.crash_queue.push(i);
+                }
             }
             Effect::Kill { node } => {
                 self.killed.push(node.0);
-                self.crash_queue.push(node.0);
+                if !self.ignore_resets {
+                    self.crash_queue.push(node.0);
+                }
             }
             _ => {}
         }
