@@ -343,6 +343,13 @@ impl Node {
         for m in vanished {
             self.fence_add(m);
         }
+        // A departed process is no member of any group any more (a restart
+        // of the same node id is a new member): the leader's snapshot at the
+        // end of the cycle confirms it.
+        for g in self.d.logical.iter_mut() {
+            g.members.retain(|(n, _)| change.members.contains(n) || *n == me);
+        }
+        self.d.logical.retain(|g| !g.members.is_empty());
         self.d.peers = kept;
         // The oldest member is the reference for the numbering.
         if !self.barrier.anchored() && !self.d.peers.iter().any(|p| p.older) {
