@@ -1,1 +1,717 @@
-//! Datagram virtual-synchrony transport (in progress).
+//! Datagram group communication with plain virtual synchrony: the transport
+//! that replaces corosync CPG on appliance nodes.
+//!
+//! [`Vs`] is a sans-IO state machine (in the style of quinn-proto or foca):
+//! the adapter feeds it datagrams ([`Vs::handle_datagram`]) and timer expiry
+//! ([`Vs::handle_timeout`], [`Vs::next_timeout`]), sends what
+//! [`Vs::poll_transmit`] produces to one node or to all configured nodes, and
+//! hands what [`Vs::poll_event`] produces to the barrier. Time is always an
+//! input. No heap, no panics on any input, fixed-size buffers throughout.
+//!
+//! # What it produces
+//!
+//! Exactly the [`crate::gcs`] vocabulary, so the layers above cannot tell it
+//! from corosync:
+//!
+//! * a new process starts in a singleton view of itself: `Ring`, `Quorum`,
+//!   then a `Confchg` with itself joined (`Join`), like corosync's first join;
+//! * every later view change: confchgs for members that left (`Leave` /
+//!   `ProcDown` first, then `NodeDown`) and joined from other partitions
+//!   (`NodeUp`), then `Ring` of the new view, then its `Quorum`, then a
+//!   `Confchg` for fresh processes that joined (`Join`). See
+//!   `vs/events.rs` for the exact order and why process joins come
+//!   after the ring event. A ring event is emitted for every view change,
+//!   also when the daemon group's membership does not change;
+//! * `Deliver` in agreed order: all members of a view deliver the same
+//!   sequence, and members moving together from one view to the next deliver
+//!   the same set of messages before the change (virtual synchrony);
+//! * a process seen with a new incarnation replaces the old one as
+//!   `left(ProcDown)` + `joined(Join)`;
+//! * our own [`Vs::leave`] ends with a confchg with ourselves `left(Leave)`.
+//!
+//! # Protocol in brief
+//!
+//! 1. **Failure detection** (`vs/detector.rs`): every node
+//!    broadcasts a heartbeat every `heartbeat_ms`; a peer not heard for
+//!    `fail_timeout_ms` is dead. Defaults 50 ms / 300 ms: a failed node is
+//!    out of the view in about 300-350 ms on a LAN.
+//! 2. **Coordinator**: the lowest node id a node considers alive. It proposes
+//!    a view of everyone alive when that differs from its view; additions
+//!    wait one heartbeat interval to settle, so any number of partitions
+//!    that hear each other merge in *one* view change.
+//! 3. **View change** (`vs/view.rs`) in three rounds: PROPOSE (members
+//!    freeze and report how far they hold the old view's stream), SYNC (per
+//!    old view, a target = the furthest point any member holds, and a holder
+//!    that lagging members fetch from), INSTALL once all hold the target.
+//!    Members moving together deliver exactly the same old-view messages.
+//! 4. **Agreed order** (`vs/order.rs`): a fixed sequencer per view
+//!    (its lowest member, also the coordinator that installed it) numbers
+//!    every message; NAK-based repair, duplicate suppression, stability
+//!    tracking, window-based back-pressure.
+//! 5. **Security** (`vs/auth.rs`): every datagram sealed with
+//!    XChaCha20-Poly1305 under the cluster key, nonce = sender node id +
+//!    incarnation + datagram counter; a 64-datagram replay window per
+//!    sender; bad datagrams are counted in [`VsStats`] and never applied.
+//! 6. **Wire** (`vs/wire.rs`): small frames batched into datagrams of
+//!    at most [`MAX_DATAGRAM`] bytes; transmissions are rendered from state
+//!    when polled (`vs/tx.rs`), so nothing is ever dropped from a full
+//!    byte queue.
+//!
+//! Reasons are decided by the coordinator so every member agrees on them
+//! (and therefore on epoch numbering above): `Join` for a *fresh* process
+//! (one that never installed a view with others since it started), `NodeUp`
+//! for a process coming from another partition (it may carry group state,
+//! even if we never saw its incarnation before), `Leave` when any member saw
+//! its clean leave, `ProcDown` when its node is back with a new incarnation,
+//! `NodeDown` otherwise.
+//!
+//! # Limits
+//!
+//! [`MAX_PAYLOAD`] bytes per message, [`SEND_WINDOW`] own messages in flight,
+//! [`ORDER_WINDOW`] sequenced messages per view not yet stable, at most
+//! [`MAX_NODES`] nodes. `size_of::<Vs>()` is about 54 KiB (dominated by the
+//! two message buffers); stack use per call is a few KiB.
+//!
+//! # View ids
+//!
+//! `view id = (seq << 32) | coordinator node id`, where `seq` is one more
+//! than the highest seq seen by any member of the new view. Ids are strictly
+//! increasing along every node's history and unique across partitions.
+//! A process starts with seq 1 (nothing is persisted), so a restarted node's
+//! boot view id is small; it only ever appears in that node's own history.
+//!
+//! # Driving it
+//!
+//! ```text
+//! loop {
+//!     wait for a datagram or next_timeout()
+//!     vs.handle_datagram(now, hint, bytes) / vs.handle_timeout(now)
+//!     while let Some(t) = vs.poll_transmit(&mut buf) { send(t.dest, &buf[..t.len]) }
+//!     while let Some(e) = vs.poll_event(&mut payload) { barrier.push(e) }
+//! }
+//! ```
+//!
+//! The application must keep polling events: a view change is only applied
+//! locally once the old view's messages were consumed.
+
+mod auth;
+mod detector;
+mod events;
+mod order;
+mod tx;
+mod view;
+mod wire;
+
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod tests;
+
+use self::auth::Auth;
+use self::detector::Detector;
+use self::events::{EventQueue, Record};
+use self::order::{OrderBuf, SendWindow};
+use self::view::{Coord, Flush, View};
+use self::wire::{Frame, Header, Reader, HEADER_LEN, MAX_PLAIN, TAG_LEN};
+use crate::gcs::{self, Confchg, NodeList, QuorumEvent, QuorumMode, RingEvent, MAX_NODES};
+use crate::ids::{Incarnation, Instant, Member, NodeId};
+
+/// Largest datagram produced or accepted.
+pub const MAX_DATAGRAM: usize = 1400;
+/// Largest application message.
+pub const MAX_PAYLOAD: usize = 1024;
+/// Sequenced messages held per view (delivery + retransmission buffer).
+pub const ORDER_WINDOW: usize = 32;
+/// Own messages queued before [`VsSendError::WindowFull`].
+pub const SEND_WINDOW: usize = 8;
+/// Default heartbeat interval.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
+/// Default failure timeout.
+pub const DEFAULT_FAIL_TIMEOUT_MS: u64 = 300;
+/// Number of LEAVE datagrams sent (one per heartbeat interval).
+const LEAVE_REPEATS: u8 = 3;
+
+const _: () = assert!(ORDER_WINDOW >= 8 && ORDER_WINDOW.is_power_of_two());
+const _: () = assert!(SEND_WINDOW >= 1);
+const _: () = assert!(MAX_NODES <= 32, "bitmasks over members are u32");
+const _: () = assert!(MAX_PLAIN > 0);
+
+/// Configuration of one process.
+#[derive(Clone, Debug)]
+pub struct VsConfig {
+    /// Our node id (non-zero, in `nodes`).
+    pub node: NodeId,
+    /// Our incarnation: must be new at every process start.
+    pub incarnation: Incarnation,
+    /// Every node of the cluster (the quorum denominator).
+    pub nodes: NodeList,
+    pub quorum: QuorumMode,
+    pub heartbeat_ms: u64,
+    /// At least twice the heartbeat interval.
+    pub fail_timeout_ms: u64,
+    /// Cluster key shared by all nodes.
+    pub key: [u8; 32],
+}
+
+impl VsConfig {
+    /// A configuration with majority quorum and the default timings.
+    pub fn new(node: NodeId, incarnation: Incarnation, nodes: NodeList, key: [u8; 32]) -> Self {
+        VsConfig {
+            node,
+            incarnation,
+            nodes,
+            quorum: QuorumMode::Majority,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            fail_timeout_ms: DEFAULT_FAIL_TIMEOUT_MS,
+            key,
+        }
+    }
+}
+
+/// Invalid configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum VsConfigError {
+    /// Node id 0.
+    InvalidNode,
+    /// Our node is not in the node list.
+    NotInNodeList,
+    /// `heartbeat_ms` is 0 or `fail_timeout_ms < 2 * heartbeat_ms`.
+    BadTiming,
+}
+
+/// Where a datagram goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Dest {
+    /// Every configured node (multicast or one unicast per node).
+    All,
+    Node(NodeId),
+}
+
+/// A datagram to send: `buf[..len]` to `dest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Transmit {
+    pub dest: Dest,
+    pub len: usize,
+}
+
+/// What the transport tells the layers above. (No heap to box the large
+/// `Confchg` variant into; events are short-lived stack values.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum VsEvent {
+    Confchg(Confchg),
+    Ring(RingEvent),
+    Quorum(QuorumEvent),
+    /// A message in agreed order; its payload is `payload_buf[..len]`.
+    Deliver {
+        from: NodeId,
+        len: usize,
+    },
+}
+
+/// The current view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct VsView {
+    pub id: u64,
+    pub members: NodeList,
+}
+
+/// Counters. Every rejected datagram increments exactly one of the first
+/// group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct VsStats {
+    /// Failed authentication.
+    pub forged: u64,
+    /// Counter already seen (or too old for the window).
+    pub replayed: u64,
+    /// Truncated, bad version, or authenticated but undecodable.
+    pub malformed: u64,
+    /// Larger than [`MAX_DATAGRAM`].
+    pub oversize: u64,
+    /// Addressed to another node.
+    pub misdirected: u64,
+    /// From an older incarnation of a node.
+    pub stale_incarnation: u64,
+    /// From a node id not in the configuration.
+    pub unknown_sender: u64,
+    /// Header sender differs from the adapter's address hint.
+    pub addr_mismatch: u64,
+    /// Our own datagram came back.
+    pub loopback: u64,
+    /// Datagrams accepted.
+    pub datagrams_in: u64,
+    /// Datagrams produced.
+    pub datagrams_out: u64,
+    /// Sequenced messages retransmitted.
+    pub retransmits: u64,
+    /// Own messages resent to the sequencer after a timeout.
+    pub data_retransmits: u64,
+    pub naks_sent: u64,
+    /// NAKs sent to a flush holder during a view change.
+    pub flush_repairs: u64,
+    /// Duplicate messages suppressed.
+    pub duplicates: u64,
+    pub delivered: u64,
+    pub views_installed: u64,
+    /// `broadcast` refused with `WindowFull`.
+    pub backpressure: u64,
+}
+
+/// Why a datagram was dropped. It was counted in [`VsStats`] and had no
+/// effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum VsRecvError {
+    Oversize,
+    Malformed,
+    Forged,
+    Replayed,
+    StaleIncarnation,
+    UnknownSender,
+    Misdirected,
+    AddrMismatch,
+    Loopback,
+    /// We left the group; nothing is processed any more (not counted).
+    Closed,
+}
+
+/// Why `broadcast` refused a message; nothing was queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum VsSendError {
+    /// Larger than [`MAX_PAYLOAD`].
+    TooLarge,
+    /// [`SEND_WINDOW`] messages are still undelivered; retry after polling.
+    WindowFull,
+    /// `leave` was called.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    Running,
+    /// `leave` called: still taking part until our queued messages are
+    /// delivered or the deadline passes.
+    Leaving {
+        deadline: Instant,
+    },
+    Left,
+}
+
+/// Transmit intents: what `poll_transmit` still has to send. Frames are
+/// rendered from the current state when polled.
+#[derive(Clone, Copy, Debug, Default)]
+struct TxState {
+    heartbeat: bool,
+    propose: bool,
+    sync: bool,
+    install: bool,
+    /// Stragglers to send INSTALL to (bit = detector peer index).
+    install_to: u32,
+    flush_ok: bool,
+    sync_done: bool,
+    ack: bool,
+    /// (dest, view, lo, hi)
+    nak: Option<(NodeId, u64, u64, u64)>,
+    /// Range of our view's stream to rebroadcast.
+    rtx: Option<(u64, u64)>,
+    leave: u8,
+    leave_at: Instant,
+}
+
+/// The datagram VS transport of one process. See the module docs.
+pub struct Vs {
+    me: Member,
+    configured: usize,
+    quorum: QuorumMode,
+    hb_ms: u64,
+    fail_ms: u64,
+    auth: Auth,
+    /// Last datagram counter used (nonce uniqueness: never reused).
+    tx_counter: u64,
+    /// Latest time seen (inputs may not go backwards).
+    now: Instant,
+    detector: Detector,
+    view: View,
+    view_installed_at: Instant,
+    /// Proposal that installed the current view (coordinator, counter).
+    installed_pid: Option<(NodeId, u32)>,
+    /// Never installed a view with others.
+    fresh: bool,
+    /// Highest view seq seen anywhere.
+    max_seq: u32,
+    flush: Option<Flush>,
+    coord: Coord,
+    desired_sig: u64,
+    desired_changed_at: Instant,
+    change_since: Option<Instant>,
+    stall_since: Option<Instant>,
+    order: OrderBuf,
+    send: SendWindow,
+    tx: TxState,
+    next_hb: Instant,
+    nak_at: Instant,
+    events: EventQueue,
+    left_record: Option<Record>,
+    life: Life,
+    stats: VsStats,
+}
+
+impl Vs {
+    pub fn new(cfg: VsConfig) -> Result<Vs, VsConfigError> {
+        if !cfg.node.is_valid() {
+            return Err(VsConfigError::InvalidNode);
+        }
+        let mut nodes = cfg.nodes;
+        gcs::normalize(&mut nodes);
+        nodes.retain(|n| n.is_valid());
+        if nodes.binary_search(&cfg.node).is_err() {
+            return Err(VsConfigError::NotInNodeList);
+        }
+        if cfg.heartbeat_ms == 0 || cfg.fail_timeout_ms < cfg.heartbeat_ms.saturating_mul(2) {
+            return Err(VsConfigError::BadTiming);
+        }
+        let me = Member { node: cfg.node, inc: cfg.incarnation };
+        let view = View::singleton(me);
+        let quorate = cfg.quorum.is_quorate(1, nodes.len());
+        let mut events = EventQueue::new();
+        let _ = events.push(Record::initial(me.node, view.key.id, quorate));
+        Ok(Vs {
+            me,
+            configured: nodes.len(),
+            quorum: cfg.quorum,
+            hb_ms: cfg.heartbeat_ms,
+            fail_ms: cfg.fail_timeout_ms,
+            auth: Auth::new(&cfg.key),
+            tx_counter: 0,
+            now: Instant(0),
+            detector: Detector::new(&nodes, me.node, cfg.fail_timeout_ms),
+            max_seq: view.seq(),
+            view,
+            view_installed_at: Instant(0),
+            installed_pid: None,
+            fresh: true,
+            flush: None,
+            coord: Coord::new(),
+            desired_sig: 0,
+            desired_changed_at: Instant(0),
+            change_since: None,
+            stall_since: None,
+            order: OrderBuf::new(),
+            send: SendWindow::new(),
+            tx: TxState::default(),
+            next_hb: Instant(0),
+            nak_at: Instant(0),
+            events,
+            left_record: None,
+            life: Life::Running,
+            stats: VsStats::default(),
+        })
+    }
+
+    // ---- derived timings ----
+
+    fn phase_ms(&self) -> u64 {
+        self.fail_ms
+    }
+
+    fn stall_ms(&self) -> u64 {
+        self.fail_ms.saturating_mul(3)
+    }
+
+    fn suspect_ms(&self) -> u64 {
+        self.fail_ms.saturating_mul(4)
+    }
+
+    fn nak_ms(&self) -> u64 {
+        (self.hb_ms / 2).max(1)
+    }
+
+    fn rto_ms(&self) -> u64 {
+        self.hb_ms
+    }
+
+    fn observe(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    // ---- public API ----
+
+    /// Counters.
+    pub fn stats(&self) -> VsStats {
+        self.stats
+    }
+
+    /// The installed view.
+    pub fn view(&self) -> VsView {
+        VsView { id: self.view.key.id, members: self.view.nodes() }
+    }
+
+    /// Our node id.
+    pub fn node(&self) -> NodeId {
+        self.me.node
+    }
+
+    /// How many more messages `broadcast` accepts right now.
+    pub fn send_capacity(&self) -> usize {
+        SEND_WINDOW.saturating_sub(self.send.len())
+    }
+
+    /// True once `leave` completed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.life, Life::Left)
+    }
+
+    /// Queue a message for agreed-order delivery to the view (ourselves
+    /// included). On error nothing was queued.
+    pub fn broadcast(&mut self, now: Instant, payload: &[u8]) -> Result<(), VsSendError> {
+        let now = self.observe(now);
+        if payload.len() > MAX_PAYLOAD {
+            return Err(VsSendError::TooLarge);
+        }
+        if !matches!(self.life, Life::Running) {
+            return Err(VsSendError::Closed);
+        }
+        if self.send.is_full() {
+            self.stats.backpressure += 1;
+            return Err(VsSendError::WindowFull);
+        }
+        if !self.send.push(payload) {
+            return Err(VsSendError::WindowFull);
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Leave the group cleanly: our queued messages are delivered first (for
+    /// at most `fail_timeout_ms`), then the others are told and we stop.
+    pub fn leave(&mut self, now: Instant) {
+        let now = self.observe(now);
+        if matches!(self.life, Life::Running) {
+            self.life = Life::Leaving { deadline: now.plus_ms(self.fail_ms) };
+            self.pump(now);
+        }
+    }
+
+    /// Process one received datagram. `from_addr_hint` is the node the
+    /// adapter maps the source address to, if it knows.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from_addr_hint: Option<NodeId>,
+        bytes: &[u8],
+    ) -> Result<(), VsRecvError> {
+        let now = self.observe(now);
+        let r = self.receive(now, from_addr_hint, bytes);
+        match r {
+            Ok(()) => self.stats.datagrams_in += 1,
+            Err(e) => {
+                let s = &mut self.stats;
+                match e {
+                    VsRecvError::Oversize => s.oversize += 1,
+                    VsRecvError::Malformed => s.malformed += 1,
+                    VsRecvError::Forged => s.forged += 1,
+                    VsRecvError::Replayed => s.replayed += 1,
+                    VsRecvError::StaleIncarnation => s.stale_incarnation += 1,
+                    VsRecvError::UnknownSender => s.unknown_sender += 1,
+                    VsRecvError::Misdirected => s.misdirected += 1,
+                    VsRecvError::AddrMismatch => s.addr_mismatch += 1,
+                    VsRecvError::Loopback => s.loopback += 1,
+                    VsRecvError::Closed => {}
+                }
+                trace!("vs {}: dropped datagram: {:?}", self.me.node.0, e);
+            }
+        }
+        self.pump(now);
+        r
+    }
+
+    /// Timer expiry: call at (or after) [`Vs::next_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.observe(now);
+        if matches!(self.life, Life::Left) {
+            return;
+        }
+        if now >= self.next_hb {
+            self.tx.heartbeat = true;
+            self.next_hb = now.plus_ms(self.hb_ms);
+        }
+        self.rto_tick(now);
+        self.pump(now);
+    }
+
+    /// When `handle_timeout` wants to be called next.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        if matches!(self.life, Life::Left) {
+            return (self.tx.leave > 0).then_some(self.tx.leave_at);
+        }
+        let mut t = self.next_hb;
+        let mut consider = |x: Instant| {
+            if x < t {
+                t = x;
+            }
+        };
+        if let Some(x) = self.detector.next_change(self.now) {
+            consider(x);
+        }
+        if let Some((deadline, resend)) = self.coord.deadlines(self.phase_ms()) {
+            consider(deadline);
+            consider(resend);
+        }
+        if let Some(since) = self.change_since {
+            consider(self.desired_changed_at.plus_ms(self.hb_ms).min(since.plus_ms(self.hb_ms.saturating_mul(4))));
+        }
+        if let Some(since) = self.stall_since {
+            consider(since.plus_ms(self.stall_ms()));
+        }
+        if self.repair_needed().is_some() {
+            consider(self.nak_at);
+        }
+        if let Some(x) = self.send.rto_at {
+            consider(x);
+        }
+        if let Life::Leaving { deadline } = self.life {
+            consider(deadline);
+        }
+        Some(t)
+    }
+
+    /// Next event for the layers above. A `Deliver` payload is copied into
+    /// `payload_buf`, which must hold [`MAX_PAYLOAD`] bytes (with a smaller
+    /// buffer a larger message is not lost: this returns `None` until called
+    /// with a buffer large enough).
+    pub fn poll_event(&mut self, payload_buf: &mut [u8]) -> Option<VsEvent> {
+        if let Some(ev) = self.events.next_event() {
+            return Some(ev);
+        }
+        if let Some(slot) = self.order.deliverable() {
+            let p = slot.payload();
+            let dst = payload_buf.get_mut(..p.len())?;
+            dst.copy_from_slice(p);
+            let (from, sender_seq, len) = (slot.origin, slot.sender_seq, p.len());
+            self.order.advance_app();
+            if from == self.me.node {
+                self.send.delivered(sender_seq);
+            }
+            self.stats.delivered += 1;
+            let now = self.now;
+            self.try_install(now);
+            self.sequence_own();
+            return Some(VsEvent::Deliver { from, len });
+        }
+        if let Some(r) = &mut self.left_record {
+            if let Some(ev) = r.step() {
+                return Some(ev);
+            }
+            self.left_record = None;
+        }
+        None
+    }
+
+    // ---- internals ----
+
+    /// Run everything that may have become possible.
+    fn pump(&mut self, now: Instant) {
+        if matches!(self.life, Life::Left) {
+            return;
+        }
+        self.membership_tick(now);
+        self.try_install(now);
+        self.sequence_own();
+        self.check_sync_done(now);
+        self.gap_tick(now);
+        self.leave_tick(now);
+    }
+
+    fn leave_tick(&mut self, now: Instant) {
+        let Life::Leaving { deadline } = self.life else { return };
+        if !self.send.is_empty() && now < deadline {
+            return;
+        }
+        info!("vs {}: left", self.me.node.0);
+        self.life = Life::Left;
+        self.left_record = Some(Record::self_leave(&self.view.members, self.me.node));
+        self.send.clear();
+        self.flush = None;
+        self.coord = Coord::new();
+        // Stop delivering: what was received so far may still be consumed.
+        self.order.limit = self.order.limit.min(self.order.contig);
+        self.tx = TxState { leave: LEAVE_REPEATS, leave_at: now, ..TxState::default() };
+    }
+
+    fn receive(&mut self, now: Instant, hint: Option<NodeId>, bytes: &[u8]) -> Result<(), VsRecvError> {
+        if matches!(self.life, Life::Left) {
+            return Err(VsRecvError::Closed);
+        }
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(VsRecvError::Oversize);
+        }
+        if bytes.len() <= HEADER_LEN + TAG_LEN {
+            return Err(VsRecvError::Malformed);
+        }
+        let hdr = Header::decode(bytes).map_err(|_| VsRecvError::Malformed)?;
+        if hdr.sender == self.me.node {
+            return Err(VsRecvError::Loopback);
+        }
+        if hint.is_some_and(|h| h != hdr.sender) {
+            return Err(VsRecvError::AddrMismatch);
+        }
+        if hdr.dest != 0 && hdr.dest != self.me.node.0 {
+            return Err(VsRecvError::Misdirected);
+        }
+        let idx = self.detector.find(hdr.sender).ok_or(VsRecvError::UnknownSender)?;
+        self.detector.admit(idx, hdr.inc, hdr.counter)?;
+
+        let body = bytes.get(HEADER_LEN..).ok_or(VsRecvError::Malformed)?;
+        let plain_len = body.len().saturating_sub(TAG_LEN);
+        let (cipher, tag) = body.split_at(plain_len);
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| VsRecvError::Malformed)?;
+        let mut plain = [0u8; MAX_PLAIN];
+        let plain = plain.get_mut(..plain_len).ok_or(VsRecvError::Malformed)?;
+        plain.copy_from_slice(cipher);
+        self.auth.open(&hdr, plain, tag).map_err(|_| VsRecvError::Forged)?;
+
+        // Authentic from here on: record it before looking inside, so a
+        // malformed (buggy or newer-version) datagram is not retried.
+        let new_inc = self.detector.commit(idx, hdr.inc, hdr.counter, now);
+        if new_inc {
+            debug!("vs {}: node {} incarnation {}", self.me.node.0, hdr.sender.0, hdr.inc.0);
+        }
+        wire::validate(plain).map_err(|_| VsRecvError::Malformed)?;
+        let from = Member { node: hdr.sender, inc: hdr.inc };
+        let mut r = Reader::new(plain);
+        while !r.is_empty() {
+            let Ok(frame) = Frame::decode(&mut r) else { break };
+            self.apply(now, from, idx, hdr.counter, frame);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, now: Instant, from: Member, idx: usize, counter: u64, frame: Frame<'_>) {
+        match frame {
+            Frame::Heartbeat(hb) => {
+                self.detector.record_heartbeat(idx, now, counter, hb);
+                self.on_heartbeat(from, idx, &hb);
+            }
+            Frame::Leave => self.on_leave(from),
+            Frame::Data { view, sender_seq, payload } => self.on_data(from, view, sender_seq, payload),
+            Frame::Seq(s) => self.on_seq(from, &s),
+            Frame::Nak { view, lo, hi } => self.on_nak(from, view, lo, hi),
+            Frame::Ack { view, contig } => self.on_ack(from, view, contig),
+            Frame::Propose { counter, members } => self.on_propose(now, from, counter, members),
+            Frame::FlushOk(ok) => self.coord_on_flush_ok(now, from, &ok),
+            Frame::Sync(s) => self.on_sync(now, from, &s),
+            Frame::SyncDone { counter } => self.coord_on_sync_done(now, from, counter),
+            Frame::Install { counter, view } => self.on_install(now, from, counter, view),
+        }
+    }
+}

@@ -1,0 +1,738 @@
+//! Wire format of the datagram transport.
+//!
+//! A datagram is a cleartext [`Header`] (authenticated as associated data),
+//! followed by the encrypted *plaintext*, followed by the 16-byte
+//! Poly1305 tag:
+//!
+//! ```text
+//! +---------+-----------+-----------+-----------+---------+-----------------+-----+
+//! | version | sender u32| inc u64   | counter u64| dest u32| frames (sealed) | tag |
+//! +---------+-----------+-----------+-----------+---------+-----------------+-----+
+//!   1         4           8           8            4        <= MAX_PLAIN       16
+//! ```
+//!
+//! All integers are little endian. `dest` is 0 for a datagram meant for every
+//! node, or the node id of the single intended receiver (so a captured
+//! unicast cannot be replayed to another node). The plaintext is a
+//! concatenation of one or more [`Frame`]s, each a type byte followed by its
+//! fixed or counted body; several small frames share one datagram (batching).
+//!
+//! Decoding validates everything a peer could get wrong (counts, lengths,
+//! sortedness, node id zero) and never panics; the encoder sizes every frame
+//! exactly ([`Frame::encoded_len`]) so the transmit path can pack datagrams
+//! without partial writes.
+
+use super::{MAX_DATAGRAM, MAX_PAYLOAD};
+use crate::gcs::MAX_NODES;
+use crate::ids::{Incarnation, Member, NodeId};
+
+/// Protocol version byte, first byte of every datagram.
+pub(super) const VERSION: u8 = 0xC1;
+/// Length of the cleartext header.
+pub(super) const HEADER_LEN: usize = 25;
+/// Length of the Poly1305 tag.
+pub(super) const TAG_LEN: usize = 16;
+/// Largest plaintext (frames) a datagram can carry.
+pub(super) const MAX_PLAIN: usize = MAX_DATAGRAM - HEADER_LEN - TAG_LEN;
+
+/// A list of members (node + incarnation), sorted by node id, one entry per
+/// node.
+pub(super) type MemberList = heapless::Vec<Member, MAX_NODES>;
+
+/// Malformed input. Only reported as a count: the details are not useful to
+/// the adapter and must not be attacker-amplifiable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Malformed;
+
+/// The writer ran out of room (the caller checked `encoded_len` first, so
+/// this only guards against bugs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Full;
+
+/// Cleartext datagram header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Header {
+    pub sender: NodeId,
+    pub inc: Incarnation,
+    /// Per (sender, incarnation) datagram counter, starting at 1.
+    pub counter: u64,
+    /// 0 = all nodes, else the only intended receiver.
+    pub dest: u32,
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        let mut w = Writer::new(&mut out);
+        // Infallible: the array is exactly HEADER_LEN long.
+        let _ = w.u8(VERSION);
+        let _ = w.u32(self.sender.0);
+        let _ = w.u64(self.inc.0);
+        let _ = w.u64(self.counter);
+        let _ = w.u32(self.dest);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Header, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return Err(Malformed);
+        }
+        let sender = NodeId(r.u32()?);
+        let inc = Incarnation(r.u64()?);
+        let counter = r.u64()?;
+        let dest = r.u32()?;
+        if !sender.is_valid() || counter == 0 {
+            return Err(Malformed);
+        }
+        Ok(Header { sender, inc, counter, dest })
+    }
+
+    /// The 24-byte XChaCha20 nonce: sender, incarnation, counter, zero pad.
+    /// Unique as long as a (node, incarnation) pair is never reused and the
+    /// counter never repeats (it is a u64 that only grows).
+    pub fn nonce(&self) -> [u8; 24] {
+        let mut n = [0u8; 24];
+        let mut w = Writer::new(&mut n);
+        let _ = w.u32(self.sender.0);
+        let _ = w.u64(self.inc.0);
+        let _ = w.u64(self.counter);
+        n
+    }
+}
+
+/// Bounds-checked little-endian writer over a byte slice.
+pub(super) struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Writer { buf, pos: 0 }
+    }
+
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    pub fn bytes(&mut self, b: &[u8]) -> Result<(), Full> {
+        let end = self.pos.checked_add(b.len()).ok_or(Full)?;
+        let dst = self.buf.get_mut(self.pos..end).ok_or(Full)?;
+        dst.copy_from_slice(b);
+        self.pos = end;
+        Ok(())
+    }
+
+    pub fn u8(&mut self, v: u8) -> Result<(), Full> {
+        self.bytes(&[v])
+    }
+
+    pub fn u16(&mut self, v: u16) -> Result<(), Full> {
+        self.bytes(&v.to_le_bytes())
+    }
+
+    pub fn u32(&mut self, v: u32) -> Result<(), Full> {
+        self.bytes(&v.to_le_bytes())
+    }
+
+    pub fn u64(&mut self, v: u64) -> Result<(), Full> {
+        self.bytes(&v.to_le_bytes())
+    }
+}
+
+/// Bounds-checked little-endian reader.
+pub(super) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        let end = self.pos.checked_add(n).ok_or(Malformed)?;
+        let s = self.buf.get(self.pos..end).ok_or(Malformed)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+        let s = self.bytes(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub fn u16(&mut self) -> Result<u16, Malformed> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    pub fn u32(&mut self) -> Result<u32, Malformed> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub fn u64(&mut self) -> Result<u64, Malformed> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn node(&mut self) -> Result<NodeId, Malformed> {
+        let n = NodeId(self.u32()?);
+        if n.is_valid() {
+            Ok(n)
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    fn member(&mut self) -> Result<Member, Malformed> {
+        Ok(Member { node: self.node()?, inc: Incarnation(self.u64()?) })
+    }
+
+    fn count(&mut self) -> Result<usize, Malformed> {
+        let n = usize::from(self.u8()?);
+        if n > MAX_NODES {
+            return Err(Malformed);
+        }
+        Ok(n)
+    }
+
+    /// A counted member list; strictly increasing node ids when `sorted`.
+    fn members(&mut self, sorted: bool) -> Result<MemberList, Malformed> {
+        let n = self.count()?;
+        let mut l = MemberList::new();
+        for _ in 0..n {
+            let m = self.member()?;
+            if sorted {
+                if let Some(last) = l.last() {
+                    if last.node >= m.node {
+                        return Err(Malformed);
+                    }
+                }
+            }
+            l.push(m).map_err(|_| Malformed)?;
+        }
+        Ok(l)
+    }
+
+    fn payload(&mut self) -> Result<&'a [u8], Malformed> {
+        let len = usize::from(self.u16()?);
+        if len > MAX_PAYLOAD {
+            return Err(Malformed);
+        }
+        self.bytes(len)
+    }
+}
+
+/// Identity of an installed view: its id plus the incarnation of the leader
+/// that installed it (the id alone could repeat after a whole-cluster
+/// restart, see the module docs on view ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ViewKey {
+    pub id: u64,
+    pub leader_inc: Incarnation,
+}
+
+impl ViewKey {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), Full> {
+        w.u64(self.id)?;
+        w.u64(self.leader_inc.0)
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<ViewKey, Malformed> {
+        Ok(ViewKey { id: r.u64()?, leader_inc: Incarnation(r.u64()?) })
+    }
+}
+
+/// Periodic liveness + state beacon (broadcast).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Heartbeat {
+    /// The sender's installed view.
+    pub view: ViewKey,
+    /// Highest view sequence number the sender has seen.
+    pub max_seq: u32,
+    /// Coordinator of the proposal the sender is frozen on (0 = none).
+    pub acc_coord: u32,
+    pub acc_counter: u32,
+    /// Highest contiguously received sequence number in `view` (an ack).
+    pub contig: u64,
+    /// Highest sequence number the sender knows of in `view` (the
+    /// sequencer's last assigned one, so receivers detect tail loss).
+    pub high: u64,
+    /// Stability point the sender knows of.
+    pub stable: u64,
+    /// Bit 0: never installed a view with others (fresh process).
+    pub flags: u8,
+}
+
+/// A message sequenced in a view (sequencer broadcast or retransmission).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SeqFrame<'a> {
+    pub view: u64,
+    pub gseq: u64,
+    pub stable: u64,
+    pub origin: NodeId,
+    pub sender_seq: u64,
+    pub payload: &'a [u8],
+}
+
+/// Member -> coordinator: "frozen on your proposal; here is my state".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct FlushOk {
+    pub counter: u32,
+    /// The view the member is leaving.
+    pub old: ViewKey,
+    /// Highest message of `old` the member holds contiguously and may have
+    /// delivered (its freeze point).
+    pub cf: u64,
+    pub max_seq: u32,
+    /// The member never installed a view with others.
+    pub fresh: bool,
+    /// Members of `old` known to have left cleanly.
+    pub leavers: MemberList,
+}
+
+/// One old-view group in a [`SyncMsg`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SyncGroup {
+    pub old: ViewKey,
+    /// Every member of the group delivers exactly the messages 1..=target.
+    pub target: u64,
+    /// A member of the group holding all of them.
+    pub holder: NodeId,
+}
+
+/// Coordinator -> all: the agreed outcome of the flush.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct SyncMsg {
+    pub counter: u32,
+    pub new_view: u64,
+    pub groups: heapless::Vec<SyncGroup, MAX_NODES>,
+    /// Processes that left cleanly (reason `Leave` rather than `NodeDown`).
+    pub leavers: MemberList,
+    /// Bit i: member i of the proposal is fresh (reason `Join`, not `NodeUp`).
+    pub fresh_mask: u32,
+}
+
+const T_HEARTBEAT: u8 = 1;
+const T_LEAVE: u8 = 2;
+const T_DATA: u8 = 3;
+const T_SEQ: u8 = 4;
+const T_NAK: u8 = 5;
+const T_ACK: u8 = 6;
+const T_PROPOSE: u8 = 7;
+const T_FLUSH_OK: u8 = 8;
+const T_SYNC: u8 = 9;
+const T_SYNC_DONE: u8 = 10;
+const T_INSTALL: u8 = 11;
+
+/// Encoded sizes, for the compile-time checks below.
+const HEARTBEAT_LEN: usize = 1 + 16 + 4 + 4 + 4 + 8 + 8 + 8 + 1;
+const MEMBER_LEN: usize = 12;
+const SEQ_OVERHEAD: usize = 1 + 8 + 8 + 8 + 4 + 8 + 2;
+const DATA_OVERHEAD: usize = 1 + 8 + 8 + 2;
+const PROPOSE_MAX: usize = 1 + 4 + 1 + MAX_NODES * MEMBER_LEN;
+const FLUSH_OK_MAX: usize = 1 + 4 + 16 + 8 + 4 + 1 + 1 + MAX_NODES * MEMBER_LEN;
+const SYNC_GROUP_LEN: usize = 16 + 8 + 4;
+const SYNC_MAX: usize = 1 + 4 + 8 + 1 + MAX_NODES * SYNC_GROUP_LEN + 1 + MAX_NODES * MEMBER_LEN + 4;
+
+// Every frame fits in an empty datagram, so the transmit path always makes
+// progress, and the fresh bitmask covers every possible member.
+const _: () = assert!(SEQ_OVERHEAD + MAX_PAYLOAD <= MAX_PLAIN);
+const _: () = assert!(DATA_OVERHEAD + MAX_PAYLOAD <= MAX_PLAIN);
+const _: () = assert!(PROPOSE_MAX <= MAX_PLAIN);
+const _: () = assert!(FLUSH_OK_MAX <= MAX_PLAIN);
+const _: () = assert!(SYNC_MAX <= MAX_PLAIN);
+const _: () = assert!(HEARTBEAT_LEN <= MAX_PLAIN);
+const _: () = assert!(MAX_NODES <= 32);
+const _: () = assert!(MAX_PAYLOAD <= u16::MAX as usize);
+
+/// One protocol frame. Borrowed payloads point into the decrypted datagram.
+/// (`SYNC` is much larger than the rest; frames only live on the stack.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Frame<'a> {
+    Heartbeat(Heartbeat),
+    /// The sender leaves the group cleanly.
+    Leave,
+    /// Member -> sequencer: a message to be ordered.
+    Data {
+        view: u64,
+        sender_seq: u64,
+        payload: &'a [u8],
+    },
+    Seq(SeqFrame<'a>),
+    /// Please retransmit `lo..=hi` of `view`.
+    Nak {
+        view: u64,
+        lo: u64,
+        hi: u64,
+    },
+    /// Member's contiguous point in `view` (stability tracking).
+    Ack {
+        view: u64,
+        contig: u64,
+    },
+    Propose {
+        counter: u32,
+        members: MemberList,
+    },
+    FlushOk(FlushOk),
+    Sync(SyncMsg),
+    SyncDone {
+        counter: u32,
+    },
+    Install {
+        counter: u32,
+        view: u64,
+    },
+}
+
+impl Frame<'_> {
+    /// Exact number of bytes [`Frame::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Frame::Heartbeat(_) => HEARTBEAT_LEN,
+            Frame::Leave => 1,
+            Frame::Data { payload, .. } => DATA_OVERHEAD + payload.len(),
+            Frame::Seq(s) => SEQ_OVERHEAD + s.payload.len(),
+            Frame::Nak { .. } => 1 + 8 + 8 + 8,
+            Frame::Ack { .. } => 1 + 8 + 8,
+            Frame::Propose { members, .. } => 1 + 4 + 1 + members.len() * MEMBER_LEN,
+            Frame::FlushOk(f) => 1 + 4 + 16 + 8 + 4 + 1 + 1 + f.leavers.len() * MEMBER_LEN,
+            Frame::Sync(s) => 1 + 4 + 8 + 1 + s.groups.len() * SYNC_GROUP_LEN + 1 + s.leavers.len() * MEMBER_LEN + 4,
+            Frame::SyncDone { .. } => 1 + 4,
+            Frame::Install { .. } => 1 + 4 + 8,
+        }
+    }
+
+    pub fn encode(&self, w: &mut Writer<'_>) -> Result<(), Full> {
+        if w.remaining() < self.encoded_len() {
+            return Err(Full);
+        }
+        match self {
+            Frame::Heartbeat(h) => {
+                w.u8(T_HEARTBEAT)?;
+                h.view.encode(w)?;
+                w.u32(h.max_seq)?;
+                w.u32(h.acc_coord)?;
+                w.u32(h.acc_counter)?;
+                w.u64(h.contig)?;
+                w.u64(h.high)?;
+                w.u64(h.stable)?;
+                w.u8(h.flags)
+            }
+            Frame::Leave => w.u8(T_LEAVE),
+            Frame::Data { view, sender_seq, payload } => {
+                w.u8(T_DATA)?;
+                w.u64(*view)?;
+                w.u64(*sender_seq)?;
+                put_payload(w, payload)
+            }
+            Frame::Seq(s) => {
+                w.u8(T_SEQ)?;
+                w.u64(s.view)?;
+                w.u64(s.gseq)?;
+                w.u64(s.stable)?;
+                w.u32(s.origin.0)?;
+                w.u64(s.sender_seq)?;
+                put_payload(w, s.payload)
+            }
+            Frame::Nak { view, lo, hi } => {
+                w.u8(T_NAK)?;
+                w.u64(*view)?;
+                w.u64(*lo)?;
+                w.u64(*hi)
+            }
+            Frame::Ack { view, contig } => {
+                w.u8(T_ACK)?;
+                w.u64(*view)?;
+                w.u64(*contig)
+            }
+            Frame::Propose { counter, members } => {
+                w.u8(T_PROPOSE)?;
+                w.u32(*counter)?;
+                put_members(w, members)
+            }
+            Frame::FlushOk(f) => {
+                w.u8(T_FLUSH_OK)?;
+                w.u32(f.counter)?;
+                f.old.encode(w)?;
+                w.u64(f.cf)?;
+                w.u32(f.max_seq)?;
+                w.u8(u8::from(f.fresh))?;
+                put_members(w, &f.leavers)
+            }
+            Frame::Sync(s) => {
+                w.u8(T_SYNC)?;
+                w.u32(s.counter)?;
+                w.u64(s.new_view)?;
+                w.u8(count_u8(s.groups.len())?)?;
+                for g in &s.groups {
+                    g.old.encode(w)?;
+                    w.u64(g.target)?;
+                    w.u32(g.holder.0)?;
+                }
+                put_members(w, &s.leavers)?;
+                w.u32(s.fresh_mask)
+            }
+            Frame::SyncDone { counter } => {
+                w.u8(T_SYNC_DONE)?;
+                w.u32(*counter)
+            }
+            Frame::Install { counter, view } => {
+                w.u8(T_INSTALL)?;
+                w.u32(*counter)?;
+                w.u64(*view)
+            }
+        }
+    }
+
+    /// Decode one frame; the reader is left after it.
+    pub fn decode<'b>(r: &mut Reader<'b>) -> Result<Frame<'b>, Malformed> {
+        let t = r.u8()?;
+        Ok(match t {
+            T_HEARTBEAT => Frame::Heartbeat(Heartbeat {
+                view: ViewKey::decode(r)?,
+                max_seq: r.u32()?,
+                acc_coord: r.u32()?,
+                acc_counter: r.u32()?,
+                contig: r.u64()?,
+                high: r.u64()?,
+                stable: r.u64()?,
+                flags: r.u8()?,
+            }),
+            T_LEAVE => Frame::Leave,
+            T_DATA => {
+                let view = r.u64()?;
+                let sender_seq = r.u64()?;
+                let payload = r.payload()?;
+                if sender_seq == 0 {
+                    return Err(Malformed);
+                }
+                Frame::Data { view, sender_seq, payload }
+            }
+            T_SEQ => {
+                let s = SeqFrame {
+                    view: r.u64()?,
+                    gseq: r.u64()?,
+                    stable: r.u64()?,
+                    origin: r.node()?,
+                    sender_seq: r.u64()?,
+                    payload: r.payload()?,
+                };
+                if s.gseq == 0 || s.sender_seq == 0 {
+                    return Err(Malformed);
+                }
+                Frame::Seq(s)
+            }
+            T_NAK => {
+                let (view, lo, hi) = (r.u64()?, r.u64()?, r.u64()?);
+                if lo == 0 || lo > hi {
+                    return Err(Malformed);
+                }
+                Frame::Nak { view, lo, hi }
+            }
+            T_ACK => Frame::Ack { view: r.u64()?, contig: r.u64()? },
+            T_PROPOSE => {
+                let counter = r.u32()?;
+                let members = r.members(true)?;
+                if members.is_empty() {
+                    return Err(Malformed);
+                }
+                Frame::Propose { counter, members }
+            }
+            T_FLUSH_OK => Frame::FlushOk(FlushOk {
+                counter: r.u32()?,
+                old: ViewKey::decode(r)?,
+                cf: r.u64()?,
+                max_seq: r.u32()?,
+                fresh: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(Malformed),
+                },
+                leavers: r.members(false)?,
+            }),
+            T_SYNC => {
+                let counter = r.u32()?;
+                let new_view = r.u64()?;
+                let n = r.count()?;
+                let mut groups = heapless::Vec::new();
+                for _ in 0..n {
+                    let g = SyncGroup { old: ViewKey::decode(r)?, target: r.u64()?, holder: r.node()? };
+                    groups.push(g).map_err(|_| Malformed)?;
+                }
+                let leavers = r.members(false)?;
+                let fresh_mask = r.u32()?;
+                Frame::Sync(SyncMsg { counter, new_view, groups, leavers, fresh_mask })
+            }
+            T_SYNC_DONE => Frame::SyncDone { counter: r.u32()? },
+            T_INSTALL => Frame::Install { counter: r.u32()?, view: r.u64()? },
+            _ => return Err(Malformed),
+        })
+    }
+}
+
+fn count_u8(n: usize) -> Result<u8, Full> {
+    u8::try_from(n).map_err(|_| Full)
+}
+
+fn put_members(w: &mut Writer<'_>, l: &MemberList) -> Result<(), Full> {
+    w.u8(count_u8(l.len())?)?;
+    for m in l {
+        w.u32(m.node.0)?;
+        w.u64(m.inc.0)?;
+    }
+    Ok(())
+}
+
+fn put_payload(w: &mut Writer<'_>, p: &[u8]) -> Result<(), Full> {
+    let len = u16::try_from(p.len()).map_err(|_| Full)?;
+    w.u16(len)?;
+    w.bytes(p)
+}
+
+/// Check that `plain` is a non-empty sequence of well-formed frames.
+pub(super) fn validate(plain: &[u8]) -> Result<(), Malformed> {
+    let mut r = Reader::new(plain);
+    if r.is_empty() {
+        return Err(Malformed);
+    }
+    while !r.is_empty() {
+        Frame::decode(&mut r)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(n: u32, i: u64) -> Member {
+        Member { node: NodeId(n), inc: Incarnation(i) }
+    }
+
+    fn roundtrip(f: Frame<'_>) {
+        let mut buf = [0u8; MAX_PLAIN];
+        let mut w = Writer::new(&mut buf);
+        f.encode(&mut w).unwrap();
+        assert_eq!(w.pos(), f.encoded_len(), "{f:?}");
+        let len = w.pos();
+        let mut r = Reader::new(&buf[..len]);
+        let g = Frame::decode(&mut r).unwrap();
+        assert!(r.is_empty());
+        assert_eq!(f, g);
+        // Every strict prefix is rejected, never a panic.
+        for cut in 0..len {
+            let mut r = Reader::new(&buf[..cut]);
+            assert!(Frame::decode(&mut r).is_err(), "prefix {cut} of {f:?}");
+        }
+    }
+
+    #[test]
+    fn frames_roundtrip() {
+        let key = ViewKey { id: 5 << 32 | 1, leader_inc: Incarnation(9) };
+        let mut members = MemberList::new();
+        for n in 1..=MAX_NODES as u32 {
+            members.push(m(n, u64::from(n) * 7)).unwrap();
+        }
+        let payload = [0xABu8; MAX_PAYLOAD];
+        roundtrip(Frame::Heartbeat(Heartbeat {
+            view: key,
+            max_seq: 5,
+            acc_coord: 1,
+            acc_counter: 3,
+            contig: 10,
+            high: 12,
+            stable: 9,
+            flags: 1,
+        }));
+        roundtrip(Frame::Leave);
+        roundtrip(Frame::Data { view: key.id, sender_seq: 1, payload: &payload });
+        roundtrip(Frame::Seq(SeqFrame {
+            view: key.id,
+            gseq: 3,
+            stable: 2,
+            origin: NodeId(4),
+            sender_seq: 8,
+            payload: &payload[..10],
+        }));
+        roundtrip(Frame::Nak { view: key.id, lo: 1, hi: 4 });
+        roundtrip(Frame::Ack { view: key.id, contig: 4 });
+        roundtrip(Frame::Propose { counter: 2, members: members.clone() });
+        roundtrip(Frame::FlushOk(FlushOk {
+            counter: 2,
+            old: key,
+            cf: 17,
+            max_seq: 5,
+            fresh: true,
+            leavers: members.clone(),
+        }));
+        let mut groups = heapless::Vec::new();
+        for n in 1..=MAX_NODES as u32 {
+            groups.push(SyncGroup { old: key, target: u64::from(n), holder: NodeId(n) }).unwrap();
+        }
+        roundtrip(Frame::Sync(SyncMsg {
+            counter: 2,
+            new_view: 6 << 32 | 1,
+            groups,
+            leavers: members,
+            fresh_mask: 0xdead_beef,
+        }));
+        roundtrip(Frame::SyncDone { counter: 2 });
+        roundtrip(Frame::Install { counter: 2, view: 6 << 32 | 1 });
+    }
+
+    #[test]
+    fn header_roundtrip_and_rejects() {
+        let h = Header { sender: NodeId(3), inc: Incarnation(77), counter: 5, dest: 0 };
+        let b = h.encode();
+        assert_eq!(Header::decode(&b).unwrap(), h);
+        assert!(Header::decode(&b[..HEADER_LEN - 1]).is_err());
+        let mut bad = b;
+        bad[0] ^= 1;
+        assert!(Header::decode(&bad).is_err());
+        let zero = Header { sender: NodeId(0), ..h }.encode();
+        assert!(Header::decode(&zero).is_err());
+    }
+
+    #[test]
+    fn rejects_unsorted_and_oversize() {
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        w.u8(T_PROPOSE).unwrap();
+        w.u32(1).unwrap();
+        w.u8(2).unwrap();
+        for n in [2u32, 1] {
+            w.u32(n).unwrap();
+            w.u64(1).unwrap();
+        }
+        let len = w.pos();
+        assert!(validate(&buf[..len]).is_err());
+        let mut buf = [0u8; 32];
+        let mut w = Writer::new(&mut buf);
+        w.u8(T_DATA).unwrap();
+        w.u64(1).unwrap();
+        w.u64(1).unwrap();
+        w.u16(MAX_PAYLOAD as u16 + 1).unwrap();
+        let len = w.pos();
+        assert!(validate(&buf[..len]).is_err());
+        assert!(validate(&[]).is_err());
+        assert!(validate(&[0xff]).is_err());
+    }
+}
