@@ -89,6 +89,7 @@ pub struct MountGroup {
     /// An old member's START arrived for `change_gen`.
     pub saw_old: bool,
     pub first_done: bool,
+    pub first_mounter: Option<NodeId>,
     pub recoveries: heapless::Vec<Recovery, MAX_RECOVERIES>,
     pub kstate: KState,
     pub blocked: bool,
@@ -110,9 +111,38 @@ impl MountGroup {
         self.synced_gen == Some(self.change_gen)
     }
 
-    /// The first mounter candidate: lowest rw member holding a journal.
+    /// The agreed first mounter.
     pub fn first_mounter(&self) -> Option<NodeId> {
-        self.members.iter().find(|m| m.mode == Mode::Rw && m.jid.is_some() && !m.new).map(|m| m.node)
+        self.first_mounter
+    }
+
+    /// At an agreed point: keep the first mounter while it is a member;
+    /// else, while no first mount finished, the lowest rw member holding a
+    /// journal takes over.
+    fn choose_first_mounter(&mut self) {
+        if self.first_done {
+            self.first_mounter = None;
+            return;
+        }
+        let valid = |n: NodeId| self.members.iter().any(|m| m.node == n && m.mode == Mode::Rw && m.jid.is_some());
+        if self.first_mounter.is_some_and(valid) {
+            return;
+        }
+        self.first_mounter =
+            self.members.iter().find(|m| m.mode == Mode::Rw && m.jid.is_some() && !m.new).map(|m| m.node);
+    }
+
+    /// At an agreed point: every journal to replay has a fixed replayer for
+    /// its current attempt (rotating by attempt count), as long as someone
+    /// can replay.
+    fn assign_actors(&mut self) {
+        let rec = self.recoverers();
+        for r in self.recoveries.iter_mut() {
+            if r.actor().is_some_and(|a| rec.contains(&a)) {
+                continue;
+            }
+            r.actor = rec.get(usize::from(r.attempts) % rec.len().max(1)).copied().unwrap_or(NodeId(0));
+        }
     }
 
     /// Members that may replay journals, sorted.
@@ -162,6 +192,7 @@ impl MountGroup {
         let mut s = MountState {
             journals: self.journals,
             first_done: self.first_done,
+            first_mounter: self.first_mounter,
             members: heapless::Vec::new(),
             recoveries: self.recoveries.clone(),
         };
@@ -186,6 +217,7 @@ impl MountGroup {
             }
         };
         eat(u64::from(self.first_done));
+        eat(self.first_mounter.map_or(0, |n| u64::from(n.0)));
         for m in self.members.iter().filter(|m| !m.new) {
             eat(u64::from(m.node.0));
             eat(m.inc.0);
@@ -198,6 +230,7 @@ impl MountGroup {
             eat(u64::from(r.owner.node.0));
             eat(r.owner.inc.0);
             eat(u64::from(r.attempts));
+            eat(u64::from(r.actor.0));
         }
         h
     }
@@ -252,6 +285,9 @@ impl Node {
             return GroupWait::Starts(missing);
         }
         if !g.first_done {
+            if let Some(f) = self.d.fence.first() {
+                return GroupWait::Fencing(f.target.node);
+            }
             return match g.first_mounter() {
                 Some(n) => GroupWait::FirstMounter(n),
                 None => GroupWait::NoFirstMounter,
@@ -264,10 +300,10 @@ impl Node {
             if !self.fence_clear(r.owner) {
                 return GroupWait::Fencing(r.owner.node);
             }
-            if g.recoverers().is_empty() {
-                return GroupWait::NoRecoverer(r.jid);
-            }
-            return GroupWait::Recovery(r.jid);
+            return match r.actor() {
+                Some(_) => GroupWait::Recovery(r.jid),
+                None => GroupWait::NoRecoverer(r.jid),
+            };
         }
         if matches!(g.kstate, KState::Mounting | KState::MountingFirst) {
             return GroupWait::Kernel;
@@ -294,6 +330,7 @@ impl Node {
             adopted: false,
             saw_old: false,
             first_done: false,
+            first_mounter: None,
             recoveries: heapless::Vec::new(),
             kstate: KState::Idle,
             blocked: false,
@@ -357,17 +394,27 @@ impl Node {
             let g = &mut self.groups[i];
             g.members.remove(k);
             if let Some(j) = m.jid {
-                let dirty = why != Removal::Left && m.mode == Mode::Rw && (m.mounted || !g.first_done);
+                // A failed rw member holding a journal may have written it,
+                // whether or not its mount was agreed yet: always replay.
+                let dirty = why != Removal::Left && m.mode == Mode::Rw;
                 if dirty {
                     // A withdrawn member released its locks itself: no fencing.
                     let owner = Member {
                         node: m.node,
                         inc: if why == Removal::Withdrawn { Incarnation(u64::MAX) } else { m.inc },
                     };
-                    if g.recoveries.push(Recovery { jid: j, owner, attempts: 0 }).is_err() {
+                    if g.recoveries.push(Recovery { jid: j, owner, attempts: 0, actor: NodeId(0) }).is_err() {
                         warn!("recovery set full");
                     }
                     need_block = true;
+                }
+            }
+            if g.first_mounter == Some(m.node) {
+                g.first_mounter = None;
+            }
+            for r in g.recoveries.iter_mut() {
+                if r.actor == m.node {
+                    r.actor = NodeId(0);
                 }
             }
         }
@@ -484,7 +531,10 @@ impl Node {
             }
             let first = !self.groups[i].first_done;
             if first {
-                if self.groups[i].first_mounter() == Some(me) {
+                // A first mount replays every journal: no node that may
+                // still have this filesystem mounted (even one this group
+                // forgot, e.g. its last member cut off) may be unfenced.
+                if self.groups[i].first_mounter() == Some(me) && self.d.fence.is_empty() && self.quorate_now() {
                     if let Some(j) = mine.jid {
                         self.groups[i].kstate = KState::MountingFirst;
                         self.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::SetJid(j) });
@@ -523,13 +573,7 @@ impl Node {
         if !self.quorate_now() || g.recovering.is_some() || g.recovery_outcome.is_some() || g.recovery_timer.is_some() {
             return;
         }
-        let recoverers = g.recoverers();
-        if recoverers.is_empty() {
-            return;
-        }
-        let pick = g.recoveries.iter().find(|r| {
-            self.fence_clear(r.owner) && recoverers.get(usize::from(r.attempts) % recoverers.len()).copied() == Some(me)
-        });
+        let pick = g.recoveries.iter().find(|r| r.actor == me && self.fence_clear(r.owner));
         if let Some(r) = pick.copied() {
             let (gid, fs) = (g.gid, g.fs.clone());
             self.groups[i].recovering = Some((r.jid, r.attempts));
@@ -602,6 +646,7 @@ impl Node {
         }
         g.adopted = true;
         g.first_done = s.first_done;
+        g.first_mounter = s.first_mounter;
         g.recoveries = s.recoveries.clone();
         g.journals = s.journals;
         for d in s.members.iter() {
@@ -645,6 +690,8 @@ impl Node {
             }
             g.members[k].new = false;
         }
+        g.choose_first_mounter();
+        g.assign_actors();
         g.synced_gen = Some(g.change_gen);
         let gen = g.change_gen;
         let (gid, fs, n) = (g.gid, g.fs.clone(), g.members.len() as u8);
@@ -695,6 +742,7 @@ impl Node {
                     return Err(DropReason::NotMember);
                 }
                 g.first_done = true;
+                g.first_mounter = None;
                 g.members[k].mounted = true;
                 // The first mount replayed every journal.
                 g.recoveries.clear();
@@ -716,10 +764,9 @@ impl Node {
                     self.notify(Notice::JournalRecovered { group: gid, jid: r.jid });
                 } else {
                     g.recoveries[pos].attempts = r.attempt.saturating_add(1);
-                    let next = g.recoveries[pos].attempts;
-                    let rec = g.recoverers();
-                    let next_actor =
-                        if rec.is_empty() { None } else { rec.get(usize::from(next) % rec.len()).copied() };
+                    g.recoveries[pos].actor = NodeId(0);
+                    g.assign_actors();
+                    let next_actor = g.recoveries[pos].actor();
                     self.notify(Notice::JournalRecoveryFailed { group: gid, jid: r.jid, attempt: r.attempt });
                     if next_actor == Some(me) {
                         let t = self.set_timer(TIMER_RECOVERY, self.cfg.recovery_retry_ms);
@@ -729,6 +776,7 @@ impl Node {
             }
             _ => return Err(DropReason::NotMember),
         }
+        self.groups[i].assign_actors();
         self.group_kick(i);
         Ok(())
     }

@@ -133,12 +133,19 @@ pub struct DaemonStart {
     /// sender joined mid-ring and counts its own events; its start is then a
     /// pure self-description).
     pub anchored: bool,
-    /// Generation of the sender's last completed daemon sync (its lineage).
+    /// Generation of the sender's last completed daemon sync; with
+    /// `last_leader` its lineage (corosync gives both sides of a split the
+    /// same ring seq, the leaders of their cycles differ).
     pub last_synced: Generation,
-    /// Start of the sender's current continuously-quorate stretch.
-    pub quorate_since: Option<Generation>,
-    /// Bit i: the i-th current member (sorted), in its current incarnation,
-    /// was recorded failed by the sender.
+    /// Who led (sent the `DaemonSync` of) that cycle.
+    pub last_leader: NodeId,
+    /// The latest generation at which the sender completed a daemon cycle
+    /// in a ring it knew to be quorate: pre-merge evidence of quorum that
+    /// does not depend on when the merge ring's own quorum report arrives.
+    pub quorate_synced: Option<Generation>,
+    /// Bit i: the i-th current member (sorted) was recorded failed by the
+    /// sender (diagnostic; the merge verdict groups partitions by
+    /// `last_synced`).
     pub failed_mask: u32,
     /// Bit i: the sender's partition fenced the i-th current member in its
     /// current incarnation.
@@ -193,6 +200,16 @@ pub struct Recovery {
     /// The failed member that wrote it (fencing of it gates the replay).
     pub owner: Member,
     pub attempts: u16,
+    /// The member replaying it in this attempt (`NodeId(0)`: nobody can
+    /// yet), fixed when the attempt starts (agreed), so a growing set of
+    /// recoverers never starts a second replay of the same journal.
+    pub actor: NodeId,
+}
+
+impl Recovery {
+    pub fn actor(&self) -> Option<NodeId> {
+        self.actor.is_valid().then_some(self.actor)
+    }
 }
 
 /// The mount-group state transfer (gfs_controld's START).
@@ -217,6 +234,9 @@ pub struct MountStart {
 pub struct MountState {
     pub journals: u16,
     pub first_done: bool,
+    /// The member doing the first mount (agreed; kept until it finishes or
+    /// leaves).
+    pub first_mounter: Option<NodeId>,
     /// All old members.
     pub members: heapless::Vec<MemberDesc, MAX_NODES>,
     /// Journals needing recovery.

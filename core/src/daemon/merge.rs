@@ -5,23 +5,24 @@
 //! reset. Every member computes the same verdict, so there is never an
 //! operator wait and never a pair of halves killing each other.
 //!
-//! **Detection.** Member `y` says in its start (`failed_mask`) which current
-//! members it recorded as failed *in their current incarnation*. A member
-//! `x` that has state and is listed as failed by another member `y` that has
-//! state came back from a partition with diverged state: `x` and `y` belong
-//! to different pre-merge partitions. (A node that restarted has a new
-//! incarnation and is never listed; a node without state is harmless.)
-//!
-//! **Partitions.** Stateful members are grouped by "neither recorded the
-//! other as failed" (union-find over sorted node ids, so deterministic).
-//! Members without state belong to no partition and never reset.
+//! **Detection and partitions.** Every start carries the sender's
+//! *lineage*: the generation of the last daemon cycle it completed. The
+//! members of one pre-merge partition completed their cycles together, so
+//! they share it; two sides that both completed a cycle after they lost
+//! each other have different lineages. Stateful members are grouped by
+//! lineage; two or more groups means a stateful merge. (Sides that never
+//! completed a cycle apart acted on nothing: they share the old lineage and
+//! merge back safely. A restarted node has no state and belongs to no
+//! partition.)
 //!
 //! **The rule**, applied in order until one partition is ahead:
 //! 1. a partition that fenced (successfully) a member of another partition
 //!    wins (the two-node rule: the side that fenced the other);
-//! 2. a partition that is quorate wins over one that is not, and between
-//!    quorate ones the one quorate since the earlier generation wins (the
-//!    continuously quorate side);
+//! 2. the partition whose members completed a daemon cycle in a quorate
+//!    ring most recently wins (`quorate_synced`: the side that stayed
+//!    quorate after the split has a later one than a side that lost quorum
+//!    or a node that was paused through the split; the merge ring's own
+//!    quorum never counts, so callback timing cannot decide);
 //! 3. the partition with more stateful members wins;
 //! 4. the partition holding the lowest node id wins (even splits, three or
 //!    more partitions).
@@ -39,8 +40,10 @@ use crate::ids::{Generation, NodeId};
 pub struct MergeInput {
     pub node: NodeId,
     pub has_state: bool,
-    pub quorate_since: Option<Generation>,
-    pub failed_mask: u32,
+    /// The last daemon cycle the member completed: its generation and its
+    /// leader (both sides of a corosync split share ring seqs).
+    pub lineage: (Generation, NodeId),
+    pub quorate_synced: Option<Generation>,
     pub fenced_mask: u32,
 }
 
@@ -68,72 +71,39 @@ pub fn resolve(members: &[MergeInput]) -> Verdict {
     }
     #[allow(unreachable_code)]
     {
-        let stateful = |i: usize| members[i].has_state;
-        let listed = |i: usize, j: usize| members[i].failed_mask & (1u32 << j) != 0;
-        // union-find, parent indices
-        let mut parent = [0u8; MAX_NODES];
-        for (i, p) in parent.iter_mut().enumerate().take(n) {
-            *p = i as u8;
-        }
-        fn find(parent: &mut [u8; MAX_NODES], mut i: usize) -> usize {
-            while usize::from(parent[i]) != i {
-                let p = usize::from(parent[i]);
-                parent[i] = parent[p];
-                i = p;
-            }
-            i
-        }
-        let mut contested = false;
-        for i in 0..n {
-            for j in (i + 1)..n {
-                if !stateful(i) || !stateful(j) {
-                    continue;
-                }
-                if listed(i, j) || listed(j, i) {
-                    contested = true;
-                    continue;
-                }
-                let (a, b) = (find(&mut parent, i), find(&mut parent, j));
-                if a != b {
-                    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-                    parent[hi] = lo as u8;
-                }
-            }
-        }
-        if !contested {
-            return Verdict::default();
-        }
-        // Partition masks, keyed by root.
-        let mut masks = [0u32; MAX_NODES];
-        for i in 0..n {
-            if stateful(i) {
-                let r = find(&mut parent, i);
-                masks[r] |= 1 << i;
-            }
-        }
-        let mut best: Option<(usize, Key)> = None;
-        let mut partitions = 0u8;
-        for (r, &mask) in masks.iter().enumerate().take(n) {
-            if mask == 0 {
+        // Partition masks, one per distinct lineage of a stateful member.
+        let mut lineages: heapless::Vec<((Generation, NodeId), u32), MAX_NODES> = heapless::Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            if !m.has_state {
                 continue;
             }
-            partitions += 1;
-            let key = key_of(members, mask);
-            if best.as_ref().is_none_or(|(_, b)| key > *b) {
-                best = Some((r, key));
+            match lineages.iter_mut().find(|(g, _)| *g == m.lineage) {
+                Some((_, mask)) => *mask |= 1 << i,
+                None => {
+                    let _ = lineages.push((m.lineage, 1 << i));
+                }
             }
         }
-        let Some((win, _)) = best else { return Verdict::default() };
-        let winners = masks[win];
+        if lineages.len() < 2 {
+            return Verdict::default();
+        }
+        let mut best: Option<(u32, Key)> = None;
+        for (_, mask) in lineages.iter() {
+            let key = key_of(members, *mask);
+            if best.as_ref().is_none_or(|(_, b)| key > *b) {
+                best = Some((*mask, key));
+            }
+        }
+        let Some((winners, _)) = best else { return Verdict::default() };
         let mut losers = 0u32;
-        for (r, &mask) in masks.iter().enumerate().take(n) {
-            if r != win {
+        for (_, mask) in lineages.iter() {
+            if *mask != winners {
                 losers |= mask;
             }
         }
         invariant!(winners & losers == 0, "a member both wins and loses");
-        invariant!(winners != 0, "a verdict without winners");
-        Verdict { losers, winners, partitions }
+        invariant!(winners != 0 && losers != 0, "a contested merge without a loser");
+        Verdict { losers, winners, partitions: lineages.len() as u8 }
     }
 }
 
@@ -141,9 +111,8 @@ pub fn resolve(members: &[MergeInput]) -> Verdict {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     fenced_other: bool,
-    quorate: bool,
-    /// Earlier quorate-since is better: stored inverted.
-    quorate_since_inv: (u64, u32),
+    /// Later is better.
+    quorate_synced: Option<Generation>,
     size: u32,
     /// Lower node id is better: stored inverted.
     min_node_inv: u32,
@@ -151,8 +120,7 @@ struct Key {
 
 fn key_of(members: &[MergeInput], mask: u32) -> Key {
     let mut fenced_other = false;
-    let mut since: Option<Generation> = None;
-    let mut quorate = true;
+    let mut quorate_synced: Option<Generation> = None;
     let mut min_node = u32::MAX;
     for (i, m) in members.iter().enumerate() {
         if mask & (1 << i) == 0 {
@@ -161,81 +129,74 @@ fn key_of(members: &[MergeInput], mask: u32) -> Key {
         if m.fenced_mask & !mask != 0 {
             fenced_other = true;
         }
-        match m.quorate_since {
-            None => quorate = false,
-            Some(g) => since = Some(since.map_or(g, |s: Generation| s.max(g))),
-        }
+        // Members of one partition synced together; the best evidence any of
+        // them holds speaks for the partition.
+        quorate_synced = quorate_synced.max(m.quorate_synced);
         min_node = min_node.min(m.node.0);
     }
-    let since =
-        if quorate { since.unwrap_or(Generation::ZERO) } else { Generation { ring: u64::MAX, epoch: u32::MAX } };
-    Key {
-        fenced_other,
-        quorate,
-        quorate_since_inv: (u64::MAX - since.ring, u32::MAX - since.epoch),
-        size: mask.count_ones(),
-        min_node_inv: u32::MAX - min_node,
-    }
+    Key { fenced_other, quorate_synced, size: mask.count_ones(), min_node_inv: u32::MAX - min_node }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn m(node: u32, failed: &[usize], q: Option<u64>) -> MergeInput {
-        let mut mask = 0;
-        for &i in failed {
-            mask |= 1 << i;
-        }
+    /// Member `node` of the partition that last synced in ring `lineage`.
+    fn m(node: u32, lineage: u64, q: Option<u64>) -> MergeInput {
         MergeInput {
             node: NodeId(node),
             has_state: true,
-            quorate_since: q.map(Generation::ring_start),
-            failed_mask: mask,
+            lineage: (Generation::ring_start(lineage), NodeId(lineage as u32)),
+            quorate_synced: q.map(Generation::ring_start),
             fenced_mask: 0,
         }
     }
 
     #[test]
-    fn no_merge_no_losers() {
-        let v = resolve(&[m(1, &[], Some(1)), m(2, &[], Some(1)), m(3, &[], Some(1))]);
+    fn one_lineage_is_no_merge() {
+        let v = resolve(&[m(1, 8, Some(8)), m(2, 8, Some(8)), m(3, 8, Some(8))]);
         assert_eq!(v, Verdict::default());
     }
 
     #[test]
     fn quorate_side_wins_even_when_smaller_id_is_on_the_other_side() {
-        // 1 was cut off alone (not quorate), 2,3,4 stayed quorate since ring 1.
-        let v = resolve(&[m(1, &[1, 2, 3], None), m(2, &[0], Some(1)), m(3, &[0], Some(1)), m(4, &[0], Some(1))]);
+        // 1 was cut off alone (its last cycle, ring 12, was not quorate:
+        // its evidence is from ring 8), 2,3,4 stayed quorate (ring 12).
+        let v = resolve(&[m(1, 12, Some(8)), m(2, 13, Some(13)), m(3, 13, Some(13)), m(4, 13, Some(13))]);
         assert_eq!(v.losers, 0b0001);
         assert_eq!(v.winners, 0b1110);
         assert_eq!(v.partitions, 2);
     }
 
     #[test]
-    fn continuously_quorate_beats_recently_quorate() {
-        // Both report quorate now (e.g. quorum none), but 3 only since ring 9.
-        let v = resolve(&[m(1, &[2], Some(2)), m(2, &[2], Some(2)), m(3, &[0, 1], Some(9))]);
+    fn the_side_quorate_after_the_split_beats_a_paused_node() {
+        // 1 and 2 completed a cycle in quorate ring 8 after the split; node 3
+        // was paused through it and only has ring 4's evidence.
+        let v = resolve(&[m(1, 8, Some(8)), m(2, 8, Some(8)), m(3, 4, Some(4))]);
         assert_eq!(v.losers, 0b100);
     }
 
     #[test]
+    fn a_later_quorate_partition_beats_an_earlier_one_even_if_smaller() {
+        let v = resolve(&[m(1, 4, Some(4)), m(2, 4, Some(4)), m(3, 9, Some(9))]);
+        assert_eq!(v.losers, 0b011);
+    }
+
+    #[test]
     fn two_node_side_that_fenced_wins() {
-        let mut a = m(1, &[1], Some(1));
-        let mut b = m(2, &[0], Some(1));
+        // Same ring seq on both sides (corosync), both quorate (two_node).
+        let a = m(1, 12, Some(12));
+        let mut b = m(2, 16, Some(12));
         b.fenced_mask = 0b01; // node 2 fenced node 1
-        a.fenced_mask = 0;
-        let v = resolve(&[a, b]);
-        assert_eq!(v.losers, 0b01);
-        // and the mirror image
-        let mut a2 = m(1, &[1], Some(1));
+        assert_eq!(resolve(&[a, b]).losers, 0b01);
+        let mut a2 = m(1, 12, Some(12));
         a2.fenced_mask = 0b10;
-        let v2 = resolve(&[a2, m(2, &[0], Some(1))]);
-        assert_eq!(v2.losers, 0b10);
+        assert_eq!(resolve(&[a2, m(2, 16, Some(12))]).losers, 0b10);
     }
 
     #[test]
     fn even_split_lowest_node_side_wins_and_only_one_side_loses() {
-        let v = resolve(&[m(1, &[2, 3], None), m(2, &[2, 3], None), m(3, &[0, 1], None), m(4, &[0, 1], None)]);
+        let v = resolve(&[m(1, 12, Some(8)), m(2, 12, Some(8)), m(3, 13, Some(8)), m(4, 13, Some(8))]);
         assert_eq!(v.winners, 0b0011);
         assert_eq!(v.losers, 0b1100);
     }
@@ -243,39 +204,51 @@ mod tests {
     #[test]
     fn three_way_merge_resolves_to_one_partition() {
         // {1,2} {3} {4,5}: sizes 2,1,2 -> tie on size between {1,2} and {4,5}, lowest id wins.
-        let v = resolve(&[
-            m(1, &[2, 3, 4], None),
-            m(2, &[2, 3, 4], None),
-            m(3, &[0, 1, 3, 4], None),
-            m(4, &[0, 1, 2], None),
-            m(5, &[0, 1, 2], None),
-        ]);
+        let v = resolve(&[m(1, 12, None), m(2, 12, None), m(3, 13, None), m(4, 14, None), m(5, 14, None)]);
         assert_eq!(v.partitions, 3);
         assert_eq!(v.winners, 0b00011);
         assert_eq!(v.losers, 0b11100);
     }
 
     #[test]
-    fn bigger_partition_wins_without_quorum_info() {
-        let v = resolve(&[m(1, &[1, 2], None), m(2, &[0], None), m(3, &[0], None)]);
+    fn bigger_partition_wins_without_quorum_evidence() {
+        let v = resolve(&[m(1, 12, None), m(2, 13, None), m(3, 13, None)]);
         assert_eq!(v.losers, 0b001);
     }
 
     #[test]
     fn stateless_members_never_lose() {
-        let mut clean = m(3, &[], None);
+        let mut clean = m(3, 2, None);
         clean.has_state = false;
-        // 1 lists 3 as failed but 3 has no state: no merge at all.
-        let v = resolve(&[m(1, &[2], Some(1)), m(2, &[], Some(1)), clean]);
+        let v = resolve(&[m(1, 8, Some(8)), m(2, 8, Some(8)), clean]);
         assert_eq!(v, Verdict::default());
     }
 
     #[test]
-    fn verdict_is_the_same_whatever_member_computes_it() {
-        // resolve() takes only agreed data; this documents that the masks, not
-        // the caller, decide: permuting nothing but calling twice is equal.
-        let input = [m(1, &[1], None), m(2, &[0], None)];
-        assert_eq!(resolve(&input), resolve(&input));
-        assert_eq!(resolve(&input).losers, 0b10);
+    fn a_contested_merge_always_has_exactly_one_winning_partition() {
+        // Exhaustive over small shapes: lineages from {1,2,3} for 1..=6 members.
+        for n in 1..=6usize {
+            for code in 0..3u32.pow(n as u32) {
+                let mut v: heapless::Vec<MergeInput, MAX_NODES> = heapless::Vec::new();
+                let mut c = code;
+                for i in 0..n {
+                    let _ = v.push(m(i as u32 + 1, u64::from(c % 3) + 1, None));
+                    c /= 3;
+                }
+                let r = resolve(&v);
+                let distinct = (1..=3u64).filter(|l| v.iter().any(|x| x.lineage.0.ring == *l)).count();
+                if distinct >= 2 {
+                    assert_ne!(r.winners, 0);
+                    assert_ne!(r.losers, 0);
+                    assert_eq!(r.winners | r.losers, (1 << n) - 1);
+                    // Winners share one lineage.
+                    let w: heapless::Vec<u64, 8> =
+                        (0..n).filter(|i| r.winners & (1 << i) != 0).map(|i| v[i].lineage.0.ring).collect();
+                    assert!(w.iter().all(|l| *l == w[0]));
+                } else {
+                    assert_eq!(r, Verdict::default());
+                }
+            }
+        }
     }
 }

@@ -46,7 +46,8 @@ pub struct PeerStart {
     pub has_state: bool,
     pub anchored: bool,
     pub old: bool,
-    pub quorate_since: Option<Generation>,
+    pub lineage: (Generation, NodeId),
+    pub quorate_synced: Option<Generation>,
     pub failed_mask: u32,
     pub fenced_mask: u32,
 }
@@ -130,8 +131,10 @@ pub struct DaemonState {
     pub phase: DaemonPhase,
     pub peers: heapless::Vec<Peer, MAX_NODES>,
     pub last_synced: Generation,
+    pub last_leader: NodeId,
     pub has_state: bool,
-    pub quorate_since: Option<Generation>,
+    /// Latest completed cycle in a ring known to be quorate.
+    pub quorate_synced: Option<Generation>,
     /// Members recorded as failed while they had state (current
     /// incarnation), until they come back with a new incarnation.
     pub failed: heapless::Vec<Member, MAX_NODES>,
@@ -156,8 +159,9 @@ impl DaemonState {
             phase: DaemonPhase::Joining,
             peers: heapless::Vec::new(),
             last_synced: Generation::ZERO,
+            last_leader: NodeId(0),
             has_state: false,
-            quorate_since: None,
+            quorate_synced: None,
             failed: heapless::Vec::new(),
             fenced: heapless::Vec::new(),
             fence: heapless::Vec::new(),
@@ -251,26 +255,19 @@ impl Node {
 
     pub(crate) fn on_quorum(&mut self, q: &gcs::QuorumEvent) {
         self.barrier.on_quorum(q);
-        self.update_quorate_since();
+        self.update_quorate_synced();
         self.kick();
     }
 
-    fn update_quorate_since(&mut self) {
-        let cur = self.barrier.current();
-        match self.barrier.quorate_at(cur.ring) {
-            Some(true) => {
-                if self.d.quorate_since.is_none() {
-                    self.d.quorate_since = Some(cur);
-                }
-            }
-            Some(false) => self.d.quorate_since = None,
-            None => {
-                if let Some((r, false)) = self.barrier.quorum() {
-                    if r > cur.ring {
-                        self.d.quorate_since = None;
-                    }
-                }
-            }
+    /// Record pre-merge quorum evidence: a completed cycle in a ring the
+    /// quorum stream reported quorate (whichever came first).
+    fn update_quorate_synced(&mut self) {
+        if self.d.phase != DaemonPhase::Complete {
+            return;
+        }
+        let g = self.d.last_synced;
+        if self.barrier.quorate_at(g.ring) == Some(true) && self.d.quorate_synced.is_none_or(|q| q < g) {
+            self.d.quorate_synced = Some(g);
         }
     }
 
@@ -343,11 +340,14 @@ impl Node {
         for m in vanished {
             self.fence_add(m);
         }
-        // A departed process is no member of any group any more (a restart
-        // of the same node id is a new member): the leader's snapshot at the
-        // end of the cycle confirms it.
+        // A departed process is no member of any group any more: neither one
+        // absent now nor one that left and came back in this change (a
+        // restart under the same node id, or the other side of a merge,
+        // which the verdict and the leader's snapshot settle). The
+        // leader's snapshot at the end of the cycle is authoritative.
         for g in self.d.logical.iter_mut() {
-            g.members.retain(|(n, _)| change.members.contains(n) || *n == me);
+            g.members
+                .retain(|(n, _)| *n == me || (change.members.contains(n) && !change.left.iter().any(|l| l.node == *n)));
         }
         self.d.logical.retain(|g| !g.members.is_empty());
         self.d.peers = kept;
@@ -358,7 +358,6 @@ impl Node {
         }
         self.d.union.clear();
         self.d.phase = DaemonPhase::WaitStarts;
-        self.update_quorate_since();
         if !change.members.contains(&me) {
             // We are not in our own group (left it): nothing to send.
             return;
@@ -398,7 +397,8 @@ impl Node {
             has_state: self.d.has_state,
             anchored,
             last_synced: self.d.last_synced,
-            quorate_since: self.d.quorate_since,
+            last_leader: self.d.last_leader,
+            quorate_synced: self.d.quorate_synced,
             failed_mask,
             fenced_mask,
             joiners,
@@ -476,7 +476,8 @@ impl Node {
                 has_state: s.has_state,
                 anchored: s.anchored,
                 old,
-                quorate_since: s.quorate_since,
+                lineage: (s.last_synced, s.last_leader),
+                quorate_synced: s.quorate_synced,
                 failed_mask: s.failed_mask,
                 fenced_mask: s.fenced_mask,
             });
@@ -530,8 +531,8 @@ impl Node {
             let _ = inputs.push(merge::MergeInput {
                 node: *node,
                 has_state: s.has_state && compatible,
-                quorate_since: s.quorate_since,
-                failed_mask: if compatible { remap(s.failed_mask) & !excluded } else { 0 },
+                lineage: s.lineage,
+                quorate_synced: s.quorate_synced,
                 fenced_mask: remap(s.fenced_mask),
             });
         }
@@ -664,7 +665,9 @@ impl Node {
             p.older = false;
         }
         self.d.last_synced = gen;
+        self.d.last_leader = h.sender.node;
         self.d.phase = DaemonPhase::Complete;
+        self.update_quorate_synced();
         let members = self.d.peers.len() as u8;
         self.notify(Notice::DaemonSynced { generation: gen, members });
         // Local mount groups follow the snapshot.
@@ -775,7 +778,8 @@ mod tests {
             has_state: false,
             anchored: true,
             old,
-            quorate_since: None,
+            lineage: (Generation::ZERO, NodeId(0)),
+            quorate_synced: None,
             failed_mask: 0,
             fenced_mask: 0,
         }
