@@ -75,6 +75,7 @@ pub enum KState {
 }
 
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct MountGroup {
     pub gid: GroupId,
     pub fs: FsName,
@@ -138,7 +139,10 @@ impl MountGroup {
     fn assign_actors(&mut self) {
         let rec = self.recoverers();
         for r in self.recoveries.iter_mut() {
-            if r.actor().is_some_and(|a| rec.contains(&a)) {
+            // Once chosen, the replayer keeps its attempt while it is a
+            // member (even if it remounts ro meanwhile: its replay may be
+            // running); it is replaced only when it leaves or reports.
+            if r.actor().is_some_and(|a| self.members.iter().any(|m| m.node == a)) {
                 continue;
             }
             r.actor = rec.get(usize::from(r.attempts) % rec.len().max(1)).copied().unwrap_or(NodeId(0));

@@ -17,7 +17,7 @@
 
 use crate::barrier::{Barrier, BarrierError};
 use crate::daemon::DaemonState;
-use crate::gcs::{Confchg, QuorumEvent, RingEvent, MAX_NODES};
+use crate::gcs::{Confchg, NodeList, QuorumEvent, RingEvent, MAX_NODES};
 use crate::ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
 use crate::mount::MountGroup;
 use crate::wire::{FenceResult, FsName, Mode, RecoveryResult, WireError, MAX_GROUPS, PROTO_MAX, PROTO_MIN};
@@ -47,6 +47,11 @@ pub struct Config {
     pub fence_retry_ms: u64,
     /// Backoff before the next member retries a failed journal recovery.
     pub recovery_retry_ms: u64,
+    /// Startup fencing grace (dlm's post_join_delay): when the daemon group
+    /// forms with nobody who knows the cluster's past, configured nodes
+    /// (see [`Input::Nodelist`]) that have not joined within this time are
+    /// fenced before any first mount.
+    pub startup_fence_delay_ms: u64,
 }
 
 impl Config {
@@ -58,6 +63,7 @@ impl Config {
             proto_max: PROTO_MAX,
             fence_retry_ms: 1000,
             recovery_retry_ms: 1000,
+            startup_fence_delay_ms: 3000,
         }
     }
 }
@@ -98,6 +104,10 @@ pub enum Input<'a> {
     Ring(RingEvent),
     Confchg(Confchg),
     Quorum(QuorumEvent),
+    /// The configured cluster nodes (corosync nodelist, UDP config). Without
+    /// it the core cannot know about nodes that are down at a cold start,
+    /// and does no startup fencing.
+    Nodelist(NodeList),
     /// A message delivered by the transport in agreed order; `from` is the
     /// transport's sender (checked against the header).
     Deliver {
@@ -372,6 +382,11 @@ impl Node {
             Input::Confchg(cc) => self.on_confchg(&cc).map_err(HandleError::Barrier),
             Input::Quorum(q) => {
                 self.on_quorum(&q);
+                Ok(())
+            }
+            Input::Nodelist(mut l) => {
+                crate::gcs::normalize(&mut l);
+                self.d.configured = l;
                 Ok(())
             }
             Input::Deliver { from, bytes } => self.on_deliver(from, bytes).map_err(HandleError::Deliver),

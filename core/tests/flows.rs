@@ -108,3 +108,31 @@ fn more_mounters_than_journals_fails_only_the_extra_node() {
     assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1))]);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn cold_start_fences_configured_nodes_that_never_joined_before_a_first_mount() {
+    let mut c = Cluster::empty(3);
+    c.start(1, 1);
+    c.start(2, 1);
+    c.pump_once();
+    c.mount("fs1", &[1], Mode::Rw);
+    c.pump();
+    // Node 3 is configured but never showed up: it may hold fs1 from before.
+    assert_eq!(c.fenced.iter().map(|m| m.node.0).collect::<Vec<_>>(), vec![3], "{:?}", c.log);
+    let fence_at = c.log.iter().position(|l| l.contains("Fence {")).unwrap();
+    let first_at = c.log.iter().position(|l| l.contains("MountFirst")).expect("first mount");
+    assert!(fence_at < first_at, "first mount only after startup fencing");
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_configured_node_that_joins_in_time_is_not_fenced() {
+    let mut c = Cluster::empty(3);
+    c.start(1, 1);
+    c.start(2, 1);
+    c.pump_once();
+    c.start(3, 1);
+    c.pump();
+    assert!(c.fenced.is_empty(), "{:?}", c.log);
+    assert!(c.all_stable());
+}

@@ -127,6 +127,7 @@ pub struct PendingOp {
     pub sent_at: Option<Generation>,
 }
 
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DaemonState {
     pub phase: DaemonPhase,
     pub peers: heapless::Vec<Peer, MAX_NODES>,
@@ -149,6 +150,8 @@ pub struct DaemonState {
     pub union: heapless::Vec<Member, MAX_NODES>,
     pub logical: heapless::Vec<Logical, MAX_GROUPS>,
     pub ops: heapless::Vec<PendingOp, MAX_GROUPS>,
+    /// Configured cluster nodes (empty: unknown).
+    pub configured: NodeList,
     /// Last merge verdict, for status.
     pub last_merge_partitions: u8,
 }
@@ -170,6 +173,7 @@ impl DaemonState {
             union: heapless::Vec::new(),
             logical: heapless::Vec::new(),
             ops: heapless::Vec::new(),
+            configured: NodeList::new(),
             last_merge_partitions: 0,
         }
     }
@@ -602,7 +606,27 @@ impl Node {
                 let _ = keep.push(*m);
             }
         }
+        // Startup fencing: a group in which nobody completed a cycle before
+        // knows nothing of the cluster's past; a configured node that is not
+        // here may still have filesystems mounted. It is fenced (after a
+        // grace period for it to join) before anything is replayed.
+        let cold = starts.iter().all(|(_, s)| !s.old && !s.has_state);
+        if cold {
+            for n in self.d.configured.clone().iter() {
+                if !starts.iter().any(|(m, _)| m == n) && !keep.iter().any(|k| k.node == *n) {
+                    let _ = keep.push(Member { node: *n, inc: Incarnation(0) });
+                }
+            }
+        }
         self.fence_replace(&keep);
+        if cold {
+            for i in 0..self.d.fence.len() {
+                if self.d.fence[i].target.inc == Incarnation(0) && self.d.fence[i].timer.is_none() {
+                    let t = self.set_timer(crate::node::TIMER_FENCE, self.cfg.startup_fence_delay_ms);
+                    self.d.fence[i].timer = Some(t);
+                }
+            }
+        }
         // A member accepted into this cycle (not a loser, compatible) is no
         // longer "failed" or "fenced": those records only describe absent
         // nodes and losers from now on.

@@ -155,6 +155,8 @@ impl Cluster {
             }
         }
         self.nodes[i as usize] = Some(Node::new(cfg));
+        let all: Vec<u32> = (1..=self.total).collect();
+        self.input(i, Input::Nodelist(list(&all)));
         let comp = self.component(i);
         let ring = self.ring;
         let q = self.quorate(&comp);
