@@ -26,9 +26,10 @@
 //! failure is retried by *another* member after a backoff); results are
 //! broadcast; when the set is empty everyone unblocks.
 //!
-//! ro members hold a journal (so they can remount rw) but never write it:
-//! their failure needs no replay and they never recover others. Spectators
-//! hold no journal and never recover.
+//! ro members hold a journal (so they can remount rw) and never recover
+//! others' journals; their own journal is still replayed when they fail (it
+//! may have been written before a remount to ro). Spectators hold no
+//! journal and never recover.
 
 use crate::daemon::{DaemonPhase, Logical, OpKind};
 use crate::gcs::MAX_NODES;
@@ -398,9 +399,11 @@ impl Node {
             let g = &mut self.groups[i];
             g.members.remove(k);
             if let Some(j) = m.jid {
-                // A failed rw member holding a journal may have written it,
-                // whether or not its mount was agreed yet: always replay.
-                let dirty = why != Removal::Left && m.mode == Mode::Rw;
+                // A failed member holding a journal may have written it,
+                // whether or not its mount was agreed yet, and an ro member
+                // may have been rw until a remount the kernel did not finish:
+                // always replay (replaying a clean journal is cheap).
+                let dirty = why != Removal::Left;
                 if dirty {
                     // A withdrawn member released its locks itself: no fencing.
                     let owner = Member {
