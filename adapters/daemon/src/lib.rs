@@ -1,1 +1,24 @@
-//! cohortd (work in progress)
+//! cohortd: the cohort host daemon, and cohortctl, its control tool.
+//!
+//! The daemon drives one sans-IO [`cohort_core::Node`] (see [`engine`]) over
+//! a transport (corosync CPG today, see [`daemon`]), executes its effects
+//! (kernel operations through a [`backend`], fencing through an external
+//! agent, see [`fence`]) and answers operators on a unix control socket
+//! ([`control`], JSON schema in [`api`] and the crate README).
+//!
+//! `cohortd demo` runs three engines in one process over an in-process,
+//! simulated transport ([`demo::simnet`]) with simulated time.
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod demo;
+pub mod engine;
+pub mod eventlog;
+pub mod exit;
+pub mod fence;
+pub mod incarnation;
+pub mod proc;
+pub mod transport;

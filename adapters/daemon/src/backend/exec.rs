@@ -1,0 +1,154 @@
+//! `exec`: every operation runs a hook command, one at a time and in order,
+//! on a worker thread per filesystem (never blocking the main loop).
+//!
+//! The hook is `hooks.<op>` if configured, else `hook`. Environment: `FS`
+//! (filesystem name), `JID` (journal id, empty when the operation names
+//! none), `OP` (one of `block`, `unblock`, `set_jid`, `mount_first`,
+//! `mount`, `mount_spectator`, `recover_journal`, `release`, `unmounted`,
+//! `mount_error`), and `MOUNT_ERROR` for `mount_error`. Exit status 0 is
+//! success. Results: `mount*` → mount result (`mount_first` success also
+//! means every journal was replayed), `recover_journal` → recovery result;
+//! the others are only logged. A hook exceeding `timeout_ms` is killed
+//! (failure).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cohort_core::node::{KernelEvent, KernelOp};
+use cohort_core::wire::{fs_name, FsName};
+
+use super::{op_jid, op_name, Backend};
+use crate::config::ExecConfig;
+use crate::proc::{run_with_timeout, Wake, Waker};
+
+pub struct ExecBackend {
+    jobs: mpsc::Sender<KernelOp>,
+}
+
+impl ExecBackend {
+    pub fn new(fs: &str, cfg: ExecConfig, waker: Waker) -> ExecBackend {
+        let (tx, rx) = mpsc::channel::<KernelOp>();
+        let name = fs.to_owned();
+        let fsn: FsName = fs_name(fs).unwrap_or_default();
+        let spawned = std::thread::Builder::new().name(format!("exec-{fs}")).spawn(move || {
+            for op in rx {
+                let result = run_hook(&cfg, &name, &op);
+                match (&op, &result) {
+                    (KernelOp::MountFirst(_), Ok(())) => {
+                        waker.wake(Wake::Kernel(KernelEvent::MountResult { fs: fsn.clone(), ok: true }));
+                        waker.wake(Wake::Kernel(KernelEvent::FirstRecoveryDone { fs: fsn.clone() }));
+                    }
+                    (KernelOp::MountFirst(_) | KernelOp::Mount(_) | KernelOp::MountSpectator, r) => {
+                        if let Err(e) = r {
+                            waker.wake(Wake::Hook { fs: name.clone(), op: op_name(&op), result: Err(e.clone()) });
+                        }
+                        waker.wake(Wake::Kernel(KernelEvent::MountResult { fs: fsn.clone(), ok: r.is_ok() }));
+                    }
+                    (KernelOp::RecoverJournal(j), r) => {
+                        if let Err(e) = r {
+                            waker.wake(Wake::Hook { fs: name.clone(), op: op_name(&op), result: Err(e.clone()) });
+                        }
+                        waker.wake(Wake::Kernel(KernelEvent::RecoveryDone { fs: fsn.clone(), jid: *j, ok: r.is_ok() }));
+                    }
+                    _ => waker.wake(Wake::Hook { fs: name.clone(), op: op_name(&op), result }),
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the exec worker for {fs}: {e}");
+        }
+        ExecBackend { jobs: tx }
+    }
+}
+
+fn hook_for(cfg: &ExecConfig, op: &str) -> Option<PathBuf> {
+    cfg.hooks.get(op).cloned().or_else(|| cfg.hook.clone())
+}
+
+fn run_hook(cfg: &ExecConfig, fs: &str, op: &KernelOp) -> Result<(), String> {
+    let name = op_name(op);
+    let Some(hook) = hook_for(cfg, name) else { return Err(format!("no hook configured for {name}")) };
+    let mut cmd = Command::new(&hook);
+    cmd.env("FS", fs).env("OP", name).env("JID", op_jid(op).map(|j| j.to_string()).unwrap_or_default());
+    if let KernelOp::MountError(e) = op {
+        cmd.env("MOUNT_ERROR", format!("{e:?}"));
+    }
+    run_with_timeout(&mut cmd, Duration::from_millis(cfg.timeout_ms))
+        .map_err(|e| format!("hook {} (OP={name}): {e}", hook.display()))
+}
+
+impl Backend for ExecBackend {
+    fn kind(&self) -> &'static str {
+        "exec"
+    }
+
+    fn apply(&mut self, op: KernelOp, _out: &mut Vec<KernelEvent>) -> Result<(), String> {
+        self.jobs.send(op).map_err(|_| "the exec worker thread is gone".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_core::Jid;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
+
+    #[test]
+    fn hooks_get_env_and_results_come_back_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let hook = d.path().join("hook.sh");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\necho \"$OP $FS $JID\" >> {}\n[ \"$OP\" = recover_journal ] && [ \"$JID\" = 5 ] && exit 1\nexit 0\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (w, r) = crate::proc::wake_pair().unwrap();
+        let cfg = ExecConfig { hook: Some(hook), hooks: Default::default(), timeout_ms: 5000 };
+        let mut b = ExecBackend::new("fs1", cfg, w);
+        let mut out = vec![];
+        for op in [
+            KernelOp::SetJid(Jid(0)),
+            KernelOp::MountFirst(Jid(0)),
+            KernelOp::RecoverJournal(Jid(2)),
+            KernelOp::RecoverJournal(Jid(5)),
+        ] {
+            b.apply(op, &mut out).unwrap();
+        }
+        assert!(out.is_empty(), "exec results are asynchronous");
+        let t = Instant::now();
+        let mut got = vec![];
+        while got.len() < 6 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+            got.extend(r.drain());
+        }
+        let fs = fs_name("fs1").unwrap();
+        let kernel: Vec<&KernelEvent> = got
+            .iter()
+            .filter_map(|w| match w {
+                Wake::Kernel(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kernel,
+            vec![
+                &KernelEvent::MountResult { fs: fs.clone(), ok: true },
+                &KernelEvent::FirstRecoveryDone { fs: fs.clone() },
+                &KernelEvent::RecoveryDone { fs: fs.clone(), jid: Jid(2), ok: true },
+                &KernelEvent::RecoveryDone { fs, jid: Jid(5), ok: false },
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "set_jid fs1 0\nmount_first fs1 0\nrecover_journal fs1 2\nrecover_journal fs1 5\n"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! `memory`: a stand-in kernel that succeeds at once (demo, tests), with
+//! failure injection: the first `fail_mount` mounts and the first
+//! `fail_recover` journal recoveries fail.
+
+use cohort_core::node::{KernelEvent, KernelOp};
+use cohort_core::wire::{fs_name, FsName};
+
+use super::Backend;
+use crate::config::MemoryConfig;
+
+pub struct MemoryBackend {
+    fs: FsName,
+    cfg: MemoryConfig,
+    /// Journals replayed so far (for tests and the demo).
+    pub recovered: Vec<u16>,
+}
+
+impl MemoryBackend {
+    pub fn new(fs: &str, cfg: MemoryConfig) -> MemoryBackend {
+        MemoryBackend { fs: fs_name(fs).unwrap_or_default(), cfg, recovered: Vec::new() }
+    }
+
+    /// Make the next `n` recoveries fail.
+    pub fn fail_next_recoveries(&mut self, n: u32) {
+        self.cfg.fail_recover = n;
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn apply(&mut self, op: KernelOp, out: &mut Vec<KernelEvent>) -> Result<(), String> {
+        let fs = self.fs.clone();
+        match op {
+            KernelOp::MountFirst(_) | KernelOp::Mount(_) | KernelOp::MountSpectator => {
+                let ok = if self.cfg.fail_mount > 0 {
+                    self.cfg.fail_mount -= 1;
+                    false
+                } else {
+                    true
+                };
+                out.push(KernelEvent::MountResult { fs: fs.clone(), ok });
+                if ok && matches!(op, KernelOp::MountFirst(_)) {
+                    out.push(KernelEvent::FirstRecoveryDone { fs });
+                }
+            }
+            KernelOp::RecoverJournal(jid) => {
+                let ok = if self.cfg.fail_recover > 0 {
+                    self.cfg.fail_recover -= 1;
+                    false
+                } else {
+                    self.recovered.push(jid.0);
+                    true
+                };
+                out.push(KernelEvent::RecoveryDone { fs, jid, ok });
+            }
+            KernelOp::Block
+            | KernelOp::Unblock
+            | KernelOp::SetJid(_)
+            | KernelOp::Release
+            | KernelOp::Unmounted
+            | KernelOp::MountError(_) => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_core::Jid;
+
+    #[test]
+    fn succeeds_and_injects_failures() {
+        let mut b = MemoryBackend::new("fs1", MemoryConfig { fail_mount: 1, fail_recover: 1 });
+        let mut out = vec![];
+        b.apply(KernelOp::MountFirst(Jid(0)), &mut out).unwrap();
+        assert_eq!(out, vec![KernelEvent::MountResult { fs: fs_name("fs1").unwrap(), ok: false }]);
+        out.clear();
+        b.apply(KernelOp::MountFirst(Jid(0)), &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        out.clear();
+        b.apply(KernelOp::RecoverJournal(Jid(2)), &mut out).unwrap();
+        b.apply(KernelOp::RecoverJournal(Jid(2)), &mut out).unwrap();
+        let oks: Vec<bool> = out
+            .iter()
+            .map(|e| match e {
+                KernelEvent::RecoveryDone { ok, .. } => *ok,
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(oks, vec![false, true]);
+        assert_eq!(b.recovered, vec![2]);
+    }
+}

@@ -1,0 +1,101 @@
+//! Kernel backends: what a `KernelOp` does on this host. One backend
+//! instance per configured filesystem, behind one trait.
+//!
+//! * [`sysfs::SysfsBackend`] (`gfs2-sysfs`): GFS2's lock_module sysfs files
+//!   plus uevents (the pre-3.3 gfs_controld interface).
+//! * [`exec::ExecBackend`] (`exec`): runs hook commands (env `FS`, `JID`,
+//!   `OP`), exit status 0 = success.
+//! * [`memory::MemoryBackend`] (`memory`): immediate success, with failure
+//!   injection; for the demo and tests.
+//!
+//! Completions ([`KernelEvent`]s) are pushed into `out` when they are known
+//! at once, or arrive later (exec: through the main loop's waker; sysfs:
+//! from [`Backend::poll`] after a uevent or the periodic re-read).
+
+pub mod exec;
+pub mod memory;
+pub mod sysfs;
+
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use cohort_core::node::{KernelEvent, KernelOp};
+
+use crate::config::{BackendConfig, FsConfig};
+use crate::proc::Waker;
+
+pub trait Backend {
+    /// `gfs2-sysfs`, `exec` or `memory`.
+    fn kind(&self) -> &'static str;
+
+    /// Carry out one operation, in the order the core emitted them.
+    /// Completions known now go into `out`. An `Err` means the operation
+    /// could not even be started (the engine turns it into a failed result
+    /// where the core expects one).
+    fn apply(&mut self, op: KernelOp, out: &mut Vec<KernelEvent>) -> Result<(), String>;
+
+    /// An fd to poll for readability (uevents); then call [`Backend::poll`].
+    fn poll_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Collect completions after the fd was readable or the interval passed.
+    fn poll(&mut self, _out: &mut Vec<KernelEvent>) {}
+
+    /// Call [`Backend::poll`] at least this often while something is awaited.
+    fn poll_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Is the filesystem still mounted from a previous run? `Some(why)`.
+    fn leftover(&self) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
+/// Build the backend of one configured filesystem.
+pub fn build(fs: &FsConfig, waker: Option<Waker>) -> Result<Box<dyn Backend>, String> {
+    Ok(match &fs.backend {
+        BackendConfig::Memory(m) => Box::new(memory::MemoryBackend::new(&fs.name, m.clone())),
+        BackendConfig::Exec(e) => {
+            let w = waker.ok_or("the exec backend needs the daemon's main loop (not available here)")?;
+            Box::new(exec::ExecBackend::new(&fs.name, e.clone(), w))
+        }
+        BackendConfig::Sysfs(s) => Box::new(sysfs::SysfsBackend::new(&fs.name, s.clone())?),
+    })
+}
+
+/// `OP` name of an operation (exec hooks, logs).
+pub fn op_name(op: &KernelOp) -> &'static str {
+    match op {
+        KernelOp::Block => "block",
+        KernelOp::Unblock => "unblock",
+        KernelOp::SetJid(_) => "set_jid",
+        KernelOp::MountFirst(_) => "mount_first",
+        KernelOp::Mount(_) => "mount",
+        KernelOp::MountSpectator => "mount_spectator",
+        KernelOp::RecoverJournal(_) => "recover_journal",
+        KernelOp::Release => "release",
+        KernelOp::Unmounted => "unmounted",
+        KernelOp::MountError(_) => "mount_error",
+    }
+}
+
+/// The journal an operation names, if any.
+pub fn op_jid(op: &KernelOp) -> Option<u16> {
+    match op {
+        KernelOp::SetJid(j) | KernelOp::MountFirst(j) | KernelOp::Mount(j) | KernelOp::RecoverJournal(j) => Some(j.0),
+        _ => None,
+    }
+}
+
+/// The failure event the core expects when an operation cannot run.
+pub fn failure_event(fs: &cohort_core::wire::FsName, op: &KernelOp) -> Option<KernelEvent> {
+    match op {
+        KernelOp::MountFirst(_) | KernelOp::Mount(_) | KernelOp::MountSpectator => {
+            Some(KernelEvent::MountResult { fs: fs.clone(), ok: false })
+        }
+        KernelOp::RecoverJournal(j) => Some(KernelEvent::RecoveryDone { fs: fs.clone(), jid: *j, ok: false }),
+        _ => None,
+    }
+}

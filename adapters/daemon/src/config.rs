@@ -1,0 +1,656 @@
+//! `cohort.toml`: parsed with serde, then validated. Every error names the
+//! key (`filesystem[1].journals`, `fence.agent`, ...) and says why.
+//!
+//! See `packaging/cohort.toml.example` for a commented example.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cohort_core::wire::{self, Mode, MAX_GROUPS, MAX_JOURNALS};
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/cohort/cohort.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cohort";
+pub const SOCKET_NAME: &str = "cohortd.sock";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Corosync,
+    Udp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// From the file, or `None`: take corosync's local node id.
+    pub node_id: Option<u32>,
+    pub transport: Transport,
+    pub state_dir: PathBuf,
+    /// CPG group of the daemons.
+    pub group: String,
+    /// Cluster name (the `<cluster>` in GFS2's `<cluster>:<fs>` lock table).
+    pub cluster_name: Option<String>,
+    pub fence: FenceConfig,
+    pub recovery_retry_ms: u64,
+    /// Entries kept in the event log ring.
+    pub log_entries: usize,
+    pub filesystems: Vec<FsConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FenceConfig {
+    pub agent: PathBuf,
+    pub timeout_ms: u64,
+    pub retry_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsConfig {
+    pub name: String,
+    pub journals: u16,
+    pub backend: BackendConfig,
+    /// Checked in /proc/mounts at startup (refuse to join if still mounted).
+    pub mount_point: Option<PathBuf>,
+    /// Ask to mount at startup.
+    pub auto_mount: bool,
+    /// Mode of the automatic mount.
+    pub mode: Mode,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendConfig {
+    Sysfs(SysfsConfig),
+    Exec(ExecConfig),
+    Memory(MemoryConfig),
+}
+
+impl BackendConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Sysfs(_) => "gfs2-sysfs",
+            BackendConfig::Exec(_) => "exec",
+            BackendConfig::Memory(_) => "memory",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SysfsConfig {
+    /// `/sys/fs/gfs2` on a real host; a temp dir in tests.
+    pub root: PathBuf,
+    /// Lock table cluster name: the directory is `<root>/<cluster>:<fs>/lock_module/`.
+    pub cluster: String,
+    pub uevents: UeventSource,
+    /// Re-read the state files this often while waiting (missed uevents).
+    pub poll_ms: u64,
+    /// How long a mount waits for the kernel's lock_module directory.
+    pub mount_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UeventSource {
+    /// The kernel's kobject uevent netlink socket.
+    Netlink,
+    /// No notification: only the periodic re-read.
+    None,
+    /// A FIFO carrying uevent records, one per line (tests, fake trees).
+    Fifo(PathBuf),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecConfig {
+    /// Default hook for every operation.
+    pub hook: Option<PathBuf>,
+    /// Per-operation hooks (keys: the `OP` names).
+    pub hooks: BTreeMap<String, PathBuf>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MemoryConfig {
+    /// The first N mounts fail.
+    pub fail_mount: u32,
+    /// The first N journal recoveries fail.
+    pub fail_recover: u32,
+}
+
+/// The `OP` names the exec backend passes (and accepts as `hooks` keys).
+pub const EXEC_OPS: &[&str] = &[
+    "block",
+    "unblock",
+    "set_jid",
+    "mount_first",
+    "mount",
+    "mount_spectator",
+    "recover_journal",
+    "release",
+    "unmounted",
+    "mount_error",
+];
+
+// ---- raw file shape -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: Option<i64>,
+    transport: Option<String>,
+    state_dir: Option<String>,
+    cluster_name: Option<String>,
+    recovery_retry_ms: Option<i64>,
+    log_entries: Option<i64>,
+    corosync: Option<RawCorosync>,
+    fence: Option<RawFence>,
+    #[serde(default)]
+    filesystem: Vec<RawFs>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCorosync {
+    group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFence {
+    agent: Option<String>,
+    timeout_ms: Option<i64>,
+    retry_ms: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFs {
+    name: Option<String>,
+    journals: Option<i64>,
+    backend: Option<String>,
+    mount_point: Option<String>,
+    auto_mount: Option<bool>,
+    mode: Option<String>,
+    sysfs: Option<RawSysfs>,
+    exec: Option<RawExec>,
+    memory: Option<RawMemory>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSysfs {
+    root: Option<String>,
+    cluster: Option<String>,
+    uevents: Option<String>,
+    poll_ms: Option<i64>,
+    mount_timeout_ms: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExec {
+    hook: Option<String>,
+    #[serde(default)]
+    hooks: BTreeMap<String, String>,
+    timeout_ms: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    fail_mount: Option<i64>,
+    fail_recover: Option<i64>,
+}
+
+/// A configuration error: `key` is the dotted path, `why` the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.why)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.why)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type R<T> = Result<T, (String, String)>;
+
+fn err<T>(key: impl Into<String>, why: impl Into<String>) -> R<T> {
+    Err((key.into(), why.into()))
+}
+
+fn ms(key: &str, v: Option<i64>, default: u64, min: u64, max: u64) -> R<u64> {
+    match v {
+        None => Ok(default),
+        Some(x) if x < 0 => err(key, format!("must not be negative (got {x})")),
+        Some(x) if (x as u64) < min || (x as u64) > max => {
+            err(key, format!("must be between {min} and {max} (got {x})"))
+        }
+        Some(x) => Ok(x as u64),
+    }
+}
+
+fn abs_path(key: &str, s: &str) -> R<PathBuf> {
+    if s.is_empty() {
+        return err(key, "must not be empty");
+    }
+    let p = PathBuf::from(s);
+    if !p.is_absolute() {
+        return err(key, format!("must be an absolute path (got {s:?})"));
+    }
+    Ok(p)
+}
+
+fn executable(key: &str, p: &Path) -> R<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(p) {
+        Err(e) => err(key, format!("{} cannot be used: {e}", p.display())),
+        Ok(m) if !m.is_file() => err(key, format!("{} is not a regular file", p.display())),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => err(key, format!("{} is not executable", p.display())),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn parse_mode(key: &str, s: &str) -> R<Mode> {
+    match s {
+        "rw" => Ok(Mode::Rw),
+        "ro" => Ok(Mode::Ro),
+        "spectator" => Ok(Mode::Spectator),
+        _ => err(key, format!("must be \"rw\", \"ro\" or \"spectator\" (got {s:?})")),
+    }
+}
+
+pub fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Rw => "rw",
+        Mode::Ro => "ro",
+        Mode::Spectator => "spectator",
+    }
+}
+
+/// Position of a TOML error as "line N" plus the line's text.
+fn toml_where(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return String::new() };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    format!("line {line_no} (`{line}`)")
+}
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            why: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parse and validate configuration text (`file` names it in errors).
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            key: toml_where(text, &e),
+            why: e.message().trim().to_owned(),
+        })?;
+        Config::validate(raw).map_err(|(key, why)| ConfigError { file: file.to_owned(), key, why })
+    }
+
+    fn validate(raw: RawConfig) -> R<Config> {
+        let node_id = match raw.node_id {
+            None => None,
+            Some(n) if n <= 0 || n > i64::from(u32::MAX) => {
+                return err("node_id", format!("must be between 1 and {} (got {n})", u32::MAX))
+            }
+            Some(n) => Some(n as u32),
+        };
+        let transport = match raw.transport.as_deref() {
+            None | Some("corosync") => Transport::Corosync,
+            Some("udp") => Transport::Udp,
+            Some(t) => return err("transport", format!("must be \"corosync\" or \"udp\" (got {t:?})")),
+        };
+        let state_dir = abs_path("state_dir", raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR))?;
+        let group = raw.corosync.and_then(|c| c.group).unwrap_or_else(|| "cohort".to_owned());
+        if group.is_empty() || group.len() > 127 || group.contains('\0') {
+            return err("corosync.group", "must be 1 to 127 bytes without NUL");
+        }
+        let cluster_name = match raw.cluster_name {
+            Some(c) if c.is_empty() || c.contains(':') || c.contains('/') || c.len() > 32 => {
+                return err("cluster_name", format!("must be 1 to 32 characters without ':' or '/' (got {c:?})"))
+            }
+            c => c,
+        };
+        let Some(rf) = raw.fence else {
+            return err("fence", "missing: a [fence] table with `agent` is required (fencing cannot be skipped)");
+        };
+        let Some(agent) = rf.agent else { return err("fence.agent", "missing: the fence agent command is required") };
+        let agent = abs_path("fence.agent", &agent)?;
+        executable("fence.agent", &agent)?;
+        let fence = FenceConfig {
+            agent,
+            timeout_ms: ms("fence.timeout_ms", rf.timeout_ms, 60_000, 100, 3_600_000)?,
+            retry_ms: ms("fence.retry_ms", rf.retry_ms, 1000, 10, 600_000)?,
+        };
+        let recovery_retry_ms = ms("recovery_retry_ms", raw.recovery_retry_ms, 1000, 10, 600_000)?;
+        let log_entries = ms("log_entries", raw.log_entries, 2000, 10, 1_000_000)? as usize;
+        if raw.filesystem.len() > MAX_GROUPS {
+            return err("filesystem", format!("at most {MAX_GROUPS} filesystems (got {})", raw.filesystem.len()));
+        }
+        let mut filesystems: Vec<FsConfig> = Vec::new();
+        for (i, f) in raw.filesystem.into_iter().enumerate() {
+            let k = |s: &str| format!("filesystem[{i}].{s}");
+            let Some(name) = f.name else { return err(k("name"), "missing") };
+            if wire::fs_name(&name).is_err() {
+                return err(
+                    k("name"),
+                    format!("{name:?} is not a valid filesystem name (1 to 32 of A-Z a-z 0-9 _ - . :)"),
+                );
+            }
+            if filesystems.iter().any(|x| x.name == name) {
+                return err(k("name"), format!("{name:?} is configured twice"));
+            }
+            let journals = match f.journals {
+                None => return err(k("journals"), "missing: the number of journals of the filesystem"),
+                Some(j) if j < 1 || j > MAX_JOURNALS as i64 => {
+                    return err(k("journals"), format!("must be between 1 and {MAX_JOURNALS} (got {j})"))
+                }
+                Some(j) => j as u16,
+            };
+            let mount_point = match f.mount_point {
+                Some(m) => Some(abs_path(&k("mount_point"), &m)?),
+                None => None,
+            };
+            let mode = parse_mode(&k("mode"), f.mode.as_deref().unwrap_or("rw"))?;
+            let Some(kind) = f.backend else {
+                return err(k("backend"), "missing: \"gfs2-sysfs\", \"exec\" or \"memory\"");
+            };
+            let only = |present: bool, table: &str| -> R<()> {
+                if present {
+                    return err(k(table), format!("options for backend {table:?} given, but backend is {kind:?}"));
+                }
+                Ok(())
+            };
+            let backend = match kind.as_str() {
+                "gfs2-sysfs" => {
+                    only(f.exec.is_some(), "exec")?;
+                    only(f.memory.is_some(), "memory")?;
+                    let s = f.sysfs.unwrap_or(RawSysfs {
+                        root: None,
+                        cluster: None,
+                        uevents: None,
+                        poll_ms: None,
+                        mount_timeout_ms: None,
+                    });
+                    let root = abs_path(&k("sysfs.root"), s.root.as_deref().unwrap_or("/sys/fs/gfs2"))?;
+                    let cluster = match s.cluster.or_else(|| cluster_name.clone()) {
+                        Some(c) if c.is_empty() || c.contains(':') || c.contains('/') => {
+                            return err(k("sysfs.cluster"), format!("must not be empty or contain ':' or '/' ({c:?})"))
+                        }
+                        Some(c) => c,
+                        None => {
+                            return err(
+                                k("sysfs.cluster"),
+                                "missing: the lock table cluster name (or set the top-level cluster_name)",
+                            )
+                        }
+                    };
+                    let uevents = match s.uevents.as_deref() {
+                        None | Some("netlink") => UeventSource::Netlink,
+                        Some("none") => UeventSource::None,
+                        Some(p) if p.starts_with('/') => UeventSource::Fifo(PathBuf::from(p)),
+                        Some(p) => {
+                            return err(
+                                k("sysfs.uevents"),
+                                format!("must be \"netlink\", \"none\" or an absolute FIFO path (got {p:?})"),
+                            )
+                        }
+                    };
+                    BackendConfig::Sysfs(SysfsConfig {
+                        root,
+                        cluster,
+                        uevents,
+                        poll_ms: ms(&k("sysfs.poll_ms"), s.poll_ms, 1000, 10, 60_000)?,
+                        mount_timeout_ms: ms(&k("sysfs.mount_timeout_ms"), s.mount_timeout_ms, 60_000, 10, 3_600_000)?,
+                    })
+                }
+                "exec" => {
+                    only(f.sysfs.is_some(), "sysfs")?;
+                    only(f.memory.is_some(), "memory")?;
+                    let Some(e) = f.exec else {
+                        return err(
+                            k("exec"),
+                            "missing: backend \"exec\" needs an [filesystem.exec] table with `hook`",
+                        );
+                    };
+                    let hook = match e.hook {
+                        Some(h) => {
+                            let p = abs_path(&k("exec.hook"), &h)?;
+                            executable(&k("exec.hook"), &p)?;
+                            Some(p)
+                        }
+                        None => None,
+                    };
+                    let mut hooks = BTreeMap::new();
+                    for (op, cmd) in e.hooks {
+                        let key = k(&format!("exec.hooks.{op}"));
+                        if !EXEC_OPS.contains(&op.as_str()) {
+                            return err(key, format!("unknown operation (known: {})", EXEC_OPS.join(", ")));
+                        }
+                        let p = abs_path(&key, &cmd)?;
+                        executable(&key, &p)?;
+                        hooks.insert(op, p);
+                    }
+                    if hook.is_none() {
+                        for op in EXEC_OPS {
+                            if !hooks.contains_key(*op) {
+                                return err(
+                                    k("exec.hook"),
+                                    format!("missing: no default hook and no hooks.{op} (every operation needs one)"),
+                                );
+                            }
+                        }
+                    }
+                    BackendConfig::Exec(ExecConfig {
+                        hook,
+                        hooks,
+                        timeout_ms: ms(&k("exec.timeout_ms"), e.timeout_ms, 60_000, 10, 3_600_000)?,
+                    })
+                }
+                "memory" => {
+                    only(f.sysfs.is_some(), "sysfs")?;
+                    only(f.exec.is_some(), "exec")?;
+                    let m = f.memory.unwrap_or(RawMemory { fail_mount: None, fail_recover: None });
+                    BackendConfig::Memory(MemoryConfig {
+                        fail_mount: ms(&k("memory.fail_mount"), m.fail_mount, 0, 0, 1_000_000)? as u32,
+                        fail_recover: ms(&k("memory.fail_recover"), m.fail_recover, 0, 0, 1_000_000)? as u32,
+                    })
+                }
+                other => {
+                    return err(k("backend"), format!("must be \"gfs2-sysfs\", \"exec\" or \"memory\" (got {other:?})"))
+                }
+            };
+            filesystems.push(FsConfig {
+                name,
+                journals,
+                backend,
+                mount_point,
+                auto_mount: f.auto_mount.unwrap_or(false),
+                mode,
+            });
+        }
+        Ok(Config {
+            node_id,
+            transport,
+            state_dir,
+            group,
+            cluster_name,
+            fence,
+            recovery_retry_ms,
+            log_entries,
+            filesystems,
+        })
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.state_dir.join(SOCKET_NAME)
+    }
+
+    pub fn filesystem(&self, name: &str) -> Option<&FsConfig> {
+        self.filesystems.iter().find(|f| f.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> String {
+        // /bin/sh exists and is executable everywhere we run.
+        "/bin/sh".to_owned()
+    }
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, "test.toml")
+    }
+
+    #[test]
+    fn minimal_and_defaults() {
+        let c = parse(&format!(
+            "state_dir = \"/tmp/x\"\n[fence]\nagent = \"{}\"\n[[filesystem]]\nname = \"fs1\"\njournals = 8\nbackend = \"memory\"\n",
+            agent()
+        ))
+        .unwrap();
+        assert_eq!(c.node_id, None);
+        assert_eq!(c.transport, Transport::Corosync);
+        assert_eq!(c.fence.timeout_ms, 60_000);
+        assert_eq!(c.group, "cohort");
+        assert_eq!(c.filesystems[0].journals, 8);
+        assert_eq!(c.filesystems[0].mode, Mode::Rw);
+        assert_eq!(c.socket_path(), PathBuf::from("/tmp/x/cohortd.sock"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_why() {
+        let base = format!("[fence]\nagent = \"{}\"\n", agent());
+        let cases: &[(&str, &str)] = &[
+            ("node_id = 0\n", "test.toml: node_id: must be between 1 and"),
+            ("transport = \"tcp\"\n", "test.toml: transport: must be \"corosync\" or \"udp\" (got \"tcp\")"),
+            ("state_dir = \"rel\"\n", "test.toml: state_dir: must be an absolute path"),
+            ("[[filesystem]]\nname = \"fs1\"\nbackend = \"memory\"\n", "filesystem[0].journals: missing"),
+            (
+                "[[filesystem]]\nname = \"fs1\"\njournals = 0\nbackend = \"memory\"\n",
+                "filesystem[0].journals: must be between 1 and 256 (got 0)",
+            ),
+            (
+                "[[filesystem]]\nname = \"bad name\"\njournals = 2\nbackend = \"memory\"\n",
+                "filesystem[0].name: \"bad name\" is not a valid filesystem name",
+            ),
+            (
+                "[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"zfs\"\n",
+                "filesystem[0].backend: must be \"gfs2-sysfs\", \"exec\" or \"memory\" (got \"zfs\")",
+            ),
+            (
+                "[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"gfs2-sysfs\"\n",
+                "filesystem[0].sysfs.cluster: missing",
+            ),
+            (
+                "[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"exec\"\n",
+                "filesystem[0].exec: missing",
+            ),
+            (
+                "[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"memory\"\n[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"memory\"\n",
+                "filesystem[1].name: \"a\" is configured twice",
+            ),
+            ("bogus = 1\n", "unknown field `bogus`"),
+            ("node_id = \"one\"\n", "line 1 (`node_id = \"one\"`)"),
+        ];
+        for (extra, want) in cases {
+            let text = format!("{extra}{base}");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "for {extra:?}: got {e:?}, want {want:?}");
+        }
+        let e = parse("").unwrap_err().to_string();
+        assert!(e.contains("fence: missing"), "{e}");
+        let e = parse("[fence]\nagent = \"/nonexistent/agent\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml: fence.agent: /nonexistent/agent cannot be used"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let e = parse(&format!("[fence]\nagent = \"{}\"\n", plain.display())).unwrap_err().to_string();
+        assert!(e.contains("fence.agent") && e.contains("not executable"), "{e}");
+    }
+
+    #[test]
+    fn backends_parse() {
+        let c = parse(&format!(
+            r#"
+cluster_name = "c1"
+transport = "udp"
+[fence]
+agent = "{a}"
+timeout_ms = 500
+[[filesystem]]
+name = "g1"
+journals = 4
+backend = "gfs2-sysfs"
+mount_point = "/mnt/g1"
+[filesystem.sysfs]
+root = "/tmp/fake"
+uevents = "/tmp/fake/uevents"
+[[filesystem]]
+name = "e1"
+journals = 4
+backend = "exec"
+[filesystem.exec]
+hook = "{a}"
+[filesystem.exec.hooks]
+recover_journal = "{a}"
+[[filesystem]]
+name = "m1"
+journals = 4
+backend = "memory"
+auto_mount = true
+mode = "spectator"
+[filesystem.memory]
+fail_recover = 2
+"#,
+            a = agent()
+        ))
+        .unwrap();
+        assert_eq!(c.transport, Transport::Udp);
+        match &c.filesystems[0].backend {
+            BackendConfig::Sysfs(s) => {
+                assert_eq!(s.cluster, "c1");
+                assert_eq!(s.uevents, UeventSource::Fifo("/tmp/fake/uevents".into()));
+            }
+            b => panic!("{b:?}"),
+        }
+        assert!(matches!(&c.filesystems[1].backend, BackendConfig::Exec(e) if e.hooks.len() == 1));
+        assert_eq!(c.filesystems[2].backend, BackendConfig::Memory(MemoryConfig { fail_mount: 0, fail_recover: 2 }));
+        assert!(c.filesystems[2].auto_mount);
+        let e = parse(&format!(
+            "[fence]\nagent = \"{a}\"\n[[filesystem]]\nname = \"e\"\njournals = 1\nbackend = \"exec\"\n[filesystem.exec]\nhook = \"{a}\"\n[filesystem.exec.hooks]\nfrobnicate = \"{a}\"\n",
+            a = agent()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("filesystem[0].exec.hooks.frobnicate: unknown operation"), "{e}");
+        let e = parse(&format!(
+            "[fence]\nagent = \"{a}\"\n[[filesystem]]\nname = \"e\"\njournals = 1\nbackend = \"memory\"\n[filesystem.sysfs]\nroot = \"/x\"\n",
+            a = agent()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("filesystem[0].sysfs: options for backend \"sysfs\" given, but backend is \"memory\""),
+            "{e}"
+        );
+    }
+}

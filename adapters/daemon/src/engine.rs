@@ -1,0 +1,627 @@
+//! The engine: one [`Node`] plus everything that executes its effects, with
+//! no I/O of its own. The real daemon ([`crate::daemon`]) and the demo
+//! ([`crate::demo`]) both drive it: they feed transport events, timer
+//! expiries, kernel and fence results with the current time, and provide an
+//! [`Env`] that multicasts bytes and starts fence agents.
+//!
+//! After every input the engine drains the node: effects are executed in
+//! order (timers go to a min-heap, kernel operations to the filesystem's
+//! backend, fencing to the `Env`), then every queued message is encoded and
+//! sent. Kernel completions that a backend knows at once are fed back
+//! before the call returns.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use cohort_core::node::{
+    DeliverError, Effect, HandleError, Input, KernelEvent, KernelOp, Notice, Request, RequestError, TimerToken,
+};
+use cohort_core::wire::{fs_name, FsName, Mode, MAX_MESSAGE};
+use cohort_core::{Config as CoreConfig, GroupId, Incarnation, Instant, Member, Node, NodeId};
+
+use crate::api::{self, Gen, KernelJson, StatsJson, StatusJson};
+use crate::backend::{failure_event, op_name, Backend};
+use crate::config::{mode_name, FsConfig};
+use crate::eventlog::EventLog;
+use crate::fence::FenceWhy;
+use crate::transport::{describe, TransportEvent};
+
+/// What the engine needs from its surroundings.
+pub trait Env {
+    /// Multicast to the daemon group in agreed order.
+    fn send(&mut self, bytes: &[u8]) -> Result<(), String>;
+    /// Run the fence agent against `target` (off the caller's thread); the
+    /// result comes back through [`Engine::fenced`].
+    fn fence(&mut self, target: Member, known_inc: bool, why: FenceWhy);
+}
+
+/// Why the engine's node stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Lost a stale-merge verdict: restart with a new incarnation.
+    Reset,
+    Incompatible {
+        ours_min: u16,
+        ours_max: u16,
+        cluster: u16,
+    },
+    /// A send failed: the transport is gone.
+    Transport(String),
+}
+
+/// One configured filesystem and its backend.
+pub struct FsRuntime {
+    pub cfg: FsConfig,
+    pub name: FsName,
+    pub backend: Box<dyn Backend>,
+    pub kernel: KernelJson,
+}
+
+impl FsRuntime {
+    pub fn new(cfg: FsConfig, backend: Box<dyn Backend>) -> Result<FsRuntime, String> {
+        let name = fs_name(&cfg.name).map_err(|_| format!("invalid filesystem name {:?}", cfg.name))?;
+        let kernel = KernelJson { backend: backend.kind().to_owned(), state: "idle".into(), ..Default::default() };
+        Ok(FsRuntime { cfg, name, backend, kernel })
+    }
+
+    /// Mounted (or mounting) from the kernel's point of view.
+    pub fn active(&self) -> bool {
+        matches!(self.kernel.state.as_str(), "mounting" | "mounted")
+    }
+}
+
+pub struct Timings {
+    pub fence_retry_ms: u64,
+    pub recovery_retry_ms: u64,
+}
+
+pub struct Engine {
+    node: Node,
+    log: EventLog,
+    timers: BinaryHeap<Reverse<(u64, u64)>>,
+    fs: Vec<FsRuntime>,
+    kq: VecDeque<KernelEvent>,
+    stop: Option<Stop>,
+    buf: Vec<u8>,
+    transport: String,
+    started_at: u64,
+    now: u64,
+}
+
+fn fmt_member(m: Member) -> String {
+    format!("node {} (incarnation {})", m.node.0, m.inc.0)
+}
+
+impl Engine {
+    pub fn new(
+        node: NodeId,
+        inc: u64,
+        timings: Timings,
+        fs: Vec<FsRuntime>,
+        log_entries: usize,
+        transport: &str,
+        now: u64,
+    ) -> Engine {
+        let mut cfg = CoreConfig::new(node, Incarnation(inc));
+        cfg.fence_retry_ms = timings.fence_retry_ms;
+        cfg.recovery_retry_ms = timings.recovery_retry_ms;
+        Engine {
+            node: Node::new(cfg),
+            log: EventLog::new(node.0, log_entries),
+            timers: BinaryHeap::new(),
+            fs,
+            kq: VecDeque::new(),
+            stop: None,
+            buf: vec![0u8; MAX_MESSAGE],
+            transport: transport.to_owned(),
+            started_at: now,
+            now,
+        }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node.config().node
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.node.config().incarnation.0
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    pub fn stopped(&self) -> Option<&Stop> {
+        self.stop.as_ref()
+    }
+
+    pub fn filesystems(&self) -> &[FsRuntime] {
+        &self.fs
+    }
+
+    pub fn filesystem_mut(&mut self, name: &str) -> Option<&mut FsRuntime> {
+        self.fs.iter_mut().find(|f| f.cfg.name == name)
+    }
+
+    fn gen(&self) -> Gen {
+        self.node.generation().into()
+    }
+
+    /// Add an event log entry (and a tracing line).
+    pub fn note(&mut self, kind: &str, text: String) {
+        let gen = self.gen();
+        match kind {
+            "error" => tracing::error!(gen = %gen, "{text}"),
+            "change" | "kernel-event" => tracing::debug!(gen = %gen, kind, "{text}"),
+            _ => tracing::info!(gen = %gen, kind, "{text}"),
+        }
+        self.log.push(self.now, gen, kind, text);
+    }
+
+    fn fs_of_group(&self, g: GroupId) -> String {
+        self.fs
+            .iter()
+            .find(|f| GroupId::of_fs(&f.cfg.name) == g)
+            .map_or_else(|| format!("group {:#x}", g.0), |f| f.cfg.name.clone())
+    }
+
+    fn tick(&mut self, now: u64) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    /// Feed one input and run everything it causes. Returns the request
+    /// error for `Input::Request` (other errors are logged).
+    fn feed(&mut self, now: u64, input: Input<'_>, env: &mut dyn Env) -> Result<(), RequestError> {
+        self.tick(now);
+        let mut result = Ok(());
+        let mut tries = 0;
+        loop {
+            match self.node.handle(Instant(self.now), input.clone()) {
+                Err(HandleError::Backpressure) if tries < 3 => {
+                    tries += 1;
+                    self.drain(env);
+                    continue;
+                }
+                Ok(()) => {}
+                Err(HandleError::Request(e)) => result = Err(e),
+                Err(e) => self.handle_error(e),
+            }
+            break;
+        }
+        self.drain(env);
+        self.run_kq(env);
+        result
+    }
+
+    /// Feed the kernel completions queued by backends.
+    fn run_kq(&mut self, env: &mut dyn Env) {
+        while let Some(k) = self.kq.pop_front() {
+            self.note("kernel-event", describe_kernel_event(&k));
+            self.apply_kernel_view(&k);
+            let mut r = self.node.handle(Instant(self.now), Input::Kernel(k.clone()));
+            if r == Err(HandleError::Backpressure) {
+                self.drain(env);
+                r = self.node.handle(Instant(self.now), Input::Kernel(k));
+            }
+            if let Err(e) = r {
+                self.handle_error(e);
+            }
+            self.drain(env);
+        }
+    }
+
+    fn handle_error(&mut self, e: HandleError) {
+        match e {
+            HandleError::Stopped => tracing::debug!("input after the node stopped, ignored"),
+            HandleError::Deliver(DeliverError::Wire(w)) => {
+                self.note("error", format!("undecodable message dropped: {w:?}"))
+            }
+            HandleError::Deliver(DeliverError::SenderMismatch) => {
+                self.note("error", "message whose header names another sender dropped".into())
+            }
+            HandleError::Fence(f) => {
+                self.note("fence", format!("fence result not applied ({f:?}): no longer requested"))
+            }
+            HandleError::Kernel(k) => self.note("error", format!("kernel event not applied: {k:?}")),
+            other => self.note("error", format!("input rejected: {other:?}")),
+        }
+    }
+
+    /// Execute every pending effect and send every pending message.
+    fn drain(&mut self, env: &mut dyn Env) {
+        loop {
+            let mut moved = false;
+            while let Some(e) = self.node.poll_effect() {
+                moved = true;
+                self.effect(e, env);
+            }
+            while let Some(n) = self.node.poll_transmit(&mut self.buf) {
+                moved = true;
+                if self.stop.as_ref().is_some_and(|s| matches!(s, Stop::Transport(_))) {
+                    continue;
+                }
+                if let Err(e) = env.send(&self.buf[..n]) {
+                    self.note("error", format!("send failed: {e}"));
+                    self.stop = Some(Stop::Transport(e));
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn effect(&mut self, e: Effect, env: &mut dyn Env) {
+        match e {
+            Effect::SetTimer { token, at } => self.timers.push(Reverse((at.0, token.0))),
+            Effect::Kernel { fs, op, .. } => self.kernel_op(&fs, op),
+            Effect::Fence { target } => {
+                self.note("fence", format!("fencing {}: running the fence agent", fmt_member(target)));
+                env.fence(target, true, FenceWhy::Fence);
+            }
+            Effect::Kill { node } => {
+                self.note(
+                    "fence",
+                    format!("stale-merge backup: making sure node {} resets (fence agent, reason kill)", node.0),
+                );
+                env.fence(Member { node, inc: Incarnation(0) }, false, FenceWhy::Kill);
+            }
+            Effect::ResetSelf => {
+                self.note(
+                    "error",
+                    "RESET: this node lost a stale-merge verdict (its state diverged while partitioned); \
+                     releasing everything and restarting with a new incarnation"
+                        .into(),
+                );
+                self.stop = Some(Stop::Reset);
+            }
+            Effect::Incompatible { ours_min, ours_max, cluster } => {
+                self.note(
+                    "error",
+                    format!(
+                        "INCOMPATIBLE: this daemon speaks protocol {ours_min}..={ours_max}, the cluster uses {cluster}"
+                    ),
+                );
+                self.stop = Some(Stop::Incompatible { ours_min, ours_max, cluster });
+            }
+            Effect::Notify(n) => {
+                let t = self.describe_notice(&n);
+                self.note("notice", t);
+            }
+        }
+    }
+
+    fn kernel_op(&mut self, fs: &FsName, op: KernelOp) {
+        let text = describe_op(fs, &op);
+        self.note("kernel", text);
+        let Some(i) = self.fs.iter().position(|f| f.name == *fs) else {
+            self.note(
+                "error",
+                format!("{fs}: kernel operation {} for a filesystem that is not configured", op_name(&op)),
+            );
+            if let Some(ev) = failure_event(fs, &op) {
+                self.kq.push_back(ev);
+            }
+            return;
+        };
+        {
+            let k = &mut self.fs[i].kernel;
+            match op {
+                KernelOp::Block => k.blocked = true,
+                KernelOp::Unblock => k.blocked = false,
+                KernelOp::SetJid(j) => k.jid = Some(j.0),
+                KernelOp::MountFirst(j) | KernelOp::Mount(j) => {
+                    k.state = "mounting".into();
+                    k.first = matches!(op, KernelOp::MountFirst(_));
+                    k.jid = Some(j.0);
+                    k.last_error = None;
+                }
+                KernelOp::MountSpectator => {
+                    k.state = "mounting".into();
+                    k.first = false;
+                    k.jid = None;
+                    k.last_error = None;
+                }
+                KernelOp::RecoverJournal(_) => {}
+                KernelOp::Release => {
+                    k.state = "released".into();
+                    k.blocked = false;
+                }
+                KernelOp::Unmounted => {
+                    k.state = "idle".into();
+                    k.blocked = false;
+                    k.jid = None;
+                    k.first = false;
+                }
+                KernelOp::MountError(e) => {
+                    k.state = "failed".into();
+                    k.last_error = Some(format!("{e:?}"));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let r = self.fs[i].backend.apply(op, &mut out);
+        if let Err(e) = r {
+            self.note("error", format!("{fs}: {} failed: {e}", op_name(&op)));
+            self.fs[i].kernel.last_error = Some(e);
+            if let Some(ev) = failure_event(fs, &op) {
+                out.push(ev);
+            }
+        }
+        self.kq.extend(out);
+    }
+
+    fn apply_kernel_view(&mut self, k: &KernelEvent) {
+        let (fs, f): (&FsName, fn(&mut KernelJson)) = match k {
+            KernelEvent::MountResult { fs, ok: true } => (fs, |k| k.state = "mounted".into()),
+            KernelEvent::MountResult { fs, ok: false } => (fs, |k| {
+                k.state = "failed".into();
+                k.last_error = Some("mount failed".into());
+            }),
+            KernelEvent::Withdraw { fs } => (fs, |k| k.last_error = Some("withdrawn".into())),
+            _ => return,
+        };
+        if let Some(r) = self.fs.iter_mut().find(|r| r.name == *fs) {
+            f(&mut r.kernel);
+        }
+    }
+
+    fn describe_notice(&self, n: &Notice) -> String {
+        match n {
+            Notice::DaemonSynced { generation, members } => {
+                format!("daemon group synced at generation {} with {members} member(s)", Gen::from(*generation))
+            }
+            Notice::GroupSynced { group, generation, members } => format!(
+                "{}: mount group synced at generation {} with {members} member(s)",
+                self.fs_of_group(*group),
+                Gen::from(*generation)
+            ),
+            Notice::StaleMerge { node, partitions } => format!(
+                "STALE MERGE: node {} came back with diverged state ({partitions} partitions met); it must reset",
+                node.0
+            ),
+            Notice::JournalRecovered { group, jid } => {
+                format!("{}: journal {} recovered", self.fs_of_group(*group), jid.0)
+            }
+            Notice::JournalRecoveryFailed { group, jid, attempt } => format!(
+                "{}: recovery of journal {} failed (attempt {attempt}); the next member retries",
+                self.fs_of_group(*group),
+                jid.0
+            ),
+            Notice::Fenced { target } => format!("{} fenced", fmt_member(*target)),
+            Notice::FenceFailed { target, attempt } => {
+                format!("fencing {} failed (attempt {attempt}); the next actor retries", fmt_member(*target))
+            }
+            Notice::Dropped { reason } => format!("message dropped: {reason:?}"),
+        }
+    }
+
+    // ---- inputs ------------------------------------------------------------
+
+    pub fn transport_event(&mut self, now: u64, ev: TransportEvent, env: &mut dyn Env) {
+        self.tick(now);
+        if let Some(t) = describe(&ev) {
+            self.note("change", t);
+        }
+        let _ = match ev {
+            TransportEvent::Ring(r) => self.feed(now, Input::Ring(r), env),
+            TransportEvent::Confchg(c) => self.feed(now, Input::Confchg(c), env),
+            TransportEvent::Quorum(q) => self.feed(now, Input::Quorum(q), env),
+            TransportEvent::Deliver { from, payload } => self.feed(now, Input::Deliver { from, bytes: &payload }, env),
+        };
+    }
+
+    pub fn kernel_event(&mut self, now: u64, k: KernelEvent, env: &mut dyn Env) {
+        self.tick(now);
+        self.kq.push_back(k);
+        self.run_kq(env);
+    }
+
+    /// A fence agent finished.
+    pub fn fenced(&mut self, now: u64, target: Member, why: FenceWhy, result: Result<(), String>, env: &mut dyn Env) {
+        self.tick(now);
+        let ok = result.is_ok();
+        match (&result, why) {
+            (Ok(()), FenceWhy::Fence) => {
+                self.note("fence", format!("fence agent succeeded for {}", fmt_member(target)))
+            }
+            (Err(e), FenceWhy::Fence) => {
+                self.note("fence", format!("fence agent FAILED for {}: {e}", fmt_member(target)))
+            }
+            (Ok(()), FenceWhy::Kill) => self.note("fence", format!("kill of node {} done", target.node.0)),
+            (Err(e), FenceWhy::Kill) => self.note("fence", format!("kill of node {} failed: {e}", target.node.0)),
+        }
+        if why == FenceWhy::Fence {
+            let _ = self.feed(now, Input::Fenced { target, ok }, env);
+        }
+    }
+
+    /// Operator request. `Ok(text)` when accepted.
+    pub fn request(&mut self, now: u64, fs: &str, what: RequestKind, env: &mut dyn Env) -> Result<String, String> {
+        self.tick(now);
+        let Some(f) = self.fs.iter().find(|f| f.cfg.name == fs) else {
+            let known: Vec<&str> = self.fs.iter().map(|f| f.cfg.name.as_str()).collect();
+            return Err(format!("filesystem {fs:?} is not configured (configured: {})", known.join(", ")));
+        };
+        let name = f.name.clone();
+        let journals = f.cfg.journals;
+        let (req, text) = match what {
+            RequestKind::Mount(mode) => {
+                (Request::Mount { fs: name, mode, journals }, format!("mount of {fs} ({}) requested", mode_name(mode)))
+            }
+            RequestKind::Unmount => (Request::Unmount { fs: name }, format!("unmount of {fs} requested")),
+        };
+        if self.stop.is_some() {
+            return Err("the daemon is stopping".into());
+        }
+        self.note("request", text.clone());
+        match self.feed(now, Input::Request(req), env) {
+            Ok(()) => Ok(text),
+            Err(e) => {
+                let why = match e {
+                    RequestError::AlreadyMounted => format!("{fs} is already mounted (or being mounted) here"),
+                    RequestError::NotMounted => format!("{fs} is not mounted here"),
+                    RequestError::Busy => format!("a request for {fs} is already in progress"),
+                    RequestError::TooManyGroups => "too many mount groups".into(),
+                    RequestError::InvalidName => format!("invalid filesystem name {fs:?}"),
+                    RequestError::InvalidJournals => format!("invalid journal count {journals}"),
+                };
+                self.note("request", format!("rejected: {why}"));
+                Err(why)
+            }
+        }
+    }
+
+    /// Ask for the mounts configured with `auto_mount`.
+    pub fn auto_mount(&mut self, now: u64, env: &mut dyn Env) {
+        let auto: Vec<(String, Mode)> =
+            self.fs.iter().filter(|f| f.cfg.auto_mount).map(|f| (f.cfg.name.clone(), f.cfg.mode)).collect();
+        for (name, mode) in auto {
+            if let Err(e) = self.request(now, &name, RequestKind::Mount(mode), env) {
+                self.note("error", format!("automatic mount of {name}: {e}"));
+            }
+        }
+    }
+
+    /// Earliest timer deadline.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Fire every timer due at `now`.
+    pub fn fire_timers(&mut self, now: u64, env: &mut dyn Env) {
+        self.tick(now);
+        while let Some(Reverse((at, tok))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let _ = self.feed(now, Input::Timer(TimerToken(tok)), env);
+        }
+    }
+
+    /// Poll every backend (after readiness or its interval) and feed what it reports.
+    pub fn poll_backends(&mut self, now: u64, env: &mut dyn Env) {
+        self.tick(now);
+        for i in 0..self.fs.len() {
+            let mut out = Vec::new();
+            self.fs[i].backend.poll(&mut out);
+            self.kq.extend(out);
+        }
+        self.run_kq(env);
+    }
+
+    // ---- emergencies -------------------------------------------------------
+
+    /// Block every filesystem the kernel has (or is mounting). Returns their names.
+    pub fn block_all(&mut self, now: u64, reason: &str) -> Vec<String> {
+        self.tick(now);
+        let mut names = Vec::new();
+        for i in 0..self.fs.len() {
+            if !self.fs[i].active() {
+                continue;
+            }
+            let name = self.fs[i].cfg.name.clone();
+            names.push(name.clone());
+            if self.fs[i].kernel.blocked {
+                self.note("kernel", format!("{name}: stays blocked ({reason})"));
+                continue;
+            }
+            self.note("kernel", format!("{name}: block ({reason})"));
+            let mut out = Vec::new();
+            match self.fs[i].backend.apply(KernelOp::Block, &mut out) {
+                Ok(()) => self.fs[i].kernel.blocked = true,
+                Err(e) => self.note("error", format!("{name}: block FAILED: {e}")),
+            }
+        }
+        names
+    }
+
+    /// Block and release (withdraw) everything: the node resets.
+    pub fn release_all(&mut self, now: u64, reason: &str) -> Vec<String> {
+        let names = self.block_all(now, reason);
+        for name in &names {
+            let Some(i) = self.fs.iter().position(|f| &f.cfg.name == name) else { continue };
+            self.note("kernel", format!("{name}: release ({reason})"));
+            let mut out = Vec::new();
+            match self.fs[i].backend.apply(KernelOp::Release, &mut out) {
+                Ok(()) => self.fs[i].kernel.state = "released".into(),
+                Err(e) => self.note("error", format!("{name}: release FAILED: {e}")),
+            }
+        }
+        names
+    }
+
+    /// Filesystems this node is a mount-group member of, or the kernel has.
+    pub fn busy_filesystems(&self) -> Vec<String> {
+        let st = self.node.status();
+        let mut v: Vec<String> = st.groups.iter().map(|g| g.fs.as_str().to_owned()).collect();
+        for f in &self.fs {
+            if f.active() && !v.contains(&f.cfg.name) {
+                v.push(f.cfg.name.clone());
+            }
+        }
+        v
+    }
+
+    // ---- status ------------------------------------------------------------
+
+    pub fn status_json(&self, now: u64) -> StatusJson {
+        let st = self.node.status();
+        let s = self.node.stats();
+        let stats = StatsJson {
+            delivered: s.delivered,
+            applied: s.applied,
+            dropped_old_generation: s.dropped_old_generation,
+            dropped_stale_sender: s.dropped_stale_sender,
+            dropped_other: s.dropped_other,
+            wire_errors: s.wire_errors,
+        };
+        let kernel = |fs: &str| {
+            self.fs.iter().find(|f| f.cfg.name == fs).map(|f| f.kernel.clone()).unwrap_or_else(|| KernelJson {
+                backend: "none".into(),
+                state: "unknown".into(),
+                ..Default::default()
+            })
+        };
+        let configured: Vec<String> = self.fs.iter().map(|f| f.cfg.name.clone()).collect();
+        api::status_json(&st, &self.transport, now.saturating_sub(self.started_at), stats, &kernel, &configured)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    Mount(Mode),
+    Unmount,
+}
+
+pub fn describe_op(fs: &FsName, op: &KernelOp) -> String {
+    match op {
+        KernelOp::Block => format!("{fs}: block"),
+        KernelOp::Unblock => format!("{fs}: unblock"),
+        KernelOp::SetJid(j) => format!("{fs}: set journal id {}", j.0),
+        KernelOp::MountFirst(j) => format!("{fs}: mount as FIRST MOUNTER with journal {} (replays every journal)", j.0),
+        KernelOp::Mount(j) => format!("{fs}: mount with journal {}", j.0),
+        KernelOp::MountSpectator => format!("{fs}: mount as spectator (no journal)"),
+        KernelOp::RecoverJournal(j) => format!("{fs}: recover journal {}", j.0),
+        KernelOp::Release => format!("{fs}: release (withdraw finished)"),
+        KernelOp::Unmounted => format!("{fs}: unmounted (left the group)"),
+        KernelOp::MountError(e) => format!("{fs}: mount error {e:?}"),
+    }
+}
+
+pub fn describe_kernel_event(k: &KernelEvent) -> String {
+    let ok = |b: bool| if b { "ok" } else { "FAILED" };
+    match k {
+        KernelEvent::MountResult { fs, ok: r } => format!("{fs}: mount {}", ok(*r)),
+        KernelEvent::FirstRecoveryDone { fs } => format!("{fs}: first mounter replayed every journal"),
+        KernelEvent::RecoveryDone { fs, jid, ok: r } => format!("{fs}: recovery of journal {} {}", jid.0, ok(*r)),
+        KernelEvent::Withdraw { fs } => format!("{fs}: the kernel WITHDREW the filesystem"),
+    }
+}
