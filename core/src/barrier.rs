@@ -30,9 +30,12 @@ pub enum BarrierError {
     RingWentBack,
     /// More joined/left entries than the cluster can have nodes.
     TooManyEntries,
+    /// A confchg left us out of the members without a left entry for us.
+    DroppedSelf,
 }
 
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Barrier {
     me: NodeId,
     /// Ring of the last released change (or the initial ring).
@@ -40,6 +43,8 @@ pub struct Barrier {
     /// Generation of the last released change.
     current: Generation,
     anchored: bool,
+    /// We saw our own join (a second one is just the next epoch).
+    joined_once: bool,
     /// Ring-level confchgs waiting for their ring event.
     pending: Option<Confchg>,
     /// Members as of the last released change.
@@ -54,6 +59,7 @@ impl Barrier {
             bound_ring: None,
             current: Generation::ZERO,
             anchored: false,
+            joined_once: false,
             pending: None,
             members: NodeList::new(),
             quorum: None,
@@ -163,12 +169,19 @@ impl Barrier {
         }
         let mut members = cc.members.clone();
         gcs::normalize(&mut members);
-        let first_join = cc.joined.iter().any(|m| m.node == self.me) && !self.members.contains(&self.me);
+        // A member list that drops us without a left entry breaks the
+        // transport contract: refuse it rather than lose our place.
+        if self.members.contains(&self.me) && !members.contains(&self.me) && !cc.left.iter().any(|m| m.node == self.me)
+        {
+            return Err(BarrierError::DroppedSelf);
+        }
+        let first_join = cc.joined.iter().any(|m| m.node == self.me) && !self.joined_once;
         if first_join {
             // Our own join. If we are alone we founded the group in this
             // ring and our numbering is the group's; otherwise we count our
             // own events until an anchored member tells us the offset.
             self.anchored = members.len() == 1;
+            self.joined_once = true;
             self.current = Generation { ring: self.current.ring, epoch: 1 };
         } else {
             self.current = self.current.next_epoch();

@@ -431,7 +431,9 @@ impl Node {
             let g = &mut self.groups[i];
             match g.members.iter_mut().find(|m| m.node == *n) {
                 Some(m) => {
-                    if m.mode != *mode {
+                    // Only ro <-> rw is a remount; a snapshot that would turn
+                    // a journal holder into a spectator (or back) is ignored.
+                    if m.mode != *mode && m.mode.needs_journal() == mode.needs_journal() {
                         m.mode = *mode;
                         changed = true;
                     }
@@ -616,17 +618,21 @@ impl Node {
         if g.members[k].inc != h.sender.inc && g.members[k].inc != Incarnation(0) {
             return Err(DropReason::StaleSender);
         }
+        if s.old {
+            // Agreement: every old member holds the same state (a new member
+            // checks the state it adopted). A START that disagrees is not
+            // counted: the change waits (visibly) instead of syncing on
+            // different data.
+            let i_am_new = g.me(me).is_none_or(|m| m.new);
+            if (!i_am_new || g.adopted) && s.digest != g.digest() {
+                self.stats.digest_mismatches += 1;
+                warn!("group state digest mismatch from node {}", h.sender.node.0);
+                return Err(DropReason::Disagreement);
+            }
+            g.saw_old = true;
+        }
         g.members[k].inc = h.sender.inc;
         g.members[k].started = true;
-        if s.old {
-            g.saw_old = true;
-            // Agreement: every old member holds the same state (a new member
-            // checks the state it adopted).
-            let i_am_new = g.me(me).is_none_or(|m| m.new);
-            if !i_am_new || g.adopted {
-                invariant!(s.digest == g.digest(), "members disagree on the group state");
-            }
-        }
         self.group_try_sync(i);
         Ok(())
     }
@@ -647,9 +653,14 @@ impl Node {
         if !g.members.iter().any(|m| m.node == h.sender.node) {
             return Err(DropReason::NotMember);
         }
-        if g.adopted || g.me(me).is_some_and(|m| !m.new) {
-            // Old members hold the state already.
+        if g.adopted || g.me(me).is_some_and(|m| !m.new) || h.sender.node == me {
+            // Old members hold the state already; we cannot describe a group
+            // we are new to.
             return Ok(());
+        }
+        // The described old members must be members of this change.
+        if s.members.iter().any(|d| !g.members.iter().any(|m| m.node == d.member.node)) {
+            return Err(DropReason::NotMember);
         }
         g.adopted = true;
         g.first_done = s.first_done;

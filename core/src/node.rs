@@ -199,6 +199,8 @@ pub enum Notice {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DropReason {
+    /// A peer's description of a group differs from ours.
+    Disagreement,
     OldGeneration,
     StaleSender,
     NotMember,
@@ -327,6 +329,10 @@ pub struct Stats {
     pub dropped_stale_sender: u64,
     pub dropped_other: u64,
     pub wire_errors: u64,
+    /// Old members' STARTs whose state digest differed from ours: a peer
+    /// disagrees about a group (a bug or a forged message); it is not
+    /// counted as agreement.
+    pub digest_mismatches: u64,
 }
 
 impl Node {
@@ -398,8 +404,11 @@ impl Node {
             Input::Kernel(k) => self.on_kernel(k).map_err(HandleError::Kernel),
             Input::Request(r) => self.on_request(r).map_err(HandleError::Request),
         };
-        invariant!(self.effects.len() - before.0 <= EFFECTS_PER_INPUT, "one input produced too many effects");
-        invariant!(self.outbox.len() - before.1 <= SENDS_PER_INPUT, "one input produced too many sends");
+        invariant!(
+            self.effects.len().saturating_sub(before.0) <= EFFECTS_PER_INPUT,
+            "one input produced too many effects"
+        );
+        invariant!(self.outbox.len().saturating_sub(before.1) <= SENDS_PER_INPUT, "one input produced too many sends");
         invariant!(self.barrier.current() >= before.2 || !self.barrier.anchored(), "generation went backwards");
         self.check_invariants();
         r

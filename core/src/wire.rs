@@ -335,6 +335,20 @@ impl Body {
                         return Err(WireError::Invalid("recovery jid out of range"));
                     }
                 }
+                // Journal exclusivity: each journal held once, and a held
+                // journal is not awaiting recovery.
+                for (i, a) in s.members.iter().enumerate() {
+                    let Some(j) = a.jid else { continue };
+                    if s.members.iter().skip(i + 1).any(|b| b.jid == Some(j)) || s.recoveries.iter().any(|r| r.jid == j)
+                    {
+                        return Err(WireError::Invalid("journal held twice"));
+                    }
+                }
+                for (i, a) in s.recoveries.iter().enumerate() {
+                    if s.recoveries.iter().skip(i + 1).any(|b| b.jid == a.jid) {
+                        return Err(WireError::Invalid("journal recovered twice"));
+                    }
+                }
                 Ok(())
             }
             Body::RecoveryResult(r) => {

@@ -664,6 +664,9 @@ impl Node {
             DaemonPhase::WaitSync { leader } if leader == h.sender.node && h.generation == gen => {}
             _ => return Err(DropReason::OldGeneration),
         }
+        if self.d.peer(h.sender.node).and_then(|p| p.inc) != Some(h.sender.inc) {
+            return Err(DropReason::StaleSender);
+        }
         let me = self.cfg.node;
         // Drop stale members from the snapshot (the leader did too).
         let mut logical: heapless::Vec<Logical, MAX_GROUPS> = heapless::Vec::new();
