@@ -8,6 +8,8 @@ mod fmt;
 mod apply;
 pub mod barrier;
 pub mod daemon;
+#[cfg(feature = "embassy")]
+pub mod embassy;
 pub mod gcs;
 pub mod ids;
 pub mod mount;

@@ -153,8 +153,20 @@ pub struct DaemonStart {
     /// Join generations of members that have not completed a daemon sync
     /// (anchored senders only): how a joiner learns the numbering.
     pub joiners: heapless::Vec<(NodeId, Generation), MAX_NODES>,
-    /// Failed members with state whose fencing the sender still waits for.
-    pub fence_pending: heapless::Vec<Member, MAX_NODES>,
+    /// Failed members with state whose fencing the sender still waits
+    /// for, with the failed attempts it counted (merged with max at the
+    /// cycle, so every member agrees on who acts next).
+    pub fence_pending: heapless::Vec<PendingFence, MAX_NODES>,
+    /// Members the sender knows were fenced successfully (so a member that
+    /// missed the result does not bring the target back).
+    pub fenced: heapless::Vec<Member, MAX_NODES>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PendingFence {
+    pub target: Member,
+    pub attempts: u16,
 }
 
 /// One mount group's logical membership, in the daemon sync.
@@ -295,7 +307,10 @@ impl Body {
                 if s.proto_min == 0 || s.proto_min > s.proto_max {
                     return Err(WireError::Invalid("protocol range"));
                 }
-                if s.joiners.iter().any(|(n, _)| !n.is_valid()) || s.fence_pending.iter().any(|m| !m.node.is_valid()) {
+                if s.joiners.iter().any(|(n, _)| !n.is_valid())
+                    || s.fence_pending.iter().any(|m| !m.target.node.is_valid())
+                    || s.fenced.iter().any(|m| !m.node.is_valid())
+                {
                     return Err(WireError::Invalid("node id 0"));
                 }
                 Ok(())

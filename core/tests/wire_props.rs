@@ -15,8 +15,8 @@ use cohort_core::node::{DeliverError, Effect, HandleError, Input, Notice, Reques
 use cohort_core::status::Status;
 use cohort_core::wire::{
     self, decode, decode_into, encode, fs_name, Body, DaemonStart, DaemonSync, FenceResult, FsName, GroupSnap, Header,
-    MemberDesc, Message, Mode, MountReq, MountStart, MountState, MsgKind, Recovery, RecoveryResult, WireError,
-    HEADER_LEN, MAX_GROUPS, MAX_JOURNALS, MAX_MESSAGE, MAX_RECOVERIES,
+    MemberDesc, Message, Mode, MountReq, MountStart, MountState, MsgKind, PendingFence, Recovery, RecoveryResult,
+    WireError, HEADER_LEN, MAX_GROUPS, MAX_JOURNALS, MAX_MESSAGE, MAX_RECOVERIES,
 };
 use cohort_core::{Config, Instant, Node};
 use common::Cluster;
@@ -103,10 +103,23 @@ fn daemon_start(ids: Ids) -> impl Strategy<Value = DaemonStart> {
         any::<u32>(),
         any::<u32>(),
         vec((node_id(ids), generation()), 0..=MAX_NODES),
-        vec(member(ids), 0..=MAX_NODES),
+        (vec((member(ids), any::<u16>()), 0..=MAX_NODES), vec(member(ids), 0..=MAX_NODES)),
     )
         .prop_map(
-            |((min, span), has_state, anchored, last_synced, last_leader, quorate_synced, fm, xm, joiners, pending)| {
+            |(
+                (min, span),
+                has_state,
+                anchored,
+                last_synced,
+                last_leader,
+                quorate_synced,
+                fm,
+                xm,
+                joiners,
+                (pending, fenced),
+            )| {
+                let pending: Vec<PendingFence> =
+                    pending.into_iter().map(|(target, attempts)| PendingFence { target, attempts }).collect();
                 DaemonStart {
                     proto_min: min,
                     proto_max: min + span,
@@ -119,6 +132,7 @@ fn daemon_start(ids: Ids) -> impl Strategy<Value = DaemonStart> {
                     fenced_mask: xm,
                     joiners: hv(joiners),
                     fence_pending: hv(pending),
+                    fenced: hv(fenced),
                 }
             },
         )
@@ -1013,6 +1027,7 @@ fn known_bug_stop_with_queued_sends_underflows_in_debug() {
         fenced_mask: 698158860,
         joiners: heapless::Vec::new(),
         fence_pending: heapless::Vec::new(),
+        fenced: heapless::Vec::new(),
     });
     let steps = vec![
         Step {

@@ -19,8 +19,8 @@ use cohort_core::ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, N
 use cohort_core::node::{Effect, HandleError, Input, KernelEvent, KernelOp, Request, TimerToken};
 use cohort_core::wire::{
     decode, decode_into, encode, fs_name, Body, DaemonStart, DaemonSync, FenceResult, FsName, GroupSnap, Header,
-    MemberDesc, Message, Mode, MountReq, MountStart, MountState, MsgKind, Recovery, RecoveryResult, WireError,
-    HEADER_LEN, MAX_JOURNALS, MAX_MESSAGE,
+    MemberDesc, Message, Mode, MountReq, MountStart, MountState, MsgKind, PendingFence, Recovery, RecoveryResult,
+    WireError, HEADER_LEN, MAX_JOURNALS, MAX_MESSAGE,
 };
 use cohort_core::{Config, Node};
 use std::collections::VecDeque;
@@ -273,7 +273,10 @@ pub fn build_message(r: &mut Rd, h: &Hints) -> Message {
             let flags = r.u8();
             let joiners: Vec<(NodeId, Generation)> =
                 (0..r.u8() % 4).map(|_| (small_node(r), any_generation(r, h))).collect();
-            let pending: Vec<Member> = (0..r.u8() % 3).map(|_| any_member(r, h)).collect();
+            let pending: Vec<PendingFence> = (0..r.u8() % 3)
+                .map(|_| PendingFence { target: any_member(r, h), attempts: u16::from(r.u8() % 4) })
+                .collect();
+            let fenced: Vec<Member> = (0..r.u8() % 2).map(|_| any_member(r, h)).collect();
             Body::DaemonStart(DaemonStart {
                 proto_min,
                 proto_max,
@@ -286,6 +289,7 @@ pub fn build_message(r: &mut Rd, h: &Hints) -> Message {
                 fenced_mask: if flags & 16 != 0 { r.u32() } else { 0 },
                 joiners: hv(joiners),
                 fence_pending: hv(pending),
+                fenced: hv(fenced),
             })
         }
         MsgKind::DaemonSync => {

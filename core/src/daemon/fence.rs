@@ -13,7 +13,7 @@
 use crate::gcs::MAX_NODES;
 use crate::ids::{Member, NodeId};
 use crate::node::{Effect, FenceInputError, Node, Notice, Out, TimerToken, TIMER_FENCE};
-use crate::wire::{FenceResult, Header};
+use crate::wire::{FenceResult, Header, PendingFence};
 
 use super::DaemonPhase;
 
@@ -47,16 +47,17 @@ impl Node {
 
     /// Replace the pending set with the agreed one, keeping our own progress
     /// on targets that stay.
-    pub(crate) fn fence_replace(&mut self, keep: &[Member]) {
+    pub(crate) fn fence_replace(&mut self, keep: &[PendingFence]) {
         let mut next: heapless::Vec<FenceRec, MAX_NODES> = heapless::Vec::new();
-        for m in keep {
-            let rec = self.d.fence.iter().find(|r| r.target == *m).copied().unwrap_or(FenceRec {
-                target: *m,
-                attempts: 0,
-                in_flight: false,
-                outcome: None,
-                timer: None,
-            });
+        for p in keep {
+            let fresh =
+                FenceRec { target: p.target, attempts: p.attempts, in_flight: false, outcome: None, timer: None };
+            let rec = match self.d.fence.iter().find(|r| r.target == p.target).copied() {
+                // Our own progress stays valid for the agreed attempt only.
+                Some(r) if r.attempts == p.attempts => r,
+                Some(r) => FenceRec { in_flight: r.in_flight, timer: r.timer, ..fresh },
+                None => fresh,
+            };
             let _ = next.push(rec);
         }
         next.sort_unstable_by_key(|r| r.target.node);
@@ -126,8 +127,14 @@ impl Node {
 
     /// A broadcast fence result, applied in agreed order.
     pub(crate) fn on_fence_result(&mut self, h: &Header, r: &FenceResult) -> bool {
-        let Some(i) = self.d.fence.iter().position(|x| x.target == r.target) else { return false };
-        if self.d.fence[i].attempts != r.attempt {
+        // A success counts whatever attempt it was (and covers older
+        // incarnations of the node); a failure only for the current attempt.
+        let Some(i) = self.d.fence.iter().position(|x| {
+            x.target.node == r.target.node && if r.ok { x.target.inc <= r.target.inc } else { x.target == r.target }
+        }) else {
+            return false;
+        };
+        if !r.ok && self.d.fence[i].attempts != r.attempt {
             return false;
         }
         let me = self.cfg.node;

@@ -33,7 +33,7 @@ pub mod merge;
 use crate::gcs::{self, Change, NodeList, MAX_NODES};
 use crate::ids::{Generation, GroupId, Incarnation, Member, NodeId};
 use crate::node::{DropReason, Effect, MountError, Node, Notice, Out};
-use crate::wire::{DaemonStart, DaemonSync, FsName, GroupSnap, Header, Mode, MAX_GROUPS};
+use crate::wire::{DaemonStart, DaemonSync, FsName, GroupSnap, Header, Mode, PendingFence, MAX_GROUPS};
 use fence::FenceRec;
 
 /// What a member's matched start told us.
@@ -146,8 +146,11 @@ pub struct DaemonState {
     /// of their messages is ever applied.
     pub stale: heapless::Vec<Member, MAX_NODES>,
     pub proto: u16,
-    /// Union of the fence_pending lists of this cycle's anchored starts.
-    pub union: heapless::Vec<Member, MAX_NODES>,
+    /// Union of the fence_pending lists of this cycle's anchored starts
+    /// (max attempts per target).
+    pub union: heapless::Vec<PendingFence, MAX_NODES>,
+    /// Union of the fenced lists of this cycle's anchored starts.
+    pub fenced_union: heapless::Vec<Member, MAX_NODES>,
     pub logical: heapless::Vec<Logical, MAX_GROUPS>,
     pub ops: heapless::Vec<PendingOp, MAX_GROUPS>,
     /// Configured cluster nodes (empty: unknown).
@@ -171,6 +174,7 @@ impl DaemonState {
             stale: heapless::Vec::new(),
             proto: 0,
             union: heapless::Vec::new(),
+            fenced_union: heapless::Vec::new(),
             logical: heapless::Vec::new(),
             ops: heapless::Vec::new(),
             configured: NodeList::new(),
@@ -226,6 +230,19 @@ impl DaemonState {
 impl Default for DaemonState {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+fn upsert_pending(list: &mut heapless::Vec<PendingFence, MAX_NODES>, p: PendingFence) {
+    match list.iter_mut().find(|x| x.target.node == p.target.node) {
+        Some(e) if p.target.inc > e.target.inc => *e = p,
+        Some(e) if p.target.inc == e.target.inc => e.attempts = e.attempts.max(p.attempts),
+        Some(_) => {}
+        None => {
+            if list.push(p).is_err() {
+                warn!("pending fence list full");
+            }
+        }
     }
 }
 
@@ -361,6 +378,7 @@ impl Node {
             self.barrier.anchor(cur);
         }
         self.d.union.clear();
+        self.d.fenced_union.clear();
         self.d.phase = DaemonPhase::WaitStarts;
         if !change.members.contains(&me) {
             // We are not in our own group (left it): nothing to send.
@@ -393,8 +411,9 @@ impl Node {
         let fenced_mask = crate::wire::mask_of(&members, |n| self.d.fenced.iter().any(|f| f.node == n));
         let mut fence_pending = heapless::Vec::new();
         for f in self.d.fence.iter() {
-            let _ = fence_pending.push(f.target);
+            let _ = fence_pending.push(PendingFence { target: f.target, attempts: f.attempts });
         }
+        let fenced = self.d.fenced.clone();
         DaemonStart {
             proto_min: self.cfg.proto_min,
             proto_max: self.cfg.proto_max,
@@ -407,6 +426,7 @@ impl Node {
             fenced_mask,
             joiners,
             fence_pending,
+            fenced,
         }
     }
 
@@ -487,8 +507,11 @@ impl Node {
             });
         }
         if s.anchored {
-            for m in s.fence_pending.iter() {
-                upsert_member(&mut self.d.union, *m);
+            for p in s.fence_pending.iter() {
+                upsert_pending(&mut self.d.union, *p);
+            }
+            for m in s.fenced.iter() {
+                upsert_member(&mut self.d.fenced_union, *m);
             }
         }
         let _ = members;
@@ -587,23 +610,28 @@ impl Node {
         // that are here and fine, minus nodes that restarted.
         let mut union = self.d.union.clone();
         for f in self.d.fence.iter() {
-            upsert_member(&mut union, f.target);
+            upsert_pending(&mut union, PendingFence { target: f.target, attempts: f.attempts });
         }
         for (i, (node, s)) in starts.iter().enumerate() {
             if verdict.losers & (1 << i) != 0 && s.has_state {
-                upsert_member(&mut union, Member { node: *node, inc: s.inc });
+                upsert_pending(&mut union, PendingFence { target: Member { node: *node, inc: s.inc }, attempts: 0 });
             }
         }
-        let mut keep: heapless::Vec<Member, MAX_NODES> = heapless::Vec::new();
-        for m in union.iter() {
+        let mut keep: heapless::Vec<PendingFence, MAX_NODES> = heapless::Vec::new();
+        for p in union.iter() {
+            let m = p.target;
             let present = starts.iter().find(|(n, _)| *n == m.node);
             let cancelled = match present {
                 Some((_, s)) if s.inc != m.inc => true,
                 Some((_, s)) => !self.d.stale.contains(&Member { node: m.node, inc: s.inc }),
                 None => false,
             };
-            if !cancelled {
-                let _ = keep.push(*m);
+            // Somebody saw it fenced: a member that missed the result must
+            // not bring it back.
+            let done =
+                self.d.fenced_union.iter().chain(self.d.fenced.iter()).any(|f| f.node == m.node && f.inc >= m.inc);
+            if !cancelled && !done {
+                let _ = keep.push(*p);
             }
         }
         // Startup fencing: a group in which nobody completed a cycle before
@@ -613,8 +641,8 @@ impl Node {
         let cold = starts.iter().all(|(_, s)| !s.old && !s.has_state);
         if cold {
             for n in self.d.configured.clone().iter() {
-                if !starts.iter().any(|(m, _)| m == n) && !keep.iter().any(|k| k.node == *n) {
-                    let _ = keep.push(Member { node: *n, inc: Incarnation(0) });
+                if !starts.iter().any(|(m, _)| m == n) && !keep.iter().any(|k| k.target.node == *n) {
+                    let _ = keep.push(PendingFence { target: Member { node: *n, inc: Incarnation(0) }, attempts: 0 });
                 }
             }
         }

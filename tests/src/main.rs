@@ -1,0 +1,237 @@
+//! `cohort-sim`: run scenario files or a seeded swarm.
+//!
+//! ```text
+//! cohort-sim scenario FILE... [--seed N] [--trace]
+//! cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N]
+//!                  [--verbose] [--emit] [--trace] [--stagger-mounts]
+//! ```
+//!
+//! `--stagger-mounts` is a marked workaround for CORE-BUG-2 (see
+//! tests/CORE_BUGS.md): initial mounts of a filesystem are staggered so the
+//! first mounter finishes alone, letting the swarm explore past that bug.
+//!
+//! ```text
+//! ```
+//!
+//! Exit status: 0 all good, 1 a scenario/seed failed, 2 usage error,
+//! 3 unsupported model.
+
+use cohort_sim::scenario;
+use cohort_sim::swarm::{self, Outcome, SeedResult};
+use cohort_sim::world::Model;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]"
+    );
+    ExitCode::from(2)
+}
+
+fn parse_span(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.split_once("..")?;
+    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    (b >= a).then_some((a, b))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("scenario") => scenario_cmd(&args[1..]),
+        Some("swarm") => swarm_cmd(&args[1..]),
+        _ => usage(),
+    }
+}
+
+fn scenario_cmd(args: &[String]) -> ExitCode {
+    let mut files = Vec::new();
+    let mut seed = 1u64;
+    let mut trace = false;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--seed" => {
+                i += 1;
+                match args.get(i).and_then(|s| s.parse().ok()) {
+                    Some(s) => seed = s,
+                    None => return usage(),
+                }
+            }
+            "--trace" => trace = true,
+            f if !f.starts_with("--") => files.push(f.to_string()),
+            _ => return usage(),
+        }
+        i += 1;
+    }
+    if files.is_empty() {
+        return usage();
+    }
+    let mut failed = 0;
+    for f in &files {
+        match scenario::run_file(f, seed, trace) {
+            Ok(r) => {
+                println!(
+                    "ok   {f} (seed {seed}, {} events, {} steps, {}.{:03}s simulated, trace hash {:016x})",
+                    r.events,
+                    r.steps,
+                    r.sim_ms / 1000,
+                    r.sim_ms % 1000,
+                    r.trace_hash
+                );
+                for n in &r.notes {
+                    println!("     note: {n}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {e}");
+                if e.msg.contains("model udp is not supported") {
+                    return ExitCode::from(3);
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        println!("{failed} of {} scenario(s) failed", files.len());
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn swarm_cmd(args: &[String]) -> ExitCode {
+    let mut seeds = None;
+    let mut nodes = (3u32, 7u32);
+    let mut model = Model::Corosync;
+    let mut jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mut verbose, mut emit, mut trace) = (false, false, false);
+    let mut opts = swarm::Options::default();
+    let mut i = 0;
+    while i < args.len() {
+        let val = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--seeds" => {
+                seeds = parse_span(&val);
+                if seeds.is_none() {
+                    eprintln!("--seeds wants A..B (B exclusive), e.g. 0..2000");
+                    return usage();
+                }
+                i += 1;
+            }
+            "--nodes" => {
+                match parse_span(&val).or_else(|| val.parse().ok().map(|n| (n, n))) {
+                    Some((a, b)) if a >= 1 && b <= 32 => nodes = (a as u32, b as u32),
+                    _ => {
+                        eprintln!("--nodes wants A..B within 1..32 (inclusive)");
+                        return usage();
+                    }
+                }
+                i += 1;
+            }
+            "--model" => {
+                model = match val.as_str() {
+                    "corosync" => Model::Corosync,
+                    "udp" => Model::Udp,
+                    _ => return usage(),
+                };
+                i += 1;
+            }
+            "--jobs" => {
+                match val.parse() {
+                    Ok(j) if j >= 1 => jobs = j,
+                    _ => return usage(),
+                }
+                i += 1;
+            }
+            "--verbose" => verbose = true,
+            "--stagger-mounts" => opts.stagger_mounts = true,
+            "--emit" => emit = true,
+            "--trace" => trace = true,
+            _ => return usage(),
+        }
+        i += 1;
+    }
+    let Some((a, b)) = seeds else { return usage() };
+    if let Err(e) = swarm::model_supported(model) {
+        eprintln!("{e}");
+        return ExitCode::from(3);
+    }
+    if emit {
+        for s in a..b {
+            print!("{}", swarm::plan_with(s, nodes, opts).to_scenario());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let t0 = Instant::now();
+    let next = AtomicU64::new(a);
+    let results: Mutex<Vec<SeedResult>> = Mutex::new(Vec::new());
+    let jobs = if trace { 1 } else { jobs.min((b - a).max(1) as usize) };
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let s = next.fetch_add(1, Ordering::Relaxed);
+                if s >= b {
+                    break;
+                }
+                let r = swarm::run_seed_with(s, nodes, trace, opts);
+                results.lock().expect("no poisoning").push(r);
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("no poisoning");
+    results.sort_by_key(|r| r.seed);
+    let (mut violations, mut stalls, mut events, mut steps) = (0u64, 0u64, 0u64, 0u64);
+    let mut totals = cohort_sim::world::Totals::default();
+    for r in &results {
+        events += r.events;
+        steps += r.steps;
+        totals.add(&r.totals);
+        match &r.outcome {
+            Outcome::Ok => {}
+            Outcome::Violation(v) => {
+                violations += 1;
+                println!("seed={} violation {}: {}", r.seed, v.property.name(), v.msg);
+            }
+            Outcome::Stall(m) => {
+                stalls += 1;
+                let first = m.lines().next().unwrap_or("");
+                println!("seed={} stall: {first}", r.seed);
+            }
+            Outcome::Error(m) => {
+                stalls += 1;
+                let first = m.lines().next().unwrap_or("");
+                println!("seed={} simulator error: {first}", r.seed);
+            }
+        }
+        if verbose && !matches!(r.outcome, Outcome::Ok) {
+            if let Outcome::Stall(m) = &r.outcome {
+                println!("{m}");
+            }
+            println!("  last events of seed {}:", r.seed);
+            for l in r.trace.lines() {
+                println!("    {l}");
+            }
+            println!("  replay: cohort-sim swarm --seeds {}..{} --nodes {}..{} --emit > s.txt && cohort-sim scenario s.txt --seed {} --trace", r.seed, r.seed + 1, nodes.0, nodes.1, r.seed);
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let n = results.len() as u64;
+    eprintln!(
+        "swarm: {n} seeds in {secs:.1}s = {:.1} seeds/s on {jobs} thread(s); {events} events, {steps} node steps",
+        n as f64 / secs.max(1e-9)
+    );
+    let t = totals;
+    eprintln!(
+        "coverage: {} rings formed, {} group syncs, {} first mounts, {} replays ok / {} failed, {} fences ok / {} failed, {} stale-merge verdicts, {} resets, {} mount errors",
+        t.rings, t.group_syncs, t.first_mounts, t.replays_ok, t.replays_failed, t.fences_ok, t.fences_failed, t.stale_merge_verdicts, t.resets, t.mount_errors
+    );
+    println!("seeds={n} violations={violations} stalls={stalls}");
+    if violations + stalls > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,58 @@
+//! The checkers bite: built with `--features broken-core` the core skips
+//! its stale-merge verdict (`cohort-core/broken-skip-merge-check`), and the
+//! stale-merge scenarios must then fail an invariant (no stale merge, or the
+//! journal/recovery properties), never pass.
+//!
+//! Run: `cargo test -p cohort-sim --features broken-core --test broken_core`
+//! (compiled only with that feature; `cargo test --workspace` skips it).
+//! The same by hand, exiting non-zero:
+//! `cargo run -p cohort-sim --features broken-core -- scenario tests/scenarios/07-partition-heal-stale-reset.txt`
+
+use cohort_sim::Property;
+
+fn must_fail(file: &str) {
+    let path = format!("{}/scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
+    for seed in 1..=3 {
+        let e = match cohort_sim::scenario::run_file(&path, seed, false) {
+            Ok(_) => panic!("{file} seed {seed} passed with the merge check disabled: the checkers do not bite"),
+            Err(e) => e,
+        };
+        let v = e.violation.as_ref().unwrap_or_else(|| panic!("{file} seed {seed} failed without a violation: {e}"));
+        assert!(
+            matches!(v.property, Property::NoStaleMerge | Property::JournalExclusivity | Property::RecoveryBeforeReuse),
+            "{file} seed {seed}: unexpected property {}: {e}",
+            v.property.name()
+        );
+        println!("{file} seed {seed}: {v}");
+    }
+}
+
+#[test]
+fn partition_heal_stale_node_is_caught() {
+    must_fail("07-partition-heal-stale-reset.txt");
+}
+
+#[test]
+fn paused_stale_node_is_caught() {
+    must_fail("18-pause-resume-stale.txt");
+}
+
+#[test]
+fn even_split_merge_is_caught() {
+    must_fail("08-even-split-merge.txt");
+}
+
+#[test]
+fn three_way_merge_is_caught() {
+    must_fail("09-three-way-merge.txt");
+}
+
+#[test]
+fn the_binary_exits_non_zero() {
+    let exe = env!("CARGO_BIN_EXE_cohort-sim");
+    let path = format!("{}/scenarios/07-partition-heal-stale-reset.txt", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(exe).args(["scenario", &path]).output().expect("run cohort-sim");
+    assert!(!out.status.success(), "cohort-sim exited 0:\n{}", String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("P4 no stale merge"), "{stdout}");
+}

@@ -1,0 +1,65 @@
+//! Repro scenarios of the core bugs in `tests/CORE_BUGS.md`. They pass once
+//! the bug is fixed; run by `cargo test` (all fixed); a new one starts `#[ignore]`d until fixed:
+//! `cargo test -p cohort-sim --test core_bugs -- --ignored`.
+
+fn run(file: &str, seed: u64) {
+    let path = format!("{}/core-bugs/{file}", env!("CARGO_MANIFEST_DIR"));
+    if let Err(e) = cohort_sim::scenario::run_file(&path, seed, false) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn bug1_paused_node_wins_verdict() {
+    run("bug1-paused-node-wins-verdict.txt", 1);
+}
+
+#[test]
+fn bug1_merge_ring_quorum_decides() {
+    run("bug1-merge-ring-quorum-decides.txt", 2);
+}
+
+#[test]
+fn bug2_two_first_mounters() {
+    run("bug2-two-first-mounters.txt", 1);
+}
+
+#[test]
+fn bug3_unagreed_mount_not_replayed() {
+    run("bug3-unagreed-mount-not-replayed.txt", 1);
+}
+
+#[test]
+fn bug4_concurrent_replay() {
+    run("bug4-concurrent-replay.txt", 1);
+}
+
+#[test]
+fn bug5_last_member_lost_fresh_first_mount() {
+    run("bug5-last-member-lost-fresh-first-mount.txt", 1);
+}
+
+#[test]
+fn bug6_restarted_member_kept_in_group() {
+    run("bug6-restarted-member-kept-in-group.txt", 1);
+}
+
+#[test]
+fn bug7_stale_merge_undetected() {
+    run("bug7-stale-merge-undetected.txt", 1);
+}
+
+#[test]
+fn bug8_fence_attempts_diverge() {
+    run("bug8-fence-attempts-diverge.txt", 1);
+}
+
+#[test]
+fn bug9_no_startup_fencing() {
+    run("bug9-no-startup-fencing.txt", 1);
+}
+
+#[test]
+fn bug10_ro_journal_reused_before_fencing() {
+    run("bug10-ro-journal-reused-before-fencing.txt", 1);
+}
