@@ -126,8 +126,10 @@ impl MountGroup {
             self.first_mounter = None;
             return;
         }
-        let valid = |n: NodeId| self.members.iter().any(|m| m.node == n && m.mode == Mode::Rw && m.jid.is_some());
-        if self.first_mounter.is_some_and(valid) {
+        // Kept while it is a member, whatever it remounts to meanwhile: its
+        // first mount may be running.
+        let member = |n: NodeId| self.members.iter().any(|m| m.node == n);
+        if self.first_mounter.is_some_and(member) {
             return;
         }
         self.first_mounter =

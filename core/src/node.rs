@@ -72,9 +72,23 @@ impl Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Request {
-    Mount { fs: FsName, mode: Mode, journals: u16 },
-    Unmount { fs: FsName },
-    Remount { fs: FsName, mode: Mode },
+    Mount {
+        fs: FsName,
+        mode: Mode,
+        journals: u16,
+    },
+    /// Leave the group cleanly. Contract: the host sends this after the
+    /// kernel unmounted the filesystem (its journal is flushed clean); the
+    /// others then free the journal without replaying it, and `Unmounted`
+    /// confirms. A node that fails before this is a failure (journal
+    /// replayed). To give up a mount still in progress, send it as well.
+    Unmount {
+        fs: FsName,
+    },
+    Remount {
+        fs: FsName,
+        mode: Mode,
+    },
 }
 
 /// What the kernel (or its stand-in) reports.

@@ -960,3 +960,22 @@ pub fn replay_main(f: fn(&[u8])) {
     }
     eprintln!("{} inputs replayed, {} hit known core panics", files.len(), known);
 }
+
+/// The `cluster` target: the input picks a simulator plan (cluster of 2 to
+/// 9 nodes, quorum mode, delays, workload, fault schedule: all drawn from a
+/// seed made of the first 8 bytes, the node range from the 9th); the run
+/// must end with no violated invariant and no stall. The simulator checks
+/// every safety property of DOMAIN.md after every step.
+pub fn cluster(data: &[u8]) {
+    let mut seed = [0u8; 8];
+    for (i, b) in data.iter().take(8).enumerate() {
+        seed[i] = *b;
+    }
+    let seed = u64::from_le_bytes(seed);
+    let lo = 2 + u32::from(data.get(8).copied().unwrap_or(1) % 4);
+    let hi = lo + u32::from(data.get(9).copied().unwrap_or(2) % 4);
+    let r = cohort_sim::swarm::run_seed(seed, (lo, hi), false);
+    if !matches!(r.outcome, cohort_sim::swarm::Outcome::Ok) {
+        panic!("cluster seed {seed} nodes {lo}..{hi}: {:?}\n{}", r.outcome, r.trace);
+    }
+}

@@ -194,3 +194,15 @@ fn node_random_inputs() {
         .collect();
     run_all("node random", node, inputs);
 }
+
+#[test]
+fn cluster_corpus_replays() {
+    // Whole simulated clusters (a few hundred ms each in debug): the
+    // checked-in corpus holds swarm seeds that once found core bugs.
+    let files = corpus("cluster");
+    assert!(files.len() >= 8, "the cluster corpus shrank to {} files", files.len());
+    for (path, data) in files {
+        let r = std::panic::catch_unwind(|| cohort_fuzz::cluster(&data));
+        assert!(r.is_ok(), "cluster input {} failed", path.display());
+    }
+}

@@ -983,7 +983,25 @@ impl World {
                 self.nodes[n as usize].modes.insert(fs.to_string(), *mode);
                 (fs.to_string(), 0)
             }
-            Request::Unmount { fs } => (fs.to_string(), 1),
+            Request::Unmount { fs } => {
+                // The host's order (core contract, `Request::Unmount`): the
+                // kernel unmounts first, which flushes its journal clean,
+                // and only then tells the cluster. A crash after this point
+                // leaves a clean journal behind.
+                let boot = node.boot;
+                if let Some(k) = self.nodes[n as usize].kernel.get_mut(fs.as_str()) {
+                    if k.phase == KPhase::Mounted && !k.withdrawn {
+                        if let Some(j) = k.jid {
+                            let me = Writer { node: n, boot, mount: k.id };
+                            let jr = self.disks.entry(fs.to_string()).or_default().journal(j);
+                            if jr.writer == Some(me) {
+                                jr.writer = None;
+                            }
+                        }
+                    }
+                }
+                (fs.to_string(), 1)
+            }
             Request::Remount { fs, mode } => {
                 // The host's order (the core has no kernel op for remount):
                 // rw -> ro remounts the kernel first (the journal is flushed

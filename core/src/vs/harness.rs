@@ -5,7 +5,7 @@
 
 extern crate std;
 
-use super::{Dest, Vs, VsConfig, VsEvent, MAX_DATAGRAM, MAX_PAYLOAD};
+use super::{Dest, Vs, VsConfig, VsEvent, MAX_DATAGRAM, MAX_MESSAGE};
 use crate::gcs::NodeList;
 use crate::ids::{Incarnation, Instant, NodeId};
 use std::boxed::Box;
@@ -99,7 +99,12 @@ pub struct Sim {
     pkt_seq: u64,
     /// Optional observer of every datagram put on the wire.
     pub tap: Option<Vec<(NodeId, Dest, Vec<u8>)>>,
+    /// Optional per-datagram filter `(from, to, len) -> drop?`.
+    pub filter: Option<Filter>,
 }
+
+/// See [`Sim::filter`].
+pub type Filter = Box<dyn FnMut(NodeId, NodeId, usize) -> bool>;
 
 fn node_list(n: u32) -> NodeList {
     (1..=n).map(NodeId).collect()
@@ -132,6 +137,7 @@ impl Sim {
             in_flight: Vec::new(),
             pkt_seq: 0,
             tap: None,
+            filter: None,
         }
     }
 
@@ -196,10 +202,15 @@ impl Sim {
         self.node(id).vs.broadcast(now, payload)
     }
 
+    pub fn broadcast_message(&mut self, id: u32, message: &[u8]) -> Result<(), super::VsSendError> {
+        let now = Instant(self.now);
+        self.node(id).vs.broadcast_message(now, message)
+    }
+
     /// Drain transmits and events of every up node.
     fn drain(&mut self) {
         let mut buf = [0u8; MAX_DATAGRAM];
-        let mut payload = [0u8; MAX_PAYLOAD];
+        let mut payload = [0u8; MAX_MESSAGE];
         let n = self.nodes.len();
         for i in 0..n {
             if !self.nodes[i].up {
@@ -219,6 +230,9 @@ impl Sim {
                         Dest::Node(d) => d == to,
                     };
                     if !addressed || !self.connected[i][j] || self.rng.chance(self.net.loss_per_mille) {
+                        continue;
+                    }
+                    if self.filter.as_mut().is_some_and(|f| f(from, to, t.len)) {
                         continue;
                     }
                     let copies = if self.rng.chance(self.net.dup_per_mille) { 2 } else { 1 };

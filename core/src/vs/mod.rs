@@ -56,6 +56,16 @@
 //!    at most [`MAX_DATAGRAM`] bytes; transmissions are rendered from state
 //!    when polled (`vs/tx.rs`), so nothing is ever dropped from a full
 //!    byte queue.
+//! 7. **Fragmentation** (`vs/frag.rs`): [`Vs::broadcast_message`] takes
+//!    messages of up to [`MAX_MESSAGE`] bytes (a core message), split into
+//!    up to [`MAX_CHUNKS`] sequenced units with a 4-byte chunk header,
+//!    queued all-or-nothing, reassembled in agreed order and delivered at
+//!    the position of their last chunk. Reassembly pages are bounded
+//!    ([`REASSEMBLY_PAGES`]); the sequencer only admits a message whose
+//!    pages are free, so nothing is dropped for lack of room. At a view
+//!    change incomplete messages are dropped identically by all members
+//!    moving together, and their senders send them again, whole, in the new
+//!    view.
 //!
 //! Reasons are decided by the coordinator so every member agrees on them
 //! (and therefore on epoch numbering above): `Join` for a *fresh* process
@@ -67,10 +77,12 @@
 //!
 //! # Limits
 //!
-//! [`MAX_PAYLOAD`] bytes per message, [`SEND_WINDOW`] own messages in flight,
-//! [`ORDER_WINDOW`] sequenced messages per view not yet stable, at most
-//! [`MAX_NODES`] nodes. `size_of::<Vs>()` is about 54 KiB (dominated by the
-//! two message buffers); stack use per call is a few KiB.
+//! [`MAX_MESSAGE`] bytes per message ([`MAX_PAYLOAD`] per unit; a message
+//! takes `ceil(len / MAX_PAYLOAD)` units), [`SEND_WINDOW`] own units in
+//! flight, [`ORDER_WINDOW`] sequenced units per view not yet stable,
+//! [`REASSEMBLY_PAGES`] reassembly pages, at most [`MAX_NODES`] nodes.
+//! `size_of::<Vs>()` is about 63 KiB (dominated by the message buffers and
+//! the reassembly pages); stack use per call is a few KiB.
 //!
 //! # View ids
 //!
@@ -97,6 +109,7 @@
 mod auth;
 mod detector;
 mod events;
+mod frag;
 mod order;
 mod tx;
 mod view;
@@ -110,6 +123,8 @@ mod tests;
 use self::auth::Auth;
 use self::detector::Detector;
 use self::events::{EventQueue, Record};
+pub use self::frag::{chunks_for, FragDiscard, MAX_CHUNKS, MAX_MESSAGE, REASSEMBLY_PAGES};
+use self::frag::{ChunkHdr, Reassembly, Step, Tracker};
 use self::order::{OrderBuf, SendWindow};
 use self::view::{Coord, Flush, View};
 use self::wire::{Frame, Header, Reader, HEADER_LEN, MAX_PLAIN, TAG_LEN};
@@ -118,11 +133,13 @@ use crate::ids::{Incarnation, Instant, Member, NodeId};
 
 /// Largest datagram produced or accepted.
 pub const MAX_DATAGRAM: usize = 1400;
-/// Largest application message.
+/// Largest message [`Vs::broadcast`] takes, and the data of one unit (chunk)
+/// of a larger message ([`Vs::broadcast_message`]).
 pub const MAX_PAYLOAD: usize = 1024;
-/// Sequenced messages held per view (delivery + retransmission buffer).
+/// Sequenced units held per view (delivery + retransmission buffer).
 pub const ORDER_WINDOW: usize = 32;
-/// Own messages queued before [`VsSendError::WindowFull`].
+/// Own units queued before [`VsSendError::WindowFull`] (a message of
+/// [`MAX_MESSAGE`] bytes takes [`MAX_CHUNKS`] of them).
 pub const SEND_WINDOW: usize = 8;
 /// Default heartbeat interval.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
@@ -132,9 +149,27 @@ pub const DEFAULT_FAIL_TIMEOUT_MS: u64 = 300;
 const LEAVE_REPEATS: u8 = 3;
 
 const _: () = assert!(ORDER_WINDOW >= 8 && ORDER_WINDOW.is_power_of_two());
-const _: () = assert!(SEND_WINDOW >= 1);
+const _: () = assert!(SEND_WINDOW >= MAX_CHUNKS, "a maximum-size message must fit the send window");
 const _: () = assert!(MAX_NODES <= 32, "bitmasks over members are u32");
 const _: () = assert!(MAX_PLAIN > 0);
+
+/// The cleartext identity of a datagram: who sent it, and its position in
+/// that process's datagram sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DatagramId {
+    pub sender: NodeId,
+    pub incarnation: Incarnation,
+    pub counter: u64,
+}
+
+/// The identity in a datagram's cleartext header, if it parses. Not
+/// authenticated by itself: an adapter may use it to order datagrams it
+/// read from several sockets (the replay window expects roughly the
+/// sender's order), and may trust it (e.g. to learn the sender's address)
+/// only after [`Vs::handle_datagram`] accepted the datagram.
+pub fn datagram_id(bytes: &[u8]) -> Option<DatagramId> {
+    Header::decode(bytes).ok().map(|h| DatagramId { sender: h.sender, incarnation: h.inc, counter: h.counter })
+}
 
 /// Configuration of one process.
 #[derive(Clone, Debug)]
@@ -206,7 +241,8 @@ pub enum VsEvent {
     Confchg(Confchg),
     Ring(RingEvent),
     Quorum(QuorumEvent),
-    /// A message in agreed order; its payload is `payload_buf[..len]`.
+    /// A message in agreed order; its payload is `payload_buf[..len]`
+    /// (reassembled if it was sent in several chunks).
     Deliver {
         from: NodeId,
         len: usize,
@@ -252,6 +288,9 @@ pub struct VsStats {
     pub retransmits: u64,
     /// Own messages resent to the sequencer after a timeout.
     pub data_retransmits: u64,
+    /// Sequencer: `DATA` dropped because the order window was full (the
+    /// sender is asked to resend as soon as there is room).
+    pub window_drops: u64,
     pub naks_sent: u64,
     /// NAKs sent to a flush holder during a view change.
     pub flush_repairs: u64,
@@ -261,6 +300,17 @@ pub struct VsStats {
     pub views_installed: u64,
     /// `broadcast` refused with `WindowFull`.
     pub backpressure: u64,
+    /// Sequencer: a multi-chunk message had to wait for reassembly pages
+    /// (counted once per wait; the message is delivered later, not lost).
+    pub frag_deferred: u64,
+    /// Incomplete multi-chunk messages dropped because a view was installed
+    /// (their senders send them again in the new view).
+    pub frag_dropped_view_change: u64,
+    /// Chunks discarded at reassembly ([`FragDiscard`]: only a faulty peer
+    /// causes this).
+    pub frag_discarded: u64,
+    /// Of those, chunks of our own messages (our message was lost).
+    pub frag_own_lost: u64,
 }
 
 /// Why a datagram was dropped. It was counted in [`VsStats`] and had no
@@ -285,9 +335,11 @@ pub enum VsRecvError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum VsSendError {
-    /// Larger than [`MAX_PAYLOAD`].
+    /// Larger than [`MAX_PAYLOAD`] ([`Vs::broadcast`]) or [`MAX_MESSAGE`]
+    /// ([`Vs::broadcast_message`]).
     TooLarge,
-    /// [`SEND_WINDOW`] messages are still undelivered; retry after polling.
+    /// The send window cannot take all units of the message now (own units
+    /// are still undelivered); retry after polling.
     WindowFull,
     /// `leave` was called.
     Closed,
@@ -321,6 +373,12 @@ struct TxState {
     nak: Option<(NodeId, u64, u64, u64)>,
     /// Range of our view's stream to rebroadcast.
     rtx: Option<(u64, u64)>,
+    /// Sequencer: members whose `DATA` was dropped for lack of window room,
+    /// to be told to resend (bit = view member index).
+    resend: u32,
+    /// Sequencer: members whose first chunk was deferred for lack of
+    /// reassembly pages; moved to `resend` when pages are freed.
+    frag_wait: u32,
     leave: u8,
     leave_at: Instant,
 }
@@ -354,6 +412,12 @@ pub struct Vs {
     stall_since: Option<Instant>,
     order: OrderBuf,
     send: SendWindow,
+    /// Sequencer: reassembly accounting of the stream as assigned.
+    frag_seq: Tracker,
+    /// Reassembly of the delivered stream.
+    frag_rx: Reassembly,
+    /// Next message id (chunk header).
+    next_msg_id: u16,
     tx: TxState,
     next_hb: Instant,
     nak_at: Instant,
@@ -405,6 +469,9 @@ impl Vs {
             stall_since: None,
             order: OrderBuf::new(),
             send: SendWindow::new(),
+            frag_seq: Tracker::new(),
+            frag_rx: Reassembly::new(),
+            next_msg_id: 0,
             tx: TxState::default(),
             next_hb: Instant(0),
             nak_at: Instant(0),
@@ -461,7 +528,8 @@ impl Vs {
         self.me.node
     }
 
-    /// How many more messages `broadcast` accepts right now.
+    /// How many more units the send window takes right now: `broadcast`
+    /// needs one, `broadcast_message` [`chunks_for`] its length.
     pub fn send_capacity(&self) -> usize {
         SEND_WINDOW.saturating_sub(self.send.len())
     }
@@ -471,22 +539,42 @@ impl Vs {
         matches!(self.life, Life::Left)
     }
 
-    /// Queue a message for agreed-order delivery to the view (ourselves
-    /// included). On error nothing was queued.
+    /// Queue a message of at most [`MAX_PAYLOAD`] bytes (one unit) for
+    /// agreed-order delivery to the view (ourselves included). On error
+    /// nothing was queued.
     pub fn broadcast(&mut self, now: Instant, payload: &[u8]) -> Result<(), VsSendError> {
-        let now = self.observe(now);
         if payload.len() > MAX_PAYLOAD {
             return Err(VsSendError::TooLarge);
         }
+        self.broadcast_message(now, payload)
+    }
+
+    /// Queue a message of at most [`MAX_MESSAGE`] bytes for agreed-order
+    /// delivery, split into [`chunks_for`]`(len)` units. All or nothing: if
+    /// the send window cannot take every unit, nothing is queued
+    /// (`WindowFull`). Receivers deliver it whole, once, in total order with
+    /// all other messages (see `vs/frag.rs` for view changes).
+    pub fn broadcast_message(&mut self, now: Instant, message: &[u8]) -> Result<(), VsSendError> {
+        let now = self.observe(now);
+        let Some(count) = chunks_for(message.len()) else { return Err(VsSendError::TooLarge) };
         if !matches!(self.life, Life::Running) {
             return Err(VsSendError::Closed);
         }
-        if self.send.is_full() {
+        if self.send_capacity() < count {
             self.stats.backpressure += 1;
             return Err(VsSendError::WindowFull);
         }
-        if !self.send.push(payload) {
-            return Err(VsSendError::WindowFull);
+        let msg_id = self.next_msg_id;
+        self.next_msg_id = msg_id.wrapping_add(1);
+        let mut chunks = message.chunks(MAX_PAYLOAD);
+        for index in 0..count {
+            let data = chunks.next().unwrap_or(&[]);
+            // count <= MAX_CHUNKS <= u8::MAX (compile-time checked in frag)
+            let hdr = ChunkHdr { msg_id, index: index as u8, count: count as u8 }.encode();
+            if !self.send.push(&hdr, data) {
+                // Unreachable: the room was checked above.
+                return Err(VsSendError::WindowFull);
+            }
         }
         self.pump(now);
         Ok(())
@@ -586,27 +674,62 @@ impl Vs {
     }
 
     /// Next event for the layers above. A `Deliver` payload is copied into
-    /// `payload_buf`, which must hold [`MAX_PAYLOAD`] bytes (with a smaller
-    /// buffer a larger message is not lost: this returns `None` until called
-    /// with a buffer large enough).
+    /// `payload_buf`, which must hold [`MAX_MESSAGE`] bytes ([`MAX_PAYLOAD`]
+    /// if only [`Vs::broadcast`] is used). With a smaller buffer a larger
+    /// message is not lost: this returns `None` until called with a buffer
+    /// large enough.
     pub fn poll_event(&mut self, payload_buf: &mut [u8]) -> Option<VsEvent> {
-        if let Some(ev) = self.events.next_event() {
-            return Some(ev);
-        }
-        if let Some(slot) = self.order.deliverable() {
-            let p = slot.payload();
-            let dst = payload_buf.get_mut(..p.len())?;
-            dst.copy_from_slice(p);
-            let (from, sender_seq, len) = (slot.origin, slot.sender_seq, p.len());
+        loop {
+            if let Some(ev) = self.events.next_event() {
+                return Some(ev);
+            }
+            let Some(slot) = self.order.deliverable() else { break };
+            let (from, sender_seq) = (slot.origin, slot.sender_seq);
+            let idx = self.view.index_of(from).unwrap_or(usize::MAX);
+            let parsed = ChunkHdr::parse(slot.payload());
+            let plan = parsed.map(|(hdr, _)| self.frag_rx.tracker.classify(idx, &hdr));
+            // Copy out first: with a too small buffer nothing changes.
+            let len = match (&parsed, &plan) {
+                (Ok((_, data)), Ok(p)) if p.step == Step::Single => {
+                    let dst = payload_buf.get_mut(..data.len())?;
+                    dst.copy_from_slice(data);
+                    Some(data.len())
+                }
+                (Ok((_, data)), Ok(p)) if p.step == Step::Complete => {
+                    Some(self.frag_rx.assemble(idx, data, payload_buf)?)
+                }
+                _ => None,
+            };
+            let mut own_done = from == self.me.node;
+            let discard = match (parsed, plan) {
+                (Ok((hdr, data)), Ok(plan)) => {
+                    own_done &= hdr.is_last();
+                    if let Some(page) = self.frag_rx.tracker.apply(idx, &hdr, plan) {
+                        self.frag_rx.store(page, data);
+                    }
+                    match plan.step {
+                        Step::Discard(why) => Some(why),
+                        _ => None,
+                    }
+                }
+                (Err(why), _) | (_, Err(why)) => Some(why),
+            };
+            if let Some(why) = discard {
+                self.frag_discard(from, why);
+            }
             self.order.advance_app();
-            if from == self.me.node {
+            if own_done {
                 self.send.delivered(sender_seq);
             }
-            self.stats.delivered += 1;
+            if len.is_some() {
+                self.stats.delivered += 1;
+            }
             let now = self.now;
             self.try_install(now);
             self.sequence_own();
-            return Some(VsEvent::Deliver { from, len });
+            if let Some(len) = len {
+                return Some(VsEvent::Deliver { from, len });
+            }
         }
         if let Some(r) = &mut self.left_record {
             if let Some(ev) = r.step() {
@@ -618,6 +741,16 @@ impl Vs {
     }
 
     // ---- internals ----
+
+    fn frag_discard(&mut self, from: NodeId, why: FragDiscard) {
+        self.stats.frag_discarded += 1;
+        if from == self.me.node {
+            self.stats.frag_own_lost += 1;
+            warn!("vs {}: own chunk discarded at reassembly: {:?}", self.me.node.0, why);
+        } else {
+            debug!("vs {}: chunk of {} discarded at reassembly: {:?}", self.me.node.0, from.0, why);
+        }
+    }
 
     /// Run everything that may have become possible.
     fn pump(&mut self, now: Instant) {
@@ -712,6 +845,7 @@ impl Vs {
             Frame::Sync(s) => self.on_sync(now, from, &s),
             Frame::SyncDone { counter } => self.coord_on_sync_done(now, from, counter),
             Frame::Install { counter, view } => self.on_install(now, from, counter, view),
+            Frame::Resend { view, next } => self.on_resend(from, view, next),
         }
     }
 }

@@ -17,20 +17,27 @@
 //! of the view. Members ack in heartbeats and, under load, every
 //! `ORDER_WINDOW / 4` messages. The sequencer never assigns more than
 //! `ORDER_WINDOW` messages past the stability point, which is the
-//! back-pressure that ends in [`super::VsSendError::WindowFull`].
+//! back-pressure that ends in [`super::VsSendError::WindowFull`]. A `DATA`
+//! the sequencer cannot take for lack of window room is dropped, and the
+//! sender is told with a `RESEND` frame as soon as there is room again (so
+//! a full window costs a round trip, not the sender's retransmission
+//! timeout). Members apply the stability point a `SEQ` frame carries before
+//! storing it (it may free the slot the frame needs), and a NAK whose gap
+//! was filled before it could be sent is not sent.
 //!
 //! Keeping messages until they are stable is also what makes the flush of a
 //! view change possible: whichever member holds the most messages can serve
 //! every other member of its old view (see [`super::view`]).
 
+use super::frag::{Admit, MAX_UNIT};
 use super::wire::SeqFrame;
-use super::{Life, Vs, MAX_PAYLOAD, ORDER_WINDOW, SEND_WINDOW};
+use super::{Life, Vs, ORDER_WINDOW, SEND_WINDOW};
 use crate::gcs::MAX_NODES;
 use crate::ids::{Instant, Member, NodeId};
 
 const W: u64 = ORDER_WINDOW as u64;
 
-/// One sequenced message.
+/// One sequenced unit (a chunk of a message, see [`super::frag`]).
 #[derive(Clone)]
 pub(super) struct Slot {
     used: bool,
@@ -38,11 +45,11 @@ pub(super) struct Slot {
     pub origin: NodeId,
     pub sender_seq: u64,
     len: u16,
-    data: [u8; MAX_PAYLOAD],
+    data: [u8; MAX_UNIT],
 }
 
 impl Slot {
-    const EMPTY: Slot = Slot { used: false, gseq: 0, origin: NodeId(0), sender_seq: 0, len: 0, data: [0; MAX_PAYLOAD] };
+    const EMPTY: Slot = Slot { used: false, gseq: 0, origin: NodeId(0), sender_seq: 0, len: 0, data: [0; MAX_UNIT] };
 
     pub fn payload(&self) -> &[u8] {
         self.data.get(..usize::from(self.len)).unwrap_or(&[])
@@ -160,7 +167,7 @@ impl OrderBuf {
         }
         let Some(dst) = slot.data.get_mut(..payload.len()) else { return Store::NoRoom };
         dst.copy_from_slice(payload);
-        slot.len = payload.len() as u16; // <= MAX_PAYLOAD <= u16::MAX
+        slot.len = payload.len() as u16; // <= MAX_UNIT <= u16::MAX
         slot.used = true;
         slot.gseq = g;
         slot.origin = origin;
@@ -269,12 +276,12 @@ impl OrderBuf {
     }
 }
 
-/// One of our own messages waiting to be delivered back to us.
+/// One of our own units (chunks) waiting to be delivered back to us.
 #[derive(Clone)]
 pub(super) struct OwnMsg {
     pub seq: u64,
     len: u16,
-    data: [u8; MAX_PAYLOAD],
+    data: [u8; MAX_UNIT],
 }
 
 impl OwnMsg {
@@ -283,9 +290,10 @@ impl OwnMsg {
     }
 }
 
-/// Our own messages, from `broadcast` until we deliver them ourselves.
-/// Sender sequence numbers restart at 1 in every view; messages not
-/// delivered in a view are renumbered and resent in the next.
+/// Our own units, from `broadcast` until we deliver them ourselves (all
+/// chunks of a message until we delivered its last one, see
+/// [`super::frag`]). Sender sequence numbers restart at 1 in every view;
+/// units not popped in a view are renumbered and resent in the next.
 pub(super) struct SendWindow {
     q: heapless::Deque<OwnMsg, SEND_WINDOW>,
     next_seq: u64,
@@ -300,6 +308,7 @@ impl SendWindow {
         SendWindow { q: heapless::Deque::new(), next_seq: 1, tx_next: 1, rto_at: None }
     }
 
+    #[cfg(test)]
     pub fn is_full(&self) -> bool {
         self.q.is_full()
     }
@@ -312,12 +321,16 @@ impl SendWindow {
         self.q.len()
     }
 
-    /// Queue a message (caller checked size and room).
-    pub fn push(&mut self, payload: &[u8]) -> bool {
-        let mut m = OwnMsg { seq: self.next_seq, len: 0, data: [0; MAX_PAYLOAD] };
-        let Some(dst) = m.data.get_mut(..payload.len()) else { return false };
-        dst.copy_from_slice(payload);
-        m.len = payload.len() as u16; // <= MAX_PAYLOAD
+    /// Queue a unit: chunk header `hdr` + `data` (caller checked size and
+    /// room).
+    pub fn push(&mut self, hdr: &[u8], data: &[u8]) -> bool {
+        let mut m = OwnMsg { seq: self.next_seq, len: 0, data: [0; MAX_UNIT] };
+        let len = hdr.len() + data.len();
+        let Some(dst) = m.data.get_mut(..len) else { return false };
+        let (h, d) = dst.split_at_mut(hdr.len());
+        h.copy_from_slice(hdr);
+        d.copy_from_slice(data);
+        m.len = len as u16; // <= MAX_UNIT
         if self.q.push_back(m).is_err() {
             return false;
         }
@@ -336,7 +349,8 @@ impl SendWindow {
         self.next_seq.saturating_sub(1)
     }
 
-    /// We delivered our own message `seq`: drop it and everything before.
+    /// We delivered our own unit `seq` (the last chunk of a message): drop
+    /// it and everything before.
     pub fn delivered(&mut self, seq: u64) {
         while self.q.front().is_some_and(|m| m.seq <= seq) {
             self.q.pop_front();
@@ -384,8 +398,18 @@ impl Vs {
         loop {
             let want = self.order.expect(me);
             let Some(msg) = self.send.get(want) else { break };
+            if !self.order.can_assign() {
+                break;
+            }
+            if let Admit::Defer { first } = self.frag_seq.admit(me, msg.payload()) {
+                self.stats.frag_deferred += u64::from(first);
+                break;
+            }
             if !self.order.assign(self.me.node, want, msg.payload()) {
                 break;
+            }
+            if self.frag_seq.commit(me, msg.payload()) {
+                self.frag_pages_freed();
             }
             self.order.bump_expect(me);
             self.order.own_sequenced = want;
@@ -405,7 +429,28 @@ impl Vs {
             }
             return;
         }
+        if !self.order.can_assign() {
+            // Window full: dropped; the sender is told to resend once there
+            // is room again (rather than waiting for its timeout).
+            if idx < 32 {
+                self.tx.resend |= 1u32 << idx;
+            }
+            self.stats.window_drops += 1;
+            return;
+        }
+        if let Admit::Defer { first } = self.frag_seq.admit(idx, payload) {
+            // Not enough reassembly pages at this point of the stream: the
+            // sender is asked to resend once some are freed (see `frag`).
+            self.stats.frag_deferred += u64::from(first);
+            if idx < 32 {
+                self.tx.frag_wait |= 1u32 << idx;
+            }
+            return;
+        }
         if self.order.assign(from.node, sender_seq, payload) {
+            if self.frag_seq.commit(idx, payload) {
+                self.frag_pages_freed();
+            }
             self.order.bump_expect(idx);
             if let Some(me) = self.view.index_of(self.me.node) {
                 self.order.recompute_stable(self.view.members.len(), me);
@@ -422,12 +467,15 @@ impl Vs {
         {
             return;
         }
+        // Stability first: it may free the window slot this frame needs
+        // (the sequencer assigns up to ORDER_WINDOW past *its* stability
+        // point, which it sends along; `learn_stable` clamps to what we hold).
+        if from.node == self.view.leader() {
+            self.order.learn_stable(s.stable);
+        }
         let stored = self.order.store(s);
         if stored != Store::NoRoom && s.origin == self.me.node && s.sender_seq > self.order.own_sequenced {
             self.order.own_sequenced = s.sender_seq;
-        }
-        if from.node == self.view.leader() {
-            self.order.learn_stable(s.stable);
         }
         if self.is_sequencer() {
             if let Some(me) = self.view.index_of(self.me.node) {
@@ -435,6 +483,36 @@ impl Vs {
             }
         } else if self.order.contig >= self.order.last_ack_sent.saturating_add(W / 4) {
             self.tx.ack = true;
+        }
+    }
+
+    /// Sequencer: reassembly pages were freed; senders waiting for them may
+    /// try again.
+    fn frag_pages_freed(&mut self) {
+        self.tx.resend |= self.tx.frag_wait;
+        self.tx.frag_wait = 0;
+    }
+
+    /// The sequencer dropped our `DATA` from `next` on (its window was full)
+    /// and has room now: send from there at once.
+    pub(super) fn on_resend(&mut self, from: Member, view: u64, next: u64) {
+        if view != self.view.key.id
+            || from.node != self.view.leader()
+            || self.view.position(from).is_none()
+            || self.is_sequencer()
+            || !self.ordering_active()
+        {
+            return;
+        }
+        // The sequencer takes a sender's units strictly in order: all
+        // before `next` are sequenced.
+        let seq = next.saturating_sub(1).min(self.send.last_seq());
+        if seq > self.order.own_sequenced {
+            self.order.own_sequenced = seq;
+        }
+        if next <= self.send.last_seq() && next < self.send.tx_next {
+            self.send.tx_next = next;
+            self.send.rto_at = None;
         }
     }
 
@@ -585,10 +663,10 @@ mod tests {
         let mut s = SendWindow::new();
         for i in 0..SEND_WINDOW {
             assert!(!s.is_full());
-            assert!(s.push(&[i as u8]));
+            assert!(s.push(&[], &[i as u8]));
         }
         assert!(s.is_full());
-        assert!(!s.push(b"x"));
+        assert!(!s.push(&[], b"x"));
         assert_eq!(s.get(3).unwrap().payload(), &[2]);
         s.delivered(2);
         assert_eq!(s.len(), SEND_WINDOW - 2);

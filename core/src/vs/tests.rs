@@ -903,3 +903,352 @@ fn asymmetric_link_does_not_stall_the_group() {
     sim.settle(&[1, 2, 3, 4], 3000);
     check_vs(&all_histories(&sim));
 }
+
+// ---- fragmentation (vs/frag.rs) ----
+
+/// Message `k` of node `n`, `len` bytes (at least 8): `msg(n, k)` then a
+/// pattern that depends on both, so a mixed-up chunk is caught.
+fn big(n: u32, k: u32, len: usize) -> Vec<u8> {
+    let mut v = msg(n, k).to_vec();
+    v.extend((8..len.max(8)).map(|i| (i as u32).wrapping_mul(31).wrapping_add(n * 7 + k * 13) as u8));
+    v
+}
+
+fn big_len(n: u32, k: u32) -> usize {
+    // Sizes that exercise every chunk count, including exact multiples.
+    const SIZES: [usize; 8] = [MAX_MESSAGE, 1400, 8, MAX_PAYLOAD, MAX_PAYLOAD + 1, 3000, 2 * MAX_PAYLOAD, 4000];
+    SIZES[((n + k) as usize) % SIZES.len()]
+}
+
+/// Like [`traffic`] with [`big`] messages through `broadcast_message`.
+/// Returns the most messages seen in reassembly at once at node 1.
+fn big_traffic(sim: &mut Sim, senders: &[u32], count: u32, gap_ms: u64) -> usize {
+    let mut next: BTreeMap<u32, u32> = senders.iter().map(|&n| (n, 0)).collect();
+    let mut guard = 0;
+    let mut most_open = 0;
+    while next.values().any(|&k| k < count) {
+        for &n in senders {
+            let k = next[&n];
+            if k < count && sim.nodes[n as usize - 1].up {
+                match sim.broadcast_message(n, &big(n, k, big_len(n, k))) {
+                    Ok(()) => *next.get_mut(&n).unwrap() += 1,
+                    Err(VsSendError::WindowFull) => {}
+                    Err(e) => panic!("broadcast_message: {e:?}"),
+                }
+            }
+        }
+        for _ in 0..gap_ms {
+            sim.run_for(1);
+            most_open = most_open.max(sim.nodes[0].vs.frag_rx.tracker.open_count());
+        }
+        guard += 1;
+        assert!(guard < 100_000, "traffic did not drain");
+    }
+    most_open
+}
+
+fn check_big(d: &[(NodeId, Vec<u8>)]) {
+    for (from, p) in d {
+        let k = u32::from_le_bytes(p[4..8].try_into().unwrap());
+        assert_eq!(u32::from_le_bytes(p[..4].try_into().unwrap()), from.0);
+        let want = big(from.0, k, big_len(from.0, k));
+        assert!(*p == want, "message {k} of {} corrupted ({} bytes, want {})", from.0, p.len(), want.len());
+    }
+}
+
+#[test]
+fn send_is_all_or_nothing_and_sizes_are_checked() {
+    let mut vs = Vs::new(config(1, 1, 1)).unwrap();
+    let mut buf = [0u8; MAX_MESSAGE];
+    while vs.poll_event(&mut buf).is_some() {}
+    assert_eq!(vs.broadcast_message(Instant(0), &[0u8; MAX_MESSAGE + 1]), Err(VsSendError::TooLarge));
+    assert_eq!(vs.broadcast(Instant(0), &[0u8; MAX_PAYLOAD + 1]), Err(VsSendError::TooLarge));
+    // Fill the window but for MAX_CHUNKS - 1 units.
+    for k in 0..(SEND_WINDOW - (MAX_CHUNKS - 1)) as u32 {
+        vs.broadcast(Instant(0), &msg(1, k)).unwrap();
+    }
+    let before = vs.send_capacity();
+    assert_eq!(vs.broadcast_message(Instant(0), &big(1, 99, MAX_MESSAGE)), Err(VsSendError::WindowFull));
+    assert_eq!(vs.send_capacity(), before, "nothing of a refused message is queued");
+    assert_eq!(vs.stats().backpressure, 1);
+    // A smaller message that fits is taken.
+    vs.broadcast_message(Instant(0), &big(1, 100, 3 * MAX_PAYLOAD)).unwrap();
+    assert_eq!(vs.send_capacity(), 0);
+    // A buffer too small for the reassembled message: nothing is lost.
+    let mut small = [0u8; MAX_PAYLOAD];
+    let mut got = Vec::new();
+    while let Some(VsEvent::Deliver { len, .. }) = vs.poll_event(&mut small) {
+        got.push(small[..len].to_vec());
+    }
+    assert_eq!(got.len(), SEND_WINDOW - (MAX_CHUNKS - 1));
+    assert_eq!(vs.poll_event(&mut small), None);
+    match vs.poll_event(&mut buf) {
+        Some(VsEvent::Deliver { from, len }) => {
+            assert_eq!(from, NodeId(1));
+            assert_eq!(&buf[..len], &big(1, 100, 3 * MAX_PAYLOAD)[..]);
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(vs.send_capacity(), SEND_WINDOW);
+    // Empty messages are fine too.
+    vs.broadcast_message(Instant(0), &[]).unwrap();
+    assert_eq!(vs.poll_event(&mut buf), Some(VsEvent::Deliver { from: NodeId(1), len: 0 }));
+}
+
+#[test]
+fn large_messages_interleaved_under_loss_keep_total_order() {
+    for seed in [11u64, 12] {
+        let mut sim = Sim::new(5, seed, Net::LOSSY);
+        sim.settle(&[1, 2, 3, 4, 5], 2000);
+        let marks: Vec<usize> = sim.nodes.iter().map(|n| n.log.len()).collect();
+        // Four senders of mostly multi-chunk messages at once: more open
+        // reassemblies than pages, so the sequencer has to defer some.
+        let most_open = big_traffic(&mut sim, &[1, 2, 3, 5], 30, 2);
+        assert!(most_open >= 2, "chunks of different senders were never interleaved");
+        sim.run_for(3000);
+        let first = delivered(&sim.nodes[0].log[marks[0]..]);
+        assert_eq!(first.len(), 120, "seed {seed}");
+        check_big(&first);
+        let mut uniq = first.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), 120, "exactly once");
+        // Per-sender FIFO holds.
+        for s in [1u32, 2, 3, 5] {
+            let ks: Vec<u32> = first
+                .iter()
+                .filter(|(f, _)| f.0 == s)
+                .map(|(_, p)| u32::from_le_bytes(p[4..8].try_into().unwrap()))
+                .collect();
+            assert_eq!(ks, (0..30).collect::<Vec<_>>(), "FIFO of {s}");
+        }
+        let mut deferred = 0;
+        for (i, n) in sim.nodes.iter().enumerate() {
+            assert_eq!(delivered(&n.log[marks[i]..]), first, "seed {seed}: node {} differs", i + 1);
+            let st = n.vs.stats();
+            assert_eq!((st.frag_discarded, st.frag_own_lost, st.frag_dropped_view_change), (0, 0, 0), "{st:?}");
+            deferred += st.frag_deferred;
+        }
+        std::println!("seed {seed}: up to {most_open} messages in reassembly at once, {deferred} deferrals");
+        check_vs(&all_histories(&sim));
+    }
+}
+
+/// Let node `sender`'s first `pass` large datagrams to `seqr` through, drop
+/// the later large ones (its chunks) while `on`; small ones (heartbeats,
+/// flush control) always pass.
+fn chunk_blocker(sender: u32, seqr: u32, pass: u32, on: std::rc::Rc<core::cell::Cell<bool>>) -> super::harness::Filter {
+    let mut seen = 0u32;
+    std::boxed::Box::new(move |from, to, len| {
+        if from.0 != sender || to.0 != seqr || len < 1000 || !on.get() {
+            return false;
+        }
+        seen += 1;
+        seen > pass
+    })
+}
+
+fn index_of_msg(log: &[(u64, Logged)], from: u32, k: u32) -> Vec<u64> {
+    // The ring (view id) each delivery of message k of `from` happened in.
+    let mut out = Vec::new();
+    for (view, _, msgs) in segments(log) {
+        for (f, p) in msgs {
+            if f.0 == from && p[..8] == msg(from, k) {
+                out.push(view);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn view_change_mid_message_drops_it_consistently_and_the_sender_resends_it() {
+    // Node 3's 4-chunk message: only its first two chunks reach the
+    // sequencer (node 1) before node 4 crashes. The members moving on
+    // together (1, 2, 3) all delivered those two chunks in the old view and
+    // all drop them at the install; node 3 sends the message again, whole,
+    // and everyone delivers it once, in the new view.
+    let mut sim = Sim::new(4, 21, Net::CLEAN);
+    let old = sim.settle(&[1, 2, 3, 4], 1000);
+    let on = std::rc::Rc::new(core::cell::Cell::new(true));
+    sim.filter = Some(chunk_blocker(3, 1, 2, on.clone()));
+    assert_eq!(big_len(3, 5), MAX_MESSAGE);
+    sim.broadcast_message(3, &big(3, 5, MAX_MESSAGE)).unwrap();
+    sim.run_for(20);
+    sim.crash(4);
+    let new = sim.settle(&[1, 2, 3], 2000);
+    on.set(false);
+    sim.run_for(500);
+    for n in 1..=3u32 {
+        let node = &sim.nodes[n as usize - 1];
+        let st = node.vs.stats();
+        assert_eq!(st.frag_dropped_view_change, 1, "node {n}: {st:?}");
+        assert_eq!(st.frag_discarded, 0, "node {n}: {st:?}");
+        assert_eq!(index_of_msg(&node.log, 3, 5), std::vec![new], "node {n}: delivered once, in the new view");
+        check_big(&delivered(&node.log));
+    }
+    assert!(new > old);
+    check_vs(&all_histories(&sim));
+
+    // The sender itself dies mid-message: nobody ever delivers it, and the
+    // survivors all dropped the same partial message.
+    let mut sim = Sim::new(4, 22, Net::CLEAN);
+    sim.settle(&[1, 2, 3, 4], 1000);
+    let on = std::rc::Rc::new(core::cell::Cell::new(true));
+    sim.filter = Some(chunk_blocker(3, 1, 3, on));
+    sim.broadcast_message(3, &big(3, 13, MAX_MESSAGE)).unwrap();
+    sim.run_for(20);
+    for n in [1u32, 2, 4] {
+        assert_eq!(sim.nodes[n as usize - 1].vs.frag_rx.tracker.pages_of(2).1, 3, "node {n} holds three chunks");
+    }
+    sim.crash(3);
+    sim.settle(&[1, 2, 4], 2000);
+    sim.run_for(200);
+    for n in [1u32, 2, 4] {
+        let node = &sim.nodes[n as usize - 1];
+        assert_eq!(node.vs.stats().frag_dropped_view_change, 1, "node {n}");
+        assert!(index_of_msg(&node.log, 3, 13).is_empty(), "node {n} delivered a partial message");
+    }
+    check_vs(&all_histories(&sim));
+}
+
+#[test]
+fn sequencer_defers_messages_that_do_not_fit_the_reassembly_pages() {
+    // Senders 2, 3, 4 each get one chunk of a 4-chunk message sequenced
+    // and are then held back: their open messages take all nine pages. The
+    // next multi-chunk messages (from 5, and from the sequencer 1 itself)
+    // must wait instead of overflowing anyone's reassembly.
+    let mut sim = Sim::new(5, 23, Net::CLEAN);
+    sim.settle(&[1, 2, 3, 4, 5], 1000);
+    let marks: Vec<usize> = sim.nodes.iter().map(|n| n.log.len()).collect();
+    let on = std::rc::Rc::new(core::cell::Cell::new(true));
+    let mut blockers: Vec<_> = [2u32, 3, 4].iter().map(|&s| chunk_blocker(s, 1, 1, on.clone())).collect();
+    sim.filter = Some(std::boxed::Box::new(move |f, t, l| blockers.iter_mut().any(|b| b(f, t, l))));
+    // (n + k) % 8 == 0: maximum-size messages.
+    for (n, k) in [(2u32, 6u32), (3, 5), (4, 4)] {
+        assert_eq!(big_len(n, k), MAX_MESSAGE);
+        sim.broadcast_message(n, &big(n, k, MAX_MESSAGE)).unwrap();
+    }
+    sim.run_for(30);
+    assert_eq!(sim.nodes[0].vs.frag_seq.free_pages(), 0);
+    sim.broadcast_message(5, &big(5, 3, MAX_MESSAGE)).unwrap();
+    sim.run_for(30);
+    assert_eq!(big_len(1, 4), 3000);
+    sim.broadcast_message(1, &big(1, 4, 3000)).unwrap();
+    sim.broadcast(1, &msg(1, 99)).ok(); // not taken: FIFO behind the deferred one
+    sim.run_for(30);
+    assert!(sim.nodes[0].vs.stats().frag_deferred >= 2, "{:?}", sim.nodes[0].vs.stats());
+    assert_eq!(delivered(&sim.nodes[1].log[marks[1]..]).len(), 0, "nothing complete yet");
+    on.set(false);
+    sim.run_for(1000);
+    let first = delivered(&sim.nodes[0].log[marks[0]..]);
+    assert_eq!(first.len(), 6);
+    // All complete and intact; the sequencer's own message (two pages) may
+    // go before 5's waiting one (three pages) only while enough pages are
+    // left for it, which the reservation checks.
+    let (singles, bigs): (Vec<_>, Vec<_>) = first.into_iter().partition(|(_, p)| p.len() == 8);
+    assert_eq!(singles, std::vec![(NodeId(1), msg(1, 99).to_vec())]);
+    check_big(&bigs);
+    let first = delivered(&sim.nodes[0].log[marks[0]..]);
+    for (i, n) in sim.nodes.iter().enumerate() {
+        assert_eq!(delivered(&n.log[marks[i]..]), first, "node {} differs", i + 1);
+        let st = n.vs.stats();
+        assert_eq!((st.frag_discarded, st.frag_dropped_view_change), (0, 0));
+    }
+    check_vs(&all_histories(&sim));
+}
+
+#[test]
+fn chaos_with_large_messages_keeps_virtual_synchrony() {
+    for seed in 0..2u64 {
+        let mut rng = Rng::new(0xF4A6 + seed);
+        let mut sim = Sim::new(5, 300 + seed, Net::LOSSY);
+        let mut counter = [0u32; 6];
+        let mut t = 0;
+        while t < 6000 {
+            for n in 1..=5u32 {
+                if sim.nodes[n as usize - 1].up && rng.chance(500) {
+                    let k = counter[n as usize];
+                    if sim.broadcast_message(n, &big(n, k, big_len(n, k))).is_ok() {
+                        counter[n as usize] += 1;
+                    }
+                }
+            }
+            let step = 5 + rng.below(30);
+            sim.run_for(step);
+            t += step;
+            if rng.chance(50) {
+                match rng.below(4) {
+                    0 => {
+                        let a = 1 + rng.below(5) as u32;
+                        let rest: Vec<u32> = (1..=5).filter(|&x| x != a).collect();
+                        sim.partition(&[&[a], &rest]);
+                    }
+                    1 => {
+                        let v = 1 + rng.below(5) as u32;
+                        if sim.nodes.iter().filter(|n| n.up).count() > 2 && sim.nodes[v as usize - 1].up {
+                            sim.crash(v);
+                        }
+                    }
+                    2 => {
+                        let v = 1 + rng.below(5) as u32;
+                        if !sim.nodes[v as usize - 1].up {
+                            sim.restart(v);
+                        }
+                    }
+                    _ => sim.heal(),
+                }
+            }
+        }
+        sim.heal();
+        for n in 1..=5u32 {
+            if !sim.nodes[n as usize - 1].up {
+                sim.restart(n);
+            }
+        }
+        sim.settle(&[1, 2, 3, 4, 5], 10_000);
+        sim.run_for(1000);
+        let h = all_histories(&sim);
+        check_vs(&h);
+        for n in &sim.nodes {
+            for l in n.old_logs.iter().chain(core::iter::once(&n.log)) {
+                check_big(&delivered(l));
+            }
+            assert_eq!(n.vs.stats().frag_discarded, 0, "seed {seed} node {:?}", n.id);
+        }
+    }
+}
+
+#[test]
+fn full_sequencer_window_prompts_a_resend_not_a_timeout() {
+    // Five senders keep the sequencer's window full: DATA it has to drop
+    // is asked for again (RESEND) as soon as there is room, so nothing
+    // waits for the senders' retransmission timeout.
+    let mut sim = Sim::new(5, 31, Net::CLEAN);
+    sim.settle(&[1, 2, 3, 4, 5], 1000);
+    let marks: Vec<usize> = sim.nodes.iter().map(|n| n.log.len()).collect();
+    let t0 = sim.now;
+    let mut next = [0u32; 6];
+    while delivered(&sim.nodes[2].log[marks[2]..]).len() < 500 {
+        // Every sender fills its window every millisecond.
+        for n in 1..=5u32 {
+            let k = &mut next[n as usize];
+            while *k < 100 && sim.broadcast_message(n, &big(n, *k, big_len(n, *k))).is_ok() {
+                *k += 1;
+            }
+        }
+        sim.run_for(1);
+        assert!(sim.now < t0 + 5000, "stuck");
+    }
+    let took = sim.now - t0;
+    let first = delivered(&sim.nodes[0].log[marks[0]..]);
+    check_big(&first);
+    for (i, n) in sim.nodes.iter().enumerate() {
+        assert_eq!(delivered(&n.log[marks[i]..]), first);
+        assert_eq!(n.vs.stats().data_retransmits, 0, "node {}: {:?}", i + 1, n.vs.stats());
+    }
+    let drops = sim.nodes[0].vs.stats().window_drops;
+    assert!(drops > 0, "the sequencer's window was never full");
+    std::println!("500 messages (1-4 units each) from 5 senders in {took} simulated ms, {drops} window drops");
+    check_vs(&all_histories(&sim));
+}

@@ -101,6 +101,20 @@ impl Vs {
         if let Some((d, ..)) = self.tx.nak {
             return Some(Dest::Node(d));
         }
+        while self.tx.resend != 0 {
+            if !self.is_sequencer() || self.flush.is_some() {
+                self.tx.resend = 0;
+                break;
+            }
+            if !self.order.can_assign() {
+                break; // told once there is room
+            }
+            let idx = self.tx.resend.trailing_zeros() as usize;
+            match self.view.members.get(idx) {
+                Some(m) if m.node != self.me.node => return Some(Dest::Node(m.node)),
+                _ => self.tx.resend &= !(1u32 << idx),
+            }
+        }
         self.data_dest().map(Dest::Node)
     }
 
@@ -256,8 +270,20 @@ impl Vs {
             }
         }
         if let Some((d, view, lo, hi)) = self.tx.nak {
-            if d == n && put(w, &Frame::Nak { view, lo, hi }) {
+            if view != self.view.key.id || self.order.contig >= hi {
+                // Repaired meanwhile (the rest of a batch arrived): not sent.
                 self.tx.nak = None;
+            } else if d == n && put(w, &Frame::Nak { view, lo: lo.max(self.order.contig.saturating_add(1)), hi }) {
+                self.tx.nak = None;
+            }
+        }
+        if let Some(idx) = self.view.index_of(n) {
+            let bit = 1u32.checked_shl(idx as u32).unwrap_or(0);
+            if self.tx.resend & bit != 0 && self.is_sequencer() && self.order.can_assign() {
+                let f = Frame::Resend { view: self.view.key.id, next: self.order.expect(idx) };
+                if put(w, &f) {
+                    self.tx.resend &= !bit;
+                }
             }
         }
         if self.data_dest() == Some(n) {

@@ -618,6 +618,10 @@ impl Vs {
         self.fresh = false;
         self.view_installed_at = now;
         self.order.reset();
+        // Reassembly is per view: incomplete messages are dropped here, the
+        // same ones by every member that delivered the same old-view units.
+        self.stats.frag_dropped_view_change += self.frag_rx.tracker.reset();
+        self.frag_seq.reset();
         self.send.renumber();
         self.stall_since = None;
         self.change_since = None;
@@ -627,6 +631,8 @@ impl Vs {
         self.tx.nak = None;
         self.tx.rtx = None;
         self.tx.install_to = 0;
+        self.tx.resend = 0;
+        self.tx.frag_wait = 0;
         self.tx.heartbeat = true;
         self.stats.views_installed += 1;
         // The sequencer may already order what we queued meanwhile.

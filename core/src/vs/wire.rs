@@ -16,13 +16,16 @@
 //! unicast cannot be replayed to another node). The plaintext is a
 //! concatenation of one or more [`Frame`]s, each a type byte followed by its
 //! fixed or counted body; several small frames share one datagram (batching).
+//! The payload of `DATA` and `SEQ` frames is a *unit*: a 4-byte chunk header
+//! and up to `MAX_PAYLOAD` bytes of message (see [`super::frag`]).
 //!
 //! Decoding validates everything a peer could get wrong (counts, lengths,
 //! sortedness, node id zero) and never panics; the encoder sizes every frame
 //! exactly ([`Frame::encoded_len`]) so the transmit path can pack datagrams
 //! without partial writes.
 
-use super::{MAX_DATAGRAM, MAX_PAYLOAD};
+use super::frag::MAX_UNIT;
+use super::MAX_DATAGRAM;
 use crate::gcs::MAX_NODES;
 use crate::ids::{Incarnation, Member, NodeId};
 
@@ -231,7 +234,7 @@ impl<'a> Reader<'a> {
 
     fn payload(&mut self) -> Result<&'a [u8], Malformed> {
         let len = usize::from(self.u16()?);
-        if len > MAX_PAYLOAD {
+        if len > MAX_UNIT {
             return Err(Malformed);
         }
         self.bytes(len)
@@ -339,6 +342,7 @@ const T_FLUSH_OK: u8 = 8;
 const T_SYNC: u8 = 9;
 const T_SYNC_DONE: u8 = 10;
 const T_INSTALL: u8 = 11;
+const T_RESEND: u8 = 12;
 
 /// Encoded sizes, for the compile-time checks below.
 const HEARTBEAT_LEN: usize = 1 + 16 + 4 + 4 + 4 + 8 + 8 + 8 + 1;
@@ -352,14 +356,14 @@ const SYNC_MAX: usize = 1 + 4 + 8 + 1 + MAX_NODES * SYNC_GROUP_LEN + 1 + MAX_NOD
 
 // Every frame fits in an empty datagram, so the transmit path always makes
 // progress, and the fresh bitmask covers every possible member.
-const _: () = assert!(SEQ_OVERHEAD + MAX_PAYLOAD <= MAX_PLAIN);
-const _: () = assert!(DATA_OVERHEAD + MAX_PAYLOAD <= MAX_PLAIN);
+const _: () = assert!(SEQ_OVERHEAD + MAX_UNIT <= MAX_PLAIN);
+const _: () = assert!(DATA_OVERHEAD + MAX_UNIT <= MAX_PLAIN);
 const _: () = assert!(PROPOSE_MAX <= MAX_PLAIN);
 const _: () = assert!(FLUSH_OK_MAX <= MAX_PLAIN);
 const _: () = assert!(SYNC_MAX <= MAX_PLAIN);
 const _: () = assert!(HEARTBEAT_LEN <= MAX_PLAIN);
 const _: () = assert!(MAX_NODES <= 32);
-const _: () = assert!(MAX_PAYLOAD <= u16::MAX as usize);
+const _: () = assert!(MAX_UNIT <= u16::MAX as usize);
 
 /// One protocol frame. Borrowed payloads point into the decrypted datagram.
 /// (`SYNC` is much larger than the rest; frames only live on the stack.)
@@ -400,6 +404,12 @@ pub(super) enum Frame<'a> {
         counter: u32,
         view: u64,
     },
+    /// Sequencer -> member: "I had to drop your `DATA` (my window was full);
+    /// send again from sender sequence `next`, there is room now".
+    Resend {
+        view: u64,
+        next: u64,
+    },
 }
 
 impl Frame<'_> {
@@ -417,6 +427,7 @@ impl Frame<'_> {
             Frame::Sync(s) => 1 + 4 + 8 + 1 + s.groups.len() * SYNC_GROUP_LEN + 1 + s.leavers.len() * MEMBER_LEN + 4,
             Frame::SyncDone { .. } => 1 + 4,
             Frame::Install { .. } => 1 + 4 + 8,
+            Frame::Resend { .. } => 1 + 8 + 8,
         }
     }
 
@@ -498,6 +509,11 @@ impl Frame<'_> {
                 w.u8(T_INSTALL)?;
                 w.u32(*counter)?;
                 w.u64(*view)
+            }
+            Frame::Resend { view, next } => {
+                w.u8(T_RESEND)?;
+                w.u64(*view)?;
+                w.u64(*next)
             }
         }
     }
@@ -583,6 +599,13 @@ impl Frame<'_> {
             }
             T_SYNC_DONE => Frame::SyncDone { counter: r.u32()? },
             T_INSTALL => Frame::Install { counter: r.u32()?, view: r.u64()? },
+            T_RESEND => {
+                let (view, next) = (r.u64()?, r.u64()?);
+                if next == 0 {
+                    return Err(Malformed);
+                }
+                Frame::Resend { view, next }
+            }
             _ => return Err(Malformed),
         })
     }
@@ -651,7 +674,7 @@ mod tests {
         for n in 1..=MAX_NODES as u32 {
             members.push(m(n, u64::from(n) * 7)).unwrap();
         }
-        let payload = [0xABu8; MAX_PAYLOAD];
+        let payload = [0xABu8; MAX_UNIT];
         roundtrip(Frame::Heartbeat(Heartbeat {
             view: key,
             max_seq: 5,
@@ -696,6 +719,7 @@ mod tests {
         }));
         roundtrip(Frame::SyncDone { counter: 2 });
         roundtrip(Frame::Install { counter: 2, view: 6 << 32 | 1 });
+        roundtrip(Frame::Resend { view: 6 << 32 | 1, next: 9 });
     }
 
     #[test]
@@ -729,7 +753,7 @@ mod tests {
         w.u8(T_DATA).unwrap();
         w.u64(1).unwrap();
         w.u64(1).unwrap();
-        w.u16(MAX_PAYLOAD as u16 + 1).unwrap();
+        w.u16(MAX_UNIT as u16 + 1).unwrap();
         let len = w.pos();
         assert!(validate(&buf[..len]).is_err());
         assert!(validate(&[]).is_err());

@@ -1,0 +1,360 @@
+//! cohort-udp-bench: one benchmark client, the same logic over either
+//! transport (cohort UDP or corosync CPG through `cohort-corosync`), driven
+//! by `bench/transport.sh`. Build with `--features corosync`.
+//!
+//! ```text
+//! cohort-udp-bench mono                     print CLOCK_MONOTONIC in ms
+//! cohort-udp-bench --transport udp|corosync --node K [--nodes 1,2,3 --key FILE --iface ADDR [--group ADDR:PORT]]
+//!     [--cpg-group NAME] --members M --stop-file PATH [--limit SECS]
+//!     [--throughput --senders S --count N --size BYTES]
+//! ```
+//!
+//! Every client waits for a view of `--members` nodes. With `--throughput`,
+//! nodes `1..=S` then multicast `N` messages of `BYTES` each as fast as the
+//! transport takes them (UDP: while the adapter queue has room; corosync:
+//! until TRY_AGAIN, dispatching in between) and every node counts the
+//! deliveries. Without it, the client only reports views (failure
+//! detection and merge timing). It exits when `--stop-file` exists or after
+//! `--limit` seconds. Output lines (times are CLOCK_MONOTONIC ms, the same
+//! clock in every namespace):
+//!
+//! ```text
+//! ring <ms> <ring id> <m1,m2,..>
+//! ready <ms> <members>
+//! send_start <ms>
+//! sent <ms> <count>
+//! done <ms> <delivered> <bytes> <first delivery ms> <last delivery ms>
+//! error <text>
+//! ```
+
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::process::exit;
+use std::time::{Duration, Instant};
+
+use cohort_core::gcs::NodeList;
+use cohort_core::ids::NodeId;
+use cohort_corosync::{Corosync, CorosyncEvent, Options};
+use cohort_udp::{load_key, Config, MulticastConfig, Net, SendError, Udp, UdpEvent};
+
+fn mono_ms() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
+}
+
+fn out(line: String) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+fn die(msg: String) -> ! {
+    out(format!("error {msg}"));
+    eprintln!("cohort-udp-bench: {msg}");
+    exit(2)
+}
+
+/// What the client needs from a transport.
+enum Ev {
+    Ring(u64, NodeList),
+    Members(usize),
+    Deliver(Vec<u8>),
+    Other,
+}
+
+trait Bus {
+    fn fds(&self) -> Vec<RawFd>;
+    /// Nonblocking: read what is there, run timers.
+    fn dispatch(&mut self);
+    fn next_event(&mut self) -> Option<Ev>;
+    /// Ok(false): the transport is busy, retry after dispatching.
+    fn try_send(&mut self, payload: &[u8]) -> Result<bool, String>;
+    fn wake(&self) -> Option<Instant>;
+    /// Transport counters worth a look, as one line.
+    fn stats(&self) -> String;
+}
+
+struct UdpBus(Udp);
+
+impl Bus for UdpBus {
+    fn fds(&self) -> Vec<RawFd> {
+        self.0.fds().to_vec()
+    }
+    fn dispatch(&mut self) {
+        self.0.dispatch();
+    }
+    fn next_event(&mut self) -> Option<Ev> {
+        Some(match self.0.next_event()? {
+            UdpEvent::Ring(r) => Ev::Ring(r.ring, r.members),
+            UdpEvent::Confchg(c) => Ev::Members(c.members.len()),
+            UdpEvent::Deliver { payload, .. } => Ev::Deliver(payload),
+            UdpEvent::Quorum(_) => Ev::Other,
+        })
+    }
+    fn try_send(&mut self, payload: &[u8]) -> Result<bool, String> {
+        match self.0.send(payload) {
+            Ok(()) => Ok(true),
+            Err(SendError::QueueFull { .. }) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn wake(&self) -> Option<Instant> {
+        self.0.next_timeout()
+    }
+    fn stats(&self) -> String {
+        let s = self.0.stats();
+        format!(
+            "window_drops={} data_retransmits={} naks_sent={} retransmits={} duplicates={} frag_deferred={} \
+             tx_errors={} rx_datagrams={} tx_datagrams={}",
+            s.vs.window_drops,
+            s.vs.data_retransmits,
+            s.vs.naks_sent,
+            s.vs.retransmits,
+            s.vs.duplicates,
+            s.vs.frag_deferred,
+            s.tx_errors,
+            s.rx_datagrams,
+            s.tx_datagrams
+        )
+    }
+}
+
+struct CpgBus(Corosync);
+
+impl Bus for CpgBus {
+    fn fds(&self) -> Vec<RawFd> {
+        self.0.fds().to_vec()
+    }
+    fn dispatch(&mut self) {
+        if let Err(e) = self.0.dispatch() {
+            die(format!("corosync dispatch: {e}"));
+        }
+    }
+    fn next_event(&mut self) -> Option<Ev> {
+        Some(match self.0.next_event()? {
+            CorosyncEvent::Ring(r) => Ev::Ring(r.ring, r.members),
+            CorosyncEvent::Confchg(c) => Ev::Members(c.members.len()),
+            CorosyncEvent::Deliver { payload, .. } => Ev::Deliver(payload),
+            CorosyncEvent::Quorum(_) => Ev::Other,
+        })
+    }
+    fn try_send(&mut self, payload: &[u8]) -> Result<bool, String> {
+        match self.0.send(payload) {
+            Ok(()) => Ok(true),
+            Err(cohort_corosync::Error::SendBusy { .. }) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn wake(&self) -> Option<Instant> {
+        None
+    }
+    fn stats(&self) -> String {
+        String::new()
+    }
+}
+
+struct Args {
+    transport: String,
+    node: u32,
+    nodes: Vec<u32>,
+    key: PathBuf,
+    iface: Ipv4Addr,
+    group: SocketAddrV4,
+    cpg_group: String,
+    members: usize,
+    stop_file: PathBuf,
+    limit: Duration,
+    throughput: bool,
+    senders: u32,
+    count: u64,
+    size: usize,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("cohort-udp-bench: {msg}");
+    eprintln!("usage: cohort-udp-bench mono | --transport udp|corosync --node K [--nodes L --key F --iface A [--group G]] [--cpg-group NAME] --members M --stop-file P [--limit S] [--throughput --senders S --count N --size B]");
+    exit(1)
+}
+
+fn parse<T: std::str::FromStr>(k: &str, v: &str) -> T {
+    v.parse().unwrap_or_else(|_| usage(&format!("bad value for {k}: {v:?}")))
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        transport: String::new(),
+        node: 0,
+        nodes: vec![1, 2, 3],
+        key: PathBuf::new(),
+        iface: Ipv4Addr::UNSPECIFIED,
+        group: cohort_udp::DEFAULT_GROUP,
+        cpg_group: "cohort-bench".into(),
+        members: 3,
+        stop_file: PathBuf::new(),
+        limit: Duration::from_secs(120),
+        throughput: false,
+        senders: 1,
+        count: 0,
+        size: 64,
+    };
+    let mut it = std::env::args().skip(1).peekable();
+    if it.peek().map(String::as_str) == Some("mono") {
+        println!("{:.3}", mono_ms());
+        exit(0);
+    }
+    while let Some(k) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| usage(&format!("{k} needs a value")));
+        match k.as_str() {
+            "--transport" => a.transport = val(),
+            "--node" => a.node = parse(&k, &val()),
+            "--nodes" => a.nodes = val().split(',').map(|s| parse(&k, s)).collect(),
+            "--key" => a.key = PathBuf::from(val()),
+            "--iface" => a.iface = parse(&k, &val()),
+            "--group" => a.group = parse(&k, &val()),
+            "--cpg-group" => a.cpg_group = val(),
+            "--members" => a.members = parse(&k, &val()),
+            "--stop-file" => a.stop_file = PathBuf::from(val()),
+            "--limit" => a.limit = Duration::from_secs_f64(parse(&k, &val())),
+            "--throughput" => a.throughput = true,
+            "--senders" => a.senders = parse(&k, &val()),
+            "--count" => a.count = parse(&k, &val()),
+            "--size" => a.size = parse(&k, &val()),
+            _ => usage(&format!("unknown argument {k}")),
+        }
+    }
+    if a.node == 0 || a.stop_file.as_os_str().is_empty() || !matches!(a.transport.as_str(), "udp" | "corosync") {
+        usage("--transport, --node and --stop-file are required");
+    }
+    if a.size < 16 || a.size > cohort_udp::MAX_MESSAGE {
+        usage("--size must be 16..=4096");
+    }
+    a
+}
+
+fn connect(a: &Args) -> Box<dyn Bus> {
+    if a.transport == "corosync" {
+        let opts = Options {
+            // Busy is reported at once: the client dispatches and retries.
+            retry_limit: Duration::ZERO,
+            ..Options::default()
+        };
+        let c = Corosync::connect_with(&a.cpg_group, opts).unwrap_or_else(|e| die(format!("corosync connect: {e}")));
+        return Box::new(CpgBus(c));
+    }
+    let key = load_key(&a.key).unwrap_or_else(|e| die(e.to_string()));
+    let m = MulticastConfig { group: a.group, interface: a.iface, ..MulticastConfig::default() };
+    let nodes = a.nodes.iter().map(|&n| NodeId(n)).collect();
+    let u = Udp::new(Config::new(NodeId(a.node), nodes, key, Net::Multicast(m)))
+        .unwrap_or_else(|e| die(format!("udp setup: {e}")));
+    Box::new(UdpBus(u))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COHORT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .init();
+    let a = parse_args();
+    let mut bus = connect(&a);
+    let fds = bus.fds();
+    let start = Instant::now();
+    let mut ready = false;
+    let mut members = 0usize;
+    let mut ring_members = 0usize;
+    let sender = a.throughput && a.node <= a.senders;
+    let expect = if a.throughput { a.count * u64::from(a.senders) } else { 0 };
+    let mut send_at: Option<Instant> = None;
+    let mut sent = 0u64;
+    let mut delivered = 0u64;
+    let mut bytes = 0u64;
+    let (mut first, mut last) = (0f64, 0f64);
+    let mut done = false;
+    let mut payload = vec![b'.'; a.size];
+    payload[..2].copy_from_slice(b"BM");
+    let mut last_stop_check = Instant::now();
+    loop {
+        while let Some(ev) = bus.next_event() {
+            match ev {
+                Ev::Ring(id, m) => {
+                    ring_members = m.len();
+                    let l: Vec<String> = m.iter().map(|n| n.0.to_string()).collect();
+                    out(format!("ring {:.3} {id} {}", mono_ms(), l.join(",")));
+                }
+                Ev::Members(n) => members = n,
+                Ev::Deliver(p) => {
+                    if p.starts_with(b"BM") {
+                        let t = mono_ms();
+                        if delivered == 0 {
+                            first = t;
+                        }
+                        last = t;
+                        delivered += 1;
+                        bytes += p.len() as u64;
+                    }
+                }
+                Ev::Other => {}
+            }
+        }
+        if !ready && members >= a.members && ring_members >= a.members {
+            ready = true;
+            out(format!("ready {:.3} {members}", mono_ms()));
+            // Give the other nodes time to see the full view too.
+            send_at = Some(Instant::now() + Duration::from_millis(500));
+        }
+        if sender && sent < a.count && send_at.is_some_and(|t| Instant::now() >= t) {
+            if sent == 0 {
+                out(format!("send_start {:.3}", mono_ms()));
+            }
+            // A burst, then dispatch: deliveries are what frees room.
+            for _ in 0..64 {
+                if sent >= a.count {
+                    break;
+                }
+                let i = sent.to_le_bytes();
+                payload[2..10].copy_from_slice(&i);
+                match bus.try_send(&payload) {
+                    Ok(true) => sent += 1,
+                    Ok(false) => break,
+                    Err(e) => die(format!("send: {e}")),
+                }
+            }
+            if sent == a.count {
+                out(format!("sent {:.3} {sent}", mono_ms()));
+            }
+        }
+        if a.throughput && !done && delivered >= expect {
+            done = true;
+            out(format!("done {:.3} {delivered} {bytes} {first:.3} {last:.3}", mono_ms()));
+        }
+        if last_stop_check.elapsed() >= Duration::from_millis(50) {
+            last_stop_check = Instant::now();
+            if a.stop_file.exists() {
+                out(format!("stats {:.3} {}", mono_ms(), bus.stats()));
+                break;
+            }
+            if start.elapsed() >= a.limit {
+                if a.throughput && !done {
+                    out(format!("done {:.3} {delivered} {bytes} {first:.3} {last:.3} incomplete", mono_ms()));
+                }
+                break;
+            }
+        }
+        let now = Instant::now();
+        let busy = sender && sent < a.count && send_at.is_some();
+        let mut wait = if busy { Duration::from_micros(200) } else { Duration::from_millis(50) };
+        if let Some(t) = bus.wake() {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        if let Err(e) = cohort_udp::wait_readable(&fds, wait) {
+            die(e.to_string());
+        }
+        bus.dispatch();
+    }
+}

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Transport benchmark: cohort UDP (the core's VS protocol over multicast)
+# against corosync CPG (through the cohort-corosync adapter), on the same
+# 3-node network-namespace topology (a bridge, 192.0.2.K/24), with the same
+# client (adapters/udp/src/bin/cohort-udp-bench.rs) for both.
+#
+#   bench/transport.sh            build, run everything, print a markdown table
+#
+# Measures, per transport:
+#   * agreed-multicast throughput (msgs/s, MB/s): 64-byte and 1400-byte
+#     messages (1400 > 1024 is fragmented by cohort UDP), one sender and
+#     three senders; from the first send to the last delivery at the slowest
+#     node;
+#   * failure detection: node 3 cut off with iptables (both directions, one
+#     atomic iptables-restore) -> new view without it at nodes 1 and 2
+#     (slowest of the two), median of $REPS runs;
+#   * merge: heal -> merged view of 3 at every node (slowest), median.
+# corosync runs twice: token 1000 ms ("tuned") and token 3000 ms (default),
+# started by tests/corosync-lab/cluster.sh.
+#
+# Needs root, iproute2, iptables, corosync (+ its client libraries to build),
+# awk. On demand only: not part of CI. Everything it creates (namespaces
+# cb<pid>-*, the corosync lab, its temp dir) is removed on exit.
+#
+# Environment: REPS (default 3), N64 (messages per sender, 64 B; default
+# 20000), N1400 (default 5000), KEEP_LOGS=1 (keep the work dir),
+# ONLY=udp (skip corosync: quick runs), CARGO_TARGET_DIR.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LAB="$ROOT/tests/corosync-lab/cluster.sh"
+REPS=${REPS:-3}
+N64=${N64:-20000}
+N1400=${N1400:-5000}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$CARGO_TARGET_DIR/release/cohort-udp-bench"
+PREFIX="cb$$"
+WORK=$(mktemp -d /tmp/cohort-transport-bench.XXXXXX)
+CDIR="$WORK/corosync-lab"
+PIDS=()
+
+die() { echo "transport.sh: error: $*" >&2; exit 1; }
+log() { echo "transport.sh: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (network namespaces, iptables)"
+for t in ip iptables-restore corosync awk cargo; do
+    command -v "$t" >/dev/null || die "$t is not installed"
+done
+
+cleanup() {
+    local rc=$?
+    touch "$WORK"/stop-* 2>/dev/null || true
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    udp_down
+    [ -f "$CDIR/cluster.env" ] && bash "$LAB" down "$CDIR" >/dev/null 2>&1 || true
+    if [ "${KEEP_LOGS:-0}" = 1 ]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "building cohort-udp-bench (release, --features corosync)"
+(cd "$ROOT" && cargo build -q --release -p cohort-udp --features corosync --bin cohort-udp-bench)
+[ -x "$BIN" ] || die "no $BIN after the build"
+
+mono() { "$BIN" mono; }
+
+# ---- topology for cohort UDP (the same as cluster.sh builds for corosync) --
+udp_ns() { echo "$PREFIX-n$1"; }
+
+udp_up() {
+    local br="$PREFIX-br" k ns
+    ip netns add "$br"
+    ip -n "$br" link set lo up
+    ip -n "$br" link add br0 type bridge mcast_snooping 0
+    ip -n "$br" link set br0 up
+    for k in 1 2 3; do
+        ns=$(udp_ns "$k")
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+        ip -n "$br" link add "v$k" type veth peer name eth0 netns "$ns"
+        ip -n "$br" link set "v$k" master br0
+        ip -n "$br" link set "v$k" up
+        ip -n "$ns" addr add "192.0.2.$k/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" route add 224.0.0.0/4 dev eth0
+    done
+}
+
+udp_down() {
+    local ns
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$PREFIX-(br|n[0-9]+)$" || true); do
+        ip netns del "$ns" 2>/dev/null || log "could not delete namespace $ns"
+    done
+}
+
+# run CMD in node K's namespace for transport T
+in_node() { # T K CMD...
+    local t=$1 k=$2; shift 2
+    if [ "$t" = udp ]; then
+        ip netns exec "$(udp_ns "$k")" "$@"
+    else
+        bash "$LAB" -d "$CDIR" exec "$k" "$@"
+    fi
+}
+
+# cut (-I) or heal (-D) node 3, both directions in one transaction
+cut3() { # T -I|-D
+    printf '*filter\n%s INPUT -i eth0 -j DROP\n%s OUTPUT -o eth0 -j DROP\nCOMMIT\n' "$2" "$2" \
+        | in_node "$1" 3 iptables-restore -w --noflush
+}
+
+start_clients() { # TAG T ARGS...
+    local tag=$1 t=$2 k; shift 2
+    rm -f "$WORK/stop-$tag"
+    for k in 1 2 3; do
+        in_node "$t" "$k" "$BIN" --transport "$t" --node "$k" --key "$WORK/key" --iface "192.0.2.$k" \
+            --members 3 --stop-file "$WORK/stop-$tag" "$@" > "$WORK/$tag-$k.log" 2> "$WORK/$tag-$k.err" &
+        PIDS+=($!)
+    done
+}
+
+stop_clients() { # TAG
+    touch "$WORK/stop-$1"
+    local p
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    PIDS=()
+    grep -h '^error' "$WORK/$1"-*.log >&2 || true
+}
+
+# wait until every node in NODES has a line matching the awk condition
+wait_for() { # TAG "NODES" SECS AWK-COND
+    local tag=$1 nodes=$2 secs=$3 cond=$4 k ok end
+    end=$(( $(date +%s) + secs ))
+    while :; do
+        ok=1
+        for k in $nodes; do
+            [ -f "$WORK/$tag-$k.log" ] && awk "$cond {f=1} END {exit !f}" "$WORK/$tag-$k.log" || { ok=0; break; }
+        done
+        [ $ok = 1 ] && return 0
+        if [ "$(date +%s)" -ge "$end" ]; then
+            for k in $nodes; do echo "--- node $k:" >&2; tail -5 "$WORK/$tag-$k.log" >&2; tail -5 "$WORK/$tag-$k.err" >&2; done
+            die "$tag: timed out after ${secs}s waiting for: $cond"
+        fi
+        sleep 0.05
+    done
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+# throughput: prints "msgs/s MB/s"
+throughput() { # T SIZE SENDERS COUNT
+    local t=$1 size=$2 s=$3 n=$4 tag="tp-$1-$2-$3" start end
+    start_clients "$tag" "$t" --throughput --senders "$s" --count "$n" --size "$size" --limit 300
+    wait_for "$tag" "1 2 3" 320 '$1=="done"'
+    stop_clients "$tag"
+    grep -q incomplete "$WORK/$tag"-*.log && die "$tag: a node did not receive every message"
+    start=$(cat "$WORK/$tag"-*.log | awk '$1=="send_start" {print $2}' | sort -n | head -1)
+    end=$(cat "$WORK/$tag"-*.log | awk '$1=="done" {print $6}' | sort -n | tail -1)
+    awk -v n=$((s * n)) -v b="$size" -v a="$start" -v e="$end" \
+        'BEGIN {d = (e - a) / 1000; printf "%.0f %.2f\n", n / d, n * b / d / 1e6}'
+}
+
+# one cut/heal cycle: prints "detection_ms merge_ms"
+failover() { # T REP
+    local t=$1 tag="fo-$1-$2" tc th det mer
+    start_clients "$tag" "$t" --limit 300
+    wait_for "$tag" "1 2 3" 60 '$1=="ready"'
+    sleep 1
+    cut3 "$t" -I
+    tc=$(mono)
+    wait_for "$tag" "1 2" 60 "\$1==\"ring\" && \$2>=$tc && \$4==\"1,2\""
+    det=$(for k in 1 2; do awk -v tc="$tc" '$1=="ring" && $2>=tc && $4=="1,2" {print $2 - tc; exit}' "$WORK/$tag-$k.log"; done | sort -n | tail -1)
+    sleep 1
+    cut3 "$t" -D
+    th=$(mono)
+    wait_for "$tag" "1 2 3" 120 "\$1==\"ring\" && \$2>=$th && \$4==\"1,2,3\""
+    mer=$(for k in 1 2 3; do awk -v th="$th" '$1=="ring" && $2>=th && $4=="1,2,3" {print $2 - th; exit}' "$WORK/$tag-$k.log"; done | sort -n | tail -1)
+    stop_clients "$tag"
+    printf '%.0f %.0f\n' "$det" "$mer"
+}
+
+declare -A R
+for l in udp cs1000 cs3000; do
+    for k in tp64_1 tp64_3 tp1400_1 tp1400_3 det mer det_all mer_all; do R[$l,$k]="n/a n/a"; done
+done
+
+measure() { # T LABEL
+    local t=$1 l=$2 i out d m
+    log "[$l] throughput"
+    R[$l,tp64_1]=$(throughput "$t" 64 1 "$N64")
+    R[$l,tp64_3]=$(throughput "$t" 64 3 "$N64")
+    R[$l,tp1400_1]=$(throughput "$t" 1400 1 "$N1400")
+    R[$l,tp1400_3]=$(throughput "$t" 1400 3 "$N1400")
+    log "[$l] failure detection and merge, $REPS runs"
+    d=""; m=""
+    for i in $(seq 1 "$REPS"); do
+        out=$(failover "$t" "$i")
+        log "[$l] run $i: detection $(echo "$out" | cut -d' ' -f1) ms, merge $(echo "$out" | cut -d' ' -f2) ms"
+        d="$d $(echo "$out" | cut -d' ' -f1)"
+        m="$m $(echo "$out" | cut -d' ' -f2)"
+    done
+    R[$l,det]=$(echo "$d" | tr ' ' '\n' | grep . | median)
+    R[$l,mer]=$(echo "$m" | tr ' ' '\n' | grep . | median)
+    R[$l,det_all]=$(echo "$d" | sed 's/^ //; s/ /, /g')
+    R[$l,mer_all]=$(echo "$m" | sed 's/^ //; s/ /, /g')
+}
+
+head -c 32 /dev/urandom > "$WORK/key"
+chmod 600 "$WORK/key"
+
+log "cohort UDP: namespaces $PREFIX-*"
+udp_up
+measure udp udp
+udp_down
+
+for tok in $([ "${ONLY:-}" = udp ] || echo 1000 3000); do
+    log "corosync token $tok: cluster.sh up 3"
+    COHORT_LAB_TOKEN=$tok bash "$LAB" up 3 "$CDIR" >/dev/null 2>"$WORK/lab-up-$tok.err" ||
+        { cat "$WORK/lab-up-$tok.err" >&2; die "corosync cluster did not start"; }
+    measure corosync "cs$tok"
+    bash "$LAB" down "$CDIR" >/dev/null 2>&1
+done
+
+# ---- report ------------------------------------------------------------------
+f1() { echo "$1" | cut -d' ' -f1; }
+f2() { echo "$1" | cut -d' ' -f2; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+
+echo
+echo "Transport benchmark, $(date -u +%Y-%m-%d), $(uname -r), $(nproc) cores, $(corosync -v 2>/dev/null | head -1)"
+echo "3 nodes in network namespaces on one bridge; same client for both transports (cohort-udp-bench)."
+echo "Throughput: first send to last delivery at the slowest node; N64=$N64, N1400=$N1400 messages per sender."
+echo "Detection: cut (iptables DROP both ways) -> view without node 3 at nodes 1 and 2; merge: heal -> view of 3 everywhere; median of $REPS."
+echo "Last column: the UDP value divided by the corosync token-1000 value (throughput: higher is better; times: lower is better)."
+echo
+echo "| measure | cohort UDP | corosync token 1000 | corosync token 3000 | UDP / corosync-1000 |"
+echo "|---|---|---|---|---|"
+for k in tp64_1 tp64_3 tp1400_1 tp1400_3; do
+    case $k in
+        tp64_1) n="64 B, 1 sender" ;; tp64_3) n="64 B, 3 senders" ;;
+        tp1400_1) n="1400 B (2 fragments in UDP), 1 sender" ;; tp1400_3) n="1400 B (2 fragments in UDP), 3 senders" ;;
+    esac
+    echo "| throughput $n, msgs/s | $(f1 "${R[udp,$k]}") | $(f1 "${R[cs1000,$k]}") | $(f1 "${R[cs3000,$k]}") | $(ratio "$(f1 "${R[udp,$k]}")" "$(f1 "${R[cs1000,$k]}")") |"
+    echo "| throughput $n, MB/s | $(f2 "${R[udp,$k]}") | $(f2 "${R[cs1000,$k]}") | $(f2 "${R[cs3000,$k]}") | $(ratio "$(f2 "${R[udp,$k]}")" "$(f2 "${R[cs1000,$k]}")") |"
+done
+echo "| failure detection, ms (median; runs) | ${R[udp,det]} (${R[udp,det_all]}) | ${R[cs1000,det]} (${R[cs1000,det_all]}) | ${R[cs3000,det]} (${R[cs3000,det_all]}) | $(ratio "${R[udp,det]}" "${R[cs1000,det]}") |"
+echo "| merge after heal, ms (median; runs) | ${R[udp,mer]} (${R[udp,mer_all]}) | ${R[cs1000,mer]} (${R[cs1000,mer_all]}) | ${R[cs3000,mer]} (${R[cs3000,mer_all]}) | $(ratio "${R[udp,mer]}" "${R[cs1000,mer]}") |"
