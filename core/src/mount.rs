@@ -190,6 +190,15 @@ impl MountGroup {
         }
     }
 
+    /// A START-phase message (START or MountState) must be of the current,
+    /// unsynced change and from one of its members: its index.
+    fn start_sender(&self, h: &Header) -> Result<usize, crate::node::DropReason> {
+        if h.generation != self.change_gen || self.is_synced() {
+            return Err(crate::node::DropReason::OldGeneration);
+        }
+        self.members.iter().position(|m| m.node == h.sender.node).ok_or(crate::node::DropReason::NotMember)
+    }
+
     /// The lowest old member describes the group once per change.
     pub fn describer(&self) -> Option<NodeId> {
         self.members.iter().find(|m| !m.new).map(|m| m.node)
@@ -610,13 +619,8 @@ impl Node {
     ) -> Result<(), crate::node::DropReason> {
         use crate::node::DropReason;
         let me = self.cfg.node;
+        let k = self.groups[i].start_sender(h)?;
         let g = &mut self.groups[i];
-        if h.generation != g.change_gen || g.is_synced() {
-            return Err(DropReason::OldGeneration);
-        }
-        let Some(k) = g.members.iter().position(|m| m.node == h.sender.node) else {
-            return Err(DropReason::NotMember);
-        };
         if g.members[k].inc != h.sender.inc && g.members[k].inc != Incarnation(0) {
             return Err(DropReason::StaleSender);
         }
@@ -648,13 +652,8 @@ impl Node {
     ) -> Result<(), crate::node::DropReason> {
         use crate::node::DropReason;
         let me = self.cfg.node;
+        self.groups[i].start_sender(h)?;
         let g = &mut self.groups[i];
-        if h.generation != g.change_gen || g.is_synced() {
-            return Err(DropReason::OldGeneration);
-        }
-        if !g.members.iter().any(|m| m.node == h.sender.node) {
-            return Err(DropReason::NotMember);
-        }
         if g.adopted || g.me(me).is_some_and(|m| !m.new) || h.sender.node == me {
             // Old members hold the state already; we cannot describe a group
             // we are new to.
