@@ -277,8 +277,10 @@ pub struct Corosync {
     local: NodeId,
     opts: Options,
     // Handles finalize on drop (the binding's Drop), never inside a callback.
-    cpg: cpg::Handle,
-    quorum: quorum::Handle,
+    /// `ManuallyDrop`: once corosync is gone, finalizing can block for
+    /// seconds, so a broken handle is leaked instead (the process exits).
+    cpg: std::mem::ManuallyDrop<cpg::Handle>,
+    quorum: std::mem::ManuallyDrop<quorum::Handle>,
     cpg_fd: RawFd,
     quorum_fd: RawFd,
     queue: VecDeque<CorosyncEvent>,
@@ -344,8 +346,8 @@ impl Corosync {
             group: group.to_owned(),
             local: NodeId(local),
             opts,
-            cpg: cpg_h,
-            quorum: q_h,
+            cpg: std::mem::ManuallyDrop::new(cpg_h),
+            quorum: std::mem::ManuallyDrop::new(q_h),
             cpg_fd,
             quorum_fd,
             queue: VecDeque::new(),
@@ -646,8 +648,18 @@ impl Drop for Corosync {
                 debug!(%e, "cpg leave on drop failed");
             }
         }
+        if self.broken {
+            // corosync died under us: trackstop/finalize could block; leave
+            // the handles to the process exit.
+            return;
+        }
         let _ = quorum::trackstop(&self.quorum);
-        // cpg/quorum handles finalize in their own Drop.
+        // SAFETY: each handle is dropped exactly once, here, and the fields
+        // are never used again (this is `Drop`).
+        unsafe {
+            std::mem::ManuallyDrop::drop(&mut self.cpg);
+            std::mem::ManuallyDrop::drop(&mut self.quorum);
+        }
     }
 }
 
