@@ -90,6 +90,9 @@ pub struct MountGroup {
     pub adopted: bool,
     /// An old member's START arrived for `change_gen`.
     pub saw_old: bool,
+    /// `digest()` of the current START phase (cleared whenever the
+    /// described state may change).
+    pub digest_cache: Option<u64>,
     pub first_done: bool,
     pub first_mounter: Option<NodeId>,
     pub recoveries: heapless::Vec<Recovery, MAX_RECOVERIES>,
@@ -225,30 +228,38 @@ impl MountGroup {
 
     /// FNV-1a over the agreed state old members describe.
     pub fn digest(&self) -> u64 {
+        // Word-wise multiply-xorshift: agreement check, not cryptography.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut eat = |v: u64| {
-            for b in v.to_le_bytes() {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
+            h = (h ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            h ^= h >> 29;
         };
         eat(u64::from(self.first_done));
         eat(self.first_mounter.map_or(0, |n| u64::from(n.0)));
         for m in self.members.iter().filter(|m| !m.new) {
-            eat(u64::from(m.node.0));
+            eat(u64::from(m.node.0) | (m.mode as u64) << 32 | u64::from(m.mounted) << 40);
             eat(m.inc.0);
-            eat(m.mode as u64);
             eat(m.jid.map_or(u64::MAX, |j| u64::from(j.0)));
-            eat(u64::from(m.mounted));
         }
         for r in self.recoveries.iter() {
-            eat(u64::from(r.jid.0));
-            eat(u64::from(r.owner.node.0));
+            eat(u64::from(r.jid.0) | u64::from(r.attempts) << 16 | u64::from(r.owner.node.0) << 32);
             eat(r.owner.inc.0);
-            eat(u64::from(r.attempts));
             eat(u64::from(r.actor.0));
         }
         h
+    }
+
+    /// The digest, computed once per START phase (the described state does
+    /// not change while STARTs arrive).
+    fn cached_digest(&mut self) -> u64 {
+        match self.digest_cache {
+            Some(d) => d,
+            None => {
+                let d = self.digest();
+                self.digest_cache = Some(d);
+                d
+            }
+        }
     }
 }
 
@@ -345,6 +356,7 @@ impl Node {
             start_sent: false,
             adopted: false,
             saw_old: false,
+            digest_cache: None,
             first_done: false,
             first_mounter: None,
             recoveries: heapless::Vec::new(),
@@ -477,6 +489,7 @@ impl Node {
         g.start_sent = false;
         g.adopted = false;
         g.saw_old = false;
+        g.digest_cache = None;
         for m in g.members.iter_mut() {
             m.started = false;
         }
@@ -630,14 +643,17 @@ impl Node {
             // counted: the change waits (visibly) instead of syncing on
             // different data.
             let i_am_new = g.me(me).is_none_or(|m| m.new);
-            if (!i_am_new || g.adopted) && s.digest != g.digest() {
+            if (!i_am_new || g.adopted) && s.digest != g.cached_digest() {
                 self.stats.digest_mismatches += 1;
                 warn!("group state digest mismatch from node {}", h.sender.node.0);
                 return Err(DropReason::Disagreement);
             }
             g.saw_old = true;
         }
-        g.members[k].inc = h.sender.inc;
+        if g.members[k].inc != h.sender.inc {
+            g.members[k].inc = h.sender.inc;
+            g.digest_cache = None;
+        }
         g.members[k].started = true;
         self.group_try_sync(i);
         Ok(())
@@ -664,6 +680,7 @@ impl Node {
             return Err(DropReason::NotMember);
         }
         g.adopted = true;
+        g.digest_cache = None;
         g.first_done = s.first_done;
         g.first_mounter = s.first_mounter;
         g.recoveries = s.recoveries.clone();
