@@ -80,10 +80,16 @@ impl Barrier {
 
     /// Re-number after learning the group's epoch numbering from an anchored
     /// member: our local epoch `local` is the group's `absolute`.
-    pub fn anchor(&mut self, absolute: Generation) {
-        invariant!(absolute.ring == self.current.ring, "anchor across rings");
+    /// Refused (false) across rings or backwards: a joiner's absolute
+    /// numbering is never below its own count, so such an offer is not one
+    /// of ours to take.
+    pub fn anchor(&mut self, absolute: Generation) -> bool {
+        if absolute.ring != self.current.ring || absolute < self.current {
+            return false;
+        }
         self.current = absolute;
         self.anchored = true;
+        true
     }
 
     /// A daemon group epoch advanced by an applied membership message.
@@ -175,14 +181,18 @@ impl Barrier {
         {
             return Err(BarrierError::DroppedSelf);
         }
-        let first_join = cc.joined.iter().any(|m| m.node == self.me) && !self.joined_once;
+        // Our first appearance in the member list is our join (whatever the
+        // entry lists say): only it starts the local numbering.
+        let first_join = !self.joined_once && members.contains(&self.me);
         if first_join {
             // Our own join. If we are alone we founded the group in this
             // ring and our numbering is the group's; otherwise we count our
             // own events until an anchored member tells us the offset.
-            self.anchored = members.len() == 1;
+            // (Before our join the epoch is 0 in this ring, so this is
+            // epoch 1; never a step back whatever came before.)
+            self.anchored = self.anchored || members.len() == 1;
             self.joined_once = true;
-            self.current = Generation { ring: self.current.ring, epoch: 1 };
+            self.current = self.current.next_epoch();
         } else {
             self.current = self.current.next_epoch();
         }

@@ -375,7 +375,7 @@ impl Node {
         // The oldest member is the reference for the numbering.
         if !self.barrier.anchored() && !self.d.peers.iter().any(|p| p.older) {
             let cur = self.barrier.current();
-            self.barrier.anchor(cur);
+            let _ = self.barrier.anchor(cur);
         }
         self.d.union.clear();
         self.d.fenced_union.clear();
@@ -463,7 +463,9 @@ impl Node {
                 if j.ring == cur.ring {
                     let offset = j.epoch.saturating_sub(1);
                     let abs = Generation { ring: cur.ring, epoch: cur.epoch.saturating_add(offset) };
-                    self.barrier.anchor(abs);
+                    if !self.barrier.anchor(abs) {
+                        return Err(DropReason::OldGeneration);
+                    }
                     for p in self.d.peers.iter_mut() {
                         if let Some(ja) = p.joined_at.as_mut() {
                             ja.epoch = ja.epoch.saturating_add(offset);
