@@ -4,14 +4,20 @@
 //! See `packaging/cohort.toml.example` for a commented example.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
+use cohort_core::gcs::MAX_NODES;
 use cohort_core::wire::{self, Mode, MAX_GROUPS, MAX_JOURNALS};
 use serde::Deserialize;
 
 pub const DEFAULT_PATH: &str = "/etc/cohort/cohort.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cohort";
 pub const SOCKET_NAME: &str = "cohortd.sock";
+/// Default multicast group of the UDP transport.
+pub const DEFAULT_UDP_GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 71, 1);
+/// Default UDP port (multicast group port; unicast peers given without a port).
+pub const DEFAULT_UDP_PORT: u16 = 5405;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -19,11 +25,30 @@ pub enum Transport {
     Udp,
 }
 
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Corosync => "corosync",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// From the file, or `None`: take corosync's local node id.
+    /// From the file, or `None`: take corosync's local node id. Always
+    /// `Some` with `transport = "udp"`.
     pub node_id: Option<u32>,
     pub transport: Transport,
+    /// The configured cluster nodes (sorted, distinct): enables startup
+    /// fencing. `None` (corosync only): read corosync's nodelist at start.
+    /// Always `Some` with `transport = "udp"`.
+    pub nodes: Option<Vec<u32>>,
+    /// Startup fencing grace: in a cold cluster, configured nodes that have
+    /// not joined within this time are fenced before any first mount.
+    pub startup_fence_delay_ms: u64,
+    /// `[udp]`: present exactly when `transport = "udp"`.
+    pub udp: Option<UdpConfig>,
     pub state_dir: PathBuf,
     /// CPG group of the daemons.
     pub group: String,
@@ -34,6 +59,54 @@ pub struct Config {
     /// Entries kept in the event log ring.
     pub log_entries: usize,
     pub filesystems: Vec<FsConfig>,
+}
+
+/// `[udp]`: the UDP transport (`cohort-udp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpConfig {
+    pub net: UdpNet,
+    /// The cluster key (32 raw bytes or 64 hex digits), same on every node.
+    pub key_file: PathBuf,
+    pub heartbeat_ms: u64,
+    pub fail_timeout_ms: u64,
+    pub quorum: UdpQuorum,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UdpNet {
+    Multicast {
+        /// Group address and port.
+        group: SocketAddrV4,
+        /// Local interface address to join and send on (`0.0.0.0`: routing table).
+        interface: Ipv4Addr,
+        /// Local address of the sending (and unicast-receiving) socket.
+        bind: Option<SocketAddrV4>,
+        ttl: u32,
+        loopback: bool,
+    },
+    Unicast {
+        /// Address of every node (ours included unless `bind` is given).
+        peers: BTreeMap<u32, SocketAddr>,
+        /// Where we bind (default: our own entry in `peers`).
+        bind: Option<SocketAddr>,
+    },
+}
+
+impl UdpNet {
+    pub fn mode(&self) -> &'static str {
+        match self {
+            UdpNet::Multicast { .. } => "multicast",
+            UdpNet::Unicast { .. } => "unicast",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpQuorum {
+    /// More than half of the configured nodes.
+    Majority,
+    /// Two-node cluster: one node is quorate alone (fencing decides races).
+    TwoNode,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +207,9 @@ pub const EXEC_OPS: &[&str] = &[
 struct RawConfig {
     node_id: Option<i64>,
     transport: Option<String>,
+    nodes: Option<Vec<i64>>,
+    startup_fence_delay_ms: Option<i64>,
+    udp: Option<RawUdp>,
     state_dir: Option<String>,
     cluster_name: Option<String>,
     recovery_retry_ms: Option<i64>,
@@ -148,6 +224,23 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawCorosync {
     group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUdp {
+    mode: Option<String>,
+    key_file: Option<String>,
+    heartbeat_ms: Option<i64>,
+    fail_timeout_ms: Option<i64>,
+    quorum: Option<String>,
+    group: Option<String>,
+    port: Option<i64>,
+    interface: Option<String>,
+    bind: Option<String>,
+    ttl: Option<i64>,
+    loopback: Option<bool>,
+    peers: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +374,191 @@ fn toml_where(text: &str, e: &toml::de::Error) -> String {
     format!("line {line_no} (`{line}`)")
 }
 
+/// A list of node ids: each 1..=u32::MAX, distinct, 1 to MAX_NODES of them. Sorted.
+fn node_list(key: &str, v: &[i64]) -> R<Vec<u32>> {
+    if v.is_empty() {
+        return err(key, "must not be empty");
+    }
+    if v.len() > MAX_NODES {
+        return err(key, format!("at most {MAX_NODES} nodes (got {})", v.len()));
+    }
+    let mut out: Vec<u32> = Vec::with_capacity(v.len());
+    for &n in v {
+        if n <= 0 || n > i64::from(u32::MAX) {
+            return err(key, format!("node ids must be between 1 and {} (got {n})", u32::MAX));
+        }
+        if out.contains(&(n as u32)) {
+            return err(key, format!("node {n} is listed twice"));
+        }
+        out.push(n as u32);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// `ip:port`, or `ip` alone (then `default_port`). IPv6 as `[addr]:port`.
+fn sock_addr(key: &str, s: &str, default_port: u16) -> R<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        if a.port() == 0 {
+            return err(key, format!("port 0 is not a usable address ({s:?})"));
+        }
+        return Ok(a);
+    }
+    match s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        Ok(ip) => Ok(SocketAddr::new(ip, default_port)),
+        Err(_) => err(key, format!("must be \"IP:PORT\" or \"IP\" (got {s:?})")),
+    }
+}
+
+fn ipv4(key: &str, s: &str) -> R<Ipv4Addr> {
+    s.parse::<Ipv4Addr>().or_else(|_| err(key, format!("must be an IPv4 address (got {s:?})")))
+}
+
+/// Validate `[udp]` for node `me`; returns it and the cluster's node list.
+fn udp_config(u: RawUdp, me: u32, nodes: Option<&[u32]>) -> R<(UdpConfig, Vec<u32>)> {
+    let Some(key_file) = u.key_file else {
+        return err("udp.key_file", "missing: the cluster key file (32 random bytes or 64 hex digits)");
+    };
+    let key_file = abs_path("udp.key_file", &key_file)?;
+    match std::fs::read(&key_file) {
+        Err(e) => return err("udp.key_file", format!("{} cannot be read: {e}", key_file.display())),
+        Ok(bytes) => {
+            if let Err(why) = cohort_udp::parse_key(&bytes) {
+                return err("udp.key_file", format!("{}: {why}", key_file.display()));
+            }
+        }
+    }
+    let heartbeat_ms = ms("udp.heartbeat_ms", u.heartbeat_ms, 50, 5, 10_000)?;
+    let fail_timeout_ms = ms("udp.fail_timeout_ms", u.fail_timeout_ms, (6 * heartbeat_ms).max(300), 10, 600_000)?;
+    if fail_timeout_ms < 2 * heartbeat_ms {
+        return err(
+            "udp.fail_timeout_ms",
+            format!("must be at least twice udp.heartbeat_ms = {heartbeat_ms} (got {fail_timeout_ms})"),
+        );
+    }
+    let port = match u.port {
+        None => DEFAULT_UDP_PORT,
+        Some(p) if !(1..=65535).contains(&p) => {
+            return err("udp.port", format!("must be between 1 and 65535 (got {p})"))
+        }
+        Some(p) => p as u16,
+    };
+    let mode = match u.mode.as_deref() {
+        Some(m @ ("multicast" | "unicast")) => m,
+        None if u.peers.is_some() => "unicast",
+        None => "multicast",
+        Some(m) => return err("udp.mode", format!("must be \"multicast\" or \"unicast\" (got {m:?})")),
+    };
+    let only_for = |present: bool, key: &str, m: &str| -> R<()> {
+        if present {
+            return err(format!("udp.{key}"), format!("only used with udp.mode = \"{m}\" (the mode is \"{mode}\")"));
+        }
+        Ok(())
+    };
+    let (net, all) = if mode == "multicast" {
+        only_for(u.peers.is_some(), "peers", "unicast")?;
+        let group = ipv4("udp.group", u.group.as_deref().unwrap_or("239.192.71.1"))?;
+        if !group.is_multicast() {
+            return err("udp.group", format!("{group} is not a multicast address (224.0.0.0/4)"));
+        }
+        let interface = ipv4("udp.interface", u.interface.as_deref().unwrap_or("0.0.0.0"))?;
+        let bind = match u.bind.as_deref() {
+            None => None,
+            Some(b) => match b.parse::<SocketAddrV4>() {
+                Ok(a) => Some(a),
+                Err(_) => Some(SocketAddrV4::new(ipv4("udp.bind", b)?, 0)),
+            },
+        };
+        let ttl = match u.ttl {
+            None => 1,
+            Some(t) if !(1..=255).contains(&t) => {
+                return err("udp.ttl", format!("must be between 1 and 255 (got {t})"))
+            }
+            Some(t) => t as u32,
+        };
+        let Some(all) = nodes else {
+            return err(
+                "nodes",
+                "missing: transport = \"udp\" in multicast mode needs the node ids of the cluster (nodes = [1, 2, 3])",
+            );
+        };
+        let net = UdpNet::Multicast {
+            group: SocketAddrV4::new(group, port),
+            interface,
+            bind,
+            ttl,
+            loopback: u.loopback.unwrap_or(true),
+        };
+        (net, all.to_vec())
+    } else {
+        only_for(u.group.is_some(), "group", "multicast")?;
+        only_for(u.interface.is_some(), "interface", "multicast")?;
+        only_for(u.ttl.is_some(), "ttl", "multicast")?;
+        only_for(u.loopback.is_some(), "loopback", "multicast")?;
+        let raw_peers = u.peers.unwrap_or_default();
+        if raw_peers.is_empty() {
+            return err(
+                "udp.peers",
+                "missing: unicast mode needs the address of every node ([udp.peers] 1 = \"IP:PORT\")",
+            );
+        }
+        let mut peers: BTreeMap<u32, SocketAddr> = BTreeMap::new();
+        for (id, addr) in &raw_peers {
+            let key = format!("udp.peers.{id}");
+            let n = match id.parse::<u32>() {
+                Ok(n) if n > 0 => n,
+                _ => return err(key, format!("the key must be a node id between 1 and {} (got {id:?})", u32::MAX)),
+            };
+            let a = sock_addr(&key, addr, port)?;
+            if let Some((other, _)) = peers.iter().find(|(_, x)| **x == a) {
+                return err(key, format!("address {a} is also node {other}'s"));
+            }
+            peers.insert(n, a);
+        }
+        let bind = match u.bind.as_deref() {
+            None => None,
+            Some(b) => Some(sock_addr("udp.bind", b, port)?),
+        };
+        let all: Vec<u32> = match nodes {
+            None => peers.keys().copied().collect(),
+            Some(l) => {
+                for n in l {
+                    let has_address = peers.contains_key(n) || (*n == me && bind.is_some());
+                    if !has_address {
+                        return err("udp.peers", format!("node {n} (in nodes) has no address"));
+                    }
+                }
+                if let Some(p) = peers.keys().find(|p| !l.contains(p)) {
+                    return err(format!("udp.peers.{p}"), format!("node {p} is not in nodes = {l:?}"));
+                }
+                l.to_vec()
+            }
+        };
+        if all.len() > MAX_NODES {
+            return err("udp.peers", format!("at most {MAX_NODES} nodes (got {})", all.len()));
+        }
+        if !peers.contains_key(&me) && bind.is_none() {
+            return err(
+                "udp.peers",
+                format!("this node (node_id = {me}) has no address: add it to [udp.peers] or set udp.bind"),
+            );
+        }
+        (UdpNet::Unicast { peers, bind }, all)
+    };
+    if !all.contains(&me) {
+        return err("node_id", format!("{me} is not one of the configured nodes {all:?}"));
+    }
+    let quorum = match u.quorum.as_deref() {
+        None | Some("majority") => UdpQuorum::Majority,
+        Some("two-node") if all.len() == 2 => UdpQuorum::TwoNode,
+        Some("two-node") => {
+            return err("udp.quorum", format!("\"two-node\" needs exactly 2 configured nodes (got {})", all.len()))
+        }
+        Some(q) => return err("udp.quorum", format!("must be \"majority\" or \"two-node\" (got {q:?})")),
+    };
+    Ok((UdpConfig { net, key_file, heartbeat_ms, fail_timeout_ms, quorum }, all))
+}
+
 impl Config {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -317,6 +595,39 @@ impl Config {
             Some(t) => return err("transport", format!("must be \"corosync\" or \"udp\" (got {t:?})")),
         };
         let state_dir = abs_path("state_dir", raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR))?;
+        let mut nodes = match raw.nodes {
+            None => None,
+            Some(v) => Some(node_list("nodes", &v)?),
+        };
+        let startup_fence_delay_ms = ms("startup_fence_delay_ms", raw.startup_fence_delay_ms, 3000, 0, 3_600_000)?;
+        if let (Some(me), Some(list)) = (node_id, nodes.as_ref()) {
+            if !list.contains(&me) {
+                return err("nodes", format!("does not contain this node's node_id {me} (nodes = {list:?})"));
+            }
+        }
+        let udp = match (transport, raw.udp) {
+            (Transport::Corosync, Some(_)) => {
+                return err("udp", "options for transport \"udp\" given, but transport is \"corosync\"")
+            }
+            (Transport::Corosync, None) => None,
+            (Transport::Udp, None) => {
+                return err("udp", "missing: transport = \"udp\" needs a [udp] table with at least `key_file`")
+            }
+            (Transport::Udp, Some(u)) => {
+                if raw.corosync.is_some() {
+                    return err("corosync", "options for transport \"corosync\" given, but transport is \"udp\"");
+                }
+                let Some(me) = node_id else {
+                    return err(
+                        "node_id",
+                        "missing: required with transport = \"udp\" (there is no corosync to ask for it)",
+                    );
+                };
+                let (cfg, all) = udp_config(u, me, nodes.as_deref())?;
+                nodes = Some(all);
+                Some(cfg)
+            }
+        };
         let group = raw.corosync.and_then(|c| c.group).unwrap_or_else(|| "cohort".to_owned());
         if group.is_empty() || group.len() > 127 || group.contains('\0') {
             return err("corosync.group", "must be 1 to 127 bytes without NUL");
@@ -488,6 +799,9 @@ impl Config {
         Ok(Config {
             node_id,
             transport,
+            nodes,
+            startup_fence_delay_ms,
+            udp,
             state_dir,
             group,
             cluster_name,
@@ -589,10 +903,16 @@ mod tests {
 
     #[test]
     fn backends_parse() {
+        let d = tempfile::tempdir().unwrap();
+        let key = key_file(d.path());
         let c = parse(&format!(
             r#"
 cluster_name = "c1"
 transport = "udp"
+node_id = 1
+nodes = [1]
+[udp]
+key_file = "{key}"
 [fence]
 agent = "{a}"
 timeout_ms = 500
@@ -652,5 +972,147 @@ fail_recover = 2
             e.contains("filesystem[0].sysfs: options for backend \"sysfs\" given, but backend is \"memory\""),
             "{e}"
         );
+    }
+
+    fn key_file(dir: &Path) -> String {
+        let p = dir.join("cohort.key");
+        std::fs::write(&p, format!("{}\n", "ab".repeat(32))).unwrap();
+        p.display().to_string()
+    }
+
+    #[test]
+    fn udp_unicast_and_multicast() {
+        let d = tempfile::tempdir().unwrap();
+        let key = key_file(d.path());
+        let c = parse(&format!(
+            "node_id = 2\ntransport = \"udp\"\n[udp]\nkey_file = \"{key}\"\nport = 7000\nheartbeat_ms = 100\n\
+             [udp.peers]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.2\"\n3 = \"[::1]:7003\"\n[fence]\nagent = \"{}\"\n",
+            agent()
+        ))
+        .unwrap();
+        assert_eq!(c.node_id, Some(2));
+        assert_eq!(c.nodes, Some(vec![1, 2, 3]), "nodes default to the peers");
+        assert_eq!(c.startup_fence_delay_ms, 3000);
+        let u = c.udp.unwrap();
+        assert_eq!((u.heartbeat_ms, u.fail_timeout_ms, u.quorum), (100, 600, UdpQuorum::Majority));
+        assert_eq!(u.key_file, PathBuf::from(&key));
+        match u.net {
+            UdpNet::Unicast { peers, bind } => {
+                assert_eq!(bind, None);
+                assert_eq!(peers[&1], "127.0.0.1:7001".parse::<SocketAddr>().unwrap());
+                assert_eq!(peers[&2], "127.0.0.2:7000".parse::<SocketAddr>().unwrap(), "default port");
+                assert_eq!(peers[&3], "[::1]:7003".parse::<SocketAddr>().unwrap());
+            }
+            n => panic!("{n:?}"),
+        }
+        let c = parse(&format!(
+            "node_id = 1\ntransport = \"udp\"\nnodes = [2, 1]\nstartup_fence_delay_ms = 0\n[udp]\n\
+             key_file = \"{key}\"\nquorum = \"two-node\"\ninterface = \"192.0.2.1\"\nbind = \"192.0.2.1\"\n\
+             [fence]\nagent = \"{}\"\n",
+            agent()
+        ))
+        .unwrap();
+        assert_eq!(c.nodes, Some(vec![1, 2]));
+        assert_eq!(c.startup_fence_delay_ms, 0);
+        let u = c.udp.unwrap();
+        assert_eq!(u.quorum, UdpQuorum::TwoNode);
+        assert_eq!(
+            u.net,
+            UdpNet::Multicast {
+                group: "239.192.71.1:5405".parse().unwrap(),
+                interface: "192.0.2.1".parse().unwrap(),
+                bind: Some("192.0.2.1:0".parse().unwrap()),
+                ttl: 1,
+                loopback: true
+            }
+        );
+        // corosync: nodes optional, must contain node_id
+        let c = parse(&format!("nodes = [3, 1, 2]\n[fence]\nagent = \"{}\"\n", agent())).unwrap();
+        assert_eq!((c.nodes, c.udp), (Some(vec![1, 2, 3]), None));
+    }
+
+    #[test]
+    fn udp_errors_name_the_key_and_why() {
+        let d = tempfile::tempdir().unwrap();
+        let key = key_file(d.path());
+        let bad_key = d.path().join("bad.key");
+        std::fs::write(&bad_key, "xyz\n").unwrap();
+        let peers = "[udp.peers]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.1:7002\"\n";
+        let udp = |extra: &str| format!("transport = \"udp\"\n[udp]\nkey_file = \"{key}\"\n{extra}");
+        let cases: Vec<(String, &str)> = vec![
+            (udp(peers), "node_id: missing: required with transport = \"udp\""),
+            ("node_id = 1\ntransport = \"udp\"\n".to_string(), "udp: missing: transport = \"udp\" needs a [udp] table"),
+            (
+                "node_id = 1\n[udp]\nport = 1\n".into(),
+                "udp: options for transport \"udp\" given, but transport is \"corosync\"",
+            ),
+            (format!("node_id = 1\n{}", udp("")), "nodes: missing: transport = \"udp\" in multicast mode needs"),
+            (format!("node_id = 1\n{}", udp("mode = \"unicast\"\n")), "udp.peers: missing: unicast mode needs"),
+            (format!("node_id = 1\ntransport = \"udp\"\n[udp]\n{peers}"), "udp.key_file: missing"),
+            (
+                format!("node_id = 1\ntransport = \"udp\"\n[udp]\nkey_file = \"{}\"\n{peers}", bad_key.display()),
+                "udp.key_file: ",
+            ),
+            (
+                format!("node_id = 1\n{}", udp(&format!("mode = \"tcp\"\n{peers}"))),
+                "udp.mode: must be \"multicast\" or \"unicast\" (got \"tcp\")",
+            ),
+            (format!("node_id = 3\n{}", udp(peers)), "udp.peers: this node (node_id = 3) has no address"),
+            (
+                format!("node_id = 1\n{}", udp(&format!("heartbeat_ms = 200\nfail_timeout_ms = 300\n{peers}"))),
+                "udp.fail_timeout_ms: must be at least twice udp.heartbeat_ms = 200 (got 300)",
+            ),
+            (
+                format!("node_id = 1\n{}", udp(&format!("port = 70000\n{peers}"))),
+                "udp.port: must be between 1 and 65535 (got 70000)",
+            ),
+            (
+                format!("node_id = 1\n{}", udp(&format!("ttl = 2\n{peers}"))),
+                "udp.ttl: only used with udp.mode = \"multicast\" (the mode is \"unicast\")",
+            ),
+            (
+                format!("node_id = 1\n{}", udp("[udp.peers]\n1 = \"localhost:1\"\n")),
+                "udp.peers.1: must be \"IP:PORT\" or \"IP\" (got \"localhost:1\")",
+            ),
+            (
+                format!("node_id = 1\n{}", udp("[udp.peers]\n0 = \"127.0.0.1:1\"\n")),
+                "udp.peers.0: the key must be a node id",
+            ),
+            (
+                format!("node_id = 1\n{}", udp("[udp.peers]\n1 = \"127.0.0.1:1\"\n2 = \"127.0.0.1:1\"\n")),
+                "udp.peers.2: address 127.0.0.1:1 is also node 1's",
+            ),
+            (format!("node_id = 1\nnodes = [1, 2, 3]\n{}", udp(peers)), "udp.peers: node 3 (in nodes) has no address"),
+            (format!("node_id = 1\nnodes = [1]\n{}", udp(peers)), "udp.peers.2: node 2 is not in nodes = [1]"),
+            (
+                format!("node_id = 1\nnodes = [1, 2]\n{}", udp("group = \"10.0.0.1\"\n")),
+                "udp.group: 10.0.0.1 is not a multicast address",
+            ),
+            (
+                format!("node_id = 1\nnodes = [1, 2, 3]\n{}", udp("quorum = \"two-node\"\n")),
+                "udp.quorum: \"two-node\" needs exactly 2 configured nodes (got 3)",
+            ),
+            (format!("node_id = 1\nnodes = [1, 2]\n{}", udp(peers)), "ok"),
+            (
+                format!("node_id = 1\nnodes = [1, 2]\n{}[corosync]\ngroup = \"x\"\n", udp(peers)),
+                "corosync: options for transport \"corosync\" given, but transport is \"udp\"",
+            ),
+            ("node_id = 4\nnodes = [1, 2, 3]\n".into(), "nodes: does not contain this node's node_id 4"),
+            ("nodes = []\n".into(), "nodes: must not be empty"),
+            ("nodes = [1, 1]\n".into(), "nodes: node 1 is listed twice"),
+            ("nodes = [0]\n".into(), "nodes: node ids must be between 1 and"),
+            ("startup_fence_delay_ms = -1\n".into(), "startup_fence_delay_ms: must not be negative"),
+        ];
+        for (text, want) in cases {
+            let text = format!("{text}\n[fence]\nagent = \"{}\"\n", agent());
+            match parse(&text) {
+                Ok(_) => assert_eq!(want, "ok", "for {text:?}: parsed, want {want:?}"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.starts_with("test.toml: "), "{e}");
+                    assert!(e.contains(want), "for {text:?}:\n got {e:?}\nwant {want:?}");
+                }
+            }
+        }
     }
 }

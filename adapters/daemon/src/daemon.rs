@@ -1,18 +1,20 @@
 //! `cohortd --config FILE`: the host daemon's main loop.
 //!
-//! Single-threaded poll(2) over the corosync fds (CPG + quorum), the control
-//! socket and its clients, a self-pipe that worker threads (fence agent,
-//! exec hooks) and signal handlers write to, and the backends' uevent fds.
-//! Timers from `SetTimer` effects live in the engine's min-heap and bound
-//! the poll timeout.
+//! Single-threaded poll(2) over the transport's fds ([`Link`]: corosync CPG +
+//! quorum, or the UDP transport's sockets), the control socket and its
+//! clients, a self-pipe that worker threads (fence agent, exec hooks) and
+//! signal handlers write to, and the backends' uevent fds. Timers from
+//! `SetTimer` effects live in the engine's min-heap and, with the UDP
+//! transport's protocol timers, bound the poll timeout.
 //!
 //! Stopping:
-//! * corosync lost (`Disconnected`/`NotRunning`, or a send fails): block every
-//!   mounted filesystem, exit [`exit::TRANSPORT_LOST`] with
-//!   `corosync connection lost: ...`;
-//! * `ResetSelf`: release everything, exit [`exit::RESET`] (systemd restarts
+//! * transport lost (corosync `Disconnected`/`NotRunning`, or a send fails,
+//!   for UDP too): block every mounted filesystem, exit
+//!   [`crate::exit::TRANSPORT_LOST`] with `corosync connection lost: ...` (UDP:
+//!   `udp transport failed: ...`);
+//! * `ResetSelf`: release everything, exit [`crate::exit::RESET`] (systemd restarts
 //!   the daemon, the new start gets a new incarnation);
-//! * `Incompatible`: block, exit [`exit::INCOMPATIBLE`] naming the versions;
+//! * `Incompatible`: block, exit [`crate::exit::INCOMPATIBLE`] naming the versions;
 //! * SIGTERM/SIGINT: exit 0 at once if nothing is mounted, else unmount
 //!   everything first (a second signal blocks and exits 1).
 
@@ -34,7 +36,9 @@ use crate::engine::{Engine, Env, FsRuntime, RequestKind, Stop, Timings};
 use crate::exit::Fatal;
 use crate::fence::{FenceAgent, FenceWhy};
 use crate::incarnation;
+use crate::nodelist;
 use crate::proc::{mounted_at, wake_pair, Wake, Waker};
+use crate::transport::{udp_adapter_config, Link, LinkError};
 
 static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
 static SIGNALS: AtomicU32 = AtomicU32::new(0);
@@ -63,15 +67,15 @@ fn install_signals(fd: RawFd) {
     }
 }
 
-struct CorosyncEnv<'a> {
-    cs: &'a Corosync,
+struct LinkEnv<'a> {
+    link: &'a mut Link,
     fencer: &'a FenceAgent,
     waker: &'a Waker,
 }
 
-impl Env for CorosyncEnv<'_> {
+impl Env for LinkEnv<'_> {
     fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.cs.send(bytes).map_err(|e| e.to_string())
+        self.link.send(bytes)
     }
 
     fn fence(&mut self, target: Member, known_inc: bool, why: FenceWhy) {
@@ -143,7 +147,15 @@ pub fn startup_safety(cfg: &Config, fs: &[FsRuntime]) -> Result<(), Fatal> {
     Ok(())
 }
 
-fn stop_to_fatal(engine: &mut Engine, now: u64, s: Stop) -> Fatal {
+/// What losing the transport is called in logs and the fatal line.
+fn lost_what(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Corosync => "corosync connection lost",
+        Transport::Udp => "udp transport failed",
+    }
+}
+
+fn stop_to_fatal(engine: &mut Engine, now: u64, s: Stop, transport: Transport) -> Fatal {
     match s {
         Stop::Reset => {
             let names = engine.release_all(now, "reset");
@@ -160,8 +172,9 @@ fn stop_to_fatal(engine: &mut Engine, now: u64, s: Stop) -> Fatal {
             ))
         }
         Stop::Transport(e) => {
-            let names = engine.block_all(now, "corosync connection lost");
-            Fatal::TransportLost(format!("corosync connection lost: {e}{}", blocked_suffix(&names)))
+            let what = lost_what(transport);
+            let names = engine.block_all(now, what);
+            Fatal::TransportLost(format!("{what}: {e}{}", blocked_suffix(&names)))
         }
     }
 }
@@ -174,13 +187,67 @@ fn blocked_suffix(names: &[String]) -> String {
     }
 }
 
+/// The configured cluster for `Input::Nodelist`: `nodes`/`[udp.peers]`, or
+/// corosync's nodelist. `Err`: why startup fencing is off (warned once).
+fn cluster_nodes(cfg: &Config) -> Result<Vec<u32>, String> {
+    if let Some(n) = &cfg.nodes {
+        return Ok(n.clone());
+    }
+    let Some(tool) = nodelist::find_cmapctl() else {
+        return Err(format!(
+            "{} not found and no `nodes` in the configuration: cannot read corosync's nodelist",
+            nodelist::CMAPCTL
+        ));
+    };
+    nodelist::corosync_nodelist(&tool, Duration::from_secs(10))
+}
+
+/// Open the configured transport; returns it and this node's id.
+fn open_link(cfg: &Config) -> Result<(Link, u32), Fatal> {
+    match cfg.transport {
+        Transport::Corosync => {
+            let cs = Corosync::connect(&cfg.group).map_err(|e| {
+                if e.is_disconnected() {
+                    Fatal::TransportLost(format!("cannot connect: {e}"))
+                } else {
+                    Fatal::Startup(format!("cannot connect to corosync: {e}"))
+                }
+            })?;
+            let local = cs.local_nodeid();
+            if let Some(n) = cfg.node_id.filter(|n| *n != local.0) {
+                return Err(Fatal::Config(format!("node_id = {n}, but corosync says this node is {}", local.0)));
+            }
+            Ok((Link::Corosync(cs), local.0))
+        }
+        Transport::Udp => {
+            let (Some(me), Some(nodes), Some(u)) = (cfg.node_id, cfg.nodes.as_ref(), cfg.udp.as_ref()) else {
+                return Err(Fatal::Config("transport = \"udp\" needs node_id and a [udp] table".into()));
+            };
+            let key = cohort_udp::load_key(&u.key_file).map_err(|e| Fatal::Config(format!("udp.key_file: {e}")))?;
+            let udp = cohort_udp::Udp::new(udp_adapter_config(me, nodes, u, key)).map_err(|e| match e {
+                cohort_udp::Error::Config(m) => Fatal::Config(format!("udp: {m}")),
+                e => Fatal::Startup(format!("cannot start the udp transport: {e}")),
+            })?;
+            Ok((Link::udp(udp), me))
+        }
+    }
+}
+
+fn describe_link(cfg: &Config, link: &Link) -> String {
+    match (link, cfg.udp.as_ref()) {
+        (Link::Udp(u), Some(c)) => format!(
+            "udp {} on {} (heartbeat {} ms, failure timeout {} ms)",
+            c.net.mode(),
+            u.udp.local_addr().map_or_else(|e| format!("? ({e})"), |a| a.to_string()),
+            c.heartbeat_ms,
+            c.fail_timeout_ms
+        ),
+        _ => format!("corosync group {:?}", cfg.group),
+    }
+}
+
 /// Run the daemon until it stops. `Ok(())` is a clean stop.
 pub fn run(cfg: Config) -> Result<(), Fatal> {
-    if cfg.transport == Transport::Udp {
-        return Err(Fatal::Config(
-            "transport = \"udp\" is not yet available in this build; use transport = \"corosync\"".into(),
-        ));
-    }
     let _lock = lock_state_dir(&cfg)?;
     let (waker, wake_rx) = wake_pair().map_err(|e| Fatal::Startup(format!("cannot create the wake pipe: {e}")))?;
     let mut fs_rt = Vec::new();
@@ -192,20 +259,10 @@ pub fn run(cfg: Config) -> Result<(), Fatal> {
     startup_safety(&cfg, &fs_rt)?;
     let inc = incarnation::bump(&cfg.state_dir).map_err(|e| Fatal::Startup(e.to_string()))?;
 
-    let cs = Corosync::connect(&cfg.group).map_err(|e| {
-        if e.is_disconnected() {
-            Fatal::TransportLost(format!("cannot connect: {e}"))
-        } else {
-            Fatal::Startup(format!("cannot connect to corosync: {e}"))
-        }
-    })?;
-    let local = cs.local_nodeid();
-    let node = match cfg.node_id {
-        Some(n) if n != local.0 => {
-            return Err(Fatal::Config(format!("node_id = {n}, but corosync says this node is {}", local.0)));
-        }
-        _ => local,
-    };
+    let (link, me) = open_link(&cfg)?;
+    let node = cohort_core::NodeId(me);
+    // After connecting: corosync-cmapctl needs a running corosync.
+    let cluster = cluster_nodes(&cfg);
     let control = ControlServer::bind(&cfg.socket_path()).map_err(|e| {
         Fatal::Startup(format!("cannot create the control socket {}: {e}", cfg.socket_path().display()))
     })?;
@@ -217,37 +274,81 @@ pub fn run(cfg: Config) -> Result<(), Fatal> {
     let mut engine = Engine::new(
         node,
         inc,
-        Timings { fence_retry_ms: cfg.fence.retry_ms, recovery_retry_ms: cfg.recovery_retry_ms },
+        Timings {
+            fence_retry_ms: cfg.fence.retry_ms,
+            recovery_retry_ms: cfg.recovery_retry_ms,
+            startup_fence_delay_ms: cfg.startup_fence_delay_ms,
+        },
         fs_rt,
         cfg.log_entries,
-        "corosync",
+        link.name(),
         clock(),
     );
+    match &cluster {
+        Ok(nodes) => {
+            engine.set_nodelist(nodes);
+            if !nodes.contains(&me) {
+                tracing::warn!(node = me, nodes = ?nodes, "this node is not in the configured cluster nodes");
+            }
+        }
+        Err(why) => {
+            tracing::warn!("startup fencing is OFF: {why}");
+            engine.note("info", format!("startup fencing is OFF: {why} (set `nodes = [...]` in the configuration)"));
+        }
+    }
     engine.note(
         "info",
         format!(
-            "cohortd started: node {} incarnation {inc}, corosync group {:?}, {} filesystem(s) configured",
+            "cohortd started: node {} incarnation {inc}, {}, {} filesystem(s) configured",
             node.0,
-            cfg.group,
+            describe_link(&cfg, &link),
             cfg.filesystems.len()
         ),
     );
     tracing::info!(node = node.0, incarnation = inc, socket = %cfg.socket_path().display(), "cohortd running");
-    let mut lp =
-        Loop { cs, engine, control, wake_rx, waker, fencer, clock: Box::new(clock), stopping: false, seen_signals: 0 };
+    // UDP: operator requests (and auto_mount) wait until the transport has
+    // merged our boot view with the peers, or the failure timeout passed
+    // (nobody else is up). A mount requested in the boot view would be
+    // applied in a one-node daemon group and then dropped by the core when
+    // the merge brings the cluster's snapshot ("mount error Incompatible").
+    let hold_until = cfg.udp.as_ref().map(|u| clock() + u.fail_timeout_ms + 2 * u.heartbeat_ms);
+    let mut lp = Loop {
+        hold_until,
+        held: Vec::new(),
+        link,
+        transport: cfg.transport,
+        engine,
+        control,
+        wake_rx,
+        waker,
+        fencer,
+        clock: Box::new(clock),
+        stopping: false,
+        seen_signals: 0,
+    };
     lp.startup();
     let r = lp.run();
-    if matches!(r, Err(Fatal::TransportLost(_))) {
+    match &r {
         // Closing a corosync handle whose daemon died can block for seconds
         // inside libqb (seen with corosync 3.1.7); we are exiting anyway.
-        let Loop { cs, .. } = lp;
-        std::mem::forget(cs);
+        Err(Fatal::TransportLost(_)) if cfg.transport == Transport::Corosync => {
+            let Loop { link, .. } = lp;
+            std::mem::forget(link);
+        }
+        // A clean stop leaves the group (UDP: LEAVE announcements over a
+        // few heartbeats), so the others see a leave, not a failure.
+        Ok(()) => lp.link.leave(Duration::from_secs(1)),
+        _ => {}
     }
     r
 }
 
 struct Loop {
-    cs: Corosync,
+    /// Requests wait until then (or until the transport found its peers).
+    hold_until: Option<u64>,
+    held: Vec<(String, RequestKind)>,
+    link: Link,
+    transport: Transport,
     engine: Engine,
     control: ControlServer,
     wake_rx: crate::proc::WakeReceiver,
@@ -261,25 +362,56 @@ struct Loop {
 impl Loop {
     fn startup(&mut self) {
         let now = (self.clock)();
-        let Loop { cs, engine, fencer, waker, .. } = self;
-        let mut env = CorosyncEnv { cs, fencer, waker };
+        if self.hold_until.is_some() {
+            for f in self.engine.filesystems().iter().filter(|f| f.cfg.auto_mount) {
+                self.held.push((f.cfg.name.clone(), RequestKind::Mount(f.cfg.mode)));
+            }
+            return;
+        }
+        let Loop { link, engine, fencer, waker, .. } = self;
+        let mut env = LinkEnv { link, fencer, waker };
         engine.auto_mount(now, &mut env);
+    }
+
+    /// End the hold of requests once the transport found its peers (or the
+    /// hold expired) and run the held ones in order.
+    fn release_held(&mut self, now: u64) {
+        let Some(until) = self.hold_until else { return };
+        let found = self.link.found_peers();
+        if !found && now < until {
+            return;
+        }
+        self.hold_until = None;
+        let why = if found { "the transport found its peers" } else { "nobody answered within the failure timeout" };
+        if !self.held.is_empty() {
+            self.engine.note("info", format!("{why}: running {} held request(s)", self.held.len()));
+        }
+        for (fs, what) in std::mem::take(&mut self.held) {
+            let Loop { link, engine, fencer, waker, .. } = self;
+            let mut env = LinkEnv { link, fencer, waker };
+            if let Err(e) = engine.request(now, &fs, what, &mut env) {
+                engine.note("error", format!("held request for {fs}: {e}"));
+            }
+        }
     }
 
     fn check_stop(&mut self) -> Result<(), Fatal> {
         if let Some(s) = self.engine.stopped().cloned() {
             let now = (self.clock)();
-            return Err(stop_to_fatal(&mut self.engine, now, s));
+            return Err(stop_to_fatal(&mut self.engine, now, s, self.transport));
         }
         Ok(())
     }
 
-    fn corosync_lost(&mut self, e: cohort_corosync::Error) -> Fatal {
+    fn transport_lost(&mut self, e: LinkError) -> Fatal {
         let now = (self.clock)();
-        let what = if e.is_disconnected() { "corosync connection lost" } else { "corosync failed" };
-        self.engine.note("error", format!("{what}: {e}"));
+        let what = match (self.transport, e.disconnected) {
+            (Transport::Corosync, false) => "corosync failed",
+            (t, _) => lost_what(t),
+        };
+        self.engine.note("error", format!("{what}: {}", e.text));
         let names = self.engine.block_all(now, what);
-        Fatal::TransportLost(format!("{what}: {e}{}", blocked_suffix(&names)))
+        Fatal::TransportLost(format!("{what}: {}{}", e.text, blocked_suffix(&names)))
     }
 
     fn run(&mut self) -> Result<(), Fatal> {
@@ -287,8 +419,8 @@ impl Loop {
         loop {
             let now = (self.clock)();
             {
-                let Loop { cs, engine, fencer, waker, .. } = self;
-                let mut env = CorosyncEnv { cs, fencer, waker };
+                let Loop { link, engine, fencer, waker, .. } = self;
+                let mut env = LinkEnv { link, fencer, waker };
                 engine.fire_timers(now, &mut env);
             }
             self.check_stop()?;
@@ -304,6 +436,16 @@ impl Loop {
             if let Some(t) = self.engine.next_timer() {
                 timeout = timeout.min(t.saturating_sub(now));
             }
+            if let Some(d) = self.link.next_timeout(StdInstant::now()) {
+                // Round up: a sub-millisecond wait must not spin.
+                timeout = timeout.min(d.as_micros().div_ceil(1000) as u64);
+            }
+            if self.link.pending() > 0 {
+                timeout = 0;
+            }
+            if let Some(h) = self.hold_until {
+                timeout = timeout.min(h.saturating_sub(now));
+            }
             let mut backend_interval: Option<u64> = None;
             for f in self.engine.filesystems() {
                 if let Some(i) = f.backend.poll_interval() {
@@ -314,12 +456,10 @@ impl Loop {
             if let Some(i) = backend_interval {
                 timeout = timeout.min((last_backend_poll + i).saturating_sub(now));
             }
-            let [cpg_fd, q_fd] = self.cs.fds();
-            let mut fds: Vec<libc::pollfd> = vec![
-                libc::pollfd { fd: cpg_fd, events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: q_fd, events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.wake_rx.fd(), events: libc::POLLIN, revents: 0 },
-            ];
+            let mut fds: Vec<libc::pollfd> =
+                vec![libc::pollfd { fd: self.wake_rx.fd(), events: libc::POLLIN, revents: 0 }];
+            let link_start = fds.len();
+            fds.extend(self.link.fds().into_iter().map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }));
             let ctl = self.control.poll_set();
             let ctl_start = fds.len();
             fds.extend(ctl.iter().map(|(fd, ev)| libc::pollfd { fd: *fd, events: *ev, revents: 0 }));
@@ -339,24 +479,28 @@ impl Loop {
             }
             let now = (self.clock)();
 
-            // ---- corosync
-            if fds[0].revents != 0 || fds[1].revents != 0 || self.cs.pending() > 0 {
-                if let Err(e) = self.cs.dispatch() {
-                    return Err(self.corosync_lost(e));
-                }
-                while let Some(ev) = self.cs.next_event() {
-                    let Loop { cs, engine, fencer, waker, .. } = self;
-                    let mut env = CorosyncEnv { cs, fencer, waker };
-                    engine.transport_event(now, ev.into(), &mut env);
-                }
-                self.check_stop()?;
+            // ---- transport (UDP: also its protocol timers, every round)
+            let link_ready = fds[link_start..ctl_start].iter().any(|p| p.revents != 0);
+            if let Err(e) = self.link.dispatch(link_ready, StdInstant::now()) {
+                return Err(self.transport_lost(e));
             }
+            while let Some(ev) = self.link.next_event() {
+                let Loop { link, engine, fencer, waker, .. } = self;
+                let mut env = LinkEnv { link, fencer, waker };
+                engine.transport_event(now, ev, &mut env);
+                if engine.stopped().is_some() {
+                    break;
+                }
+            }
+            self.check_stop()?;
+            self.release_held(now);
+            self.check_stop()?;
 
             // ---- worker results and signals
-            if fds[2].revents != 0 {
+            if fds[0].revents != 0 {
                 for w in self.wake_rx.drain() {
-                    let Loop { cs, engine, fencer, waker, .. } = self;
-                    let mut env = CorosyncEnv { cs, fencer, waker };
+                    let Loop { link, engine, fencer, waker, .. } = self;
+                    let mut env = LinkEnv { link, fencer, waker };
                     match w {
                         Wake::Kernel(k) => engine.kernel_event(now, k, &mut env),
                         Wake::Fenced { target, why, result, took_ms } => {
@@ -395,8 +539,8 @@ impl Loop {
             let be_due = backend_interval.is_some_and(|i| now >= last_backend_poll + i);
             if be_ready || be_due {
                 last_backend_poll = now;
-                let Loop { cs, engine, fencer, waker, .. } = self;
-                let mut env = CorosyncEnv { cs, fencer, waker };
+                let Loop { link, engine, fencer, waker, .. } = self;
+                let mut env = LinkEnv { link, fencer, waker };
                 engine.poll_backends(now, &mut env);
                 self.check_stop()?;
             }
@@ -409,8 +553,8 @@ impl Loop {
         let busy = self.engine.busy_filesystems();
         if busy.is_empty() {
             self.engine.note("info", "signal: stopping (nothing mounted)".into());
-            // The loop returns at its top; the Corosync handle leaves the
-            // CPG group cleanly on drop.
+            // The loop returns at its top; `run` then leaves the group
+            // (corosync: on drop; UDP: LEAVE announcements).
             self.stopping = true;
             return Ok(());
         }
@@ -424,8 +568,8 @@ impl Loop {
         self.stopping = true;
         self.engine.note("info", format!("signal: stopping, unmounting {} first", busy.join(", ")));
         for fs in busy {
-            let Loop { cs, engine, fencer, waker, .. } = self;
-            let mut env = CorosyncEnv { cs, fencer, waker };
+            let Loop { link, engine, fencer, waker, .. } = self;
+            let mut env = LinkEnv { link, fencer, waker };
             if let Err(e) = engine.request(now, &fs, RequestKind::Unmount, &mut env) {
                 engine.note("error", format!("unmount of {fs} at stop: {e}"));
             }
@@ -466,8 +610,22 @@ impl Loop {
         if self.stopping {
             return json!({"ok": false, "error": "the daemon is stopping"});
         }
-        let Loop { cs, engine, fencer, waker, .. } = self;
-        let mut env = CorosyncEnv { cs, fencer, waker };
+        if self.hold_until.is_some() {
+            let known: Vec<&str> = self.engine.filesystems().iter().map(|f| f.cfg.name.as_str()).collect();
+            if !known.contains(&fs) {
+                let e = format!("filesystem {fs:?} is not configured (configured: {})", known.join(", "));
+                return json!({"ok": false, "error": e});
+            }
+            let text = match what {
+                RequestKind::Mount(m) => format!("mount of {fs} ({}) requested", crate::config::mode_name(m)),
+                RequestKind::Unmount => format!("unmount of {fs} requested"),
+            };
+            self.engine.note("request", format!("{text} (held until the udp transport has found its peers)"));
+            self.held.push((fs.to_owned(), what));
+            return json!({"ok": true, "message": format!("{text} (held until the transport has found its peers)")});
+        }
+        let Loop { link, engine, fencer, waker, .. } = self;
+        let mut env = LinkEnv { link, fencer, waker };
         match engine.request(now, fs, what, &mut env) {
             Ok(text) => json!({"ok": true, "message": text}),
             Err(e) => json!({"ok": false, "error": e}),

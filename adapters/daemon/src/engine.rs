@@ -13,6 +13,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
+use cohort_core::gcs::NodeList;
 use cohort_core::node::{
     DeliverError, Effect, HandleError, Input, KernelEvent, KernelOp, Notice, Request, RequestError, TimerToken,
 };
@@ -73,6 +74,20 @@ impl FsRuntime {
 pub struct Timings {
     pub fence_retry_ms: u64,
     pub recovery_retry_ms: u64,
+    /// Startup fencing grace (see `Config::startup_fence_delay_ms`).
+    pub startup_fence_delay_ms: u64,
+}
+
+impl Default for Timings {
+    /// The core's defaults.
+    fn default() -> Timings {
+        let c = CoreConfig::new(NodeId(1), Incarnation(1));
+        Timings {
+            fence_retry_ms: c.fence_retry_ms,
+            recovery_retry_ms: c.recovery_retry_ms,
+            startup_fence_delay_ms: c.startup_fence_delay_ms,
+        }
+    }
 }
 
 pub struct Engine {
@@ -89,7 +104,12 @@ pub struct Engine {
 }
 
 fn fmt_member(m: Member) -> String {
-    format!("node {} (incarnation {})", m.node.0, m.inc.0)
+    if m.inc.0 == 0 {
+        // Startup fencing: a configured node never seen in this cluster's life.
+        format!("node {} (never joined: startup fencing)", m.node.0)
+    } else {
+        format!("node {} (incarnation {})", m.node.0, m.inc.0)
+    }
 }
 
 impl Engine {
@@ -105,6 +125,7 @@ impl Engine {
         let mut cfg = CoreConfig::new(node, Incarnation(inc));
         cfg.fence_retry_ms = timings.fence_retry_ms;
         cfg.recovery_retry_ms = timings.recovery_retry_ms;
+        cfg.startup_fence_delay_ms = timings.startup_fence_delay_ms;
         Engine {
             node: Node::new(cfg),
             log: EventLog::new(node.0, log_entries),
@@ -121,6 +142,24 @@ impl Engine {
 
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// Tell the node which nodes make up the cluster (`Input::Nodelist`):
+    /// enables startup fencing. Call right after [`Engine::new`], before any
+    /// transport event. Produces no effects.
+    pub fn set_nodelist(&mut self, nodes: &[u32]) {
+        let mut l = NodeList::new();
+        for n in nodes {
+            if l.push(NodeId(*n)).is_err() {
+                self.note("error", format!("nodelist: more than {} nodes, the rest is ignored", l.capacity()));
+                break;
+            }
+        }
+        let text = format!("configured cluster nodes {} (startup fencing on)", crate::transport::fmt_nodes(&l));
+        match self.node.handle(Instant(self.now), Input::Nodelist(l)) {
+            Ok(()) => self.note("info", text),
+            Err(e) => self.handle_error(e),
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -263,7 +302,8 @@ impl Engine {
             Effect::Kernel { fs, op, .. } => self.kernel_op(&fs, op),
             Effect::Fence { target } => {
                 self.note("fence", format!("fencing {}: running the fence agent", fmt_member(target)));
-                env.fence(target, true, FenceWhy::Fence);
+                // Incarnation 0: startup fencing of a node never seen (unknown).
+                env.fence(target, target.inc.0 != 0, FenceWhy::Fence);
             }
             Effect::Kill { node } => {
                 self.note(
@@ -623,5 +663,140 @@ pub fn describe_kernel_event(k: &KernelEvent) -> String {
         KernelEvent::FirstRecoveryDone { fs } => format!("{fs}: first mounter replayed every journal"),
         KernelEvent::RecoveryDone { fs, jid, ok: r } => format!("{fs}: recovery of journal {} {}", jid.0, ok(*r)),
         KernelEvent::Withdraw { fs } => format!("{fs}: the kernel WITHDREW the filesystem"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::config::{BackendConfig, MemoryConfig};
+    use crate::demo::simnet::SimNet;
+
+    struct TestEnv<'a> {
+        net: &'a mut SimNet,
+        me: u32,
+        fences: &'a mut Vec<(u32, Member, bool)>,
+    }
+
+    impl Env for TestEnv<'_> {
+        fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+            self.net.send(self.me, bytes)
+        }
+        fn fence(&mut self, target: Member, known_inc: bool, _why: FenceWhy) {
+            self.fences.push((self.me, target, known_inc));
+        }
+    }
+
+    struct Cluster {
+        net: SimNet,
+        engines: Vec<Engine>,
+        fences: Vec<(u32, Member, bool)>,
+        now: u64,
+    }
+
+    impl Cluster {
+        /// Nodes 1..=3 powered; daemons only on 1 and 2.
+        fn new(nodelist: Option<&[u32]>) -> Cluster {
+            let mut net = SimNet::new(3, 8);
+            let mut engines = Vec::new();
+            for i in 1..=2u32 {
+                let fs = FsConfig {
+                    name: "fs1".into(),
+                    journals: 4,
+                    backend: BackendConfig::Memory(MemoryConfig::default()),
+                    mount_point: None,
+                    auto_mount: false,
+                    mode: Mode::Rw,
+                };
+                let rt = FsRuntime::new(fs, Box::new(MemoryBackend::new("fs1", MemoryConfig::default()))).unwrap();
+                let t = Timings { fence_retry_ms: 1000, recovery_retry_ms: 1000, startup_fence_delay_ms: 500 };
+                let mut e = Engine::new(NodeId(i), 1, t, vec![rt], 1000, "simnet", 0);
+                if let Some(l) = nodelist {
+                    e.set_nodelist(l);
+                }
+                engines.push(e);
+                net.start_daemon(i);
+            }
+            let mut c = Cluster { net, engines, fences: Vec::new(), now: 0 };
+            c.settle();
+            c
+        }
+
+        fn with(&mut self, i: usize, f: impl FnOnce(&mut Engine, &mut TestEnv<'_>)) {
+            let mut env = TestEnv { net: &mut self.net, me: i as u32 + 1, fences: &mut self.fences };
+            f(&mut self.engines[i], &mut env);
+        }
+
+        fn settle(&mut self) {
+            loop {
+                self.net.flush();
+                let mut moved = false;
+                for i in 0..self.engines.len() {
+                    while let Some(ev) = self.net.take(i as u32 + 1) {
+                        moved = true;
+                        let now = self.now;
+                        self.with(i, |e, env| e.transport_event(now, ev, env));
+                    }
+                }
+                if !moved && !self.net.has_pending() {
+                    return;
+                }
+            }
+        }
+
+        /// Fire timers up to `until`.
+        fn run_until(&mut self, until: u64) {
+            loop {
+                self.settle();
+                let Some(t) = self.engines.iter().filter_map(|e| e.next_timer()).min().filter(|t| *t <= until) else {
+                    break;
+                };
+                self.now = self.now.max(t);
+                let now = self.now;
+                for i in 0..self.engines.len() {
+                    self.with(i, |e, env| e.fire_timers(now, env));
+                }
+            }
+            self.now = until;
+        }
+
+        fn kernel_state(&self, i: usize) -> String {
+            self.engines[i].filesystems()[0].kernel.state.clone()
+        }
+    }
+
+    #[test]
+    fn nodelist_enables_startup_fencing_before_the_first_mount() {
+        // Configured [1, 2, 3], node 3 never starts: fenced (incarnation
+        // unknown) after the grace period, and the first mount waits for it.
+        let mut c = Cluster::new(Some(&[1, 2, 3]));
+        c.now = 10;
+        c.with(0, |e, env| e.request(10, "fs1", RequestKind::Mount(Mode::Rw), env).map(|_| ()).unwrap());
+        c.run_until(400);
+        assert!(c.fences.is_empty(), "fenced before the grace period: {:?}", c.fences);
+        assert_ne!(c.kernel_state(0), "mounted", "first mount before startup fencing");
+        c.run_until(2000);
+        let [(actor, target, known_inc)] = c.fences[..] else { panic!("expected one fence: {:?}", c.fences) };
+        assert_eq!((target.node, target.inc, known_inc), (NodeId(3), Incarnation(0), false));
+        assert_ne!(c.kernel_state(0), "mounted", "first mount while node 3 may still hold the filesystem");
+        let log: Vec<String> = c.engines[actor as usize - 1].log().since(0).into_iter().map(|e| e.text).collect();
+        assert!(log.iter().any(|t| t == "configured cluster nodes [1,2,3] (startup fencing on)"), "{log:?}");
+        assert!(
+            log.iter().any(|t| t == "fencing node 3 (never joined: startup fencing): running the fence agent"),
+            "{log:?}"
+        );
+        let now = c.now;
+        c.with(actor as usize - 1, |e, env| e.fenced(now, target, FenceWhy::Fence, Ok(()), env));
+        c.run_until(3000);
+        assert_eq!(c.kernel_state(0), "mounted");
+        assert!(c.engines[0].filesystems()[0].kernel.first, "node 1 is the first mounter");
+
+        // Without a nodelist: no startup fencing, the mount goes ahead.
+        let mut c = Cluster::new(None);
+        c.with(0, |e, env| e.request(0, "fs1", RequestKind::Mount(Mode::Rw), env).map(|_| ()).unwrap());
+        c.run_until(5000);
+        assert!(c.fences.is_empty(), "{:?}", c.fences);
+        assert_eq!(c.kernel_state(0), "mounted");
     }
 }

@@ -1,5 +1,6 @@
 //! `cohortd` start-up failures (no corosync needed): every one is a single
-//! line naming the cause, with the documented exit status.
+//! line naming the cause, with the documented exit status; and a UDP
+//! daemon's life alone on loopback.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -65,12 +66,107 @@ fn check_mode_validates_only() {
     assert!(!d.path().join("state").exists(), "--check must not touch the state directory");
 }
 
+/// A free UDP port on 127.0.0.1 (bound, read, released).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn udp_config(dir: &Path, node: u32, ports: &[u16]) -> PathBuf {
+    let key = dir.join("cohort.key");
+    fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut peers = String::new();
+    for (i, p) in ports.iter().enumerate() {
+        peers.push_str(&format!("{} = \"127.0.0.1:{p}\"\n", i + 1));
+    }
+    config(
+        dir,
+        &format!(
+            "node_id = {node}\ntransport = \"udp\"\n[udp]\nmode = \"unicast\"\nkey_file = \"{}\"\n[udp.peers]\n{peers}",
+            key.display()
+        ),
+    )
+}
+
 #[test]
-fn udp_transport_is_not_yet_available() {
+fn udp_config_errors_are_one_line() {
     let d = tempfile::tempdir().unwrap();
-    let o = run(&config(d.path(), "transport = \"udp\""));
+    let o = run(&config(d.path(), "transport = \"udp\"\nnodes = [1, 2]\n[udp]\nkey_file = \"/nonexistent/key\"\n"));
     assert_eq!(o.status.code(), Some(1));
-    assert!(last_line(&o).contains("transport = \"udp\" is not yet available"), "{}", last_line(&o));
+    let l = last_line(&o);
+    assert!(l.starts_with("cohortd: configuration error: "), "{l}");
+    assert!(
+        l.ends_with("node_id: missing: required with transport = \"udp\" (there is no corosync to ask for it)"),
+        "{l}"
+    );
+    let o = run(&config(
+        d.path(),
+        "node_id = 1\ntransport = \"udp\"\nnodes = [1, 2]\n[udp]\nkey_file = \"/nonexistent/key\"\n",
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(last_line(&o).contains("udp.key_file: /nonexistent/key cannot be read"), "{}", last_line(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
+}
+
+/// A UDP daemon alone (its peer never comes): runs, answers `status`
+/// (transport udp, not quorate), refuses a second daemon on its port, and
+/// stops on SIGTERM with exit 0. No root, no corosync.
+#[test]
+fn udp_daemon_runs_alone_and_stops_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let ports = [free_udp_port(), free_udp_port()];
+    let cfg = udp_config(d.path(), 1, &ports);
+    let mut child = Command::new(COHORTD)
+        .arg("--config")
+        .arg(&cfg)
+        .env("COHORT_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sock = d.path().join("state/cohortd.sock");
+    let t = std::time::Instant::now();
+    while !sock.exists() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("cohortd exited at start: {st}");
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "no control socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_cohortctl"))
+            .arg("--socket")
+            .arg(&sock)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        serde_json::from_slice::<cohortd::api::StatusJson>(&o.stdout).unwrap()
+    };
+    let mut s = status();
+    while s.quorate.is_none() && t.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        s = status();
+    }
+    assert_eq!((s.node, s.incarnation, s.transport.as_str()), (1, 1, "udp"));
+    assert_eq!(s.quorate, Some(false), "1 of 2 configured nodes is not a majority");
+    // a second daemon (another state_dir) on the same address
+    let d2 = tempfile::tempdir().unwrap();
+    let o = Command::new(COHORTD)
+        .arg("--config")
+        .arg(udp_config(d2.path(), 1, &ports))
+        .env("COHORT_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let l = last_line(&o);
+    assert!(l.starts_with("cohortd: cannot start the udp transport: bind 127.0.0.1:"), "{l}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("configured cluster nodes [1,2] (startup fencing on)"), "{err}");
 }
 
 #[test]
@@ -142,6 +238,41 @@ fn packaged_example_config_is_valid() {
     let cfg = cohortd::config::Config::parse(&text, "cohort.toml.example").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.filesystems.len(), 2);
     assert_eq!(cfg.filesystems[0].backend.kind(), "gfs2-sysfs");
+    assert_eq!(cfg.transport, cohortd::config::Transport::Corosync);
+
+    // The commented [udp] section, switched on, is valid too.
+    let d = tempfile::tempdir().unwrap();
+    let key = d.path().join("cohort.key");
+    fs::write(&key, "ab".repeat(32)).unwrap();
+    let mut udp = String::new();
+    let mut in_block = false;
+    for line in text.lines() {
+        if line.starts_with("# ---- [udp]") {
+            in_block = true;
+        } else if line.starts_with("# ---- end of [udp]") {
+            in_block = false;
+        }
+        let line = match line {
+            "transport = \"corosync\"" => "transport = \"udp\"",
+            "# node_id = 1" => "node_id = 1",
+            "[corosync]" | "group = \"cohort\"" => continue,
+            l if in_block
+                && l.starts_with('#')
+                && l[1..].starts_with(|c: char| c == '[' || c.is_ascii_alphanumeric()) =>
+            {
+                &l[1..]
+            }
+            l => l,
+        };
+        udp.push_str(&line.replace("/etc/cohort/cohort.key", &key.to_string_lossy()));
+        udp.push('\n');
+    }
+    let cfg =
+        cohortd::config::Config::parse(&udp, "cohort.toml.example (udp)").unwrap_or_else(|e| panic!("{e}\n{udp}"));
+    assert_eq!(cfg.transport, cohortd::config::Transport::Udp);
+    assert_eq!((cfg.node_id, cfg.nodes), (Some(1), Some(vec![1, 2, 3])));
+    let u = cfg.udp.unwrap();
+    assert_eq!((u.net.mode(), u.heartbeat_ms, u.fail_timeout_ms), ("unicast", 50, 300));
     let unit = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/cohortd.service")).unwrap();
     assert!(unit.contains("RestartForceExitStatus=75"), "the unit must restart a reset daemon");
 }

@@ -13,6 +13,12 @@
 //! 6. `Confchg` with the `joined` fresh processes (`Join`): a process join
 //!    happens inside the new ring.
 //!
+//! A fresh process (one never in a view with others since it started) that
+//! joins an existing group sees, like a process joining a corosync CPG, only
+//! the ring event and then one `Join` confchg whose members are the whole
+//! new view ([`Record::install_for`]); the others see the same `Join`. So
+//! both count the same epochs in the new ring.
+//!
 //! Empty confchgs are skipped. Each confchg's `members` is the daemon group
 //! after applying that confchg, starting from the old view's members, so the
 //! lists always chain. The order is what [`crate::gcs`] asks of a transport
@@ -70,6 +76,7 @@ impl Record {
     /// The view change `old` -> `new`. `fresh_mask` flags members of `new`
     /// that are fresh processes, `leaver_mask` members of `old` that left
     /// cleanly.
+    #[cfg(test)]
     pub fn install(
         old: &MemberList,
         new: &MemberList,
@@ -78,6 +85,37 @@ impl Record {
         fresh_mask: u32,
         leaver_mask: u32,
     ) -> Record {
+        Record::install_for(None, old, new, view_id, quorate, fresh_mask, leaver_mask)
+    }
+
+    /// As [`Record::install`], seen by `me`. A fresh process (`me` flagged
+    /// in `fresh_mask`) joins the existing group the way a process joins a
+    /// corosync CPG: the ring event, then one `Join` confchg whose members
+    /// are the whole new view. It must not see the group's old members as
+    /// `NodeUp` (a merge) while they see it as a `Join`: both sides must
+    /// count the same epochs in the new ring.
+    pub fn install_for(
+        me: Option<NodeId>,
+        old: &MemberList,
+        new: &MemberList,
+        view_id: u64,
+        quorate: bool,
+        fresh_mask: u32,
+        leaver_mask: u32,
+    ) -> Record {
+        let fresh_me = me.is_some_and(|me| new.iter().enumerate().any(|(i, m)| m.node == me && bit(fresh_mask, i)));
+        if fresh_me {
+            let mut entries = heapless::Vec::new();
+            let mut cur = NodeList::new();
+            for (i, m) in new.iter().enumerate() {
+                if bit(fresh_mask, i) {
+                    let _ = entries.push(Entry { node: m.node, reason: Reason::Join, joined: true });
+                } else {
+                    let _ = cur.push(m.node);
+                }
+            }
+            return Record { view_id, quorate, cur, ring: nodes_of(new), entries, stage: 0, self_leave: false };
+        }
         let mut entries = heapless::Vec::new();
         for (i, m) in old.iter().enumerate() {
             if new.contains(m) {

@@ -377,9 +377,12 @@ fn restarted_process_is_procdown_then_join() {
         }
         e => panic!("{e:?}"),
     }
-    // The new process saw the others as NodeUp (they were already a group).
+    // The new process joins the group like a CPG join (it must count the
+    // same epochs as the others): it sees its own Join, never the group's
+    // old members as NodeUp.
     let j = reasons(&sim.nodes[2].log, true);
-    assert!(j.contains(&MemberReason { node: NodeId(1), reason: Reason::NodeUp }), "{j:?}");
+    assert!(j.contains(&MemberReason { node: NodeId(3), reason: Reason::Join }), "{j:?}");
+    assert!(!j.iter().any(|m| m.reason == Reason::NodeUp), "{j:?}");
     check_vs(&all_histories(&sim));
 }
 
@@ -395,7 +398,8 @@ fn late_fresh_node_joins_with_join() {
         assert!(j.contains(&MemberReason { node: NodeId(4), reason: Reason::Join }));
     }
     let j = reasons(&sim.nodes[3].log, true);
-    assert!(j.contains(&MemberReason { node: NodeId(1), reason: Reason::NodeUp }));
+    assert!(j.contains(&MemberReason { node: NodeId(4), reason: Reason::Join }), "{j:?}");
+    assert!(!j.iter().any(|m| m.reason == Reason::NodeUp), "{j:?}");
 }
 
 #[test]

@@ -609,7 +609,15 @@ impl Vs {
         let Some(f) = self.flush.take() else { return };
         let Some(s) = f.sync else { return };
         let quorate = self.quorum.is_quorate(f.members.len(), self.configured);
-        let rec = Record::install(&self.view.members, &f.members, s.new_view, quorate, s.fresh_mask, s.leaver_mask);
+        let rec = Record::install_for(
+            Some(self.me.node),
+            &self.view.members,
+            &f.members,
+            s.new_view,
+            quorate,
+            s.fresh_mask,
+            s.leaver_mask,
+        );
         let _ = self.events.push(rec);
         info!("vs {}: installed view {:x} with {} members", self.me.node.0, s.new_view, f.members.len());
         self.installed_pid = Some((f.pid.coord, f.pid.counter));

@@ -4,6 +4,7 @@
 //! cohortd [--config FILE]     run (default /etc/cohort/cohort.toml)
 //! cohortd --check [--config FILE]   validate the configuration and exit
 //! cohortd demo                three daemons in one process, simulated network and time
+//! cohortd demo --transport udp   the same over real UDP sockets on loopback, real time
 //! ```
 //!
 //! Logs go to stderr (`COHORT_LOG` or `RUST_LOG`, tracing env-filter syntax,
@@ -18,7 +19,7 @@ use cohortd::exit::{Fatal, FATAL, OK};
 
 fn usage(msg: &str) -> ! {
     eprintln!("cohortd: {msg}");
-    eprintln!("usage: cohortd [--config FILE] [--check] | cohortd demo");
+    eprintln!("usage: cohortd [--config FILE] [--check] | cohortd demo [--transport sim|udp]");
     exit(FATAL)
 }
 
@@ -52,7 +53,19 @@ fn main() {
         match a.as_str() {
             "demo" => {
                 init_logging("off");
-                exit(cohortd::demo::main(true));
+                let transport = match (args.next().as_deref(), args.next()) {
+                    (None, _) => "sim".to_owned(),
+                    (Some("--transport"), Some(t)) => t,
+                    (Some(a), _) => usage(&format!("demo: unknown argument {a:?} (demo [--transport sim|udp])")),
+                };
+                if let Some(a) = args.next() {
+                    usage(&format!("demo: unexpected argument {a:?}"));
+                }
+                exit(match transport.as_str() {
+                    "sim" => cohortd::demo::main(true),
+                    "udp" => cohortd::demo::udp::main(true),
+                    t => usage(&format!("demo: --transport must be \"sim\" or \"udp\" (got {t:?})")),
+                });
             }
             "--config" | "-c" => {
                 config = args.next().map(PathBuf::from).unwrap_or_else(|| usage("--config needs a FILE"))
@@ -63,7 +76,7 @@ fn main() {
                 exit(OK)
             }
             "-h" | "--help" => {
-                println!("usage: cohortd [--config FILE] [--check] | cohortd demo");
+                println!("usage: cohortd [--config FILE] [--check] | cohortd demo [--transport sim|udp]");
                 exit(OK)
             }
             _ => usage(&format!("unknown argument {a:?}")),

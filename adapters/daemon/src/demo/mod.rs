@@ -15,8 +15,13 @@
 //!    state (a stateful merge), is found stale and resets; systemd restarts
 //!    it with a new incarnation; it rejoins, its old journal is replayed and
 //!    it gets a journal again.
+//!
+//! `cohortd demo --transport udp` ([`udp`]) tells the same story over real
+//! UDP sockets on loopback, in real time.
 
 pub mod simnet;
+pub mod udp;
+pub mod udpnet;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -33,7 +38,7 @@ use crate::fence::FenceWhy;
 use simnet::SimNet;
 
 const NODES: u32 = 3;
-const FS: &str = "fs1";
+pub(crate) const FS: &str = "fs1";
 /// Corosync's effective token timeout for 3 nodes with token 1000.
 const TOKEN_TIMEOUT_MS: u64 = 1650;
 /// Time a merge takes to form once the network heals.
@@ -108,6 +113,7 @@ impl Env for DemoEnv<'_> {
 pub struct DemoReport {
     pub timeline: String,
     pub final_status: Vec<StatusJson>,
+    /// Duration of the story: simulated (simnet) or real (udp) milliseconds.
     pub sim_ms: u64,
 }
 
@@ -209,7 +215,7 @@ impl Demo {
         let e = Engine::new(
             NodeId(i),
             inc,
-            Timings { fence_retry_ms: 1000, recovery_retry_ms: 1000 },
+            Timings { fence_retry_ms: 1000, recovery_retry_ms: 1000, startup_fence_delay_ms: 3000 },
             vec![rt],
             10_000,
             "simnet",
@@ -448,7 +454,7 @@ impl Demo {
 /// The expected end state: three stable nodes, nodes 2 and 3 in their second
 /// incarnation, fs1 mounted everywhere with distinct journals, nothing left
 /// to recover or fence.
-fn check(st: &[StatusJson]) -> Result<(), String> {
+pub(crate) fn check(st: &[StatusJson]) -> Result<(), String> {
     if st.len() != NODES as usize {
         return Err(format!("expected {NODES} running daemons, found {}", st.len()));
     }
