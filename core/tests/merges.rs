@@ -253,3 +253,21 @@ fn a_stale_node_that_does_not_go_away_never_stalls_the_cluster() {
     assert!(!c.alive(3));
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn a_member_lost_and_back_before_any_cycle_keeps_its_mounts() {
+    // Node 3 drops out and comes back (same process) before any daemon
+    // cycle completed without it: nothing was decided without it, so it
+    // stays in its groups and its journal is not replayed under it.
+    let mut c = mounted(4);
+    c.log.clear();
+    c.net[3] = 1;
+    c.reconfigure();
+    c.net[3] = 0;
+    c.reconfigure();
+    c.pump();
+    assert!(c.reset.is_empty(), "{:?}", c.log);
+    assert!(!c.log.iter().any(|l| l.contains("RecoverJournal")), "{:?}", c.log);
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1)), (3, Some(2)), (4, Some(3))], "{:?}", c.log);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}

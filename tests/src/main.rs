@@ -105,7 +105,6 @@ fn scenario_cmd(args: &[String]) -> ExitCode {
 fn swarm_cmd(args: &[String]) -> ExitCode {
     let mut seeds = None;
     let mut nodes = (3u32, 7u32);
-    let mut model = Model::Corosync;
     let mut jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (mut verbose, mut emit, mut trace) = (false, false, false);
     let mut opts = swarm::Options::default();
@@ -132,7 +131,7 @@ fn swarm_cmd(args: &[String]) -> ExitCode {
                 i += 1;
             }
             "--model" => {
-                model = match val.as_str() {
+                opts.model = match val.as_str() {
                     "corosync" => Model::Corosync,
                     "udp" => Model::Udp,
                     _ => return usage(),
@@ -155,7 +154,7 @@ fn swarm_cmd(args: &[String]) -> ExitCode {
         i += 1;
     }
     let Some((a, b)) = seeds else { return usage() };
-    if let Err(e) = swarm::model_supported(model) {
+    if let Err(e) = swarm::model_supported(opts.model) {
         eprintln!("{e}");
         return ExitCode::from(3);
     }
@@ -214,7 +213,8 @@ fn swarm_cmd(args: &[String]) -> ExitCode {
             for l in r.trace.lines() {
                 println!("    {l}");
             }
-            println!("  replay: cohort-sim swarm --seeds {}..{} --nodes {}..{} --emit > s.txt && cohort-sim scenario s.txt --seed {} --trace", r.seed, r.seed + 1, nodes.0, nodes.1, r.seed);
+            let model = if opts.model == Model::Udp { " --model udp" } else { "" };
+            println!("  replay: cohort-sim swarm --seeds {}..{} --nodes {}..{}{model} --emit > s.txt && cohort-sim scenario s.txt --seed {} --trace", r.seed, r.seed + 1, nodes.0, nodes.1, r.seed);
         }
     }
     let secs = t0.elapsed().as_secs_f64();
@@ -228,6 +228,9 @@ fn swarm_cmd(args: &[String]) -> ExitCode {
         "coverage: {} rings formed, {} group syncs, {} first mounts, {} replays ok / {} failed, {} fences ok / {} failed, {} stale-merge verdicts, {} resets, {} mount errors",
         t.rings, t.group_syncs, t.first_mounts, t.replays_ok, t.replays_failed, t.fences_ok, t.fences_failed, t.stale_merge_verdicts, t.resets, t.mount_errors
     );
+    if opts.model == Model::Udp {
+        eprintln!("udp: {} views installed", t.views);
+    }
     println!("seeds={n} violations={violations} stalls={stalls}");
     if violations + stalls > 0 {
         ExitCode::from(1)

@@ -9,11 +9,14 @@
 //! mount fs1 1 2 3 [rw|ro|spectator]   unmount fs1 2   remount fs1 2 ro|rw
 //! # faults
 //! partition 1,2 | 3,4 | 5        isolate 3       heal
+//! cut 3>1 [2>1 ...]              (one-way: datagrams from 3 do not reach 1; udp model; heal clears)
 //! crash 2      restart 2         pause 3         resume 3
 //! kill-transport 2               kill-daemon 2
 //! fence-fail 3 2                 fence-delay 1 3000
 //! recovery-fail fs1 1 1          mount-error fs1 4 [K]     withdraw fs1 2
-//! drop 20%  dup 5%  reorder on   delay 1ms..50ms   (network knobs)
+//! drop 20%  dup 5%  reorder on   delay 1ms..50ms   (network knobs: udp model;
+//!                                 corosync uses only `delay`)
+//! set heartbeat_ms 50            set fail_timeout_ms 300   (udp model transport)
 //! heal-all                       (heal, resume, restart everything, stop faults)
 //! # time
 //! run 10s                        run-until-stable [max 60s]     run-until-live [max 60s]
@@ -25,6 +28,7 @@
 //! expect first-mounter fs1 1     expect recovered fs1 2 [by 1]
 //! expect merge-partitions 3      expect blocked fs1 1 2  expect live
 //! expect replays fs1 2           (successful RecoverJournal replays of fs1 so far)
+//! expect vs-settled              (udp: every transport in its component's view, nothing pending)
 //! ```
 //!
 //! The cluster boots (every node powered on, daemons started) and settles
@@ -67,6 +71,8 @@ pub enum Cmd {
     },
     Partition(Vec<Vec<u32>>),
     Isolate(Vec<u32>),
+    /// `cut 3>1 2>1`: one-way cuts (udp model).
+    Cut(Vec<(u32, u32)>),
     Heal,
     HealAll,
     Crash(Vec<u32>),
@@ -127,6 +133,7 @@ pub enum Expect {
     Recovered { fs: String, jid: u16, by: Option<u32> },
     Replays { fs: String, count: usize },
     MergePartitions(u8),
+    VsSettled,
 }
 
 #[derive(Clone, Debug)]
@@ -278,6 +285,17 @@ pub fn parse_line(text: &str) -> Result<Option<Cmd>, String> {
             Cmd::Partition(groups)
         }
         "isolate" => Cmd::Isolate(need_nodes(args)?),
+        "cut" => {
+            let mut v = Vec::new();
+            for a in args.iter() {
+                let (x, y) = a.split_once('>').ok_or(format!("cut A>B [C>D ...], not '{a}'"))?;
+                v.push((node(x)?, node(y)?));
+            }
+            if v.is_empty() {
+                return Err("cut A>B [C>D ...]".into());
+            }
+            Cmd::Cut(v)
+        }
         "heal" => Cmd::Heal,
         "heal-all" => Cmd::HealAll,
         "crash" => Cmd::Crash(need_nodes(args)?),
@@ -416,6 +434,9 @@ fn parse_expect(args: &[&str]) -> Result<Expect, String> {
         }
         "replays" => Expect::Replays { fs: fs_arg(rest.first())?, count: num(rest.get(1), "count")? },
         "merge-partitions" => Expect::MergePartitions(num(rest.first(), "count")?),
+        // udp model: every running transport is in the view of its
+        // connectivity component and has nothing pending.
+        "vs-settled" => Expect::VsSettled,
         _ => return Err(format!("unknown expectation '{what}'")),
     })
 }
@@ -468,9 +489,25 @@ pub struct Report {
     pub sim_ms: u64,
 }
 
+/// Apply `drop N%`, `dup N%`, `reorder on|off` (udp model network).
+pub fn net_knob(cfg: &mut SimConfig, text: &str) -> Result<(), String> {
+    let words: Vec<&str> = text.split('#').next().unwrap_or("").split_whitespace().collect();
+    let pct = |w: Option<&&str>| -> Result<u32, String> {
+        let p = w.ok_or("missing percentage")?;
+        p.trim_end_matches('%').parse::<u32>().ok().filter(|v| *v <= 100).ok_or(format!("bad percentage '{p}'"))
+    };
+    match words.first().copied() {
+        Some("drop") => cfg.loss_pct = pct(words.get(1))?,
+        Some("dup") => cfg.dup_pct = pct(words.get(1))?,
+        Some("reorder") => cfg.reorder = words.get(1) == Some(&"on"),
+        _ => return Err(format!("unknown network knob '{text}'")),
+    }
+    Ok(())
+}
+
 /// Apply a `set` knob to a configuration.
 pub fn set_knob(cfg: &mut SimConfig, key: &str, val: &str, booted: bool) -> Result<(), String> {
-    let boot_only = ["quorum", "ring_seq", "fence_retry_ms", "recovery_retry_ms"];
+    let boot_only = ["quorum", "ring_seq", "fence_retry_ms", "recovery_retry_ms", "heartbeat_ms", "fail_timeout_ms"];
     if booted && boot_only.contains(&key) {
         return Err(format!("'set {key}' must come before the cluster starts"));
     }
@@ -525,6 +562,16 @@ pub fn set_knob(cfg: &mut SimConfig, key: &str, val: &str, booted: bool) -> Resu
         "kill_delay_ms" => cfg.kill_delay = r()?,
         "fence_retry_ms" => cfg.fence_retry_ms = parse_ms(val)?,
         "recovery_retry_ms" => cfg.recovery_retry_ms = parse_ms(val)?,
+        // udp model: the transport's heartbeat interval and failure timeout
+        // (at least twice the heartbeat).
+        "heartbeat_ms" => {
+            let v = parse_ms(val)?;
+            if v == 0 {
+                return Err("heartbeat_ms must be > 0".into());
+            }
+            cfg.vs_heartbeat_ms = v;
+        }
+        "fail_timeout_ms" => cfg.vs_fail_ms = parse_ms(val)?,
         _ => return Err(format!("unknown knob '{key}'")),
     }
     Ok(())
@@ -553,8 +600,13 @@ impl Runner {
 
     pub fn world(&mut self) -> Result<&mut World, String> {
         if self.world.is_none() {
-            if self.cfg.model == Model::Udp {
-                return Err("model udp is not supported yet: the core's UDP virtual-synchrony transport (core/src/vs) is still being built; use 'model corosync'".into());
+            if self.cfg.model == Model::Udp
+                && (self.cfg.vs_heartbeat_ms == 0 || self.cfg.vs_fail_ms < 2 * self.cfg.vs_heartbeat_ms)
+            {
+                return Err(format!(
+                    "udp model: fail_timeout_ms ({}) must be at least twice heartbeat_ms ({})",
+                    self.cfg.vs_fail_ms, self.cfg.vs_heartbeat_ms
+                ));
             }
             let mut cfg = self.cfg.clone();
             cfg.live_trace = cfg.live_trace || self.live_trace;
@@ -593,9 +645,6 @@ impl Runner {
                     return Err("'model' must come before the cluster starts".into());
                 }
                 self.cfg.model = *m;
-                if *m == Model::Udp {
-                    return Err("model udp is not supported yet: the core's UDP virtual-synchrony transport (core/src/vs) is still being built; use 'model corosync'".into());
-                }
                 return Ok(());
             }
             Cmd::Set(k, v) if k == "lenient" => {
@@ -611,7 +660,15 @@ impl Runner {
                 return Ok(());
             }
             Cmd::NetKnob(t) => {
-                self.notes.push(format!("'{t}' ignored: the corosync model delivers every message, in agreed order"));
+                // Kept in both models; only the udp model's network uses them.
+                net_knob(&mut self.cfg, t)?;
+                if let Some(w) = self.world.as_mut() {
+                    net_knob(&mut w.cfg, t)?;
+                }
+                if self.cfg.model == Model::Corosync {
+                    self.notes
+                        .push(format!("'{t}' ignored: the corosync model delivers every message, in agreed order"));
+                }
                 return Ok(());
             }
             _ => {}
@@ -629,6 +686,7 @@ impl Runner {
             | Cmd::KillTransport(nodes)
             | Cmd::KillDaemon(nodes) => nodes.clone(),
             Cmd::Partition(g) => g.iter().flatten().copied().collect(),
+            Cmd::Cut(v) => v.iter().flat_map(|(a, b)| [*a, *b]).collect(),
             Cmd::FenceFail { node, .. }
             | Cmd::FenceDelay { node, .. }
             | Cmd::RecoveryFail { node, .. }
@@ -667,6 +725,14 @@ impl Runner {
             Cmd::Isolate(ns) => {
                 for n in ns {
                     w.isolate(*n);
+                }
+            }
+            Cmd::Cut(v) => {
+                if w.cfg.model != Model::Udp {
+                    return Err("'cut' (one-way) needs model udp".into());
+                }
+                for (a, b) in v {
+                    w.cut(*a, *b);
                 }
             }
             Cmd::Heal => w.heal(),
@@ -744,6 +810,30 @@ pub fn status_dump(w: &mut World) -> String {
                 format!("{fs}:{:?}/jid={:?}/blocked={}/withdrawn={}", k.phase, k.jid, k.blocked, k.withdrawn)
             })
             .collect();
+        if let Some(v) = w.nodes[n as usize].vs.as_ref() {
+            let (view, st) = (v.view(), v.stats());
+            s.push_str(&format!(
+                "  node {n} vs: view {:#x} members {:?}, send window free {}, queued {}; in {} out {} delivered {} views {} retransmits {} data_retransmits {} naks {} flush_repairs {} window_drops {} backpressure {} replayed {} stale_inc {} frag dropped/deferred {}/{}\n",
+                view.id,
+                view.members.iter().map(|m| m.0).collect::<Vec<_>>(),
+                v.send_capacity(),
+                w.nodes[n as usize].outq.len(),
+                st.datagrams_in,
+                st.datagrams_out,
+                st.delivered,
+                st.views_installed,
+                st.retransmits,
+                st.data_retransmits,
+                st.naks_sent,
+                st.flush_repairs,
+                st.window_drops,
+                st.backpressure,
+                st.replayed,
+                st.stale_incarnation,
+                st.frag_dropped_view_change,
+                st.frag_deferred,
+            ));
+        }
         match w.status_clone(n) {
             None => s.push_str(&format!("  node {n}: no daemon ({state}) kernel {kernel:?}\n")),
             Some(st) => {
@@ -936,6 +1026,14 @@ pub fn expect(w: &mut World, e: &Expect) -> Result<(), String> {
                     "successful journal replays of {fs}: expected {count}, got {got}: {:?}",
                     w.log.recovered
                 ));
+            }
+        }
+        Expect::VsSettled => {
+            if w.cfg.model != Model::Udp {
+                return Err("'expect vs-settled' needs model udp".into());
+            }
+            if let Err(m) = w.udp_check_settled() {
+                return Err(format!("transport not settled: {m}\n{}", status_dump(w)));
             }
         }
         Expect::MergePartitions(k) => {

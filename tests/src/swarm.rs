@@ -45,6 +45,14 @@ impl Plan {
         let c = &self.cfg;
         let mut s = format!("# swarm seed {} (replay: cohort-sim scenario FILE --seed {})\n", self.seed, self.seed);
         let _ = writeln!(s, "nodes {}", c.nodes);
+        if c.model == Model::Udp {
+            let _ = writeln!(s, "model udp");
+            let _ = writeln!(s, "drop {}%", c.loss_pct);
+            let _ = writeln!(s, "dup {}%", c.dup_pct);
+            let _ = writeln!(s, "reorder {}", if c.reorder { "on" } else { "off" });
+            let _ = writeln!(s, "set heartbeat_ms {}", c.vs_heartbeat_ms);
+            let _ = writeln!(s, "set fail_timeout_ms {}", c.vs_fail_ms);
+        }
         let q = match c.quorum {
             QuorumMode::Majority => "majority",
             QuorumMode::TwoNode => "two_node",
@@ -92,6 +100,8 @@ pub struct Options {
     /// later, after the first mount finished. Lets the swarm explore past
     /// that bug; off by default.
     pub stagger_mounts: bool,
+    /// The membership/transport model (`--model`).
+    pub model: Model,
 }
 
 pub fn plan(seed: u64, nodes: (u32, u32)) -> Plan {
@@ -268,6 +278,26 @@ pub fn plan_with(seed: u64, nodes: (u32, u32), opts: Options) -> Plan {
             }
         }
     }
+    if opts.model == Model::Udp {
+        // The udp model's network, drawn last so the workload and faults
+        // are those of the same seed under corosync. Moderate: the
+        // liveness phase runs with the same network.
+        c.model = Model::Udp;
+        // One-way cuts (asymmetric links), healed later or by heal-all.
+        if partitions_ok && n >= 2 && g.percent(30) {
+            let t = start + g.below(FAULT_WINDOW_MS - 6_000);
+            let a = g.range(1, u64::from(n)) as u32;
+            let b = (a + g.range(0, u64::from(n) - 2) as u32) % n + 1;
+            cmds.push((t, Cmd::Cut(vec![(a, b)]), format!("cut {a}>{b}")));
+            if g.percent(70) {
+                cmds.push((t + g.range(200, 8_000), Cmd::Heal, "heal".into()));
+            }
+        }
+        c.loss_pct = *g.pick(&[0, 0, 1, 3, 5, 10]);
+        c.dup_pct = *g.pick(&[0, 0, 1, 5]);
+        c.reorder = g.percent(50);
+        c.net_delay = *g.pick(&[Range(0, 1), Range(1, 3), Range(1, 10), Range(2, 40)]);
+    }
     let end = start + FAULT_WINDOW_MS;
     cmds.retain(|(t, _, _)| *t < end);
     cmds.sort_by_key(|(t, _, _)| *t);
@@ -329,6 +359,11 @@ pub fn run_plan(p: &Plan, live_trace: bool) -> SeedResult {
     cfg.live_trace = live_trace;
     let mut r = Runner::with_config(cfg, p.seed);
     let mut outcome = Outcome::Ok;
+    // udp model: command times count from the end of the boot phase, as
+    // `run` does in the emitted scenario, so a replay is the identical run
+    // (the network's randomness depends on the heartbeat phase). The
+    // corosync model keeps absolute times (its seeds' traces stay as they were).
+    let mut base = None;
     for (at, cmd, text) in p.cmds.iter() {
         let w = match r.world() {
             Ok(w) => w,
@@ -337,7 +372,8 @@ pub fn run_plan(p: &Plan, live_trace: bool) -> SeedResult {
                 break;
             }
         };
-        w.run_until(*at);
+        let base = *base.get_or_insert(if w.cfg.model == Model::Udp { w.now } else { 0 });
+        w.run_until(base + *at);
         if w.halted {
             break;
         }
@@ -370,9 +406,9 @@ pub fn live(w: &mut crate::world::World) -> Result<(), String> {
     liveness::check(w)
 }
 
+/// Both models are supported (kept for the CLI's exit status 3).
 pub fn model_supported(m: Model) -> Result<(), String> {
     match m {
-        Model::Corosync => Ok(()),
-        Model::Udp => Err("model udp is not supported yet: the core's UDP virtual-synchrony transport (core/src/vs) is still being built; use --model corosync".into()),
+        Model::Corosync | Model::Udp => Ok(()),
     }
 }

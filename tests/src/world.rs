@@ -31,6 +31,13 @@
 //!   in the sender's new ring, like totem's send queue.
 //! * Quorum events travel on their own per-node stream with their own delay.
 //!
+//! ## The udp model
+//!
+//! With `Model::Udp` there is no simulated membership service: every daemon
+//! runs the core's own datagram transport (`cohort_core::vs::Vs`) over a
+//! simulated lossy network, and the views it installs are the sim's rings.
+//! See `world/udp.rs`.
+//!
 //! ## Faults and their ground truth
 //!
 //! * crash / fence: power off; daemon and kernel state are gone.
@@ -52,18 +59,25 @@ use crate::trace::{self, mask, Trace, TraceRec, What};
 use cohort_core::gcs::{Confchg, MemberReason, NodeList, QuorumEvent, QuorumMode, Reason, RingEvent};
 use cohort_core::node::{Effect, HandleError, Input, KernelEvent, KernelOp, MountError, Notice, Request, TimerToken};
 use cohort_core::status::Status;
+use cohort_core::vs::{self, Dest, Vs, VsConfig, VsEvent, VsRecvError, VsSendError, MAX_DATAGRAM, SEND_WINDOW};
 use cohort_core::wire::{self, Mode, MAX_MESSAGE};
 use cohort_core::{Config, Generation, GroupId, Incarnation, Instant, Member, Node, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
+mod udp;
+
 pub const MAX_SIM_NODES: u32 = 32;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Model {
+    #[default]
     Corosync,
     Udp,
 }
+
+/// The cluster key every simulated `Vs` shares (udp model).
+pub const SIM_KEY: [u8; 32] = [0x5a; 32];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeqMode {
@@ -111,6 +125,15 @@ pub struct SimConfig {
     pub live_trace: bool,
     /// Upper bound of processed events (a message storm is a violation).
     pub event_budget: u64,
+    /// udp model: datagrams lost (`drop N%`), duplicated (`dup N%`), in
+    /// percent; `reorder on` gives every datagram its own delay from
+    /// `net_delay` (off: FIFO per link).
+    pub loss_pct: u32,
+    pub dup_pct: u32,
+    pub reorder: bool,
+    /// udp model: the `Vs` heartbeat interval and failure timeout.
+    pub vs_heartbeat_ms: u64,
+    pub vs_fail_ms: u64,
 }
 
 impl SimConfig {
@@ -139,6 +162,11 @@ impl SimConfig {
             trace_keep: 50,
             live_trace: false,
             event_budget: 20_000_000,
+            loss_pct: 0,
+            dup_pct: 0,
+            reorder: false,
+            vs_heartbeat_ms: vs::DEFAULT_HEARTBEAT_MS,
+            vs_fail_ms: vs::DEFAULT_FAIL_TIMEOUT_MS,
         }
     }
 }
@@ -173,6 +201,8 @@ pub enum NodeIn {
     Withdraw { boot: u64, fs: Rc<str> },
 }
 
+/// Scheduled events. udp model: `Datagram` arrives at `to`; `VsTimer` is a
+/// node's transport timer (valid while `tok` is current).
 #[derive(Debug)]
 enum Ev {
     Node(u32, NodeIn),
@@ -182,11 +212,15 @@ enum Ev {
     PowerOn { node: u32 },
     FenceExec { actor: u32, actor_boot: u64, actor_inc: u64, target: Member, ok: bool },
     KillExec { node: u32, inc: u64 },
+    Datagram { to: u32, from: u32, bytes: Rc<[u8]> },
+    VsTimer { node: u32, tok: u64 },
 }
 
 impl Ev {
+    /// Timers and (udp model) datagrams and transport timers: background
+    /// activity that never stops, not counted as "in flight".
     fn is_timer(&self) -> bool {
-        matches!(self, Ev::Node(_, NodeIn::Timer(..)))
+        matches!(self, Ev::Node(_, NodeIn::Timer(..)) | Ev::Datagram { .. } | Ev::VsTimer { .. })
     }
 }
 
@@ -232,6 +266,16 @@ pub struct SimNode {
     pub inj: Inject,
     last_cpg_t: u64,
     last_q_t: u64,
+    /// udp model: the daemon's transport (same incarnation as the daemon;
+    /// `None` when the daemon is down or its transport was killed).
+    pub vs: Option<Box<Vs>>,
+    /// udp model: core messages waiting for room in the `Vs` send window
+    /// (FIFO, never dropped).
+    pub outq: VecDeque<Rc<[u8]>>,
+    vs_tok: u64,
+    vs_timer_at: Option<u64>,
+    vs_fired_at: Option<u64>,
+    vs_pumping: bool,
 }
 
 impl SimNode {
@@ -253,6 +297,8 @@ pub struct RingInfo {
     pub quorate: bool,
     pending: VecDeque<(u64, u32, u64, Rc<[u8]>)>,
     last_ts: u64,
+    /// udp model: the daemon instances that installed this view.
+    pub reporters: Vec<Inst>,
 }
 
 /// Facts the scenario expectations look at (since start or the last
@@ -284,6 +330,8 @@ pub struct Totals {
     pub mount_errors: u64,
     pub stale_merge_verdicts: u64,
     pub group_syncs: u64,
+    /// udp model: views seen (distinct sim rings).
+    pub views: u64,
 }
 
 impl Totals {
@@ -298,6 +346,7 @@ impl Totals {
         self.mount_errors += o.mount_errors;
         self.stale_merge_verdicts += o.stale_merge_verdicts;
         self.group_syncs += o.group_syncs;
+        self.views += o.views;
     }
 }
 
@@ -330,6 +379,17 @@ pub struct World {
     reset_pending: Option<u32>,
     next_mount_id: u64,
     buf: Vec<u8>,
+    /// udp model: datagram and delivery buffers.
+    dgram: Vec<u8>,
+    payload: Vec<u8>,
+    /// udp model: view id -> sim rings with that id (ids of boot
+    /// singletons, and of views of a completely restarted cluster, repeat).
+    view_rings: BTreeMap<u64, Vec<usize>>,
+    /// udp model: last arrival time per link (FIFO unless `reorder`).
+    link_t: Vec<u64>,
+    /// udp model: one-way cuts (from, to): datagrams from `from` do not
+    /// reach `to` (`cut A>B`; `heal` clears them).
+    pub cuts: BTreeSet<(u32, u32)>,
 }
 
 fn node_list(v: &[u32]) -> NodeList {
@@ -370,6 +430,12 @@ impl World {
                 inj: Inject::default(),
                 last_cpg_t: 0,
                 last_q_t: 0,
+                vs: None,
+                outq: VecDeque::new(),
+                vs_tok: 0,
+                vs_timer_at: None,
+                vs_fired_at: None,
+                vs_pumping: false,
             });
         }
         let trace = Trace::new(cfg.trace_keep, cfg.live_trace);
@@ -399,6 +465,11 @@ impl World {
             reset_pending: None,
             next_mount_id: 0,
             buf: vec![0u8; MAX_MESSAGE],
+            dgram: vec![0u8; MAX_DATAGRAM],
+            payload: vec![0u8; vs::MAX_MESSAGE.max(MAX_MESSAGE)],
+            view_rings: BTreeMap::new(),
+            link_t: vec![0; (n as usize + 1) * (n as usize + 1)],
+            cuts: BTreeSet::new(),
         };
         w.cfg.nodes = n;
         w
@@ -513,6 +584,18 @@ impl World {
                     self.reboot(node, "killed by merge winner");
                 }
             }
+            Ev::Datagram { to, from, bytes } => self.vs_receive(to, from, &bytes),
+            Ev::VsTimer { node, tok } => {
+                let nd = &mut self.nodes[node as usize];
+                if nd.vs_tok != tok || nd.vs_timer_at.is_none() {
+                    return;
+                }
+                nd.vs_timer_at = None;
+                // A paused node's timers do not fire; `resume` catches up.
+                if nd.powered && !nd.paused && nd.vs.is_some() {
+                    self.vs_kick(node);
+                }
+            }
         }
     }
 
@@ -520,6 +603,9 @@ impl World {
     /// every running, unpaused daemon is stable.
     pub fn settled(&mut self) -> bool {
         if self.busy > 0 {
+            return false;
+        }
+        if self.udp() && !self.udp_settled() {
             return false;
         }
         for n in 1..=self.cfg.nodes {
@@ -530,6 +616,11 @@ impl World {
             if node.paused || node.daemon.is_none() {
                 continue;
             }
+            // udp model: a daemon whose transport died keeps running, cut
+            // off (like a paused one).
+            if node.transport_dead {
+                continue;
+            }
             if !self.status(n).is_some_and(|s| s.is_stable()) {
                 return false;
             }
@@ -537,8 +628,14 @@ impl World {
         true
     }
 
+    /// Events in flight (timers excluded); in the udp model also core
+    /// messages not yet delivered everywhere (see [`World::udp_pending`]).
     pub fn in_flight(&self) -> u64 {
-        self.busy
+        if self.udp() {
+            self.busy + self.udp_pending()
+        } else {
+            self.busy
+        }
     }
 
     // ------------------------------------------------------------------
@@ -636,41 +733,9 @@ impl World {
                     return;
                 }
                 match it {
-                    CpgItem::Ring(ri, life, ev) => {
-                        if let Some(d) = self.nodes[n as usize].daemon.as_mut() {
-                            d.ring = Some(ri);
-                            d.seq_rings.push((ev.ring, (ri, life)));
-                        }
-                        let what = What::InRing { seq: ev.ring, members: mask(ev.members.iter().map(|m| m.0)) };
-                        self.step(n, Input::Ring(*ev), what);
-                    }
-                    CpgItem::Confchg(cc) => {
-                        let mut bits = 0u128;
-                        for j in cc.joined.iter() {
-                            if j.reason == Reason::NodeUp {
-                                bits |= 1u128 << (2 * (j.node.0 % 64));
-                            }
-                        }
-                        for l in cc.left.iter() {
-                            let v: u128 = match l.reason {
-                                Reason::NodeDown => 1,
-                                Reason::ProcDown => 2,
-                                _ => 0,
-                            };
-                            bits |= v << (2 * (l.node.0 % 64));
-                        }
-                        let what = What::InConfchg {
-                            members: mask(cc.members.iter().map(|m| m.0)),
-                            joined: mask(cc.joined.iter().map(|m| m.node.0)),
-                            left: mask(cc.left.iter().map(|m| m.node.0)),
-                            reasons: bits,
-                        };
-                        self.step(n, Input::Confchg(*cc), what);
-                    }
-                    CpgItem::Msg(from, bytes) => {
-                        let what = msg_what(from, &bytes, true);
-                        self.step(n, Input::Deliver { from: NodeId(from), bytes: &bytes }, what);
-                    }
+                    CpgItem::Ring(ri, life, ev) => self.feed_ring(n, ri, life, *ev),
+                    CpgItem::Confchg(cc) => self.feed_confchg(n, *cc),
+                    CpgItem::Msg(from, bytes) => self.feed_msg(n, from, &bytes),
                 }
             }
             NodeIn::Quorum(inc, q) => {
@@ -699,6 +764,45 @@ impl World {
                 }
             }
         }
+    }
+
+    /// A ring event (sim ring `ri`, group lifetime `life`) to node `n`.
+    fn feed_ring(&mut self, n: u32, ri: usize, life: u64, ev: RingEvent) {
+        if let Some(d) = self.nodes[n as usize].daemon.as_mut() {
+            d.ring = Some(ri);
+            d.seq_rings.push((ev.ring, (ri, life)));
+        }
+        let what = What::InRing { seq: ev.ring, members: mask(ev.members.iter().map(|m| m.0)) };
+        self.step(n, Input::Ring(ev), what);
+    }
+
+    fn feed_confchg(&mut self, n: u32, cc: Confchg) {
+        let mut bits = 0u128;
+        for j in cc.joined.iter() {
+            if j.reason == Reason::NodeUp {
+                bits |= 1u128 << (2 * (j.node.0 % 64));
+            }
+        }
+        for l in cc.left.iter() {
+            let v: u128 = match l.reason {
+                Reason::NodeDown => 1,
+                Reason::ProcDown => 2,
+                _ => 0,
+            };
+            bits |= v << (2 * (l.node.0 % 64));
+        }
+        let what = What::InConfchg {
+            members: mask(cc.members.iter().map(|m| m.0)),
+            joined: mask(cc.joined.iter().map(|m| m.node.0)),
+            left: mask(cc.left.iter().map(|m| m.node.0)),
+            reasons: bits,
+        };
+        self.step(n, Input::Confchg(cc), what);
+    }
+
+    fn feed_msg(&mut self, n: u32, from: u32, bytes: &[u8]) {
+        let what = msg_what(from, bytes, true);
+        self.step(n, Input::Deliver { from: NodeId(from), bytes }, what);
     }
 
     /// Feed one input to node `n`'s daemon, execute what comes out, run the
@@ -1063,6 +1167,13 @@ impl World {
         node.ring = None;
         let boot = node.boot;
         self.trace(n, What::PowerOn { boot });
+        if self.udp() {
+            // No membership service of its own: the daemon (with its `Vs`)
+            // starts after booting and finds the others by heartbeats.
+            let bd = self.delay(self.cfg.boot_delay);
+            self.schedule(self.now + bd + 1, Ev::DaemonStart { node: n, boot });
+            return;
+        }
         let rd = self.delay(self.cfg.ring_delay);
         self.schedule(self.now + rd, Ev::Reconfigure);
         let bd = self.delay(self.cfg.boot_delay);
@@ -1085,14 +1196,17 @@ impl World {
         node.kernel.clear();
         node.ring = None;
         let boot = node.boot;
+        self.vs_stop(n);
         for disk in self.disks.values_mut() {
             for j in disk.journals.values_mut() {
                 j.replaying.retain(|w| !(w.node == n && w.boot == boot));
             }
         }
         self.inv.stale.forget_node(n);
-        let rd = self.delay(self.cfg.ring_delay);
-        self.schedule(self.now + rd, Ev::Reconfigure);
+        if !self.udp() {
+            let rd = self.delay(self.cfg.ring_delay);
+            self.schedule(self.now + rd, Ev::Reconfigure);
+        }
         if self.auto_restart && !self.power_on_pending(n) {
             let d = self.delay(self.cfg.restart_delay);
             self.schedule(self.now + d, Ev::PowerOn { node: n });
@@ -1125,6 +1239,11 @@ impl World {
             return;
         }
         node.paused = true;
+        if self.udp() {
+            // Its `Vs` stops too: datagrams to it are lost, its timers do
+            // not fire (see `vs_receive`, `Ev::VsTimer`).
+            return;
+        }
         let rd = self.delay(self.cfg.ring_delay);
         self.schedule(self.now + rd, Ev::Reconfigure);
     }
@@ -1135,6 +1254,15 @@ impl World {
             return;
         }
         node.paused = false;
+        if self.udp() {
+            // The backlog first (stale state), then the transport catches
+            // up with its overdue timers.
+            self.process_inbox(n);
+            if !self.halted && self.nodes[n as usize].vs.is_some() && !self.nodes[n as usize].paused {
+                self.vs_kick(n);
+            }
+            return;
+        }
         let rd = self.delay(self.cfg.ring_delay);
         self.schedule(self.now + rd, Ev::Reconfigure);
         self.process_inbox(n);
@@ -1148,6 +1276,13 @@ impl World {
             return;
         }
         node.transport_dead = true;
+        if self.cfg.model == Model::Udp {
+            // Only the `Vs` stops: no datagrams in or out. The daemon keeps
+            // running with whatever it knew, gets no transport events any
+            // more, and its messages go nowhere; the others see it fail.
+            self.vs_stop(n);
+            return;
+        }
         node.ring = None;
         node.inbox.clear();
         if node.daemon.take().is_some() {
@@ -1166,6 +1301,13 @@ impl World {
         self.nodes[n as usize].inbox.clear();
         self.trace(n, What::DaemonGone(why));
         self.inv.stale.forget_node(n);
+        if self.udp() {
+            // The transport lives in the daemon process: it dies with it,
+            // the others notice by its silence (no ProcDown without a
+            // successor incarnation).
+            self.vs_stop(n);
+            return;
+        }
         let Some(ri) = self.nodes[n as usize].ring else { return };
         if !self.nodes[n as usize].visible() {
             return;
@@ -1183,6 +1325,11 @@ impl World {
 
     pub fn set_net(&mut self, labels: Vec<u32>) {
         self.net = labels;
+        if self.udp() {
+            // Datagrams only pass between equal labels (checked at send
+            // and at arrival); the protocol notices by itself.
+            return;
+        }
         let rd = self.delay(self.cfg.ring_delay);
         self.schedule(self.now + rd, Ev::Reconfigure);
     }
@@ -1211,6 +1358,7 @@ impl World {
     }
 
     pub fn heal(&mut self) {
+        self.cuts.clear();
         self.set_net(vec![0; self.cfg.nodes as usize + 1]);
     }
 
@@ -1219,40 +1367,18 @@ impl World {
         if !node.powered || node.boot != boot || node.transport_dead || node.daemon.is_some() {
             return;
         }
+        if self.udp() {
+            self.udp_daemon_start(n, boot);
+            return;
+        }
         if node.paused || node.ring.is_none() {
             self.schedule(self.now + 50, Ev::DaemonStart { node: n, boot });
             return;
         }
         let ri = node.ring.expect("checked");
-        let node = &mut self.nodes[n as usize];
-        node.inc_store += 1;
-        let inc = node.inc_store;
-        let mut cfg = Config::new(NodeId(n), Incarnation(inc));
-        cfg.fence_retry_ms = self.cfg.fence_retry_ms;
-        cfg.recovery_retry_ms = self.cfg.recovery_retry_ms;
-        let core = invariants::robustness::guarded(|| Box::new(Node::new(cfg)));
-        let core = match core {
-            Ok(c) => c,
-            Err(p) => {
-                self.violate(Property::Robustness, format!("node {n} panicked in Node::new: {p}"));
-                return;
-            }
-        };
-        node.daemon = Some(Daemon {
-            node: core,
-            inc,
-            stateful: false,
-            ring: None,
-            seq_rings: Vec::new(),
-            last_gen: Generation::ZERO,
-            last_anchored: None,
-            group_gens: Vec::new(),
-            status: None,
-        });
-        self.trace(n, What::DaemonStart { inc });
-        // The configured cluster (corosync nodelist): enables startup fencing.
-        let all: Vec<u32> = (1..=self.cfg.nodes).collect();
-        let _ = self.step(n, Input::Nodelist(node_list(&all)), What::Cmd("nodelist".into()));
+        if self.new_daemon(n).is_none() {
+            return;
+        }
         let (seq, members) = (self.rings[ri].seq, self.rings[ri].members.clone());
         let ev = RingEvent { ring: seq, members: node_list(&members) };
         let alone = !self.rings[ri]
@@ -1276,6 +1402,41 @@ impl World {
             }
         }
         self.track_separation();
+    }
+
+    /// A new daemon instance on node `n` (new incarnation), told the
+    /// configured node list. `None` if it could not start (violation).
+    fn new_daemon(&mut self, n: u32) -> Option<u64> {
+        let node = &mut self.nodes[n as usize];
+        node.inc_store += 1;
+        let inc = node.inc_store;
+        let mut cfg = Config::new(NodeId(n), Incarnation(inc));
+        cfg.fence_retry_ms = self.cfg.fence_retry_ms;
+        cfg.recovery_retry_ms = self.cfg.recovery_retry_ms;
+        let core = invariants::robustness::guarded(|| Box::new(Node::new(cfg)));
+        let core = match core {
+            Ok(c) => c,
+            Err(p) => {
+                self.violate(Property::Robustness, format!("node {n} panicked in Node::new: {p}"));
+                return None;
+            }
+        };
+        node.daemon = Some(Daemon {
+            node: core,
+            inc,
+            stateful: false,
+            ring: None,
+            seq_rings: Vec::new(),
+            last_gen: Generation::ZERO,
+            last_anchored: None,
+            group_gens: Vec::new(),
+            status: None,
+        });
+        self.trace(n, What::DaemonStart { inc });
+        // The configured cluster (corosync nodelist): enables startup fencing.
+        let all: Vec<u32> = (1..=self.cfg.nodes).collect();
+        let _ = self.step(n, Input::Nodelist(node_list(&all)), What::Cmd("nodelist".into()));
+        Some(inc)
     }
 
     // ------------------------------------------------------------------
@@ -1306,6 +1467,10 @@ impl World {
     }
 
     fn mcast(&mut self, from: u32, bytes: Rc<[u8]>) {
+        if self.udp() {
+            self.udp_mcast(from, bytes);
+            return;
+        }
         let node = &self.nodes[from as usize];
         let Some(ri) = node.ring else { return };
         if !node.powered || node.transport_dead {
@@ -1413,6 +1578,7 @@ impl World {
                 quorate,
                 pending: VecDeque::new(),
                 last_ts: self.now,
+                reporters: Vec::new(),
             });
             self.trace(0, What::RingFormed { seq, members: mask(c.iter().copied()), quorate });
             self.log.totals.rings += 1;

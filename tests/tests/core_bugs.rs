@@ -63,3 +63,23 @@ fn bug9_no_startup_fencing() {
 fn bug10_ro_journal_reused_before_fencing() {
     run("bug10-ro-journal-reused-before-fencing.txt", 1);
 }
+
+#[test]
+fn bug11_vs_fresh_joiner_epochs() {
+    run("bug11-vs-fresh-joiner-epochs.txt", 1);
+}
+
+#[test]
+fn bug11_vs_missed_install_epochs() {
+    run("bug11-vs-missed-install-epochs.txt", 120);
+}
+
+#[test]
+fn bug12_rejoined_member_replayed_unfenced() {
+    run("bug12-rejoined-member-replayed-unfenced.txt", 1);
+}
+
+#[test]
+fn bug13_vs_stale_propose_wedges_member() {
+    run("bug13-vs-stale-propose-wedges-member.txt", 3524);
+}

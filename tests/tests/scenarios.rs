@@ -58,12 +58,19 @@ fn a_failed_expectation_names_file_line_and_difference() {
 }
 
 #[test]
-fn udp_model_is_reported_as_not_supported() {
-    let e = cohort_sim::scenario::run_text("udp.txt", "nodes 3\nmodel udp\nrun 1s\n", 1, false)
-        .err()
-        .expect("udp unsupported");
+fn udp_model_forms_one_view_and_mounts() {
+    let text = "nodes 3\nmodel udp\ndrop 10%\ndup 5%\nreorder on\nmount fs1 1 2 3\nrun-until-stable\nexpect members fs1 1 2 3\nexpect mounted fs1 1 2 3\nexpect stable\n";
+    let r = cohort_sim::scenario::run_text("udp.txt", text, 1, false).unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.notes.is_empty(), "the udp model uses the network knobs: {:?}", r.notes);
+}
+
+#[test]
+fn one_way_cut_needs_the_udp_model() {
+    let e = cohort_sim::scenario::run_text("cut.txt", "nodes 3\ncut 3>1\n", 1, false).err().expect("corosync");
     assert_eq!(e.line, 2);
-    assert!(e.msg.contains("not supported yet"), "{e}");
+    assert!(e.msg.contains("needs model udp"), "{e}");
+    let e = cohort_sim::scenario::run_text("cut.txt", "nodes 3\nmodel udp\ncut 3\n", 1, false).err().expect("syntax");
+    assert!(e.msg.contains("cut A>B"), "{e}");
 }
 
 #[test]

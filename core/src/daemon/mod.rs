@@ -136,9 +136,6 @@ pub struct DaemonState {
     pub has_state: bool,
     /// Latest completed cycle in a ring known to be quorate.
     pub quorate_synced: Option<Generation>,
-    /// Members recorded as failed while they had state (current
-    /// incarnation), until they come back with a new incarnation.
-    pub failed: heapless::Vec<Member, MAX_NODES>,
     /// Members our partition fenced successfully.
     pub fenced: heapless::Vec<Member, MAX_NODES>,
     pub fence: heapless::Vec<FenceRec, MAX_NODES>,
@@ -155,6 +152,9 @@ pub struct DaemonState {
     pub ops: heapless::Vec<PendingOp, MAX_GROUPS>,
     /// Configured cluster nodes (empty: unknown).
     pub configured: NodeList,
+    /// Members that departed since the last completed cycle, with the
+    /// incarnation we knew.
+    pub departed: heapless::Vec<Member, MAX_NODES>,
     /// Last merge verdict, for status.
     pub last_merge_partitions: u8,
 }
@@ -168,7 +168,6 @@ impl DaemonState {
             last_leader: NodeId(0),
             has_state: false,
             quorate_synced: None,
-            failed: heapless::Vec::new(),
             fenced: heapless::Vec::new(),
             fence: heapless::Vec::new(),
             stale: heapless::Vec::new(),
@@ -178,6 +177,7 @@ impl DaemonState {
             logical: heapless::Vec::new(),
             ops: heapless::Vec::new(),
             configured: NodeList::new(),
+            departed: heapless::Vec::new(),
             last_merge_partitions: 0,
         }
     }
@@ -309,11 +309,13 @@ impl Node {
             }
             let Some(pos) = self.d.peers.iter().position(|p| p.node == l.node) else { continue };
             let peer = self.d.peers.remove(pos);
+            if !self.d.departed.iter().any(|d| d.node == l.node) {
+                let _ = self.d.departed.push(Member { node: l.node, inc: peer.inc.unwrap_or(Incarnation(0)) });
+            }
             let in_group = self.d.in_any_group(l.node);
             if let Some(inc) = peer.inc {
                 let m = Member { node: l.node, inc };
                 if in_group || (peer.has_state && l.reason.is_failure()) {
-                    upsert_member(&mut self.d.failed, m);
                     self.fence_add(m);
                 }
             }
@@ -340,16 +342,6 @@ impl Node {
             let _ = kept.push(peer);
         }
         // Peers that vanished without a left entry count as failed too.
-        for p in self.d.peers.iter() {
-            if !change.members.contains(&p.node) && p.node != me {
-                if let Some(inc) = p.inc {
-                    if p.has_state || self.d.logical.iter().any(|g| g.contains(p.node)) {
-                        let m = Member { node: p.node, inc };
-                        upsert_member(&mut self.d.failed, m);
-                    }
-                }
-            }
-        }
         let vanished: heapless::Vec<Member, MAX_NODES> = self
             .d
             .peers
@@ -361,16 +353,21 @@ impl Node {
         for m in vanished {
             self.fence_add(m);
         }
-        // A departed process is no member of any group any more: neither one
-        // absent now nor one that left and came back in this change (a
-        // restart under the same node id, or the other side of a merge,
-        // which the verdict and the leader's snapshot settle). The
-        // leader's snapshot at the end of the cycle is authoritative.
-        for g in self.d.logical.iter_mut() {
-            g.members
-                .retain(|(n, _)| *n == me || (change.members.contains(n) && !change.left.iter().any(|l| l.node == *n)));
+        // Departures since the last completed cycle (with the incarnation we
+        // knew): the leader's snapshot decides at the end of the cycle who
+        // stays in the groups (see `build_daemon_sync`).
+        for n in change
+            .left
+            .iter()
+            .map(|l| l.node)
+            .chain(self.d.peers.iter().filter(|p| !change.members.contains(&p.node)).map(|p| p.node))
+        {
+            if n == me || self.d.departed.iter().any(|d| d.node == n) {
+                continue;
+            }
+            let inc = self.d.peers.iter().find(|p| p.node == n).and_then(|p| p.inc).unwrap_or(Incarnation(0));
+            let _ = self.d.departed.push(Member { node: n, inc });
         }
-        self.d.logical.retain(|g| !g.members.is_empty());
         self.d.peers = kept;
         // The oldest member is the reference for the numbering.
         if !self.barrier.anchored() && !self.d.peers.iter().any(|p| p.older) {
@@ -407,7 +404,7 @@ impl Node {
         // By node id: a member we saw fail that now has state has diverged
         // from us whatever its incarnation (a restart is clean because it
         // has no state, not because of the number).
-        let failed_mask = crate::wire::mask_of(&members, |n| self.d.failed.iter().any(|f| f.node == n));
+        let failed_mask = crate::wire::mask_of(&members, |n| self.d.fence.iter().any(|f| f.target.node == n));
         let fenced_mask = crate::wire::mask_of(&members, |n| self.d.fenced.iter().any(|f| f.node == n));
         let mut fence_pending = heapless::Vec::new();
         for f in self.d.fence.iter() {
@@ -438,6 +435,20 @@ impl Node {
                 let Some(p) = self.d.peer(*n) else { continue };
                 if let Some(inc) = p.inc {
                     if self.d.is_stale(Member { node: *n, inc }) {
+                        continue;
+                    }
+                }
+                // A member that departed during this cycle stays only if it
+                // came back as the same process and nobody completed a cycle
+                // without it (same lineage as ours): nothing was decided
+                // without it, so its mounts are still ours to keep. A
+                // restart (new incarnation) or a member of another lineage
+                // leaves the group; its journal is then replayed after it is
+                // fenced or has restarted.
+                if let Some(d) = self.d.departed.iter().find(|d| d.node == *n) {
+                    let mine = (self.d.last_synced, self.d.last_leader);
+                    let same = p.start.is_some_and(|s| s.inc == d.inc && s.lineage == mine);
+                    if !same {
                         continue;
                     }
                 }
@@ -597,7 +608,6 @@ impl Node {
             upsert_member(&mut self.d.stale, m);
             if verdict.losers & bit != 0 {
                 self.notify(Notice::StaleMerge { node: *node, partitions: verdict.partitions });
-                upsert_member(&mut self.d.failed, m);
                 if *node == me {
                     self.effect(Effect::ResetSelf);
                     self.stop();
@@ -666,8 +676,6 @@ impl Node {
                 .enumerate()
                 .any(|(i, (n, _))| *n == m.node && verdict.losers & (1 << i) == 0 && excluded & (1 << i) == 0)
         };
-        let failed: heapless::Vec<Member, MAX_NODES> = self.d.failed.iter().filter(|m| !accepted(m)).copied().collect();
-        self.d.failed = failed;
         let fenced: heapless::Vec<Member, MAX_NODES> = self.d.fenced.iter().filter(|m| !accepted(m)).copied().collect();
         self.d.fenced = fenced;
         // Who is old (fence actor eligibility) is agreed from the starts.
@@ -723,6 +731,7 @@ impl Node {
         }
         self.d.last_synced = gen;
         self.d.last_leader = h.sender.node;
+        self.d.departed.clear();
         self.d.phase = DaemonPhase::Complete;
         self.update_quorate_synced();
         let members = self.d.peers.len() as u8;

@@ -32,7 +32,7 @@
 use super::wire::MemberList;
 use super::VsEvent;
 use crate::gcs::{self, Confchg, MemberReason, NodeList, QuorumEvent, Reason, ReasonList, RingEvent, MAX_NODES};
-use crate::ids::NodeId;
+use crate::ids::{Member, NodeId};
 
 /// How many installed-but-unpolled views may be buffered. A further install
 /// waits (locally) until the application polls.
@@ -85,7 +85,14 @@ impl Record {
         fresh_mask: u32,
         leaver_mask: u32,
     ) -> Record {
-        Record::install_for(None, old, new, view_id, quorate, fresh_mask, leaver_mask)
+        // Without a transitional set: whoever is in both lists moved with us.
+        let mut trans_mask = 0u32;
+        for (i, m) in new.iter().enumerate() {
+            if old.contains(m) && i < 32 {
+                trans_mask |= 1 << i;
+            }
+        }
+        Record::install_for(None, old, new, view_id, quorate, fresh_mask, leaver_mask, trans_mask)
     }
 
     /// As [`Record::install`], seen by `me`. A fresh process (`me` flagged
@@ -94,6 +101,14 @@ impl Record {
     /// are the whole new view. It must not see the group's old members as
     /// `NodeUp` (a merge) while they see it as a `Join`: both sides must
     /// count the same epochs in the new ring.
+    ///
+    /// `trans_mask` flags the members of `new` that come from our old view
+    /// (our transitional set, EVS). Everybody else left our partition and
+    /// joins it again now, even if it is in `old` too (it went through
+    /// another view, or missed the INSTALL of ours): the members moving
+    /// together see the same confchgs before the ring event, and every
+    /// member sees every fresh process `Join` after it.
+    #[allow(clippy::too_many_arguments)]
     pub fn install_for(
         me: Option<NodeId>,
         old: &MemberList,
@@ -102,6 +117,7 @@ impl Record {
         quorate: bool,
         fresh_mask: u32,
         leaver_mask: u32,
+        trans_mask: u32,
     ) -> Record {
         let fresh_me = me.is_some_and(|me| new.iter().enumerate().any(|(i, m)| m.node == me && bit(fresh_mask, i)));
         if fresh_me {
@@ -116,14 +132,15 @@ impl Record {
             }
             return Record { view_id, quorate, cur, ring: nodes_of(new), entries, stage: 0, self_leave: false };
         }
+        let trans = |m: &Member| new.iter().position(|x| x == m).is_some_and(|i| bit(trans_mask, i));
         let mut entries = heapless::Vec::new();
         for (i, m) in old.iter().enumerate() {
-            if new.contains(m) {
+            if trans(m) {
                 continue;
             }
             let reason = if bit(leaver_mask, i) {
                 Reason::Leave
-            } else if new.iter().any(|n| n.node == m.node) {
+            } else if new.iter().any(|n| n.node == m.node && n.inc != m.inc) {
                 Reason::ProcDown
             } else {
                 Reason::NodeDown
@@ -131,7 +148,7 @@ impl Record {
             let _ = entries.push(Entry { node: m.node, reason, joined: false });
         }
         for (i, m) in new.iter().enumerate() {
-            if old.contains(m) {
+            if bit(trans_mask, i) && !bit(fresh_mask, i) {
                 continue;
             }
             let reason = if bit(fresh_mask, i) { Reason::Join } else { Reason::NodeUp };

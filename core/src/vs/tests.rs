@@ -688,6 +688,7 @@ fn random_frame(rng: &mut Rng, views: &[u64], payload: &[u8]) -> Vec<u8> {
                 groups,
                 leavers: random_members(rng, 5),
                 fresh_mask: rng.next() as u32,
+                group_of: heapless::Vec::new(),
             })
         }
         9 => Frame::SyncDone { counter: rng.below(4) as u32 },

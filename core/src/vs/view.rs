@@ -132,6 +132,9 @@ pub(super) struct SyncState {
     pub fresh_mask: u32,
     /// Over our old view's members.
     pub leaver_mask: u32,
+    /// Over the proposal's members: who comes from our old view (our
+    /// transitional set, ourselves included).
+    pub trans_mask: u32,
     pub done_sent: bool,
 }
 
@@ -425,6 +428,16 @@ impl Vs {
         if desired.first().map(|m| m.node) != Some(from.node) {
             return;
         }
+        // A late copy of the proposal that installed our view (a resend
+        // overtaken by INSTALL) or an older one of the same coordinator
+        // process: already done, freezing on it again would wedge us (our
+        // heartbeat shows the current view, so nobody rescues us).
+        if self.view.leader() == from.node
+            && self.view.key.leader_inc == from.inc
+            && self.installed_pid.is_some_and(|(c, n)| c == from.node && counter <= n)
+        {
+            return;
+        }
         let pid = ProposalId { coord: from.node, inc: from.inc, counter };
         if let Some(f) = &self.flush {
             if f.pid == pid {
@@ -461,6 +474,7 @@ impl Vs {
     fn coord_build_sync(&mut self, now: Instant) {
         let mut max_seq = self.max_seq;
         let mut groups: heapless::Vec<SyncGroup, MAX_NODES> = heapless::Vec::new();
+        let mut group_of: heapless::Vec<u8, MAX_NODES> = heapless::Vec::new();
         let mut fresh_mask = 0u32;
         for (i, (m, ok)) in self.coord.members.iter().zip(self.coord.oks.iter()).enumerate() {
             let Some(ok) = ok else { return };
@@ -468,14 +482,18 @@ impl Vs {
             if ok.fresh {
                 set_bit(&mut fresh_mask, i);
             }
-            match groups.iter_mut().find(|g| g.old == ok.old) {
-                Some(g) => {
-                    if ok.cf > g.target {
-                        g.target = ok.cf;
-                        g.holder = m.node;
+            match groups.iter().position(|g| g.old == ok.old) {
+                Some(k) => {
+                    if let Some(g) = groups.get_mut(k) {
+                        if ok.cf > g.target {
+                            g.target = ok.cf;
+                            g.holder = m.node;
+                        }
                     }
+                    let _ = group_of.push(k as u8);
                 }
                 None => {
+                    let _ = group_of.push(groups.len() as u8);
                     let _ = groups.push(SyncGroup { old: ok.old, target: ok.cf, holder: m.node });
                 }
             }
@@ -491,6 +509,7 @@ impl Vs {
             groups,
             leavers: self.coord.leavers.clone(),
             fresh_mask,
+            group_of,
         };
         self.coord.phase = Phase::Syncing;
         self.coord.started = now;
@@ -520,7 +539,14 @@ impl Vs {
         if msg.new_view <= key.id {
             return;
         }
-        let Some(g) = msg.groups.iter().find(|g| g.old == key) else { return };
+        let Some(gi) = msg.groups.iter().position(|g| g.old == key) else { return };
+        let Some(g) = msg.groups.get(gi) else { return };
+        let mut trans_mask = 0u32;
+        for (i, k) in msg.group_of.iter().enumerate() {
+            if usize::from(*k) == gi {
+                set_bit(&mut trans_mask, i);
+            }
+        }
         if g.target < f.cf {
             // Only a buggy coordinator sends this: ignore it.
             warn!("vs: flush target below our freeze point");
@@ -538,6 +564,7 @@ impl Vs {
             holder: g.holder,
             fresh_mask: msg.fresh_mask,
             leaver_mask,
+            trans_mask,
             done_sent: false,
         });
         self.order.limit = g.target;
@@ -617,6 +644,7 @@ impl Vs {
             quorate,
             s.fresh_mask,
             s.leaver_mask,
+            s.trans_mask,
         );
         let _ = self.events.push(rec);
         info!("vs {}: installed view {:x} with {} members", self.me.node.0, s.new_view, f.members.len());

@@ -329,6 +329,10 @@ pub(super) struct SyncMsg {
     pub leavers: MemberList,
     /// Bit i: member i of the proposal is fresh (reason `Join`, not `NodeUp`).
     pub fresh_mask: u32,
+    /// Per member of the proposal: the index in `groups` of the old view it
+    /// comes from, so every member knows its transitional set (who moves
+    /// with it from its old view).
+    pub group_of: heapless::Vec<u8, MAX_NODES>,
 }
 
 const T_HEARTBEAT: u8 = 1;
@@ -352,7 +356,7 @@ const DATA_OVERHEAD: usize = 1 + 8 + 8 + 2;
 const PROPOSE_MAX: usize = 1 + 4 + 1 + MAX_NODES * MEMBER_LEN;
 const FLUSH_OK_MAX: usize = 1 + 4 + 16 + 8 + 4 + 1 + 1 + MAX_NODES * MEMBER_LEN;
 const SYNC_GROUP_LEN: usize = 16 + 8 + 4;
-const SYNC_MAX: usize = 1 + 4 + 8 + 1 + MAX_NODES * SYNC_GROUP_LEN + 1 + MAX_NODES * MEMBER_LEN + 4;
+const SYNC_MAX: usize = 1 + 4 + 8 + 1 + MAX_NODES * SYNC_GROUP_LEN + 1 + MAX_NODES * MEMBER_LEN + 4 + 1 + MAX_NODES;
 
 // Every frame fits in an empty datagram, so the transmit path always makes
 // progress, and the fresh bitmask covers every possible member.
@@ -424,7 +428,17 @@ impl Frame<'_> {
             Frame::Ack { .. } => 1 + 8 + 8,
             Frame::Propose { members, .. } => 1 + 4 + 1 + members.len() * MEMBER_LEN,
             Frame::FlushOk(f) => 1 + 4 + 16 + 8 + 4 + 1 + 1 + f.leavers.len() * MEMBER_LEN,
-            Frame::Sync(s) => 1 + 4 + 8 + 1 + s.groups.len() * SYNC_GROUP_LEN + 1 + s.leavers.len() * MEMBER_LEN + 4,
+            Frame::Sync(s) => {
+                1 + 4
+                    + 8
+                    + 1
+                    + s.groups.len() * SYNC_GROUP_LEN
+                    + 1
+                    + s.leavers.len() * MEMBER_LEN
+                    + 4
+                    + 1
+                    + s.group_of.len()
+            }
             Frame::SyncDone { .. } => 1 + 4,
             Frame::Install { .. } => 1 + 4 + 8,
             Frame::Resend { .. } => 1 + 8 + 8,
@@ -499,7 +513,12 @@ impl Frame<'_> {
                     w.u32(g.holder.0)?;
                 }
                 put_members(w, &s.leavers)?;
-                w.u32(s.fresh_mask)
+                w.u32(s.fresh_mask)?;
+                w.u8(count_u8(s.group_of.len())?)?;
+                for g in &s.group_of {
+                    w.u8(*g)?;
+                }
+                Ok(())
             }
             Frame::SyncDone { counter } => {
                 w.u8(T_SYNC_DONE)?;
@@ -595,7 +614,16 @@ impl Frame<'_> {
                 }
                 let leavers = r.members(false)?;
                 let fresh_mask = r.u32()?;
-                Frame::Sync(SyncMsg { counter, new_view, groups, leavers, fresh_mask })
+                let k = r.count()?;
+                let mut group_of = heapless::Vec::new();
+                for _ in 0..k {
+                    let g = r.u8()?;
+                    if usize::from(g) >= groups.len() {
+                        return Err(Malformed);
+                    }
+                    group_of.push(g).map_err(|_| Malformed)?;
+                }
+                Frame::Sync(SyncMsg { counter, new_view, groups, leavers, fresh_mask, group_of })
             }
             T_SYNC_DONE => Frame::SyncDone { counter: r.u32()? },
             T_INSTALL => Frame::Install { counter: r.u32()?, view: r.u64()? },
@@ -715,6 +743,7 @@ mod tests {
             new_view: 6 << 32 | 1,
             groups,
             leavers: members,
+            group_of: heapless::Vec::new(),
             fresh_mask: 0xdead_beef,
         }));
         roundtrip(Frame::SyncDone { counter: 2 });

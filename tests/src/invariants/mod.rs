@@ -12,6 +12,7 @@
 //! | `generations.rs`            | 5 generations never go backwards             |
 //! | `liveness.rs`               | 6 liveness after the faults stop             |
 //! | `robustness.rs`             | 7 no panic, no backpressure, no bad bytes    |
+//! | `virtual_synchrony.rs`      | 8 (udp model) the transport's total order and virtual synchrony |
 
 pub mod agreement;
 pub mod generations;
@@ -20,6 +21,7 @@ pub mod liveness;
 pub mod no_stale_merge;
 pub mod recovery_before_reuse;
 pub mod robustness;
+pub mod virtual_synchrony;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Property {
@@ -30,6 +32,7 @@ pub enum Property {
     Generations,
     Liveness,
     Robustness,
+    VirtualSynchrony,
 }
 
 impl Property {
@@ -42,6 +45,7 @@ impl Property {
             Property::Generations => "P5 generations",
             Property::Liveness => "P6 liveness",
             Property::Robustness => "P7 robustness",
+            Property::VirtualSynchrony => "P8 virtual synchrony",
         }
     }
 }
@@ -65,4 +69,5 @@ impl std::fmt::Display for Violation {
 pub struct Invariants {
     pub agreement: agreement::State,
     pub stale: no_stale_merge::State,
+    pub vsync: virtual_synchrony::State,
 }
