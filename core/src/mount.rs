@@ -57,6 +57,13 @@ pub struct GMember {
     pub no_journal: bool,
 }
 
+impl GMember {
+    /// A member of a change not synced yet: no journal, not mounted.
+    pub fn joining(node: NodeId, inc: Incarnation, mode: Mode) -> GMember {
+        GMember { node, inc, mode, jid: None, mounted: false, new: true, started: false, no_journal: false }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Removal {
@@ -371,16 +378,7 @@ impl Node {
         };
         for (n, mode) in l.members.iter() {
             let inc = if *n == me { self.cfg.incarnation } else { self.peer_inc(*n) };
-            let _ = g.members.push(GMember {
-                node: *n,
-                inc,
-                mode: *mode,
-                jid: None,
-                mounted: false,
-                new: true,
-                started: false,
-                no_journal: false,
-            });
+            let _ = g.members.push(GMember::joining(*n, inc, *mode));
         }
         if self.groups.push(g).is_err() {
             return;
@@ -464,19 +462,7 @@ impl Node {
                 None => {
                     changed = true;
                     let pos = g.members.iter().position(|m| m.node > *n).unwrap_or(g.members.len());
-                    let _ = g.members.insert(
-                        pos,
-                        GMember {
-                            node: *n,
-                            inc,
-                            mode: *mode,
-                            jid: None,
-                            mounted: false,
-                            new: true,
-                            started: false,
-                            no_journal: false,
-                        },
-                    );
+                    let _ = g.members.insert(pos, GMember::joining(*n, inc, *mode));
                 }
             }
         }
