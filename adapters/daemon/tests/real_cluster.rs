@@ -39,11 +39,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
 use cohortd::api::{LogEntry, StatusJson};
+use common::{is_our_cohortd, Ctl, COHORTD};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/corosync-lab/cluster.sh");
-const COHORTD: &str = env!("CARGO_BIN_EXE_cohortd");
-const COHORTCTL: &str = env!("CARGO_BIN_EXE_cohortctl");
 const DIR_PREFIX: &str = "cohortd-lab-";
 
 struct LabLock(#[allow(dead_code)] File);
@@ -67,15 +67,6 @@ fn run_script(args: &[&str]) -> (ExitStatus, String, String) {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {SCRIPT}: {e}"));
     (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// Is `pid` a live cohortd whose command line names `dir`?
-fn is_our_cohortd(pid: i32, dir: &Path) -> bool {
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'));
-    comm.trim() == "cohortd" && !zombie && String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy())
 }
 
 /// Tear down labs of earlier runs killed before their Drop guard ran.
@@ -269,53 +260,6 @@ exit 0
     fn last_stderr_line(&mut self, k: u32) -> String {
         let log = self.daemon(k).log.clone();
         fs::read_to_string(log).unwrap_or_default().lines().last().unwrap_or("").to_owned()
-    }
-
-    fn ctl(&self, k: u32, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(COHORTCTL)
-            .arg("--socket")
-            .arg(self.socket(k))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cohortctl");
-        let so = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            Ok(so)
-        } else {
-            Err(format!("cohortctl {args:?} on node {k}: {}{so}", String::from_utf8_lossy(&out.stderr)))
-        }
-    }
-
-    fn status(&self, k: u32) -> StatusJson {
-        let s = self.ctl(k, &["status", "--json"]).unwrap_or_else(|e| panic!("{e}"));
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("node {k}: status --json does not parse ({e}):\n{s}"))
-    }
-
-    fn log(&self, k: u32) -> Vec<LogEntry> {
-        let s = self.ctl(k, &["log", "--json"]).unwrap_or_else(|e| panic!("{e}"));
-        s.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?}: {e}"))).collect()
-    }
-
-    /// Poll node `k`'s status until `pred` holds.
-    fn wait_status(&self, k: u32, what: &str, timeout: Duration, pred: impl Fn(&StatusJson) -> bool) -> StatusJson {
-        let t = Instant::now();
-        loop {
-            let s = self.status(k);
-            if pred(&s) {
-                return s;
-            }
-            if t.elapsed() > timeout {
-                let log: Vec<String> = self.log(k).iter().rev().take(40).rev().map(|e| format!("{e:?}")).collect();
-                panic!(
-                    "node {k}: timed out after {timeout:?} waiting for {what}\nstatus: {}\nlog:\n{}\nfence log:\n{}",
-                    serde_json::to_string_pretty(&s).unwrap(),
-                    log.join("\n"),
-                    self.fence_log()
-                );
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
     }
 }
 
@@ -562,4 +506,13 @@ fn cohortd_on_a_real_three_node_cluster() {
         String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
     assert!(!out.contains(&prefix), "namespaces {prefix}* left behind:\n{out}");
     timing("whole test", t_all);
+}
+
+impl Ctl for Lab {
+    fn socket(&self, k: u32) -> PathBuf {
+        Lab::socket(self, k)
+    }
+    fn fence_log(&self) -> String {
+        Lab::fence_log(self)
+    }
 }

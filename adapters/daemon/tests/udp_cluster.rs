@@ -37,10 +37,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
 use cohortd::api::{LogEntry, StatusJson};
-
-const COHORTD: &str = env!("CARGO_BIN_EXE_cohortd");
-const COHORTCTL: &str = env!("CARGO_BIN_EXE_cohortctl");
+use common::{is_our_cohortd, Ctl, COHORTD};
 
 struct Daemon {
     child: Child,
@@ -51,15 +50,6 @@ struct Cluster {
     dir: tempfile::TempDir,
     daemons: Vec<Option<Daemon>>,
     t0: Instant,
-}
-
-/// Is `pid` a live cohortd whose command line names `dir`?
-fn is_our_cohortd(pid: i32, dir: &Path) -> bool {
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'));
-    comm.trim() == "cohortd" && !zombie && String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy())
 }
 
 /// Three distinct free UDP ports on 127.0.0.1 (held together while chosen).
@@ -209,52 +199,6 @@ exit 0
                 panic!("cohortd {k} did not exit within {timeout:?}:\n{tail}\nfence log:\n{}", self.fence_log());
             }
             thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn ctl(&self, k: u32, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(COHORTCTL)
-            .arg("--socket")
-            .arg(self.socket(k))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cohortctl");
-        let so = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            Ok(so)
-        } else {
-            Err(format!("cohortctl {args:?} on node {k}: {}{so}", String::from_utf8_lossy(&out.stderr)))
-        }
-    }
-
-    fn status(&self, k: u32) -> StatusJson {
-        let s = self.ctl(k, &["status", "--json"]).unwrap_or_else(|e| panic!("{e}"));
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("node {k}: status --json does not parse ({e}):\n{s}"))
-    }
-
-    fn log(&self, k: u32) -> Vec<LogEntry> {
-        let s = self.ctl(k, &["log", "--json"]).unwrap_or_else(|e| panic!("{e}"));
-        s.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?}: {e}"))).collect()
-    }
-
-    fn wait_status(&self, k: u32, what: &str, timeout: Duration, pred: impl Fn(&StatusJson) -> bool) -> StatusJson {
-        let t = Instant::now();
-        loop {
-            let s = self.status(k);
-            if pred(&s) {
-                return s;
-            }
-            if t.elapsed() > timeout {
-                let log: Vec<String> = self.log(k).iter().rev().take(40).rev().map(|e| format!("{e:?}")).collect();
-                panic!(
-                    "node {k}: timed out after {timeout:?} waiting for {what}\nstatus: {}\nlog:\n{}\nfence log:\n{}",
-                    serde_json::to_string_pretty(&s).unwrap(),
-                    log.join("\n"),
-                    self.fence_log()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -463,4 +407,13 @@ fn three_cohortd_over_udp_on_loopback() {
     }
     timing("whole test", t_all);
     assert!(t_all.elapsed() < Duration::from_secs(60), "took {:?}", t_all.elapsed());
+}
+
+impl Ctl for Cluster {
+    fn socket(&self, k: u32) -> PathBuf {
+        Cluster::socket(self, k)
+    }
+    fn fence_log(&self) -> String {
+        Cluster::fence_log(self)
+    }
 }
