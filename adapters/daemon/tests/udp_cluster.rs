@@ -38,8 +38,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod common;
-use cohortd::api::{LogEntry, StatusJson};
-use common::{is_our_cohortd, Ctl, COHORTD};
+use common::{is_our_cohortd, jids, members, seq_of, settled, Ctl, COHORTD};
 
 struct Daemon {
     child: Child,
@@ -226,32 +225,6 @@ impl Drop for Cluster {
             }
         }
     }
-}
-
-fn jids(s: &StatusJson) -> Vec<(u32, Option<u16>)> {
-    s.groups.iter().find(|g| g.fs == "fs1").map_or(vec![], |g| g.members.iter().map(|m| (m.node, m.jid)).collect())
-}
-
-fn members(s: &StatusJson) -> Vec<u32> {
-    s.members.iter().map(|m| m.node).collect()
-}
-
-/// fs1 settled on exactly `nodes`, daemon group = `nodes`, nothing waits.
-fn settled(s: &StatusJson, nodes: &[u32]) -> bool {
-    let Some(g) = s.groups.iter().find(|g| g.fs == "fs1") else { return false };
-    s.stable
-        && members(s) == nodes
-        && g.members.iter().map(|m| m.node).collect::<Vec<_>>() == nodes
-        && g.members.iter().all(|m| m.mounted && m.jid.is_some())
-        && g.recoveries.is_empty()
-        && !g.blocked
-        && s.fencing.is_empty()
-        && g.kernel.state == "mounted"
-        && !g.kernel.blocked
-}
-
-fn seq_of(log: &[LogEntry], pat: &str) -> Option<u64> {
-    log.iter().find(|e| e.text.contains(pat)).map(|e| e.seq)
 }
 
 const T: Duration = Duration::from_secs(25);

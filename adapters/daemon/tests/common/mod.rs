@@ -75,3 +75,32 @@ pub trait Ctl {
         }
     }
 }
+
+pub fn jids(s: &StatusJson) -> Vec<(u32, Option<u16>)> {
+    s.groups.iter().find(|g| g.fs == "fs1").map_or(vec![], |g| g.members.iter().map(|m| (m.node, m.jid)).collect())
+}
+
+pub fn members(s: &StatusJson) -> Vec<u32> {
+    s.members.iter().map(|m| m.node).collect()
+}
+
+/// fs1 settled on exactly `nodes` (daemon group too): synced, unblocked,
+/// everyone mounted, nothing to recover or fence, and this node's kernel
+/// mounted and unblocked.
+pub fn settled(s: &StatusJson, nodes: &[u32]) -> bool {
+    let Some(g) = s.groups.iter().find(|g| g.fs == "fs1") else { return false };
+    s.stable
+        && members(s) == nodes
+        && g.members.iter().map(|m| m.node).collect::<Vec<_>>() == nodes
+        && g.members.iter().all(|m| m.mounted && m.jid.is_some())
+        && g.recoveries.is_empty()
+        && !g.blocked
+        && s.fencing.is_empty()
+        && g.kernel.state == "mounted"
+        && !g.kernel.blocked
+}
+
+/// Sequence number of the first event-log entry containing `pat`.
+pub fn seq_of(log: &[LogEntry], pat: &str) -> Option<u64> {
+    log.iter().find(|e| e.text.contains(pat)).map(|e| e.seq)
+}
