@@ -19,6 +19,29 @@
 //! all chunks of a message in the send window at once or refuses the whole
 //! message (`WindowFull`): a message is never partly queued.
 //!
+//! # Packed units
+//!
+//! A unit may carry several whole small messages (records), so a window
+//! slot holds up to ~14 messages of 64 bytes rather than one: a record
+//! followed by another one has the [`PACKED`] bit set in its count byte and
+//! a 2-byte little-endian data length after its header; the last record of
+//! the unit has neither (its data is the rest of the unit):
+//!
+//! ```text
+//! +----+---+---------+-----+------+----+---+---------+------+
+//! | id | 0 | 1|PACKED| len | data | id | 0 | 1       | data |  ...
+//! +----+---+---------+-----+------+----+---+---------+------+
+//! ```
+//!
+//! Only single-unit messages are packed (every record of a packed unit has
+//! `count == 1`), so reassembly never sees a packed chunk of a larger
+//! message. The sender packs a message into its last queued unit only while
+//! that unit was neither sent to the sequencer nor sequenced (see
+//! `SendWindow::append`): a unit's bytes never change once anyone else may
+//! hold them, and nothing waits for packing (a unit is sent as soon as the
+//! transmit path gets to it). Receivers deliver the records of a unit one by
+//! one, in order, at the unit's place in the agreed order.
+//!
 //! # Reassembly
 //!
 //! Chunks are delivered in agreed order. Per-sender FIFO and the atomic
@@ -70,11 +93,16 @@ pub const MAX_MESSAGE: usize = MAX_CHUNKS * MAX_PAYLOAD;
 pub const REASSEMBLY_PAGES: usize = 9;
 /// Length of the chunk header.
 pub(super) const CHUNK_HDR: usize = 4;
+/// Count-byte flag: another record follows this one in the unit (and a
+/// 2-byte data length follows this header).
+pub(super) const PACKED: u8 = 0x80;
+/// Length of a packed record's header (chunk header + data length).
+pub(super) const PACKED_HDR: usize = CHUNK_HDR + 2;
 /// Largest sequenced unit (chunk header + chunk data).
 pub(super) const MAX_UNIT: usize = CHUNK_HDR + MAX_PAYLOAD;
 
 const _: () = assert!(MAX_MESSAGE == crate::wire::MAX_MESSAGE, "a core message must fit one VS message");
-const _: () = assert!(MAX_CHUNKS >= 1 && MAX_CHUNKS <= u8::MAX as usize);
+const _: () = assert!(MAX_CHUNKS >= 1 && MAX_CHUNKS < PACKED as usize, "the count byte keeps a flag bit");
 const _: () = assert!(REASSEMBLY_PAGES >= MAX_CHUNKS - 1, "a maximum-size message must fit");
 const _: () = assert!(REASSEMBLY_PAGES <= 16, "free pages are a u16 bitmask");
 
@@ -117,26 +145,57 @@ impl ChunkHdr {
         [id[0], id[1], self.index, self.count]
     }
 
-    /// Split a unit into its header and chunk data, checking the header and
-    /// the chunk length against it.
+    /// The first record of a unit: its header and chunk data, checked
+    /// against each other (see [`record`]).
     pub fn parse(unit: &[u8]) -> Result<(ChunkHdr, &[u8]), FragDiscard> {
-        let (h, data) = unit.split_at_checked(CHUNK_HDR).ok_or(FragDiscard::Malformed)?;
-        let hdr = ChunkHdr { msg_id: u16::from_le_bytes([h[0], h[1]]), index: h[2], count: h[3] };
-        let count = usize::from(hdr.count);
-        let index = usize::from(hdr.index);
-        if count == 0 || count > MAX_CHUNKS || index >= count || data.len() > MAX_PAYLOAD {
-            return Err(FragDiscard::Malformed);
-        }
-        let last = index + 1 == count;
-        if (!last && data.len() != MAX_PAYLOAD) || (last && count > 1 && data.is_empty()) {
-            return Err(FragDiscard::Malformed);
-        }
-        Ok((hdr, data))
+        record(unit, 0).map(|r| (r.hdr, r.data))
     }
 
     pub fn is_last(&self) -> bool {
         usize::from(self.index) + 1 >= usize::from(self.count)
     }
+}
+
+/// One record of a unit (see "Packed units" above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Record<'a> {
+    pub hdr: ChunkHdr,
+    pub data: &'a [u8],
+    /// Offset of the next record in the unit, if one follows.
+    pub next: Option<usize>,
+}
+
+/// The record at byte offset `off` of `unit`, checking the header and the
+/// chunk length against it. A record after the first of a unit must be a
+/// whole message (`count == 1`); a packed record's length must lie inside
+/// the unit. Any error ends the unit (what follows cannot be framed).
+pub(super) fn record(unit: &[u8], off: usize) -> Result<Record<'_>, FragDiscard> {
+    let rest = unit.get(off..).ok_or(FragDiscard::Malformed)?;
+    let (h, after) = rest.split_at_checked(CHUNK_HDR).ok_or(FragDiscard::Malformed)?;
+    let packed = h[3] & PACKED != 0;
+    let hdr = ChunkHdr { msg_id: u16::from_le_bytes([h[0], h[1]]), index: h[2], count: h[3] & !PACKED };
+    let count = usize::from(hdr.count);
+    let index = usize::from(hdr.index);
+    if count == 0 || count > MAX_CHUNKS || index >= count || ((packed || off > 0) && count != 1) {
+        return Err(FragDiscard::Malformed);
+    }
+    let (data, next) = if packed {
+        let (l, body) = after.split_at_checked(2).ok_or(FragDiscard::Malformed)?;
+        let len = usize::from(u16::from_le_bytes([l[0], l[1]]));
+        let data = body.get(..len).ok_or(FragDiscard::Malformed)?;
+        let end = off + PACKED_HDR + len;
+        (data, (end < unit.len()).then_some(end))
+    } else {
+        (after, None)
+    };
+    if data.len() > MAX_PAYLOAD {
+        return Err(FragDiscard::Malformed);
+    }
+    let last = index + 1 == count;
+    if (!last && data.len() != MAX_PAYLOAD) || (last && count > 1 && data.is_empty()) {
+        return Err(FragDiscard::Malformed);
+    }
+    Ok(Record { hdr, data, next })
 }
 
 /// A message in reassembly.
@@ -430,6 +489,36 @@ mod tests {
             assert_eq!(ChunkHdr::parse(&u[..n]), Err(FragDiscard::Malformed));
         }
         assert_eq!(ChunkHdr::parse(&[1, 2, 3]), Err(FragDiscard::Malformed));
+    }
+
+    #[test]
+    fn packed_records_are_framed_and_checked() {
+        // "ab" packed, then "cde" as the last record.
+        let unit = [1, 0, 0, 1 | PACKED, 2, 0, b'a', b'b', 2, 0, 0, 1, b'c', b'd', b'e'];
+        let r = record(&unit, 0).unwrap();
+        assert_eq!((r.hdr, r.data, r.next), (ChunkHdr { msg_id: 1, index: 0, count: 1 }, &b"ab"[..], Some(8)));
+        let r = record(&unit, 8).unwrap();
+        assert_eq!((r.hdr.msg_id, r.data, r.next), (2, &b"cde"[..], None));
+        assert_eq!(ChunkHdr::parse(&unit).unwrap().1, b"ab");
+        // A packed length past the end of the unit.
+        let mut bad = unit;
+        bad[4] = 200;
+        assert_eq!(record(&bad, 0), Err(FragDiscard::Malformed));
+        // Only whole messages are packed: a packed chunk of a larger message,
+        // or a chunk of one after a packed record, is malformed.
+        let mut bad = unit;
+        bad[3] = 2 | PACKED;
+        assert_eq!(record(&bad, 0), Err(FragDiscard::Malformed));
+        let mut bad = unit;
+        bad[11] = 2;
+        assert_eq!(record(&bad, 8), Err(FragDiscard::Malformed));
+        // A packed header cut short.
+        assert_eq!(record(&unit[..5], 0), Err(FragDiscard::Malformed));
+        assert_eq!(record(&unit, unit.len()), Err(FragDiscard::Malformed));
+        assert_eq!(record(&unit, 99), Err(FragDiscard::Malformed));
+        // A packed record that ends the unit is the last one.
+        let r = record(&unit[..8], 0).unwrap();
+        assert_eq!(r.next, None);
     }
 
     fn feed(r: &mut Reassembly, idx: usize, u: &[u8], out: &mut [u8]) -> Result<Option<usize>, FragDiscard> {

@@ -60,7 +60,9 @@
 //!    messages of up to [`MAX_MESSAGE`] bytes (a core message), split into
 //!    up to [`MAX_CHUNKS`] sequenced units with a 4-byte chunk header,
 //!    queued all-or-nothing, reassembled in agreed order and delivered at
-//!    the position of their last chunk. Reassembly pages are bounded
+//!    the position of their last chunk. The other way round, small messages
+//!    queued while the last unit was not sent yet are packed into it, so the
+//!    unit-count windows do not cap small-message throughput. Reassembly pages are bounded
 //!    ([`REASSEMBLY_PAGES`]); the sequencer only admits a message whose
 //!    pages are free, so nothing is dropped for lack of room. At a view
 //!    change incomplete messages are dropped identically by all members
@@ -78,7 +80,9 @@
 //! # Limits
 //!
 //! [`MAX_MESSAGE`] bytes per message ([`MAX_PAYLOAD`] per unit; a message
-//! takes `ceil(len / MAX_PAYLOAD)` units), [`SEND_WINDOW`] own units in
+//! takes `ceil(len / MAX_PAYLOAD)` units, and small messages share units:
+//! a unit packs as many whole messages as fit, see "Packed units" in
+//! `vs/frag.rs`), [`SEND_WINDOW`] own units in
 //! flight, [`ORDER_WINDOW`] sequenced units per view not yet stable,
 //! [`REASSEMBLY_PAGES`] reassembly pages, at most [`MAX_NODES`] nodes.
 //! `size_of::<Vs>()` is about 63 KiB (dominated by the message buffers and
@@ -529,7 +533,9 @@ impl Vs {
     }
 
     /// How many more units the send window takes right now: `broadcast`
-    /// needs one, `broadcast_message` [`chunks_for`] its length.
+    /// needs one, `broadcast_message` [`chunks_for`] its length. A message
+    /// of one unit may also be taken at 0, packed into the last queued unit
+    /// (see `vs/frag.rs`, "Packed units").
     pub fn send_capacity(&self) -> usize {
         SEND_WINDOW.saturating_sub(self.send.len())
     }
@@ -560,18 +566,27 @@ impl Vs {
         if !matches!(self.life, Life::Running) {
             return Err(VsSendError::Closed);
         }
+        let msg_id = self.next_msg_id;
+        if count == 1 {
+            // Into the last queued unit if it is still ours alone.
+            let hdr = ChunkHdr { msg_id, index: 0, count: 1 }.encode();
+            if self.send.append(hdr, message) {
+                self.next_msg_id = msg_id.wrapping_add(1);
+                self.pump(now);
+                return Ok(());
+            }
+        }
         if self.send_capacity() < count {
             self.stats.backpressure += 1;
             return Err(VsSendError::WindowFull);
         }
-        let msg_id = self.next_msg_id;
         self.next_msg_id = msg_id.wrapping_add(1);
         let mut chunks = message.chunks(MAX_PAYLOAD);
         for index in 0..count {
             let data = chunks.next().unwrap_or(&[]);
             // count <= MAX_CHUNKS <= u8::MAX (compile-time checked in frag)
             let hdr = ChunkHdr { msg_id, index: index as u8, count: count as u8 }.encode();
-            if !self.send.push(&hdr, data) {
+            if !self.send.push(&hdr, data, count == 1) {
                 // Unreachable: the room was checked above.
                 return Err(VsSendError::WindowFull);
             }
@@ -686,7 +701,10 @@ impl Vs {
             let Some(slot) = self.order.deliverable() else { break };
             let (from, sender_seq) = (slot.origin, slot.sender_seq);
             let idx = self.view.index_of(from).unwrap_or(usize::MAX);
-            let parsed = ChunkHdr::parse(slot.payload());
+            let rec = frag::record(slot.payload(), self.order.app_off);
+            // Another record follows in this unit (none after an error).
+            let next = rec.as_ref().ok().and_then(|r| r.next);
+            let parsed = rec.map(|r| (r.hdr, r.data));
             let plan = parsed.map(|(hdr, _)| self.frag_rx.tracker.classify(idx, &hdr));
             // Copy out first: with a too small buffer nothing changes.
             let len = match (&parsed, &plan) {
@@ -700,7 +718,7 @@ impl Vs {
                 }
                 _ => None,
             };
-            let mut own_done = from == self.me.node;
+            let mut own_done = from == self.me.node && next.is_none();
             let discard = match (parsed, plan) {
                 (Ok((hdr, data)), Ok(plan)) => {
                     own_done &= hdr.is_last();
@@ -717,16 +735,21 @@ impl Vs {
             if let Some(why) = discard {
                 self.frag_discard(from, why);
             }
-            self.order.advance_app();
-            if own_done {
-                self.send.delivered(sender_seq);
-            }
             if len.is_some() {
                 self.stats.delivered += 1;
             }
-            let now = self.now;
-            self.try_install(now);
-            self.sequence_own();
+            if let Some(off) = next {
+                debug_assert!(off > self.order.app_off, "records move forward");
+                self.order.app_off = off;
+            } else {
+                self.order.advance_app();
+                if own_done {
+                    self.send.delivered(sender_seq);
+                }
+                let now = self.now;
+                self.try_install(now);
+                self.sequence_own();
+            }
             if let Some(len) = len {
                 return Some(VsEvent::Deliver { from, len });
             }

@@ -29,7 +29,7 @@
 //! view change possible: whichever member holds the most messages can serve
 //! every other member of its old view (see [`super::view`]).
 
-use super::frag::{Admit, MAX_UNIT};
+use super::frag::{Admit, CHUNK_HDR, MAX_UNIT, PACKED, PACKED_HDR};
 use super::wire::SeqFrame;
 use super::{Life, Vs, ORDER_WINDOW, SEND_WINDOW};
 use crate::gcs::MAX_NODES;
@@ -79,6 +79,9 @@ pub(super) struct OrderBuf {
     pub stable: u64,
     /// Next sequence number to hand to the application.
     pub app_next: u64,
+    /// Offset of the next record to deliver inside unit `app_next` (a unit
+    /// may pack several messages, see [`super::frag`]).
+    pub app_off: usize,
     /// Delivery bound while a view change is in progress (freeze point,
     /// then the agreed flush target); `u64::MAX` otherwise.
     pub limit: u64,
@@ -106,6 +109,7 @@ impl OrderBuf {
             high: 0,
             stable: 0,
             app_next: 1,
+            app_off: 0,
             limit: u64::MAX,
             last_ack_sent: 0,
             own_sequenced: 0,
@@ -126,6 +130,7 @@ impl OrderBuf {
         self.high = 0;
         self.stable = 0;
         self.app_next = 1;
+        self.app_off = 0;
         self.limit = u64::MAX;
         self.last_ack_sent = 0;
         self.own_sequenced = 0;
@@ -195,9 +200,10 @@ impl OrderBuf {
         }
     }
 
-    /// The application consumed the message `app_next`.
+    /// The application consumed every record of unit `app_next`.
     pub fn advance_app(&mut self) {
         self.app_next = self.app_next.saturating_add(1);
+        self.app_off = 0;
         self.gc();
     }
 
@@ -281,6 +287,10 @@ impl OrderBuf {
 pub(super) struct OwnMsg {
     pub seq: u64,
     len: u16,
+    /// Offset of the unit's last record.
+    last_rec: u16,
+    /// Every record is a whole message: more may be packed in.
+    packable: bool,
     data: [u8; MAX_UNIT],
 }
 
@@ -297,6 +307,9 @@ impl OwnMsg {
 pub(super) struct SendWindow {
     q: heapless::Deque<OwnMsg, SEND_WINDOW>,
     next_seq: u64,
+    /// Units up to this sequence number were sent to the sequencer or
+    /// sequenced in this view: their bytes must not change any more.
+    sealed: u64,
     /// Next sender sequence number to transmit to the sequencer.
     pub tx_next: u64,
     /// Retransmission deadline for unsequenced messages.
@@ -305,7 +318,7 @@ pub(super) struct SendWindow {
 
 impl SendWindow {
     pub const fn new() -> Self {
-        SendWindow { q: heapless::Deque::new(), next_seq: 1, tx_next: 1, rto_at: None }
+        SendWindow { q: heapless::Deque::new(), next_seq: 1, sealed: 0, tx_next: 1, rto_at: None }
     }
 
     #[cfg(test)]
@@ -322,9 +335,9 @@ impl SendWindow {
     }
 
     /// Queue a unit: chunk header `hdr` + `data` (caller checked size and
-    /// room).
-    pub fn push(&mut self, hdr: &[u8], data: &[u8]) -> bool {
-        let mut m = OwnMsg { seq: self.next_seq, len: 0, data: [0; MAX_UNIT] };
+    /// room). `packable`: it is a whole message, more may be appended.
+    pub fn push(&mut self, hdr: &[u8], data: &[u8], packable: bool) -> bool {
+        let mut m = OwnMsg { seq: self.next_seq, len: 0, last_rec: 0, packable, data: [0; MAX_UNIT] };
         let len = hdr.len() + data.len();
         let Some(dst) = m.data.get_mut(..len) else { return false };
         let (h, d) = dst.split_at_mut(hdr.len());
@@ -336,6 +349,44 @@ impl SendWindow {
         }
         self.next_seq += 1;
         true
+    }
+
+    /// Pack a whole message (chunk header `hdr`, count 1, + `data`) into the
+    /// last queued unit, if that unit holds only whole messages, was not
+    /// sealed (sent or sequenced) and has room. The unit's last record gets
+    /// the [`PACKED`] flag and its length; the new record becomes the last.
+    /// False (nothing changed) otherwise.
+    pub fn append(&mut self, hdr: [u8; CHUNK_HDR], data: &[u8]) -> bool {
+        let sealed = self.sealed;
+        let Some(m) = self.q.back_mut() else { return false };
+        let len = usize::from(m.len);
+        let last = usize::from(m.last_rec);
+        let new_len = len + (PACKED_HDR - CHUNK_HDR) + CHUNK_HDR + data.len();
+        if !m.packable || m.seq <= sealed || new_len > MAX_UNIT || len < last + CHUNK_HDR {
+            return false;
+        }
+        let last_data = len - last - CHUNK_HDR;
+        m.data.copy_within(last + CHUNK_HDR..len, last + PACKED_HDR);
+        let Some(h) = m.data.get_mut(last..last + PACKED_HDR) else { return false };
+        h[3] |= PACKED;
+        // last_data < MAX_UNIT <= u16::MAX
+        h[4..6].copy_from_slice(&(last_data as u16).to_le_bytes());
+        let at = len + (PACKED_HDR - CHUNK_HDR);
+        let Some(dst) = m.data.get_mut(at..new_len) else { return false };
+        let (dh, dd) = dst.split_at_mut(CHUNK_HDR);
+        dh.copy_from_slice(&hdr);
+        dd.copy_from_slice(data);
+        m.last_rec = at as u16; // < MAX_UNIT
+        m.len = new_len as u16;
+        true
+    }
+
+    /// Unit `seq` left our hands (sent to the sequencer, or sequenced by
+    /// us): never append to it.
+    pub fn seal(&mut self, seq: u64) {
+        if seq > self.sealed {
+            self.sealed = seq;
+        }
     }
 
     /// The message with sender sequence `seq`.
@@ -365,6 +416,7 @@ impl SendWindow {
             s += 1;
         }
         self.next_seq = s;
+        self.sealed = 0;
         self.tx_next = 1;
         self.rto_at = None;
     }
@@ -411,6 +463,7 @@ impl Vs {
             if self.frag_seq.commit(me, msg.payload()) {
                 self.frag_pages_freed();
             }
+            self.send.seal(want);
             self.order.bump_expect(me);
             self.order.own_sequenced = want;
         }
@@ -607,6 +660,8 @@ impl Vs {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
     fn seq(g: u64, p: &[u8]) -> SeqFrame<'_> {
@@ -663,10 +718,10 @@ mod tests {
         let mut s = SendWindow::new();
         for i in 0..SEND_WINDOW {
             assert!(!s.is_full());
-            assert!(s.push(&[], &[i as u8]));
+            assert!(s.push(&[], &[i as u8], false));
         }
         assert!(s.is_full());
-        assert!(!s.push(&[], b"x"));
+        assert!(!s.push(&[], b"x", false));
         assert_eq!(s.get(3).unwrap().payload(), &[2]);
         s.delivered(2);
         assert_eq!(s.len(), SEND_WINDOW - 2);
@@ -674,5 +729,64 @@ mod tests {
         s.renumber();
         assert_eq!(s.get(1).unwrap().payload(), &[2]);
         assert_eq!(s.last_seq(), (SEND_WINDOW - 2) as u64);
+    }
+
+    fn records(unit: &[u8]) -> std::vec::Vec<(u16, std::vec::Vec<u8>)> {
+        let mut out = std::vec::Vec::new();
+        let mut off = Some(0);
+        while let Some(o) = off {
+            let r = super::super::frag::record(unit, o).unwrap();
+            assert_eq!(r.hdr.count, 1);
+            out.push((r.hdr.msg_id, r.data.to_vec()));
+            off = r.next;
+        }
+        out
+    }
+
+    fn hdr(id: u16, count: u8) -> [u8; CHUNK_HDR] {
+        super::super::frag::ChunkHdr { msg_id: id, index: 0, count }.encode()
+    }
+
+    #[test]
+    fn send_window_packs_whole_messages_until_sealed() {
+        let mut s = SendWindow::new();
+        assert!(!s.append(hdr(0, 1), b"nothing queued"), "no unit to pack into");
+        assert!(s.push(&hdr(0, 1), b"m0", true));
+        let mut want = std::vec![(0u16, b"m0".to_vec())];
+        // 64-byte messages: as many as fit one unit.
+        let mut id = 1u16;
+        loop {
+            let m = [id as u8; 64];
+            if !s.append(hdr(id, 1), &m) {
+                break;
+            }
+            want.push((id, m.to_vec()));
+            id += 1;
+        }
+        assert_eq!(want.len(), 1 + (MAX_UNIT - CHUNK_HDR - 2) / (PACKED_HDR + 64), "packed to the brim");
+        assert_eq!(s.len(), 1);
+        let unit = s.get(1).unwrap().payload().to_vec();
+        assert!(unit.len() <= MAX_UNIT);
+        assert_eq!(records(&unit), want);
+        // A small one still fits the last few bytes.
+        assert!(s.append(hdr(id, 1), b"z"));
+        want.push((id, b"z".to_vec()));
+        assert_eq!(records(s.get(1).unwrap().payload()), want);
+
+        // Sealed (sent or sequenced): never changed again.
+        assert!(s.push(&hdr(90, 1), b"a", true));
+        s.seal(2);
+        let before = s.get(2).unwrap().payload().to_vec();
+        assert!(!s.append(hdr(91, 1), b"b"));
+        assert_eq!(s.get(2).unwrap().payload(), &before[..]);
+        // A chunk of a larger message is never packed into.
+        assert!(s.push(&hdr(92, 2), &[1u8; 100], false));
+        assert!(!s.append(hdr(93, 1), b"c"));
+        // After a view change nothing was sent in the new view yet.
+        s.delivered(1);
+        s.renumber();
+        assert!(s.push(&hdr(94, 1), b"d", true));
+        assert!(s.append(hdr(95, 1), b"e"));
+        assert_eq!(records(s.get(3).unwrap().payload()), std::vec![(94, b"d".to_vec()), (95, b"e".to_vec())]);
     }
 }

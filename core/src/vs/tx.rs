@@ -293,6 +293,8 @@ impl Vs {
                 if !put(w, &f) {
                     break;
                 }
+                let seq = m.seq;
+                self.send.seal(seq);
                 self.send.tx_next += 1;
                 sent = true;
             }
