@@ -10,7 +10,7 @@
 #   * agreed-multicast throughput (msgs/s, MB/s): 64-byte and 1400-byte
 #     messages (1400 > 1024 is fragmented by cohort UDP), one sender and
 #     three senders; from the first send to the last delivery at the slowest
-#     node;
+#     node; median of $REPS runs (each run is logged to stderr);
 #   * failure detection: node 3 cut off with iptables (both directions, one
 #     atomic iptables-restore) -> new view without it at nodes 1 and 2
 #     (slowest of the two), median of $REPS runs;
@@ -165,6 +165,16 @@ throughput() { # T SIZE SENDERS COUNT
         'BEGIN {d = (e - a) / 1000; printf "%.0f %.2f\n", n / d, n * b / d / 1e6}'
 }
 
+# median over $REPS runs (by msgs/s): prints "msgs/s MB/s"; every run is logged
+throughput_median() { # T SIZE SENDERS COUNT
+    local i runs=""
+    for i in $(seq 1 "$REPS"); do
+        runs="$runs$(throughput "$@")"$'\n'
+    done
+    log "[$1] $2 B x $3: $(echo "$runs" | awk 'NF {printf "%s%s", s, $1; s=", "}') msgs/s"
+    echo "$runs" | awk 'NF' | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'
+}
+
 # one cut/heal cycle: prints "detection_ms merge_ms"
 failover() { # T REP
     local t=$1 tag="fo-$1-$2" tc th det mer
@@ -192,10 +202,10 @@ done
 measure() { # T LABEL
     local t=$1 l=$2 i out d m
     log "[$l] throughput"
-    R[$l,tp64_1]=$(throughput "$t" 64 1 "$N64")
-    R[$l,tp64_3]=$(throughput "$t" 64 3 "$N64")
-    R[$l,tp1400_1]=$(throughput "$t" 1400 1 "$N1400")
-    R[$l,tp1400_3]=$(throughput "$t" 1400 3 "$N1400")
+    R[$l,tp64_1]=$(throughput_median "$t" 64 1 "$N64")
+    R[$l,tp64_3]=$(throughput_median "$t" 64 3 "$N64")
+    R[$l,tp1400_1]=$(throughput_median "$t" 1400 1 "$N1400")
+    R[$l,tp1400_3]=$(throughput_median "$t" 1400 3 "$N1400")
     log "[$l] failure detection and merge, $REPS runs"
     d=""; m=""
     for i in $(seq 1 "$REPS"); do
@@ -234,7 +244,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/
 echo
 echo "Transport benchmark, $(date -u +%Y-%m-%d), $(uname -r), $(nproc) cores, $(corosync -v 2>/dev/null | head -1)"
 echo "3 nodes in network namespaces on one bridge; same client for both transports (cohort-udp-bench)."
-echo "Throughput: first send to last delivery at the slowest node; N64=$N64, N1400=$N1400 messages per sender."
+echo "Throughput: first send to last delivery at the slowest node; N64=$N64, N1400=$N1400 messages per sender; median of $REPS runs."
 echo "Detection: cut (iptables DROP both ways) -> view without node 3 at nodes 1 and 2; merge: heal -> view of 3 everywhere; median of $REPS."
 echo "Last column: the UDP value divided by the corosync token-1000 value (throughput: higher is better; times: lower is better)."
 echo
