@@ -1,65 +1,70 @@
-//! Fragmentation: messages of up to [`MAX_MESSAGE`] bytes over
-//! [`MAX_PAYLOAD`]-byte sequenced units.
+//! Fragmentation and packing: messages of up to [`MAX_MESSAGE`] bytes as a
+//! stream of records over sequenced units of at most `MAX_UNIT` bytes.
 //!
-//! # Units
+//! # Records
 //!
-//! Every sequenced unit (the payload of a `DATA`/`SEQ` frame) starts with a
-//! 4-byte chunk header, also for messages that fit in one unit:
+//! A sequenced unit (the payload of a `DATA`/`SEQ` frame) holds one or more
+//! records. A record is a whole message (a *single*, `count == 1`) or one
+//! chunk of a larger message:
 //!
 //! ```text
-//! +-------------+-------+-------+--------------------------------+
-//! | msg id u16  | index | count | chunk data (<= MAX_PAYLOAD)    |
-//! +-------------+-------+-------+--------------------------------+
+//! +-------------+-------+----------------+------------+---------------+------+
+//! | msg id u16  | index | count [|PACKED]| [len u16]  | [stored u16]  | data |
+//! +-------------+-------+----------------+------------+---------------+------+
+//!                         len: only with PACKED   stored: only in a first chunk
 //! ```
 //!
 //! `msg id` counts the sender's messages (wrapping), `count` is the number
 //! of chunks of the message (`1..=MAX_CHUNKS`), `index` this chunk's
-//! position. Every chunk but the last carries exactly [`MAX_PAYLOAD`] bytes,
-//! so a message's length is implied. [`super::Vs::broadcast_message`] queues
-//! all chunks of a message in the send window at once or refuses the whole
-//! message (`WindowFull`): a message is never partly queued.
+//! position. A record followed by another one in the same unit has the
+//! [`PACKED`] bit set in its count byte and a 2-byte data length; the last
+//! record of a unit has neither (its data is the rest of the unit). The first
+//! chunk of a larger message carries `stored`, the number of bytes of all its
+//! chunks but the last (what receivers keep in reassembly pages).
 //!
-//! # Packed units
+//! # The sender's stream
 //!
-//! A unit may carry several whole small messages (records), so a window
-//! slot holds up to ~14 messages of 64 bytes rather than one: a record
-//! followed by another one has the [`PACKED`] bit set in its count byte and
-//! a 2-byte little-endian data length after its header; the last record of
-//! the unit has neither (its data is the rest of the unit):
+//! The sender writes its messages into its units as one stream
+//! ([`super::Vs::broadcast_message`]), so units are full and a datagram
+//! carries as much as it can:
 //!
-//! ```text
-//! +----+---+---------+-----+------+----+---+---------+------+
-//! | id | 0 | 1|PACKED| len | data | id | 0 | 1       | data |  ...
-//! +----+---+---------+-----+------+----+---+---------+------+
-//! ```
+//! * a message of at most [`MAX_PAYLOAD`] bytes is a single, appended to the
+//!   last queued unit if it fits there, else in a new unit;
+//! * a larger message starts in the room left in the last queued unit (if
+//!   there are at least `MIN_FIRST` bytes), else in a new unit, and goes on
+//!   in new units; every chunk but the last ends its unit, the last chunk
+//!   may be followed by later messages.
 //!
-//! Only single-unit messages are packed (every record of a packed unit has
-//! `count == 1`), so reassembly never sees a packed chunk of a larger
-//! message. The sender packs a message into its last queued unit only while
-//! that unit was neither sent to the sequencer nor sequenced (see
-//! `SendWindow::append`): a unit's bytes never change once anyone else may
-//! hold them, and nothing waits for packing (a unit is sent as soon as the
-//! transmit path gets to it). Receivers deliver the records of a unit one by
-//! one, in order, at the unit's place in the agreed order.
+//! Records are only appended to a unit that is still ours alone: neither
+//! sent to the sequencer nor sequenced (see `SendWindow::append`). A unit's
+//! bytes never change once anyone else may hold them, and nothing waits to
+//! be packed: a unit is sent as soon as the transmit path gets to it.
+//! [`super::Vs::broadcast_message`] queues all chunks of a message at once
+//! or refuses the whole message (`WindowFull`): a message is never partly
+//! queued. A message of 64 bytes takes 70 bytes of a unit, so a unit
+//! carries ~14 of them; a stream of 1400-byte messages takes ~1.4 units per
+//! message rather than 2.
 //!
 //! # Reassembly
 //!
-//! Chunks are delivered in agreed order. Per-sender FIFO and the atomic
-//! queueing mean a sender's chunks follow each other in its own stream;
-//! other senders' chunks may be interleaved. A message is delivered at the
-//! position of its **last** chunk, so all members deliver reassembled
-//! messages in one total order. Chunks but the last are copied into
-//! reassembly pages (one page per chunk, [`REASSEMBLY_PAGES`] in all, shared
-//! by all senders); the last chunk is copied straight from the order buffer.
+//! Records are delivered in agreed order, one by one within a unit.
+//! Per-sender FIFO and the atomic queueing mean a sender's chunks follow each
+//! other in its own stream; other senders' units may be interleaved. A
+//! message is delivered at the position of its **last** chunk, so all members
+//! deliver reassembled messages in one total order. Chunks but the last are
+//! copied into reassembly pages of [`MAX_PAYLOAD`] bytes
+//! (`ceil(stored / MAX_PAYLOAD)` pages per message, [`REASSEMBLY_PAGES`] in
+//! all, shared by all senders); the last chunk is copied straight from the
+//! order buffer.
 //!
 //! The reassembly state is a deterministic function of the agreed stream
 //! since the view was installed ([`Tracker`]), so every member makes the
 //! same decisions. The sequencer runs a second copy of the same [`Tracker`]
-//! over the stream *as it assigns it* and only assigns the first chunk of a
-//! message when its pages are free at that point of the stream: receivers
-//! therefore never run out of pages. A message that does not fit yet is
-//! deferred, not dropped: the sequencer does not take its first chunk and
-//! asks the sender to send it again (a `RESEND` frame) once pages are freed
+//! over the stream *as it assigns it* and only assigns a unit holding the
+//! first chunk of a message when its pages are free at that point of the
+//! stream: receivers therefore never run out of pages. A unit that does not
+//! fit yet is deferred, not dropped: the sequencer does not take it and asks
+//! the sender to send it again (a `RESEND` frame) once pages are freed
 //! (counted in `VsStats::frag_deferred`); the first deferred sender is
 //! served before any later one (a reservation), so no sender starves.
 //!
@@ -68,53 +73,104 @@
 //! Reassembly is per view. When a view is installed, every incomplete
 //! message of the old view is dropped (counted in
 //! `VsStats::frag_dropped_view_change`). Members moving together delivered
-//! the same chunks of the old view (virtual synchrony), so they drop exactly
-//! the same messages. The sender keeps every chunk of a message in its send
-//! window until it delivered the message's last chunk itself, so a message
-//! cut by a view change is sent again, whole, in the next view (like any
-//! message not delivered in the view it was sent in). A surviving sender's
-//! message is thus never lost; it is delivered in the new view.
+//! the same records of the old view (virtual synchrony), so they drop exactly
+//! the same messages. The sender keeps every unit until it delivered, itself,
+//! the end of every message the unit holds records of; when a view is
+//! installed it strips from its first kept unit the records of messages that
+//! were delivered (`SendWindow::renumber`), so a message cut by a view change
+//! is sent again, whole, in the next view (like any message not delivered in
+//! the view it was sent in), and no message is delivered twice. A surviving
+//! sender's message is thus never lost; it is delivered in the new view.
 //!
-//! Chunks that do not fit the state (a chunk of no open message, a bad
-//! header, no pages free: only a faulty peer produces them) are discarded
-//! identically everywhere and counted in `VsStats::frag_discarded` with a
-//! [`FragDiscard`] reason in the log.
+//! Records that do not fit the state (a chunk of no open message, a bad
+//! header or length, no pages free: only a faulty peer produces them) are
+//! discarded identically everywhere and counted in `VsStats::frag_discarded`
+//! with a [`FragDiscard`] reason in the log; a record that cannot be framed
+//! ends its unit.
 
 use super::MAX_PAYLOAD;
 use crate::gcs::MAX_NODES;
 
-/// Chunks per message at most.
-pub const MAX_CHUNKS: usize = 4;
-/// Largest message [`super::Vs::broadcast_message`] takes.
-pub const MAX_MESSAGE: usize = MAX_CHUNKS * MAX_PAYLOAD;
-/// Reassembly pages (of [`MAX_PAYLOAD`] bytes) shared by all senders: three
-/// maximum-size messages (three pages each) in reassembly at once, or nine
-/// two-chunk ones.
-pub const REASSEMBLY_PAGES: usize = 9;
-/// Length of the chunk header.
+/// Length of the chunk header (msg id, index, count).
 pub(super) const CHUNK_HDR: usize = 4;
 /// Count-byte flag: another record follows this one in the unit (and a
 /// 2-byte data length follows this header).
 pub(super) const PACKED: u8 = 0x80;
 /// Length of a packed record's header (chunk header + data length).
 pub(super) const PACKED_HDR: usize = CHUNK_HDR + 2;
-/// Largest sequenced unit (chunk header + chunk data).
+/// Length of a first chunk's header (chunk header + stored length); a first
+/// chunk always ends its unit, so it is never packed.
+pub(super) const FIRST_HDR: usize = CHUNK_HDR + 2;
+/// Largest sequenced unit.
 pub(super) const MAX_UNIT: usize = CHUNK_HDR + MAX_PAYLOAD;
+/// Data of a chunk that fills a unit of its own.
+const CONT_DATA: usize = MAX_UNIT - CHUNK_HDR;
+/// A larger message starts in the last queued unit only with at least this
+/// much data there (else in a new unit).
+pub(super) const MIN_FIRST: usize = 64;
+/// Largest message [`super::Vs::broadcast_message`] takes.
+pub const MAX_MESSAGE: usize = 4 * MAX_PAYLOAD;
+/// Units a message takes at most (its chunks; a message of [`MAX_MESSAGE`]
+/// bytes started in a new unit).
+pub const MAX_CHUNKS: usize = match chunks_for(MAX_MESSAGE) {
+    Some(n) => n,
+    None => 0,
+};
+/// Reassembly pages (of [`MAX_PAYLOAD`] bytes) shared by all senders: two
+/// maximum-size messages (four pages each) in reassembly at once, or nine
+/// messages of up to two units.
+pub const REASSEMBLY_PAGES: usize = 9;
+/// Pages one message holds at most.
+const MAX_PAGES: usize = MAX_MESSAGE.div_ceil(MAX_PAYLOAD);
 
 const _: () = assert!(MAX_MESSAGE == crate::wire::MAX_MESSAGE, "a core message must fit one VS message");
-const _: () = assert!(MAX_CHUNKS >= 1 && MAX_CHUNKS < PACKED as usize, "the count byte keeps a flag bit");
-const _: () = assert!(REASSEMBLY_PAGES >= MAX_CHUNKS - 1, "a maximum-size message must fit");
+const _: () = assert!(MAX_CHUNKS >= 2 && MAX_CHUNKS < PACKED as usize, "the count byte keeps a flag bit");
+const _: () = assert!(REASSEMBLY_PAGES >= MAX_PAGES, "a maximum-size message must fit");
 const _: () = assert!(REASSEMBLY_PAGES <= 16, "free pages are a u16 bitmask");
+const _: () = assert!(MAX_MESSAGE <= u16::MAX as usize, "stored lengths are u16");
+const _: () = assert!(MIN_FIRST + FIRST_HDR < MAX_UNIT);
 
-/// Number of chunks (units) a message of `len` bytes needs, if it is not
-/// too large.
+/// Number of units a message of `len` bytes takes at most (when it starts
+/// in a new unit), if it is not too large.
 pub const fn chunks_for(len: usize) -> Option<usize> {
     if len > MAX_MESSAGE {
         None
-    } else if len == 0 {
+    } else if len <= MAX_PAYLOAD {
         Some(1)
     } else {
-        Some(len.div_ceil(MAX_PAYLOAD))
+        Some(1 + (len - (MAX_UNIT - FIRST_HDR)).div_ceil(CONT_DATA))
+    }
+}
+
+/// How a message is cut into chunks: `first` data bytes in the first chunk,
+/// then `CONT_DATA` per chunk, the rest in the last one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Cut {
+    pub first: usize,
+    pub count: usize,
+    /// Bytes of all chunks but the last.
+    pub stored: usize,
+}
+
+impl Cut {
+    /// Cut a message of `len > MAX_PAYLOAD` bytes whose first chunk has room
+    /// for `first_room` data bytes.
+    pub fn new(len: usize, first_room: usize) -> Cut {
+        let first = first_room.min(len.saturating_sub(1)).max(1);
+        let rest = len - first;
+        let cont = rest.div_ceil(CONT_DATA).max(1);
+        let last = rest - (cont - 1) * CONT_DATA;
+        Cut { first, count: 1 + cont, stored: len - last }
+    }
+
+    /// Data range of chunk `index` in the message.
+    pub fn range(&self, index: usize, len: usize) -> (usize, usize) {
+        if index == 0 {
+            (0, self.first)
+        } else {
+            let a = self.first + (index - 1) * CONT_DATA;
+            (a, (a + CONT_DATA).min(len))
+        }
     }
 }
 
@@ -122,7 +178,7 @@ pub const fn chunks_for(len: usize) -> Option<usize> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum FragDiscard {
-    /// Bad chunk header or chunk length.
+    /// Bad record header or length.
     Malformed,
     /// A continuation chunk of no open message (or of another one).
     Orphan,
@@ -145,57 +201,79 @@ impl ChunkHdr {
         [id[0], id[1], self.index, self.count]
     }
 
-    /// The first record of a unit: its header and chunk data, checked
-    /// against each other (see [`record`]).
-    pub fn parse(unit: &[u8]) -> Result<(ChunkHdr, &[u8]), FragDiscard> {
-        record(unit, 0).map(|r| (r.hdr, r.data))
+    /// Header of a first chunk: the chunk header + the stored length.
+    pub fn encode_first(&self, stored: u16) -> [u8; FIRST_HDR] {
+        let h = self.encode();
+        let s = stored.to_le_bytes();
+        [h[0], h[1], h[2], h[3], s[0], s[1]]
     }
 
     pub fn is_last(&self) -> bool {
         usize::from(self.index) + 1 >= usize::from(self.count)
     }
+
+    fn is_first_of_many(&self) -> bool {
+        self.index == 0 && self.count > 1
+    }
 }
 
-/// One record of a unit (see "Packed units" above).
+/// One record of a unit (see "Records" above).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Record<'a> {
     pub hdr: ChunkHdr,
+    /// First chunk of a larger message: bytes of all its chunks but the last.
+    pub stored: u16,
     pub data: &'a [u8],
     /// Offset of the next record in the unit, if one follows.
     pub next: Option<usize>,
 }
 
 /// The record at byte offset `off` of `unit`, checking the header and the
-/// chunk length against it. A record after the first of a unit must be a
-/// whole message (`count == 1`); a packed record's length must lie inside
-/// the unit. Any error ends the unit (what follows cannot be framed).
+/// chunk length against it: a record after the first of a unit is a single
+/// or a first chunk (continuations open their unit); only singles and last
+/// chunks are packed; chunks of larger messages are not empty; a first
+/// chunk's stored length is at least its data and at most [`MAX_MESSAGE`].
+/// Any error ends the unit (what follows cannot be framed).
 pub(super) fn record(unit: &[u8], off: usize) -> Result<Record<'_>, FragDiscard> {
     let rest = unit.get(off..).ok_or(FragDiscard::Malformed)?;
-    let (h, after) = rest.split_at_checked(CHUNK_HDR).ok_or(FragDiscard::Malformed)?;
+    let (h, mut after) = rest.split_at_checked(CHUNK_HDR).ok_or(FragDiscard::Malformed)?;
     let packed = h[3] & PACKED != 0;
     let hdr = ChunkHdr { msg_id: u16::from_le_bytes([h[0], h[1]]), index: h[2], count: h[3] & !PACKED };
     let count = usize::from(hdr.count);
     let index = usize::from(hdr.index);
-    if count == 0 || count > MAX_CHUNKS || index >= count || ((packed || off > 0) && count != 1) {
+    if count == 0 || count > MAX_CHUNKS || index >= count || (off > 0 && index > 0) || (packed && !hdr.is_last()) {
         return Err(FragDiscard::Malformed);
     }
-    let (data, next) = if packed {
+    let mut hdr_len = CHUNK_HDR;
+    let mut len = None;
+    if packed {
         let (l, body) = after.split_at_checked(2).ok_or(FragDiscard::Malformed)?;
-        let len = usize::from(u16::from_le_bytes([l[0], l[1]]));
-        let data = body.get(..len).ok_or(FragDiscard::Malformed)?;
-        let end = off + PACKED_HDR + len;
-        (data, (end < unit.len()).then_some(end))
-    } else {
-        (after, None)
+        len = Some(usize::from(u16::from_le_bytes([l[0], l[1]])));
+        after = body;
+        hdr_len += 2;
+    }
+    let mut stored = 0u16;
+    if hdr.is_first_of_many() {
+        let (st, body) = after.split_at_checked(2).ok_or(FragDiscard::Malformed)?;
+        stored = u16::from_le_bytes([st[0], st[1]]);
+        after = body;
+        hdr_len += 2;
+    }
+    let (data, next) = match len {
+        Some(len) => {
+            let data = after.get(..len).ok_or(FragDiscard::Malformed)?;
+            let end = off + hdr_len + len;
+            (data, (end < unit.len()).then_some(end))
+        }
+        None => (after, None),
     };
-    if data.len() > MAX_PAYLOAD {
+    if data.len() > MAX_PAYLOAD
+        || (count > 1 && data.is_empty())
+        || (hdr.is_first_of_many() && (data.len() > usize::from(stored) || usize::from(stored) > MAX_MESSAGE))
+    {
         return Err(FragDiscard::Malformed);
     }
-    let last = index + 1 == count;
-    if (!last && data.len() != MAX_PAYLOAD) || (last && count > 1 && data.is_empty()) {
-        return Err(FragDiscard::Malformed);
-    }
-    Ok(Record { hdr, data, next })
+    Ok(Record { hdr, stored, data, next })
 }
 
 /// A message in reassembly.
@@ -205,19 +283,28 @@ struct Open {
     count: u8,
     /// Next chunk index expected.
     next: u8,
-    /// Page of chunk `i` (for `i < count - 1`).
-    pages: [u8; MAX_CHUNKS - 1],
+    /// Pages, in message order.
+    pages: [u8; MAX_PAGES],
+    npages: u8,
+    /// Bytes of all chunks but the last (declared by the first chunk).
+    stored: u16,
+    /// Bytes received so far.
+    filled: u16,
 }
 
-/// What one chunk does to the reassembly state.
+fn pages_for(stored: u16) -> usize {
+    usize::from(stored).div_ceil(MAX_PAYLOAD)
+}
+
+/// What one record does to the reassembly state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Step {
-    /// A whole message in one unit: deliver it.
+    /// A whole message in one record: deliver it.
     Single,
     /// First chunk of a message: store it (pages are allocated by `apply`).
     Start,
-    /// A middle chunk: store it in this page.
-    Store(u8),
+    /// A middle chunk: store it.
+    Store,
     /// The last chunk: deliver the message.
     Complete,
     Discard(FragDiscard),
@@ -244,6 +331,7 @@ pub(super) enum Admit {
 /// Reassembly accounting of one view: which sender has a message open and
 /// which pages it holds. Deterministic: the same stream gives the same
 /// state on every member. Indexed by the sender's position in the view.
+#[derive(Clone, Copy)]
 pub(super) struct Tracker {
     open: [Option<Open>; MAX_NODES],
     /// Bit i: page i is free.
@@ -284,9 +372,15 @@ impl Tracker {
         self.open.get(idx).copied().flatten()
     }
 
-    /// What `hdr` from the sender at view index `idx` would do (no change).
-    pub fn classify(&self, idx: usize, hdr: &ChunkHdr) -> Plan {
+    fn held(&self, idx: usize) -> usize {
+        self.open_of(idx).map_or(0, |o| usize::from(o.npages))
+    }
+
+    /// What record `r` from the sender at view index `idx` would do (no
+    /// change).
+    pub fn classify(&self, idx: usize, r: &Record<'_>) -> Plan {
         let open = self.open_of(idx);
+        let hdr = &r.hdr;
         if idx >= MAX_NODES {
             return Plan { step: Step::Discard(FragDiscard::Orphan), abort: false };
         }
@@ -294,52 +388,71 @@ impl Tracker {
             return Plan { step: Step::Single, abort: open.is_some() };
         }
         if hdr.index == 0 {
-            let reclaimed = open.map_or(0, |o| usize::from(o.count) - 1);
-            let need = usize::from(hdr.count) - 1;
-            let step =
-                if self.free_pages() + reclaimed >= need { Step::Start } else { Step::Discard(FragDiscard::Overflow) };
+            let step = if self.free_pages() + self.held(idx) >= pages_for(r.stored) {
+                Step::Start
+            } else {
+                Step::Discard(FragDiscard::Overflow)
+            };
             return Plan { step, abort: open.is_some() };
         }
         match open {
             Some(o) if o.msg_id == hdr.msg_id && o.count == hdr.count && o.next == hdr.index => {
-                let step = if hdr.index + 1 == hdr.count {
-                    Step::Complete
+                let filled = usize::from(o.filled);
+                let stored = usize::from(o.stored);
+                let step = if hdr.is_last() {
+                    if filled == stored {
+                        Step::Complete
+                    } else {
+                        Step::Discard(FragDiscard::Malformed)
+                    }
+                } else if filled + r.data.len() <= stored {
+                    Step::Store
                 } else {
-                    Step::Store(o.pages.get(usize::from(hdr.index)).copied().unwrap_or(0))
+                    Step::Discard(FragDiscard::Malformed)
                 };
-                Plan { step, abort: false }
+                Plan { step, abort: matches!(step, Step::Discard(_)) }
             }
             _ => Plan { step: Step::Discard(FragDiscard::Orphan), abort: open.is_some() },
         }
     }
 
-    /// Apply a plan made by [`Tracker::classify`] for the same chunk.
-    /// Returns the page chunk data goes to (`Start`, `Store`).
-    pub fn apply(&mut self, idx: usize, hdr: &ChunkHdr, plan: Plan) -> Option<u8> {
+    /// Apply a plan made by [`Tracker::classify`] for the same record.
+    /// Returns the byte offset in the message where the record's data goes
+    /// (`Start`, `Store`).
+    pub fn apply(&mut self, idx: usize, r: &Record<'_>, plan: Plan) -> Option<usize> {
         if plan.abort {
             self.close(idx);
         }
         match plan.step {
             Step::Start => {
-                let mut o = Open { msg_id: hdr.msg_id, count: hdr.count, next: 1, pages: [0; MAX_CHUNKS - 1] };
-                for i in 0..usize::from(hdr.count) - 1 {
-                    let p = self.free.trailing_zeros() as u8; // classify checked enough are free
-                    self.free &= !(1u16 << p);
-                    if let Some(slot) = o.pages.get_mut(i) {
-                        *slot = p;
-                    }
+                let need = pages_for(r.stored);
+                let mut o = Open {
+                    msg_id: r.hdr.msg_id,
+                    count: r.hdr.count,
+                    next: 1,
+                    pages: [0; MAX_PAGES],
+                    npages: 0,
+                    stored: r.stored,
+                    filled: r.data.len() as u16, // <= stored (checked by `record`)
+                };
+                for slot in o.pages.iter_mut().take(need) {
+                    // classify checked that enough are free
+                    let p = self.free.trailing_zeros() as u8;
+                    self.free &= !(1u16 << (p % 16));
+                    *slot = p;
+                    o.npages += 1;
                 }
-                let first = o.pages[0];
                 if let Some(s) = self.open.get_mut(idx) {
                     *s = Some(o);
                 }
-                Some(first)
+                Some(0)
             }
-            Step::Store(page) => {
-                if let Some(Some(o)) = self.open.get_mut(idx) {
-                    o.next += 1;
-                }
-                Some(page)
+            Step::Store => {
+                let Some(Some(o)) = self.open.get_mut(idx) else { return None };
+                o.next += 1;
+                let at = usize::from(o.filled);
+                o.filled += r.data.len() as u16; // <= stored (checked by classify)
+                Some(at)
             }
             Step::Complete => {
                 self.close(idx);
@@ -349,36 +462,49 @@ impl Tracker {
         }
     }
 
-    /// The open message of `idx`: (pages in chunk order, number of them).
-    pub fn pages_of(&self, idx: usize) -> ([u8; MAX_CHUNKS - 1], usize) {
+    /// The open message of `idx`: (pages in order, number of them, stored).
+    pub fn pages_of(&self, idx: usize) -> ([u8; MAX_PAGES], usize, usize) {
         match self.open_of(idx) {
-            Some(o) => (o.pages, usize::from(o.count) - 1),
-            None => ([0; MAX_CHUNKS - 1], 0),
+            Some(o) => (o.pages, usize::from(o.npages), usize::from(o.stored)),
+            None => ([0; MAX_PAGES], 0, 0),
         }
     }
 
     fn close(&mut self, idx: usize) {
         if let Some(slot) = self.open.get_mut(idx) {
             if let Some(o) = slot.take() {
-                for &p in o.pages.iter().take(usize::from(o.count) - 1) {
-                    self.free |= 1u16 << p;
+                for &p in o.pages.iter().take(usize::from(o.npages)) {
+                    self.free |= 1u16 << (p % 16);
                 }
             }
         }
     }
 
     /// Sequencer: may the unit from view index `idx` be assigned now? Only
-    /// the first chunk of a multi-chunk message can be deferred; anything
-    /// else is admitted (bad units are discarded identically by everyone).
+    /// a unit holding the first chunk of a larger message can be deferred
+    /// (when its pages are not free once the unit's earlier records are
+    /// applied); anything else is admitted (bad records are discarded
+    /// identically by everyone).
     pub fn admit(&mut self, idx: usize, unit: &[u8]) -> Admit {
-        let Ok((hdr, _)) = ChunkHdr::parse(unit) else { return Admit::Yes };
-        if hdr.count < 2 || hdr.index != 0 {
-            return Admit::Yes;
+        let mut t = *self;
+        let mut off = Some(0);
+        while let Some(at) = off {
+            let Ok(r) = record(unit, at) else { break };
+            let plan = t.classify(idx, &r);
+            if r.hdr.is_first_of_many() && !self.may_start(&t, idx, &r, plan) {
+                return self.defer(idx, pages_for(r.stored));
+            }
+            t.apply(idx, &r, plan);
+            off = r.next;
         }
-        let plan = self.classify(idx, &hdr);
-        let need = usize::from(hdr.count) - 1;
-        let reclaimed = self.open_of(idx).map_or(0, |o| usize::from(o.count) - 1);
-        let avail = self.free_pages() + reclaimed;
+        Admit::Yes
+    }
+
+    /// Sequencer: may this first chunk start at this point (state `t`),
+    /// given the reservation of the first deferred sender?
+    fn may_start(&mut self, t: &Tracker, idx: usize, r: &Record<'_>, plan: Plan) -> bool {
+        let need = pages_for(r.stored);
+        let avail = t.free_pages() + t.held(idx);
         let fits = plan.step == Step::Start;
         let me = idx as u8; // idx < MAX_NODES <= 32
         let ok = match self.waiter {
@@ -387,17 +513,20 @@ impl Tracker {
             Some((_, wneed)) => fits && avail >= need + usize::from(wneed),
             None => fits,
         };
-        let bit = 1u32 << (idx % 32);
         if ok {
             if self.waiter.is_some_and(|(w, _)| w == me) {
                 self.waiter = None;
             }
-            self.deferred &= !bit;
-            return Admit::Yes;
+            self.deferred &= !(1u32 << (idx % 32));
         }
+        ok
+    }
+
+    fn defer(&mut self, idx: usize, need: usize) -> Admit {
         if self.waiter.is_none() {
-            self.waiter = Some((me, need as u8));
+            self.waiter = Some((idx as u8, need as u8)); // idx < 32, need <= MAX_PAGES
         }
+        let bit = 1u32 << (idx % 32);
         let first = self.deferred & bit == 0;
         self.deferred |= bit;
         Admit::Defer { first }
@@ -406,10 +535,14 @@ impl Tracker {
     /// Sequencer: the unit was assigned; advance the shadow state. Returns
     /// true when pages were freed (a message completed or was abandoned).
     pub fn commit(&mut self, idx: usize, unit: &[u8]) -> bool {
-        let Ok((hdr, _)) = ChunkHdr::parse(unit) else { return false };
-        let plan = self.classify(idx, &hdr);
         let before = self.free;
-        self.apply(idx, &hdr, plan);
+        let mut off = Some(0);
+        while let Some(at) = off {
+            let Ok(r) = record(unit, at) else { break };
+            let plan = self.classify(idx, &r);
+            self.apply(idx, &r, plan);
+            off = r.next;
+        }
         self.free & !before != 0
     }
 }
@@ -425,9 +558,23 @@ impl Reassembly {
         Reassembly { tracker: Tracker::new(), pages: [[0; MAX_PAYLOAD]; REASSEMBLY_PAGES] }
     }
 
-    pub fn store(&mut self, page: u8, data: &[u8]) {
-        if let Some(dst) = self.pages.get_mut(usize::from(page)).and_then(|p| p.get_mut(..data.len())) {
-            dst.copy_from_slice(data);
+    /// Apply `plan` (from `tracker.classify`) for record `r` of the sender
+    /// at `idx`, storing its data if it is a first or middle chunk.
+    pub fn apply(&mut self, idx: usize, r: &Record<'_>, plan: Plan) {
+        let Some(mut at) = self.tracker.apply(idx, r, plan) else { return };
+        let (pages, n, _) = self.tracker.pages_of(idx);
+        let mut data = r.data;
+        while !data.is_empty() {
+            let Some(&p) = pages.get(at / MAX_PAYLOAD).filter(|_| at / MAX_PAYLOAD < n) else { return };
+            let Some(page) = self.pages.get_mut(usize::from(p)) else { return };
+            let within = at % MAX_PAYLOAD;
+            let k = (MAX_PAYLOAD - within).min(data.len());
+            let (now, later) = data.split_at(k);
+            if let Some(dst) = page.get_mut(within..within + k) {
+                dst.copy_from_slice(now);
+            }
+            data = later;
+            at += k;
         }
     }
 
@@ -435,60 +582,96 @@ impl Reassembly {
     /// returns the message length, or None if `out` is too small (nothing
     /// changes then).
     pub fn assemble(&self, idx: usize, last: &[u8], out: &mut [u8]) -> Option<usize> {
-        let (pages, n) = self.tracker.pages_of(idx);
-        let len = n * MAX_PAYLOAD + last.len();
+        let (pages, n, stored) = self.tracker.pages_of(idx);
+        let len = stored + last.len();
         let out = out.get_mut(..len)?;
-        for (i, &p) in pages.iter().take(n).enumerate() {
+        let mut at = 0;
+        for &p in pages.iter().take(n) {
             let src = self.pages.get(usize::from(p))?;
-            out.get_mut(i * MAX_PAYLOAD..(i + 1) * MAX_PAYLOAD)?.copy_from_slice(src);
+            let k = (stored - at).min(MAX_PAYLOAD);
+            out.get_mut(at..at + k)?.copy_from_slice(src.get(..k)?);
+            at += k;
         }
-        out.get_mut(n * MAX_PAYLOAD..)?.copy_from_slice(last);
+        out.get_mut(stored..)?.copy_from_slice(last);
         Some(len)
     }
 }
-
 #[cfg(test)]
 mod tests {
     extern crate std;
 
     use super::*;
+    use std::vec::Vec;
 
-    fn unit(msg_id: u16, index: u8, count: u8, data: &[u8]) -> ([u8; MAX_UNIT], usize) {
-        let mut u = [0u8; MAX_UNIT];
-        u[..CHUNK_HDR].copy_from_slice(&ChunkHdr { msg_id, index, count }.encode());
-        u[CHUNK_HDR..CHUNK_HDR + data.len()].copy_from_slice(data);
-        (u, CHUNK_HDR + data.len())
+    /// A unit holding one record (not packed).
+    fn unit(msg_id: u16, index: u8, count: u8, stored: Option<u16>, data: &[u8]) -> Vec<u8> {
+        let hdr = ChunkHdr { msg_id, index, count };
+        let mut u = match stored {
+            Some(st) => hdr.encode_first(st).to_vec(),
+            None => hdr.encode().to_vec(),
+        };
+        u.extend_from_slice(data);
+        u
+    }
+
+    /// The units of a message of `len` bytes started in a new unit.
+    fn cut_units(msg_id: u16, msg: &[u8]) -> Vec<Vec<u8>> {
+        let c = Cut::new(msg.len(), MAX_UNIT - FIRST_HDR);
+        (0..c.count)
+            .map(|i| {
+                let (a, b) = c.range(i, msg.len());
+                unit(msg_id, i as u8, c.count as u8, (i == 0).then_some(c.stored as u16), &msg[a..b])
+            })
+            .collect()
     }
 
     #[test]
-    fn chunk_counts() {
+    fn chunk_counts_and_cuts() {
         assert_eq!(chunks_for(0), Some(1));
-        assert_eq!(chunks_for(1), Some(1));
         assert_eq!(chunks_for(MAX_PAYLOAD), Some(1));
         assert_eq!(chunks_for(MAX_PAYLOAD + 1), Some(2));
         assert_eq!(chunks_for(1400), Some(2));
         assert_eq!(chunks_for(MAX_MESSAGE), Some(MAX_CHUNKS));
         assert_eq!(chunks_for(MAX_MESSAGE + 1), None);
+        for len in [MAX_PAYLOAD + 1, 1400, 2046, 2047, 3000, MAX_MESSAGE] {
+            for room in [MIN_FIRST, 100, 500, MAX_UNIT - FIRST_HDR] {
+                let c = Cut::new(len, room);
+                assert!(c.count <= MAX_CHUNKS, "{len} in {room}: {c:?}");
+                let mut at = 0;
+                for i in 0..c.count {
+                    let (a, b) = c.range(i, len);
+                    assert_eq!(a, at, "chunks are contiguous");
+                    assert!(b > a && b - a <= CONT_DATA, "{len} in {room}: chunk {i} is {a}..{b}");
+                    at = b;
+                }
+                assert_eq!(at, len);
+                assert_eq!(c.range(c.count - 1, len).0, c.stored);
+                assert_eq!(c.range(0, len).1, room.min(len - 1));
+            }
+        }
     }
 
     #[test]
-    fn headers_are_checked() {
-        let full = [7u8; MAX_PAYLOAD];
-        let (u, n) = unit(5, 0, 2, &full);
-        assert_eq!(ChunkHdr::parse(&u[..n]).unwrap().0, ChunkHdr { msg_id: 5, index: 0, count: 2 });
-        // Non-last chunks must be full.
-        let (u, n) = unit(5, 0, 2, &full[..10]);
-        assert_eq!(ChunkHdr::parse(&u[..n]), Err(FragDiscard::Malformed));
-        // Last chunk of a multi-chunk message not empty; a single may be.
-        let (u, n) = unit(5, 1, 2, &[]);
-        assert_eq!(ChunkHdr::parse(&u[..n]), Err(FragDiscard::Malformed));
-        let (u, n) = unit(5, 0, 1, &[]);
-        assert!(ChunkHdr::parse(&u[..n]).is_ok());
+    fn records_are_checked() {
+        let full = [7u8; 1000];
+        let u = unit(5, 0, 2, Some(1000), &full);
+        let r = record(&u, 0).unwrap();
+        assert_eq!(
+            (r.hdr, r.stored, r.data.len(), r.next),
+            (ChunkHdr { msg_id: 5, index: 0, count: 2 }, 1000, 1000, None)
+        );
+        // A first chunk larger than what it declares, or declaring too much.
+        assert_eq!(record(&unit(5, 0, 2, Some(999), &full), 0), Err(FragDiscard::Malformed));
+        assert_eq!(record(&unit(5, 0, 2, Some(MAX_MESSAGE as u16 + 1), &full), 0), Err(FragDiscard::Malformed));
+        // Chunks of larger messages are not empty; a single may be.
+        assert_eq!(record(&unit(5, 1, 2, None, &[]), 0), Err(FragDiscard::Malformed));
+        assert_eq!(record(&unit(5, 0, 2, Some(0), &[]), 0), Err(FragDiscard::Malformed));
+        assert!(record(&unit(5, 0, 1, None, &[]), 0).is_ok());
         for (i, c) in [(0, 0), (2, 2), (0, MAX_CHUNKS as u8 + 1)] {
-            let (u, n) = unit(1, i, c, b"x");
-            assert_eq!(ChunkHdr::parse(&u[..n]), Err(FragDiscard::Malformed));
+            assert_eq!(record(&unit(1, i, c, None, b"x"), 0), Err(FragDiscard::Malformed));
         }
-        assert_eq!(ChunkHdr::parse(&[1, 2, 3]), Err(FragDiscard::Malformed));
+        assert_eq!(record(&[1, 2, 3], 0), Err(FragDiscard::Malformed));
+        assert_eq!(record(&[1, 0, 0, 2, 9], 0), Err(FragDiscard::Malformed), "first chunk without stored");
     }
 
     #[test]
@@ -499,43 +682,50 @@ mod tests {
         assert_eq!((r.hdr, r.data, r.next), (ChunkHdr { msg_id: 1, index: 0, count: 1 }, &b"ab"[..], Some(8)));
         let r = record(&unit, 8).unwrap();
         assert_eq!((r.hdr.msg_id, r.data, r.next), (2, &b"cde"[..], None));
-        assert_eq!(ChunkHdr::parse(&unit).unwrap().1, b"ab");
         // A packed length past the end of the unit.
         let mut bad = unit;
         bad[4] = 200;
         assert_eq!(record(&bad, 0), Err(FragDiscard::Malformed));
-        // Only whole messages are packed: a packed chunk of a larger message,
-        // or a chunk of one after a packed record, is malformed.
+        // Only singles and last chunks are packed.
         let mut bad = unit;
         bad[3] = 2 | PACKED;
         assert_eq!(record(&bad, 0), Err(FragDiscard::Malformed));
+        let mut last = unit;
+        last[2] = 1;
+        last[3] = 2 | PACKED;
+        assert_eq!(record(&last, 0).unwrap().data, b"ab", "a packed last chunk");
+        // After the first record: a single or a first chunk, never a
+        // continuation.
         let mut bad = unit;
+        bad[10] = 1;
         bad[11] = 2;
         assert_eq!(record(&bad, 8), Err(FragDiscard::Malformed));
-        // A packed header cut short.
+        let mut first = unit;
+        first[11] = 2; // first chunk of 2 storing 1 byte, data "e"
+        first[12..14].copy_from_slice(&1u16.to_le_bytes());
+        let r = record(&first, 8).unwrap();
+        assert_eq!((r.stored, r.data), (1, &b"e"[..]));
+        // A packed header cut short; offsets outside the unit.
         assert_eq!(record(&unit[..5], 0), Err(FragDiscard::Malformed));
         assert_eq!(record(&unit, unit.len()), Err(FragDiscard::Malformed));
         assert_eq!(record(&unit, 99), Err(FragDiscard::Malformed));
         // A packed record that ends the unit is the last one.
-        let r = record(&unit[..8], 0).unwrap();
-        assert_eq!(r.next, None);
+        assert_eq!(record(&unit[..8], 0).unwrap().next, None);
     }
 
     fn feed(r: &mut Reassembly, idx: usize, u: &[u8], out: &mut [u8]) -> Result<Option<usize>, FragDiscard> {
-        let (hdr, data) = ChunkHdr::parse(u)?;
-        let plan = r.tracker.classify(idx, &hdr);
+        let rec = record(u, 0)?;
+        let plan = r.tracker.classify(idx, &rec);
         let res = match plan.step {
             Step::Single => {
-                out[..data.len()].copy_from_slice(data);
-                Ok(Some(data.len()))
+                out[..rec.data.len()].copy_from_slice(rec.data);
+                Ok(Some(rec.data.len()))
             }
-            Step::Complete => Ok(Some(r.assemble(idx, data, out).unwrap())),
+            Step::Complete => Ok(Some(r.assemble(idx, rec.data, out).unwrap())),
             Step::Discard(d) => Err(d),
-            Step::Start | Step::Store(_) => Ok(None),
+            Step::Start | Step::Store => Ok(None),
         };
-        if let Some(p) = r.tracker.apply(idx, &hdr, plan) {
-            r.store(p, data);
-        }
+        r.apply(idx, &rec, plan);
         res
     }
 
@@ -543,56 +733,99 @@ mod tests {
     fn interleaved_reassembly_and_page_accounting() {
         let mut r = Reassembly::new();
         let mut out = [0u8; MAX_MESSAGE];
-        let a: std::vec::Vec<u8> = (0..MAX_MESSAGE).map(|i| i as u8).collect();
-        let b: std::vec::Vec<u8> = (0..2000).map(|i| (i * 7) as u8).collect();
-        let ca: std::vec::Vec<_> = a.chunks(MAX_PAYLOAD).enumerate().map(|(i, c)| unit(1, i as u8, 4, c)).collect();
-        let cb: std::vec::Vec<_> = b.chunks(MAX_PAYLOAD).enumerate().map(|(i, c)| unit(9, i as u8, 2, c)).collect();
-        assert_eq!(feed(&mut r, 0, &ca[0].0[..ca[0].1], &mut out), Ok(None));
-        assert_eq!(feed(&mut r, 2, &cb[0].0[..cb[0].1], &mut out), Ok(None));
-        assert_eq!(r.tracker.free_pages(), REASSEMBLY_PAGES - 4);
-        assert_eq!(feed(&mut r, 0, &ca[1].0[..ca[1].1], &mut out), Ok(None));
-        assert_eq!(feed(&mut r, 2, &cb[1].0[..cb[1].1], &mut out), Ok(Some(2000)));
+        let a: Vec<u8> = (0..MAX_MESSAGE).map(|i| i as u8).collect();
+        let b: Vec<u8> = (0..2000).map(|i| (i * 7) as u8).collect();
+        let ca = cut_units(1, &a);
+        let cb = cut_units(9, &b);
+        assert_eq!(ca.len(), MAX_CHUNKS);
+        assert_eq!(feed(&mut r, 0, &ca[0], &mut out), Ok(None));
+        assert_eq!(feed(&mut r, 2, &cb[0], &mut out), Ok(None));
+        assert_eq!(r.tracker.free_pages(), REASSEMBLY_PAGES - 4 - 1);
+        assert_eq!(feed(&mut r, 0, &ca[1], &mut out), Ok(None));
+        assert_eq!(feed(&mut r, 2, &cb[1], &mut out), Ok(Some(2000)));
         assert_eq!(&out[..2000], &b[..]);
         // A chunk out of order is an orphan and abandons the open message.
-        assert_eq!(feed(&mut r, 0, &ca[3].0[..ca[3].1], &mut out), Err(FragDiscard::Orphan));
+        assert_eq!(feed(&mut r, 0, &ca[3], &mut out), Err(FragDiscard::Orphan));
         assert_eq!(r.tracker.free_pages(), REASSEMBLY_PAGES);
-        for c in &ca {
-            let got = feed(&mut r, 0, &c.0[..c.1], &mut out);
-            if c.0[2] == 3 {
-                assert_eq!(got, Ok(Some(MAX_MESSAGE)));
-            }
+        for (i, c) in ca.iter().enumerate() {
+            let got = feed(&mut r, 0, c, &mut out);
+            assert_eq!(got, Ok((i + 1 == ca.len()).then_some(MAX_MESSAGE)));
         }
         assert_eq!(&out[..], &a[..]);
         assert_eq!(r.tracker.free_pages(), REASSEMBLY_PAGES);
+        // A middle chunk longer than the declared length is malformed and
+        // abandons the message.
+        let mut long = cut_units(3, &b);
+        long[0] = unit(3, 0, 3, Some(1500), &b[..1000]);
+        long[1] = unit(3, 1, 3, None, &b[1000..1600]);
+        assert_eq!(feed(&mut r, 1, &long[0], &mut out), Ok(None));
+        assert_eq!(feed(&mut r, 1, &long[1], &mut out), Err(FragDiscard::Malformed));
+        assert_eq!(r.tracker.free_pages(), REASSEMBLY_PAGES);
+        assert_eq!(r.tracker.open_count(), 0);
     }
+
+    /// Stored bytes of a maximum-chunk message started in a new unit.
+    const STORED: usize = (MAX_UNIT - FIRST_HDR) + (MAX_CHUNKS - 2) * CONT_DATA;
 
     #[test]
     fn sequencer_defers_and_reserves() {
         let mut t = Tracker::new();
-        let big = |id| unit(id, 0, 4, &[0u8; MAX_PAYLOAD]);
-        // Three senders fill the nine pages.
-        for idx in 0..3 {
-            let (u, n) = big(1);
-            assert_eq!(t.admit(idx, &u[..n]), Admit::Yes);
-            t.commit(idx, &u[..n]);
+        let big = |id| unit(id, 0, MAX_CHUNKS as u8, Some(STORED as u16), &[0u8; MAX_UNIT - FIRST_HDR]);
+        // Two senders take eight of the nine pages.
+        for idx in 0..2 {
+            assert_eq!(t.admit(idx, &big(1)), Admit::Yes);
+            t.commit(idx, &big(1));
         }
-        let (u, n) = big(1);
-        assert_eq!(t.admit(3, &u[..n]), Admit::Defer { first: true });
-        assert_eq!(t.admit(3, &u[..n]), Admit::Defer { first: false });
+        assert_eq!(t.admit(3, &big(1)), Admit::Defer { first: true });
+        assert_eq!(t.admit(3, &big(1)), Admit::Defer { first: false });
         // Singles always pass.
-        let (s, sn) = unit(2, 0, 1, b"hi");
-        assert_eq!(t.admit(4, &s[..sn]), Admit::Yes);
-        // Sender 0 completes: three pages free, reserved for the waiter.
-        for i in 1..4u8 {
-            let (u, n) = unit(1, i, 4, &[0u8; MAX_PAYLOAD]);
-            assert_eq!(t.admit(0, &u[..n]), Admit::Yes);
-            t.commit(0, &u[..n]);
+        assert_eq!(t.admit(4, &unit(2, 0, 1, None, b"hi")), Admit::Yes);
+        // Sender 0 completes (its last chunk abandons nothing: the lengths
+        // match): four pages free, reserved for the waiter.
+        let stored = STORED;
+        let mut filled = MAX_UNIT - FIRST_HDR;
+        for i in 1..MAX_CHUNKS as u8 {
+            let n = if usize::from(i) + 1 == MAX_CHUNKS { 4 } else { (stored - filled).min(CONT_DATA) };
+            let u = unit(1, i, MAX_CHUNKS as u8, None, &std::vec![0u8; n]);
+            assert_eq!(t.admit(0, &u), Admit::Yes);
+            t.commit(0, &u);
+            filled += n;
         }
-        let (u2, n2) = unit(7, 0, 2, &[0u8; MAX_PAYLOAD]);
-        assert_eq!(t.admit(5, &u2[..n2]), Admit::Defer { first: true }, "reserved for the waiter");
-        assert_eq!(t.admit(5, &u2[..n2]), Admit::Defer { first: false });
-        assert_eq!(t.admit(3, &u[..n]), Admit::Yes);
+        assert_eq!(t.free_pages(), 5);
+        let two = unit(7, 0, 2, Some(1500), &[0u8; 1000]);
+        assert_eq!(t.admit(5, &two), Admit::Defer { first: true }, "reserved for the waiter");
+        assert_eq!(t.admit(5, &two), Admit::Defer { first: false });
+        assert_eq!(t.admit(3, &big(1)), Admit::Yes);
         assert_eq!(t.waiter, None);
-        assert_eq!(t.reset(), 2);
+        assert_eq!(t.reset(), 1);
+    }
+
+    #[test]
+    fn a_unit_is_admitted_with_the_pages_its_earlier_records_free() {
+        let mut t = Tracker::new();
+        // Sender 0 holds eight pages (two 4-page messages cannot both be
+        // open for one sender: use senders 0 and 1).
+        let big = unit(1, 0, MAX_CHUNKS as u8, Some(STORED as u16), &[0u8; MAX_UNIT - FIRST_HDR]);
+        t.commit(0, &big);
+        t.commit(1, &big);
+        // Sender 1's next unit ends its message and starts another: only
+        // fits because the first record frees four pages.
+        let stored = STORED;
+        let mut filled = MAX_UNIT - FIRST_HDR;
+        for i in 1..MAX_CHUNKS as u8 - 1 {
+            let n = (stored - filled).min(CONT_DATA);
+            t.commit(1, &unit(1, i, MAX_CHUNKS as u8, None, &std::vec![0u8; n]));
+            filled += n;
+        }
+        assert_eq!(filled, stored);
+        let mut u = ChunkHdr { msg_id: 1, index: MAX_CHUNKS as u8 - 1, count: MAX_CHUNKS as u8 }.encode().to_vec();
+        u[3] |= PACKED;
+        u.extend_from_slice(&4u16.to_le_bytes());
+        u.extend_from_slice(b"tail");
+        u.extend_from_slice(&ChunkHdr { msg_id: 2, index: 0, count: 2 }.encode_first(2000));
+        u.extend_from_slice(&[1u8; 900]);
+        assert_eq!(t.admit(1, &u), Admit::Yes);
+        assert!(t.commit(1, &u), "pages were freed");
+        assert_eq!(t.free_pages(), REASSEMBLY_PAGES - 4 - 2);
     }
 }

@@ -56,19 +56,20 @@
 //!    at most [`MAX_DATAGRAM`] bytes; transmissions are rendered from state
 //!    when polled (`vs/tx.rs`), so nothing is ever dropped from a full
 //!    byte queue.
-//! 7. **Fragmentation** (`vs/frag.rs`): [`Vs::broadcast_message`] takes
-//!    messages of up to [`MAX_MESSAGE`] bytes (a core message), split into
-//!    up to [`MAX_CHUNKS`] sequenced units with a 4-byte chunk header,
-//!    queued all-or-nothing, reassembled in agreed order and delivered at
-//!    the position of their last chunk. The other way round, small messages
-//!    queued while the last unit was not sent yet are packed into it, so the
-//!    unit-count windows do not cap small-message throughput. Reassembly pages are bounded
-//!    ([`REASSEMBLY_PAGES`]); the sequencer only admits a message whose
-//!    pages are free, so nothing is dropped for lack of room. At a view
-//!    change incomplete messages are dropped identically by all members
-//!    moving together, and their senders send them again, whole, in the new
-//!    view.
-//!
+//! 7. **Fragmentation and packing** (`vs/frag.rs`): [`Vs::broadcast_message`]
+//!    takes messages of up to [`MAX_MESSAGE`] bytes (a core message). A
+//!    sender writes its messages into its units as one stream of records:
+//!    small messages share a unit, a larger message is cut into chunks that
+//!    fill the rest of the last queued unit and the next ones (at most
+//!    [`MAX_CHUNKS`] units), queued all-or-nothing, reassembled in agreed
+//!    order and delivered at the position of their last chunk. Units are
+//!    only filled while nobody else holds them yet, so nothing waits to be
+//!    packed. Reassembly pages are bounded ([`REASSEMBLY_PAGES`]); the
+//!    sequencer only admits a message whose pages are free, so nothing is
+//!    dropped for lack of room. At a view change incomplete messages are
+//!    dropped identically by all members moving together, and their senders
+//!    send them again, whole, in the new view.
+
 //! Reasons are decided by the coordinator so every member agrees on them
 //! (and therefore on epoch numbering above): `Join` for a *fresh* process
 //! (one that never installed a view with others since it started), `NodeUp`
@@ -79,15 +80,15 @@
 //!
 //! # Limits
 //!
-//! [`MAX_MESSAGE`] bytes per message ([`MAX_PAYLOAD`] per unit; a message
-//! takes `ceil(len / MAX_PAYLOAD)` units, and small messages share units:
-//! a unit packs as many whole messages as fit, see "Packed units" in
-//! `vs/frag.rs`), [`SEND_WINDOW`] own units in
-//! flight, [`ORDER_WINDOW`] sequenced units per view not yet stable,
-//! [`REASSEMBLY_PAGES`] reassembly pages, at most [`MAX_NODES`] nodes.
-//! `size_of::<Vs>()` is about 63 KiB (dominated by the message buffers and
-//! the reassembly pages); stack use per call is a few KiB.
-//!
+//! [`MAX_MESSAGE`] bytes per message (a unit holds up to [`MAX_PAYLOAD`]
+//! bytes of data; a message takes at most [`chunks_for`]`(len)` units, and
+//! small messages share units, ~14 messages of 64 bytes in one),
+//! [`SEND_WINDOW`] own units in flight, [`ORDER_WINDOW`] sequenced units per
+//! view not yet stable, [`REASSEMBLY_PAGES`] reassembly pages, at most
+//! [`MAX_NODES`] nodes. `size_of::<Vs>()` is about 64 KiB (dominated by the
+//! unit buffers and the reassembly pages; a test keeps it at most 64 KiB);
+//! stack use per call is a few KiB.
+
 //! # View ids
 //!
 //! `view id = (seq << 32) | coordinator node id`, where `seq` is one more
@@ -128,7 +129,7 @@ use self::auth::Auth;
 use self::detector::Detector;
 use self::events::{EventQueue, Record};
 pub use self::frag::{chunks_for, FragDiscard, MAX_CHUNKS, MAX_MESSAGE, REASSEMBLY_PAGES};
-use self::frag::{ChunkHdr, Reassembly, Step, Tracker};
+use self::frag::{ChunkHdr, Cut, Reassembly, Step, Tracker, FIRST_HDR, MAX_UNIT, MIN_FIRST};
 use self::order::{OrderBuf, SendWindow};
 use self::view::{Coord, Flush, View};
 use self::wire::{Frame, Header, Reader, HEADER_LEN, MAX_PLAIN, TAG_LEN};
@@ -137,8 +138,8 @@ use crate::ids::{Incarnation, Instant, Member, NodeId};
 
 /// Largest datagram produced or accepted.
 pub const MAX_DATAGRAM: usize = 1400;
-/// Largest message [`Vs::broadcast`] takes, and the data of one unit (chunk)
-/// of a larger message ([`Vs::broadcast_message`]).
+/// Largest message [`Vs::broadcast`] takes (one record, never cut), the most
+/// data one unit carries, and the size of a reassembly page.
 pub const MAX_PAYLOAD: usize = 1024;
 /// Sequenced units held per view (delivery + retransmission buffer).
 pub const ORDER_WINDOW: usize = 32;
@@ -568,29 +569,48 @@ impl Vs {
         }
         let msg_id = self.next_msg_id;
         if count == 1 {
-            // Into the last queued unit if it is still ours alone.
+            // A single: into the last queued unit if it is still ours alone
+            // and has room, else into a new unit.
             let hdr = ChunkHdr { msg_id, index: 0, count: 1 }.encode();
-            if self.send.append(hdr, message) {
-                self.next_msg_id = msg_id.wrapping_add(1);
-                self.pump(now);
-                return Ok(());
+            if !self.send.append(&hdr, message, true) {
+                if self.send_capacity() < 1 {
+                    self.stats.backpressure += 1;
+                    return Err(VsSendError::WindowFull);
+                }
+                if !self.send.push(&hdr, message, true) {
+                    return Err(VsSendError::WindowFull); // unreachable: room checked
+                }
             }
-        }
-        if self.send_capacity() < count {
-            self.stats.backpressure += 1;
-            return Err(VsSendError::WindowFull);
-        }
-        self.next_msg_id = msg_id.wrapping_add(1);
-        let mut chunks = message.chunks(MAX_PAYLOAD);
-        for index in 0..count {
-            let data = chunks.next().unwrap_or(&[]);
-            // count <= MAX_CHUNKS <= u8::MAX (compile-time checked in frag)
-            let hdr = ChunkHdr { msg_id, index: index as u8, count: count as u8 }.encode();
-            if !self.send.push(&hdr, data, count == 1) {
-                // Unreachable: the room was checked above.
+        } else {
+            // Chunks: the first one in the room left in the last queued unit
+            // (if there is enough), the others in new units.
+            let room = self.send.append_room().and_then(|r| r.checked_sub(FIRST_HDR)).filter(|&r| r >= MIN_FIRST);
+            let cut = Cut::new(message.len(), room.unwrap_or(MAX_UNIT - FIRST_HDR));
+            let units = cut.count - usize::from(room.is_some());
+            debug_assert!(cut.count <= MAX_CHUNKS && units <= count, "cut {cut:?} of {} bytes", message.len());
+            if self.send_capacity() < units || cut.count > MAX_CHUNKS {
+                self.stats.backpressure += 1;
                 return Err(VsSendError::WindowFull);
             }
+            for index in 0..cut.count {
+                let (a, b) = cut.range(index, message.len());
+                let data = message.get(a..b).unwrap_or(&[]);
+                // count <= MAX_CHUNKS < 128, stored <= MAX_MESSAGE <= u16::MAX
+                let hdr = ChunkHdr { msg_id, index: index as u8, count: cut.count as u8 };
+                let last = index + 1 == cut.count;
+                let queued = if index == 0 {
+                    let h = hdr.encode_first(cut.stored as u16);
+                    (room.is_some() && self.send.append(&h, data, false)) || self.send.push(&h, data, false)
+                } else {
+                    self.send.push(&hdr.encode(), data, last)
+                };
+                if !queued {
+                    // Unreachable: the room was checked above.
+                    return Err(VsSendError::WindowFull);
+                }
+            }
         }
+        self.next_msg_id = msg_id.wrapping_add(1);
         self.pump(now);
         Ok(())
     }
@@ -704,27 +724,23 @@ impl Vs {
             let rec = frag::record(slot.payload(), self.order.app_off);
             // Another record follows in this unit (none after an error).
             let next = rec.as_ref().ok().and_then(|r| r.next);
-            let parsed = rec.map(|r| (r.hdr, r.data));
-            let plan = parsed.map(|(hdr, _)| self.frag_rx.tracker.classify(idx, &hdr));
+            let plan = rec.as_ref().map(|r| self.frag_rx.tracker.classify(idx, r)).map_err(|&e| e);
             // Copy out first: with a too small buffer nothing changes.
-            let len = match (&parsed, &plan) {
-                (Ok((_, data)), Ok(p)) if p.step == Step::Single => {
-                    let dst = payload_buf.get_mut(..data.len())?;
-                    dst.copy_from_slice(data);
-                    Some(data.len())
+            let len = match (&rec, &plan) {
+                (Ok(r), Ok(p)) if p.step == Step::Single => {
+                    let dst = payload_buf.get_mut(..r.data.len())?;
+                    dst.copy_from_slice(r.data);
+                    Some(r.data.len())
                 }
-                (Ok((_, data)), Ok(p)) if p.step == Step::Complete => {
-                    Some(self.frag_rx.assemble(idx, data, payload_buf)?)
-                }
+                (Ok(r), Ok(p)) if p.step == Step::Complete => Some(self.frag_rx.assemble(idx, r.data, payload_buf)?),
                 _ => None,
             };
-            let mut own_done = from == self.me.node && next.is_none();
-            let discard = match (parsed, plan) {
-                (Ok((hdr, data)), Ok(plan)) => {
-                    own_done &= hdr.is_last();
-                    if let Some(page) = self.frag_rx.tracker.apply(idx, &hdr, plan) {
-                        self.frag_rx.store(page, data);
-                    }
+            // One of our messages ended here (or the unit is unreadable).
+            let mut own_end = from == self.me.node;
+            let discard = match (rec, plan) {
+                (Ok(r), Ok(plan)) => {
+                    own_end &= r.hdr.is_last();
+                    self.frag_rx.apply(idx, &r, plan);
                     match plan.step {
                         Step::Discard(why) => Some(why),
                         _ => None,
@@ -738,14 +754,14 @@ impl Vs {
             if len.is_some() {
                 self.stats.delivered += 1;
             }
+            if own_end {
+                self.send.delivered(sender_seq, next);
+            }
             if let Some(off) = next {
                 debug_assert!(off > self.order.app_off, "records move forward");
                 self.order.app_off = off;
             } else {
                 self.order.advance_app();
-                if own_done {
-                    self.send.delivered(sender_seq);
-                }
                 let now = self.now;
                 self.try_install(now);
                 self.sequence_own();

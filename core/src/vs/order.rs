@@ -289,8 +289,11 @@ pub(super) struct OwnMsg {
     len: u16,
     /// Offset of the unit's last record.
     last_rec: u16,
-    /// Every record is a whole message: more may be packed in.
+    /// The last record ends a message: more may be packed in.
     packable: bool,
+    /// Records before this offset belong to messages we delivered (see
+    /// `renumber`).
+    done: u16,
     data: [u8; MAX_UNIT],
 }
 
@@ -337,7 +340,7 @@ impl SendWindow {
     /// Queue a unit: chunk header `hdr` + `data` (caller checked size and
     /// room). `packable`: it is a whole message, more may be appended.
     pub fn push(&mut self, hdr: &[u8], data: &[u8], packable: bool) -> bool {
-        let mut m = OwnMsg { seq: self.next_seq, len: 0, last_rec: 0, packable, data: [0; MAX_UNIT] };
+        let mut m = OwnMsg { seq: self.next_seq, len: 0, last_rec: 0, packable, done: 0, data: [0; MAX_UNIT] };
         let len = hdr.len() + data.len();
         let Some(dst) = m.data.get_mut(..len) else { return false };
         let (h, d) = dst.split_at_mut(hdr.len());
@@ -351,20 +354,34 @@ impl SendWindow {
         true
     }
 
-    /// Pack a whole message (chunk header `hdr`, count 1, + `data`) into the
-    /// last queued unit, if that unit holds only whole messages, was not
-    /// sealed (sent or sequenced) and has room. The unit's last record gets
-    /// the [`PACKED`] flag and its length; the new record becomes the last.
-    /// False (nothing changed) otherwise.
-    pub fn append(&mut self, hdr: [u8; CHUNK_HDR], data: &[u8]) -> bool {
-        let sealed = self.sealed;
+    /// Bytes a record appended to the last queued unit may take (header
+    /// included), if that unit takes more: its last record ends a message,
+    /// it was not sealed (sent or sequenced), and the flag and length the
+    /// current last record then needs leave room.
+    pub fn append_room(&self) -> Option<usize> {
+        let m = self.q.back()?;
+        let used = usize::from(m.len) + (PACKED_HDR - CHUNK_HDR);
+        (m.packable && m.seq > self.sealed && used < MAX_UNIT).then(|| MAX_UNIT - used)
+    }
+
+    /// Append a record (header `hdr` + `data`) to the last queued unit if
+    /// [`SendWindow::append_room`] allows: the unit's last record gets the
+    /// [`PACKED`] flag and its length, the new record becomes the last.
+    /// `packable`: the new record ends a message. False (nothing changed)
+    /// otherwise.
+    pub fn append(&mut self, hdr: &[u8], data: &[u8], packable: bool) -> bool {
+        if self.append_room().is_none_or(|room| hdr.len() + data.len() > room) {
+            return false;
+        }
         let Some(m) = self.q.back_mut() else { return false };
         let len = usize::from(m.len);
         let last = usize::from(m.last_rec);
-        let new_len = len + (PACKED_HDR - CHUNK_HDR) + CHUNK_HDR + data.len();
-        if !m.packable || m.seq <= sealed || new_len > MAX_UNIT || len < last + CHUNK_HDR {
+        let new_len = len + (PACKED_HDR - CHUNK_HDR) + hdr.len() + data.len();
+        if len < last + CHUNK_HDR || new_len > MAX_UNIT {
             return false;
         }
+        // The last record is a single or a last chunk (packable): its data
+        // follows its 4-byte header.
         let last_data = len - last - CHUNK_HDR;
         m.data.copy_within(last + CHUNK_HDR..len, last + PACKED_HDR);
         let Some(h) = m.data.get_mut(last..last + PACKED_HDR) else { return false };
@@ -373,11 +390,12 @@ impl SendWindow {
         h[4..6].copy_from_slice(&(last_data as u16).to_le_bytes());
         let at = len + (PACKED_HDR - CHUNK_HDR);
         let Some(dst) = m.data.get_mut(at..new_len) else { return false };
-        let (dh, dd) = dst.split_at_mut(CHUNK_HDR);
-        dh.copy_from_slice(&hdr);
+        let (dh, dd) = dst.split_at_mut(hdr.len());
+        dh.copy_from_slice(hdr);
         dd.copy_from_slice(data);
         m.last_rec = at as u16; // < MAX_UNIT
         m.len = new_len as u16;
+        m.packable = packable;
         true
     }
 
@@ -400,16 +418,35 @@ impl SendWindow {
         self.next_seq.saturating_sub(1)
     }
 
-    /// We delivered our own unit `seq` (the last chunk of a message): drop
-    /// it and everything before.
-    pub fn delivered(&mut self, seq: u64) {
-        while self.q.front().is_some_and(|m| m.seq <= seq) {
+    /// We delivered the end of one of our messages, in unit `seq`; `next`
+    /// is the offset of the next record in that unit, if any. Every message
+    /// before it ended too: drop the units before (and the unit itself if
+    /// nothing follows), and remember how far the unit is done.
+    pub fn delivered(&mut self, seq: u64, next: Option<usize>) {
+        while self.q.front().is_some_and(|m| m.seq < seq || (m.seq == seq && next.is_none())) {
             self.q.pop_front();
+        }
+        if let (Some(m), Some(off)) = (self.q.front_mut(), next) {
+            if m.seq == seq {
+                m.done = off as u16; // < MAX_UNIT
+            }
         }
     }
 
-    /// New view: renumber what is left from 1.
+    /// New view: renumber what is left from 1, after stripping from the
+    /// first unit the records of messages we already delivered (they must
+    /// not be delivered again; what follows them is sent again, whole).
     pub fn renumber(&mut self) {
+        if let Some(m) = self.q.front_mut() {
+            let done = usize::from(m.done);
+            let len = usize::from(m.len);
+            if done > 0 && done < len && usize::from(m.last_rec) >= done {
+                m.data.copy_within(done..len, 0);
+                m.len -= m.done;
+                m.last_rec -= m.done;
+            }
+            m.done = 0;
+        }
         let mut s = 1;
         for m in self.q.iter_mut() {
             m.seq = s;
@@ -723,7 +760,7 @@ mod tests {
         assert!(s.is_full());
         assert!(!s.push(&[], b"x", false));
         assert_eq!(s.get(3).unwrap().payload(), &[2]);
-        s.delivered(2);
+        s.delivered(2, None);
         assert_eq!(s.len(), SEND_WINDOW - 2);
         assert!(s.get(2).is_none());
         s.renumber();
@@ -736,7 +773,6 @@ mod tests {
         let mut off = Some(0);
         while let Some(o) = off {
             let r = super::super::frag::record(unit, o).unwrap();
-            assert_eq!(r.hdr.count, 1);
             out.push((r.hdr.msg_id, r.data.to_vec()));
             off = r.next;
         }
@@ -750,14 +786,14 @@ mod tests {
     #[test]
     fn send_window_packs_whole_messages_until_sealed() {
         let mut s = SendWindow::new();
-        assert!(!s.append(hdr(0, 1), b"nothing queued"), "no unit to pack into");
+        assert!(!s.append(&hdr(0, 1), b"nothing queued", true), "no unit to pack into");
         assert!(s.push(&hdr(0, 1), b"m0", true));
         let mut want = std::vec![(0u16, b"m0".to_vec())];
         // 64-byte messages: as many as fit one unit.
         let mut id = 1u16;
         loop {
             let m = [id as u8; 64];
-            if !s.append(hdr(id, 1), &m) {
+            if !s.append(&hdr(id, 1), &m, true) {
                 break;
             }
             want.push((id, m.to_vec()));
@@ -769,24 +805,52 @@ mod tests {
         assert!(unit.len() <= MAX_UNIT);
         assert_eq!(records(&unit), want);
         // A small one still fits the last few bytes.
-        assert!(s.append(hdr(id, 1), b"z"));
+        assert!(s.append(&hdr(id, 1), b"z", true));
         want.push((id, b"z".to_vec()));
         assert_eq!(records(s.get(1).unwrap().payload()), want);
+        assert_eq!(s.append_room(), Some(MAX_UNIT - unit.len() - 2 - (PACKED_HDR + 1)));
 
         // Sealed (sent or sequenced): never changed again.
         assert!(s.push(&hdr(90, 1), b"a", true));
         s.seal(2);
         let before = s.get(2).unwrap().payload().to_vec();
-        assert!(!s.append(hdr(91, 1), b"b"));
+        assert!(!s.append(&hdr(91, 1), b"b", true));
         assert_eq!(s.get(2).unwrap().payload(), &before[..]);
-        // A chunk of a larger message is never packed into.
+        assert_eq!(s.append_room(), None);
+        // A unit ending with a chunk that is not a message's last is never
+        // packed into.
         assert!(s.push(&hdr(92, 2), &[1u8; 100], false));
-        assert!(!s.append(hdr(93, 1), b"c"));
+        assert!(!s.append(&hdr(93, 1), b"c", true));
+        assert_eq!(s.append_room(), None);
         // After a view change nothing was sent in the new view yet.
-        s.delivered(1);
+        s.delivered(1, None);
         s.renumber();
         assert!(s.push(&hdr(94, 1), b"d", true));
-        assert!(s.append(hdr(95, 1), b"e"));
+        assert!(s.append(&hdr(95, 1), b"e", true));
         assert_eq!(records(s.get(3).unwrap().payload()), std::vec![(94, b"d".to_vec()), (95, b"e".to_vec())]);
+    }
+
+    #[test]
+    fn renumber_strips_what_was_delivered_from_the_first_unit() {
+        let mut s = SendWindow::new();
+        let first = super::super::frag::ChunkHdr { msg_id: 2, index: 0, count: 2 }.encode_first(900);
+        assert!(s.push(&hdr(1, 1), b"delivered", true));
+        assert!(s.append(&first, &[7u8; 900], false));
+        assert!(s.push(&super::super::frag::ChunkHdr { msg_id: 2, index: 1, count: 2 }.encode(), b"end", true));
+        let unit = s.get(1).unwrap().payload().to_vec();
+        let next = super::super::frag::record(&unit, 0).unwrap().next;
+        assert!(next.is_some());
+        // Message 1 was delivered; message 2 was cut by a view change.
+        s.delivered(1, next);
+        assert_eq!(s.len(), 2, "unit 1 is kept: message 2 starts there");
+        s.renumber();
+        let unit = s.get(1).unwrap().payload();
+        let r = super::super::frag::record(unit, 0).unwrap();
+        assert_eq!((r.hdr.msg_id, r.stored, r.data, r.next), (2, 900, &[7u8; 900][..], None));
+        assert_eq!(s.get(2).unwrap().payload()[4..], *b"end");
+        // The stripped unit still takes no more (it ends with a first chunk),
+        // the last one does.
+        assert!(s.append(&hdr(3, 1), b"more", true));
+        assert_eq!(records(s.get(2).unwrap().payload()), std::vec![(2, b"end".to_vec()), (3, b"more".to_vec())]);
     }
 }

@@ -1104,7 +1104,11 @@ fn view_change_mid_message_drops_it_consistently_and_the_sender_resends_it() {
     sim.broadcast_message(3, &big(3, 13, MAX_MESSAGE)).unwrap();
     sim.run_for(20);
     for n in [1u32, 2, 4] {
-        assert_eq!(sim.nodes[n as usize - 1].vs.frag_rx.tracker.pages_of(2).1, 3, "node {n} holds three chunks");
+        assert_eq!(
+            sim.nodes[n as usize - 1].vs.frag_rx.tracker.pages_of(2).1,
+            4,
+            "node {n} holds the message open, in four pages"
+        );
     }
     sim.crash(3);
     sim.settle(&[1, 2, 4], 2000);
@@ -1119,38 +1123,42 @@ fn view_change_mid_message_drops_it_consistently_and_the_sender_resends_it() {
 
 #[test]
 fn sequencer_defers_messages_that_do_not_fit_the_reassembly_pages() {
-    // Senders 2, 3, 4 each get one chunk of a 4-chunk message sequenced
-    // and are then held back: their open messages take all nine pages. The
-    // next multi-chunk messages (from 5, and from the sequencer 1 itself)
-    // must wait instead of overflowing anyone's reassembly.
+    // Senders 2 and 3 each get the first chunk of a maximum-size message
+    // sequenced and are then held back: their open messages take eight of
+    // the nine pages. The next multi-chunk messages (from 4 and 5, and from
+    // the sequencer 1 itself) must wait instead of overflowing anyone's
+    // reassembly.
     let mut sim = Sim::new(5, 23, Net::CLEAN);
     sim.settle(&[1, 2, 3, 4, 5], 1000);
     let marks: Vec<usize> = sim.nodes.iter().map(|n| n.log.len()).collect();
     let on = std::rc::Rc::new(core::cell::Cell::new(true));
-    let mut blockers: Vec<_> = [2u32, 3, 4].iter().map(|&s| chunk_blocker(s, 1, 1, on.clone())).collect();
+    let mut blockers: Vec<_> = [2u32, 3].iter().map(|&s| chunk_blocker(s, 1, 1, on.clone())).collect();
     sim.filter = Some(std::boxed::Box::new(move |f, t, l| blockers.iter_mut().any(|b| b(f, t, l))));
     // (n + k) % 8 == 0: maximum-size messages.
-    for (n, k) in [(2u32, 6u32), (3, 5), (4, 4)] {
+    for (n, k) in [(2u32, 6u32), (3, 5)] {
         assert_eq!(big_len(n, k), MAX_MESSAGE);
         sim.broadcast_message(n, &big(n, k, MAX_MESSAGE)).unwrap();
     }
     sim.run_for(30);
-    assert_eq!(sim.nodes[0].vs.frag_seq.free_pages(), 0);
-    sim.broadcast_message(5, &big(5, 3, MAX_MESSAGE)).unwrap();
+    assert_eq!(sim.nodes[0].vs.frag_seq.free_pages(), REASSEMBLY_PAGES - 8);
+    for (n, k) in [(4u32, 4u32), (5, 3)] {
+        assert_eq!(big_len(n, k), MAX_MESSAGE);
+        sim.broadcast_message(n, &big(n, k, MAX_MESSAGE)).unwrap();
+    }
     sim.run_for(30);
     assert_eq!(big_len(1, 4), 3000);
     sim.broadcast_message(1, &big(1, 4, 3000)).unwrap();
     sim.broadcast(1, &msg(1, 99)).ok(); // not taken: FIFO behind the deferred one
     sim.run_for(30);
-    assert!(sim.nodes[0].vs.stats().frag_deferred >= 2, "{:?}", sim.nodes[0].vs.stats());
+    assert!(sim.nodes[0].vs.stats().frag_deferred >= 3, "{:?}", sim.nodes[0].vs.stats());
     assert_eq!(delivered(&sim.nodes[1].log[marks[1]..]).len(), 0, "nothing complete yet");
     on.set(false);
     sim.run_for(1000);
     let first = delivered(&sim.nodes[0].log[marks[0]..]);
     assert_eq!(first.len(), 6);
     // All complete and intact; the sequencer's own message (two pages) may
-    // go before 5's waiting one (three pages) only while enough pages are
-    // left for it, which the reservation checks.
+    // go before a waiting one (four pages) only while enough pages are left
+    // for it, which the reservation checks.
     let (singles, bigs): (Vec<_>, Vec<_>) = first.into_iter().partition(|(_, p)| p.len() == 8);
     assert_eq!(singles, std::vec![(NodeId(1), msg(1, 99).to_vec())]);
     check_big(&bigs);
@@ -1311,4 +1319,86 @@ fn small_messages_are_packed_and_keep_total_order_through_a_sequencer_crash() {
         let total: u32 = sent.values().sum();
         std::println!("seed {seed}: {total} messages, node 3 stats {:?}", sim.nodes[2].vs.stats());
     }
+}
+
+#[test]
+fn large_messages_stream_across_units_and_survive_view_changes() {
+    for seed in 0..4 {
+        let mut sim = Sim::new(4, 400 + seed, Net::LOSSY);
+        sim.settle(&[1, 2, 3, 4], 2000);
+        let mut sent: BTreeMap<u32, u32> = BTreeMap::new();
+        // Every size from big_len, queued in bursts (so units are shared by
+        // the end of one message and the start of the next).
+        let burst = |sim: &mut Sim, senders: &[u32], sent: &mut BTreeMap<u32, u32>, rounds: u32| {
+            for _ in 0..rounds {
+                for &n in senders {
+                    let k = sent.entry(n).or_insert(0);
+                    while sim.nodes[n as usize - 1].up {
+                        match sim.broadcast_message(n, &big(n, *k, big_len(n, *k))) {
+                            Ok(()) => *k += 1,
+                            Err(VsSendError::WindowFull) => break,
+                            Err(e) => panic!("broadcast: {e:?}"),
+                        }
+                    }
+                }
+                sim.run_for(4);
+            }
+        };
+        burst(&mut sim, &[1, 2, 3, 4], &mut sent, 8);
+        // The sequencer dies with streams cut in the middle.
+        sim.crash(1);
+        burst(&mut sim, &[2, 3, 4], &mut sent, 8);
+        sim.settle(&[2, 3, 4], 3000);
+        sim.run_for(1000);
+        check_vs(&all_histories(&sim));
+        let first = delivered(&sim.nodes[1].log);
+        for n in 2..=4u32 {
+            let node = &sim.nodes[n as usize - 1];
+            let d = delivered(&node.log);
+            assert_eq!(d, first, "seed {seed}: node {n} delivered another sequence");
+            check_big(&d);
+            for s in 2..=4u32 {
+                let ks: Vec<u32> = d
+                    .iter()
+                    .filter(|(f, _)| f.0 == s)
+                    .map(|(_, p)| u32::from_le_bytes(p[4..8].try_into().unwrap()))
+                    .collect();
+                assert_eq!(ks, (0..sent[&s]).collect::<Vec<_>>(), "seed {seed}: node {n}, sender {s}");
+            }
+            let st = node.vs.stats();
+            assert_eq!((st.frag_discarded, st.frag_own_lost), (0, 0), "seed {seed}: node {n}: {st:?}");
+        }
+    }
+}
+
+#[test]
+fn a_stream_of_1400_byte_messages_takes_about_1_4_units_each() {
+    let mut sim = Sim::new(3, 31, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    let marks: Vec<usize> = sim.nodes.iter().map(|n| n.log.len()).collect();
+    let m = |k: u32| -> Vec<u8> {
+        let mut v = msg(3, k).to_vec();
+        v.resize(1400, k as u8);
+        v
+    };
+    let mut k = 0;
+    while sim.broadcast_message(3, &m(k)).is_ok() {
+        k += 1;
+    }
+    // Two units each without streaming; the end of one message and the
+    // start of the next share a unit.
+    let used = SEND_WINDOW - sim.nodes[2].vs.send_capacity();
+    std::println!("{k} messages of 1400 bytes in {used} units");
+    assert!(used >= SEND_WINDOW - 1, "the window is full");
+    assert!(k as usize * 1400 > used * MAX_PAYLOAD * 9 / 10, "{k} messages in {used} units: units are 90 % full");
+    assert!(k as usize > SEND_WINDOW / 2, "{k} messages in {used} units");
+    sim.run_for(500);
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let d = delivered(&n.log[marks[i]..]);
+        assert_eq!(d.len(), k as usize, "node {}", i + 1);
+        for (j, (from, p)) in d.iter().enumerate() {
+            assert_eq!((from.0, p), (3, &m(j as u32)), "node {}", i + 1);
+        }
+    }
+    check_vs(&all_histories(&sim));
 }
