@@ -434,7 +434,7 @@ impl Node {
     }
 
     /// Encode the next message to multicast in the daemon group (agreed
-    /// order) into `buf` (at least [`wire::MAX_MESSAGE`] bytes is always
+    /// order) into `buf` (at least [`crate::wire::MAX_MESSAGE`] bytes is always
     /// enough). Returns its length.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
         while let Some(out) = self.outbox.pop_front() {

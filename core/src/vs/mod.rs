@@ -69,7 +69,7 @@
 //!    dropped for lack of room. At a view change incomplete messages are
 //!    dropped identically by all members moving together, and their senders
 //!    send them again, whole, in the new view.
-
+//!
 //! Reasons are decided by the coordinator so every member agrees on them
 //! (and therefore on epoch numbering above): `Join` for a *fresh* process
 //! (one that never installed a view with others since it started), `NodeUp`
@@ -88,7 +88,7 @@
 //! [`MAX_NODES`] nodes. `size_of::<Vs>()` is about 64 KiB (dominated by the
 //! unit buffers and the reassembly pages; a test keeps it at most 64 KiB);
 //! stack use per call is a few KiB.
-
+//!
 //! # View ids
 //!
 //! `view id = (seq << 32) | coordinator node id`, where `seq` is one more
