@@ -8,7 +8,7 @@
 #
 # Measures, per transport:
 #   * agreed-multicast throughput (msgs/s, MB/s): 64-byte and 1400-byte
-#     messages (1400 > 1024 is fragmented by cohort UDP), one sender and
+#     messages (cohort UDP cuts a 1400-byte message across ~1.4 units), one sender and
 #     three senders; from the first send to the last delivery at the slowest
 #     node; median of $REPS runs (each run is logged to stderr);
 #   * failure detection: node 3 cut off with iptables (both directions, one
@@ -253,7 +253,7 @@ echo "|---|---|---|---|---|"
 for k in tp64_1 tp64_3 tp1400_1 tp1400_3; do
     case $k in
         tp64_1) n="64 B, 1 sender" ;; tp64_3) n="64 B, 3 senders" ;;
-        tp1400_1) n="1400 B (2 fragments in UDP), 1 sender" ;; tp1400_3) n="1400 B (2 fragments in UDP), 3 senders" ;;
+        tp1400_1) n="1400 B, 1 sender" ;; tp1400_3) n="1400 B, 3 senders" ;;
     esac
     echo "| throughput $n, msgs/s | $(f1 "${R[udp,$k]}") | $(f1 "${R[cs1000,$k]}") | $(f1 "${R[cs3000,$k]}") | $(ratio "$(f1 "${R[udp,$k]}")" "$(f1 "${R[cs1000,$k]}")") |"
     echo "| throughput $n, MB/s | $(f2 "${R[udp,$k]}") | $(f2 "${R[cs1000,$k]}") | $(f2 "${R[cs3000,$k]}") | $(ratio "$(f2 "${R[udp,$k]}")" "$(f2 "${R[cs1000,$k]}")") |"
