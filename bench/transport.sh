@@ -8,9 +8,10 @@
 #
 # Measures, per transport:
 #   * agreed-multicast throughput (msgs/s, MB/s): 64-byte and 1400-byte
-#     messages (cohort UDP cuts a 1400-byte message across ~1.4 units), one sender and
-#     three senders; from the first send to the last delivery at the slowest
-#     node; median of $REPS runs (each run is logged to stderr);
+#     messages (cohort UDP cuts a 1400-byte message across ~1.4 units), one
+#     sender (node 1, which is also cohort's sequencer, and node 3, which is
+#     not) and three senders; from the first send to the last delivery at the
+#     slowest node; median of $REPS runs (each run is logged to stderr);
 #   * failure detection: node 3 cut off with iptables (both directions, one
 #     atomic iptables-restore) -> new view without it at nodes 1 and 2
 #     (slowest of the two), median of $REPS runs;
@@ -153,9 +154,9 @@ wait_for() { # TAG "NODES" SECS AWK-COND
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # throughput: prints "msgs/s MB/s"
-throughput() { # T SIZE SENDERS COUNT
-    local t=$1 size=$2 s=$3 n=$4 tag="tp-$1-$2-$3" start end
-    start_clients "$tag" "$t" --throughput --senders "$s" --count "$n" --size "$size" --limit 300
+throughput() { # T SIZE SENDERS COUNT [FIRST-SENDER]
+    local t=$1 size=$2 s=$3 n=$4 first=${5:-1} tag="tp-$1-$2-$3-${5:-1}" start end
+    start_clients "$tag" "$t" --throughput --senders "$s" --first-sender "$first" --count "$n" --size "$size" --limit 300
     wait_for "$tag" "1 2 3" 320 '$1=="done"'
     stop_clients "$tag"
     grep -q incomplete "$WORK/$tag"-*.log && die "$tag: a node did not receive every message"
@@ -166,12 +167,12 @@ throughput() { # T SIZE SENDERS COUNT
 }
 
 # median over $REPS runs (by msgs/s): prints "msgs/s MB/s"; every run is logged
-throughput_median() { # T SIZE SENDERS COUNT
+throughput_median() { # T SIZE SENDERS COUNT [FIRST-SENDER]
     local i runs=""
     for i in $(seq 1 "$REPS"); do
         runs="$runs$(throughput "$@")"$'\n'
     done
-    log "[$1] $2 B x $3: $(echo "$runs" | awk 'NF {printf "%s%s", s, $1; s=", "}') msgs/s"
+    log "[$1] $2 B x $3${5:+ (node $5)}: $(echo "$runs" | awk 'NF {printf "%s%s", s, $1; s=", "}') msgs/s"
     echo "$runs" | awk 'NF' | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'
 }
 
@@ -196,7 +197,7 @@ failover() { # T REP
 
 declare -A R
 for l in udp cs1000 cs3000; do
-    for k in tp64_1 tp64_3 tp1400_1 tp1400_3 det mer det_all mer_all; do R[$l,$k]="n/a n/a"; done
+    for k in tp64_1 tp64_3 tp1400_1 tp1400_3 tp64_1n3 tp1400_1n3 det mer det_all mer_all; do R[$l,$k]="n/a n/a"; done
 done
 
 measure() { # T LABEL
@@ -206,6 +207,9 @@ measure() { # T LABEL
     R[$l,tp64_3]=$(throughput_median "$t" 64 3 "$N64")
     R[$l,tp1400_1]=$(throughput_median "$t" 1400 1 "$N1400")
     R[$l,tp1400_3]=$(throughput_median "$t" 1400 3 "$N1400")
+    # One sender that is not cohort's sequencer (node 1 is, in every view).
+    R[$l,tp64_1n3]=$(throughput_median "$t" 64 1 "$N64" 3)
+    R[$l,tp1400_1n3]=$(throughput_median "$t" 1400 1 "$N1400" 3)
     log "[$l] failure detection and merge, $REPS runs"
     d=""; m=""
     for i in $(seq 1 "$REPS"); do
@@ -250,10 +254,11 @@ echo "Last column: the UDP value divided by the corosync token-1000 value (throu
 echo
 echo "| measure | cohort UDP | corosync token 1000 | corosync token 3000 | UDP / corosync-1000 |"
 echo "|---|---|---|---|---|"
-for k in tp64_1 tp64_3 tp1400_1 tp1400_3; do
+for k in tp64_1 tp64_1n3 tp64_3 tp1400_1 tp1400_1n3 tp1400_3; do
     case $k in
-        tp64_1) n="64 B, 1 sender" ;; tp64_3) n="64 B, 3 senders" ;;
-        tp1400_1) n="1400 B, 1 sender" ;; tp1400_3) n="1400 B, 3 senders" ;;
+        tp64_1) n="64 B, 1 sender (node 1)" ;; tp64_3) n="64 B, 3 senders" ;;
+        tp1400_1) n="1400 B, 1 sender (node 1)" ;; tp1400_3) n="1400 B, 3 senders" ;;
+        tp64_1n3) n="64 B, 1 sender (node 3)" ;; tp1400_1n3) n="1400 B, 1 sender (node 3)" ;;
     esac
     echo "| throughput $n, msgs/s | $(f1 "${R[udp,$k]}") | $(f1 "${R[cs1000,$k]}") | $(f1 "${R[cs3000,$k]}") | $(ratio "$(f1 "${R[udp,$k]}")" "$(f1 "${R[cs1000,$k]}")") |"
     echo "| throughput $n, MB/s | $(f2 "${R[udp,$k]}") | $(f2 "${R[cs1000,$k]}") | $(f2 "${R[cs3000,$k]}") | $(ratio "$(f2 "${R[udp,$k]}")" "$(f2 "${R[cs1000,$k]}")") |"

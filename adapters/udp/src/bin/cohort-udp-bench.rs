@@ -170,13 +170,15 @@ struct Args {
     limit: Duration,
     throughput: bool,
     senders: u32,
+    /// The senders are nodes `first_sender..first_sender + senders`.
+    first_sender: u32,
     count: u64,
     size: usize,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("cohort-udp-bench: {msg}");
-    eprintln!("usage: cohort-udp-bench mono | --transport udp|corosync --node K [--nodes L --key F --iface A [--group G]] [--cpg-group NAME] --members M --stop-file P [--limit S] [--throughput --senders S --count N --size B]");
+    eprintln!("usage: cohort-udp-bench mono | --transport udp|corosync --node K [--nodes L --key F --iface A [--group G]] [--cpg-group NAME] --members M --stop-file P [--limit S] [--throughput --senders S [--first-sender K] --count N --size B]");
     exit(1)
 }
 
@@ -198,6 +200,7 @@ fn parse_args() -> Args {
         limit: Duration::from_secs(120),
         throughput: false,
         senders: 1,
+        first_sender: 1,
         count: 0,
         size: 64,
     };
@@ -221,6 +224,7 @@ fn parse_args() -> Args {
             "--limit" => a.limit = Duration::from_secs_f64(parse(&k, &val())),
             "--throughput" => a.throughput = true,
             "--senders" => a.senders = parse(&k, &val()),
+            "--first-sender" => a.first_sender = parse(&k, &val()),
             "--count" => a.count = parse(&k, &val()),
             "--size" => a.size = parse(&k, &val()),
             _ => usage(&format!("unknown argument {k}")),
@@ -268,7 +272,7 @@ fn main() {
     let mut ready = false;
     let mut members = 0usize;
     let mut ring_members = 0usize;
-    let sender = a.throughput && a.node <= a.senders;
+    let sender = a.throughput && a.node >= a.first_sender && a.node < a.first_sender + a.senders;
     let expect = if a.throughput { a.count * u64::from(a.senders) } else { 0 };
     let mut send_at: Option<Instant> = None;
     let mut sent = 0u64;
