@@ -28,7 +28,7 @@
 //! ([`super::Vs::broadcast_message`]), so units are full and a datagram
 //! carries as much as it can:
 //!
-//! * a message of at most [`MAX_PAYLOAD`] bytes is a single, appended to the
+//! * a message that fits a unit of its own is a single, appended to the
 //!   last queued unit if it fits there, else in a new unit;
 //! * a larger message starts in the room left in the last queued unit (if
 //!   there are at least `MIN_FIRST` bytes), else in a new unit, and goes on
@@ -42,7 +42,7 @@
 //! [`super::Vs::broadcast_message`] queues all chunks of a message at once
 //! or refuses the whole message (`WindowFull`): a message is never partly
 //! queued. A message of 64 bytes takes 70 bytes of a unit, so a unit
-//! carries ~14 of them; a stream of 1400-byte messages takes ~1.4 units per
+//! carries ~18 of them; a stream of 1400-byte messages takes ~1.1 units per
 //! message rather than 2.
 //!
 //! # Reassembly
@@ -101,8 +101,11 @@ pub(super) const PACKED_HDR: usize = CHUNK_HDR + 2;
 /// Length of a first chunk's header (chunk header + stored length); a first
 /// chunk always ends its unit, so it is never packed.
 pub(super) const FIRST_HDR: usize = CHUNK_HDR + 2;
-/// Largest sequenced unit.
-pub(super) const MAX_UNIT: usize = CHUNK_HDR + MAX_PAYLOAD;
+/// Largest sequenced unit: what fills a datagram in one `SEQ` frame
+/// (checked in `vs/wire.rs`).
+pub(super) const MAX_UNIT: usize = 1312;
+/// Size of a reassembly page.
+const PAGE: usize = MAX_PAYLOAD;
 /// Data of a chunk that fills a unit of its own.
 const CONT_DATA: usize = MAX_UNIT - CHUNK_HDR;
 /// A larger message starts in the last queued unit only with at least this
@@ -110,18 +113,16 @@ const CONT_DATA: usize = MAX_UNIT - CHUNK_HDR;
 pub(super) const MIN_FIRST: usize = 64;
 /// Largest message [`super::Vs::broadcast_message`] takes.
 pub const MAX_MESSAGE: usize = 4 * MAX_PAYLOAD;
-/// Units a message takes at most (its chunks; a message of [`MAX_MESSAGE`]
-/// bytes started in a new unit).
-pub const MAX_CHUNKS: usize = match chunks_for(MAX_MESSAGE) {
-    Some(n) => n,
-    None => 0,
-};
+/// Chunks a message has at most (a message of [`MAX_MESSAGE`] bytes
+/// started in the last [`MIN_FIRST`] bytes of a unit); it takes one unit
+/// fewer than that then, see [`chunks_for`].
+pub const MAX_CHUNKS: usize = 1 + (MAX_MESSAGE - MIN_FIRST).div_ceil(CONT_DATA);
 /// Reassembly pages (of [`MAX_PAYLOAD`] bytes) shared by all senders: two
-/// maximum-size messages (four pages each) in reassembly at once, or nine
+/// maximum-size messages (four pages each) in reassembly at once, or eight
 /// messages of up to two units.
-pub const REASSEMBLY_PAGES: usize = 9;
+pub const REASSEMBLY_PAGES: usize = 8;
 /// Pages one message holds at most.
-const MAX_PAGES: usize = MAX_MESSAGE.div_ceil(MAX_PAYLOAD);
+const MAX_PAGES: usize = MAX_MESSAGE.div_ceil(PAGE);
 
 const _: () = assert!(MAX_MESSAGE == crate::wire::MAX_MESSAGE, "a core message must fit one VS message");
 const _: () = assert!(MAX_CHUNKS >= 2 && MAX_CHUNKS < PACKED as usize, "the count byte keeps a flag bit");
@@ -129,13 +130,17 @@ const _: () = assert!(REASSEMBLY_PAGES >= MAX_PAGES, "a maximum-size message mus
 const _: () = assert!(REASSEMBLY_PAGES <= 16, "free pages are a u16 bitmask");
 const _: () = assert!(MAX_MESSAGE <= u16::MAX as usize, "stored lengths are u16");
 const _: () = assert!(MIN_FIRST + FIRST_HDR < MAX_UNIT);
+const _: () = assert!(match chunks_for(MAX_MESSAGE) {
+    Some(n) => n <= MAX_CHUNKS,
+    None => false,
+});
 
 /// Number of units a message of `len` bytes takes at most (when it starts
 /// in a new unit), if it is not too large.
 pub const fn chunks_for(len: usize) -> Option<usize> {
     if len > MAX_MESSAGE {
         None
-    } else if len <= MAX_PAYLOAD {
+    } else if len <= CONT_DATA {
         Some(1)
     } else {
         Some(1 + (len - (MAX_UNIT - FIRST_HDR)).div_ceil(CONT_DATA))
@@ -153,7 +158,7 @@ pub(super) struct Cut {
 }
 
 impl Cut {
-    /// Cut a message of `len > MAX_PAYLOAD` bytes whose first chunk has room
+    /// Cut a message of more than a unit's data whose first chunk has room
     /// for `first_room` data bytes.
     pub fn new(len: usize, first_room: usize) -> Cut {
         let first = first_room.min(len.saturating_sub(1)).max(1);
@@ -267,7 +272,7 @@ pub(super) fn record(unit: &[u8], off: usize) -> Result<Record<'_>, FragDiscard>
         }
         None => (after, None),
     };
-    if data.len() > MAX_PAYLOAD
+    if data.len() > CONT_DATA
         || (count > 1 && data.is_empty())
         || (hdr.is_first_of_many() && (data.len() > usize::from(stored) || usize::from(stored) > MAX_MESSAGE))
     {
@@ -292,8 +297,10 @@ struct Open {
     filled: u16,
 }
 
-fn pages_for(stored: u16) -> usize {
-    usize::from(stored).div_ceil(MAX_PAYLOAD)
+/// Reassembly pages a message holds whose chunks but the last have
+/// `stored` bytes.
+pub(super) fn pages_for(stored: u16) -> usize {
+    usize::from(stored).div_ceil(PAGE)
 }
 
 /// What one record does to the reassembly state.
@@ -487,11 +494,15 @@ impl Tracker {
     /// identically by everyone).
     pub fn admit(&mut self, idx: usize, unit: &[u8]) -> Admit {
         let mut t = *self;
+        let before = self.free_pages();
         let mut off = Some(0);
         while let Some(at) = off {
             let Ok(r) = record(unit, at) else { break };
             let plan = t.classify(idx, &r);
-            if r.hdr.is_first_of_many() && !self.may_start(&t, idx, &r, plan) {
+            // Pages the unit's earlier records free (a completion opening
+            // the unit): a start within them never takes anyone's pages.
+            let freed_here = t.free_pages().saturating_sub(before);
+            if r.hdr.is_first_of_many() && !self.may_start(&t, idx, &r, plan, freed_here) {
                 return self.defer(idx, pages_for(r.stored));
             }
             t.apply(idx, &r, plan);
@@ -501,13 +512,18 @@ impl Tracker {
     }
 
     /// Sequencer: may this first chunk start at this point (state `t`),
-    /// given the reservation of the first deferred sender?
-    fn may_start(&mut self, t: &Tracker, idx: usize, r: &Record<'_>, plan: Plan) -> bool {
+    /// given the reservation of the first deferred sender? A start that
+    /// takes no more than `freed_here` (pages freed by the same unit) always
+    /// may: the unit then leaves at least as many pages free as before, and
+    /// deferring it would hold back the completion that freed them (two
+    /// senders could wait for each other's pages forever).
+    fn may_start(&mut self, t: &Tracker, idx: usize, r: &Record<'_>, plan: Plan, freed_here: usize) -> bool {
         let need = pages_for(r.stored);
         let avail = t.free_pages() + t.held(idx);
         let fits = plan.step == Step::Start;
         let me = idx as u8; // idx < MAX_NODES <= 32
         let ok = match self.waiter {
+            _ if fits && need <= freed_here => true,
             Some((w, _)) if w == me => fits,
             // Someone else waits: only take what leaves its pages.
             Some((_, wneed)) => fits && avail >= need + usize::from(wneed),
@@ -550,12 +566,12 @@ impl Tracker {
 /// Receiver side: the tracker plus the page contents.
 pub(super) struct Reassembly {
     pub tracker: Tracker,
-    pages: [[u8; MAX_PAYLOAD]; REASSEMBLY_PAGES],
+    pages: [[u8; PAGE]; REASSEMBLY_PAGES],
 }
 
 impl Reassembly {
     pub const fn new() -> Self {
-        Reassembly { tracker: Tracker::new(), pages: [[0; MAX_PAYLOAD]; REASSEMBLY_PAGES] }
+        Reassembly { tracker: Tracker::new(), pages: [[0; PAGE]; REASSEMBLY_PAGES] }
     }
 
     /// Apply `plan` (from `tracker.classify`) for record `r` of the sender
@@ -565,10 +581,10 @@ impl Reassembly {
         let (pages, n, _) = self.tracker.pages_of(idx);
         let mut data = r.data;
         while !data.is_empty() {
-            let Some(&p) = pages.get(at / MAX_PAYLOAD).filter(|_| at / MAX_PAYLOAD < n) else { return };
+            let Some(&p) = pages.get(at / PAGE).filter(|_| at / PAGE < n) else { return };
             let Some(page) = self.pages.get_mut(usize::from(p)) else { return };
-            let within = at % MAX_PAYLOAD;
-            let k = (MAX_PAYLOAD - within).min(data.len());
+            let within = at % PAGE;
+            let k = (PAGE - within).min(data.len());
             let (now, later) = data.split_at(k);
             if let Some(dst) = page.get_mut(within..within + k) {
                 dst.copy_from_slice(now);
@@ -588,7 +604,7 @@ impl Reassembly {
         let mut at = 0;
         for &p in pages.iter().take(n) {
             let src = self.pages.get(usize::from(p))?;
-            let k = (stored - at).min(MAX_PAYLOAD);
+            let k = (stored - at).min(PAGE);
             out.get_mut(at..at + k)?.copy_from_slice(src.get(..k)?);
             at += k;
         }
@@ -629,11 +645,13 @@ mod tests {
     fn chunk_counts_and_cuts() {
         assert_eq!(chunks_for(0), Some(1));
         assert_eq!(chunks_for(MAX_PAYLOAD), Some(1));
-        assert_eq!(chunks_for(MAX_PAYLOAD + 1), Some(2));
+        assert_eq!(chunks_for(CONT_DATA), Some(1));
+        assert_eq!(chunks_for(CONT_DATA + 1), Some(2));
         assert_eq!(chunks_for(1400), Some(2));
-        assert_eq!(chunks_for(MAX_MESSAGE), Some(MAX_CHUNKS));
+        assert!(chunks_for(MAX_MESSAGE).is_some_and(|n| n < MAX_CHUNKS));
+        assert_eq!(Cut::new(MAX_MESSAGE, MIN_FIRST).count, MAX_CHUNKS);
         assert_eq!(chunks_for(MAX_MESSAGE + 1), None);
-        for len in [MAX_PAYLOAD + 1, 1400, 2046, 2047, 3000, MAX_MESSAGE] {
+        for len in [CONT_DATA + 1, 1400, 2 * CONT_DATA, 2 * CONT_DATA + 1, 3000, MAX_MESSAGE] {
             for room in [MIN_FIRST, 100, 500, MAX_UNIT - FIRST_HDR] {
                 let c = Cut::new(len, room);
                 assert!(c.count <= MAX_CHUNKS, "{len} in {room}: {c:?}");
@@ -737,10 +755,11 @@ mod tests {
         let b: Vec<u8> = (0..2000).map(|i| (i * 7) as u8).collect();
         let ca = cut_units(1, &a);
         let cb = cut_units(9, &b);
-        assert_eq!(ca.len(), MAX_CHUNKS);
+        assert_eq!(Some(ca.len()), chunks_for(MAX_MESSAGE));
+        assert!(ca.len() >= 4 && cb.len() == 2);
         assert_eq!(feed(&mut r, 0, &ca[0], &mut out), Ok(None));
         assert_eq!(feed(&mut r, 2, &cb[0], &mut out), Ok(None));
-        assert_eq!(r.tracker.free_pages(), REASSEMBLY_PAGES - 4 - 1);
+        assert_eq!(r.tracker.free_pages(), REASSEMBLY_PAGES - 4 - 2);
         assert_eq!(feed(&mut r, 0, &ca[1], &mut out), Ok(None));
         assert_eq!(feed(&mut r, 2, &cb[1], &mut out), Ok(Some(2000)));
         assert_eq!(&out[..2000], &b[..]);
@@ -764,38 +783,45 @@ mod tests {
         assert_eq!(r.tracker.open_count(), 0);
     }
 
-    /// Stored bytes of a maximum-chunk message started in a new unit.
-    const STORED: usize = (MAX_UNIT - FIRST_HDR) + (MAX_CHUNKS - 2) * CONT_DATA;
+    /// The units of a message of `len` bytes (content irrelevant) whose
+    /// first chunk has `room` bytes, and the stored length.
+    fn units_of(id: u16, len: usize, room: usize) -> (Vec<Vec<u8>>, usize) {
+        let c = Cut::new(len, room);
+        let msg = std::vec![0u8; len];
+        let units = (0..c.count)
+            .map(|i| {
+                let (a, b) = c.range(i, len);
+                unit(id, i as u8, c.count as u8, (i == 0).then_some(c.stored as u16), &msg[a..b])
+            })
+            .collect();
+        (units, c.stored)
+    }
 
     #[test]
     fn sequencer_defers_and_reserves() {
         let mut t = Tracker::new();
-        let big = |id| unit(id, 0, MAX_CHUNKS as u8, Some(STORED as u16), &[0u8; MAX_UNIT - FIRST_HDR]);
-        // Two senders take eight of the nine pages.
+        let (big, stored) = units_of(1, MAX_MESSAGE, MAX_UNIT - FIRST_HDR);
+        assert_eq!(pages_for(stored as u16), 4);
+        // Two senders take the eight pages.
         for idx in 0..2 {
-            assert_eq!(t.admit(idx, &big(1)), Admit::Yes);
-            t.commit(idx, &big(1));
+            assert_eq!(t.admit(idx, &big[0]), Admit::Yes);
+            t.commit(idx, &big[0]);
         }
-        assert_eq!(t.admit(3, &big(1)), Admit::Defer { first: true });
-        assert_eq!(t.admit(3, &big(1)), Admit::Defer { first: false });
+        assert_eq!(t.free_pages(), REASSEMBLY_PAGES - 8);
+        assert_eq!(t.admit(3, &big[0]), Admit::Defer { first: true });
+        assert_eq!(t.admit(3, &big[0]), Admit::Defer { first: false });
         // Singles always pass.
         assert_eq!(t.admit(4, &unit(2, 0, 1, None, b"hi")), Admit::Yes);
-        // Sender 0 completes (its last chunk abandons nothing: the lengths
-        // match): four pages free, reserved for the waiter.
-        let stored = STORED;
-        let mut filled = MAX_UNIT - FIRST_HDR;
-        for i in 1..MAX_CHUNKS as u8 {
-            let n = if usize::from(i) + 1 == MAX_CHUNKS { 4 } else { (stored - filled).min(CONT_DATA) };
-            let u = unit(1, i, MAX_CHUNKS as u8, None, &std::vec![0u8; n]);
-            assert_eq!(t.admit(0, &u), Admit::Yes);
-            t.commit(0, &u);
-            filled += n;
+        // Sender 0 completes: four pages free, reserved for the waiter.
+        for u in &big[1..] {
+            assert_eq!(t.admit(0, u), Admit::Yes);
+            t.commit(0, u);
         }
-        assert_eq!(t.free_pages(), 5);
-        let two = unit(7, 0, 2, Some(1500), &[0u8; 1000]);
-        assert_eq!(t.admit(5, &two), Admit::Defer { first: true }, "reserved for the waiter");
-        assert_eq!(t.admit(5, &two), Admit::Defer { first: false });
-        assert_eq!(t.admit(3, &big(1)), Admit::Yes);
+        assert_eq!(t.free_pages(), 4);
+        let (two, _) = units_of(7, 2000, MAX_UNIT - FIRST_HDR);
+        assert_eq!(t.admit(5, &two[0]), Admit::Defer { first: true }, "reserved for the waiter");
+        assert_eq!(t.admit(5, &two[0]), Admit::Defer { first: false });
+        assert_eq!(t.admit(3, &big[0]), Admit::Yes);
         assert_eq!(t.waiter, None);
         assert_eq!(t.reset(), 1);
     }
@@ -803,29 +829,30 @@ mod tests {
     #[test]
     fn a_unit_is_admitted_with_the_pages_its_earlier_records_free() {
         let mut t = Tracker::new();
-        // Sender 0 holds eight pages (two 4-page messages cannot both be
-        // open for one sender: use senders 0 and 1).
-        let big = unit(1, 0, MAX_CHUNKS as u8, Some(STORED as u16), &[0u8; MAX_UNIT - FIRST_HDR]);
-        t.commit(0, &big);
-        t.commit(1, &big);
-        // Sender 1's next unit ends its message and starts another: only
-        // fits because the first record frees four pages.
-        let stored = STORED;
-        let mut filled = MAX_UNIT - FIRST_HDR;
-        for i in 1..MAX_CHUNKS as u8 - 1 {
-            let n = (stored - filled).min(CONT_DATA);
-            t.commit(1, &unit(1, i, MAX_CHUNKS as u8, None, &std::vec![0u8; n]));
-            filled += n;
+        // Senders 0 and 1 hold all eight pages.
+        let (big, _) = units_of(1, MAX_MESSAGE, MAX_UNIT - FIRST_HDR);
+        t.commit(0, &big[0]);
+        for u in &big[..big.len() - 1] {
+            t.commit(1, u);
         }
-        assert_eq!(filled, stored);
-        let mut u = ChunkHdr { msg_id: 1, index: MAX_CHUNKS as u8 - 1, count: MAX_CHUNKS as u8 }.encode().to_vec();
+        assert_eq!(t.free_pages(), 0);
+        // Sender 1's next unit ends its message and starts another: it only
+        // fits because the first record frees four pages.
+        let last = &big[big.len() - 1];
+        let mut u = last[..CHUNK_HDR].to_vec();
         u[3] |= PACKED;
-        u.extend_from_slice(&4u16.to_le_bytes());
-        u.extend_from_slice(b"tail");
-        u.extend_from_slice(&ChunkHdr { msg_id: 2, index: 0, count: 2 }.encode_first(2000));
+        u.extend_from_slice(&((last.len() - CHUNK_HDR) as u16).to_le_bytes());
+        u.extend_from_slice(&last[CHUNK_HDR..]);
+        u.extend_from_slice(&ChunkHdr { msg_id: 2, index: 0, count: 2 }.encode_first(1500));
         u.extend_from_slice(&[1u8; 900]);
+        assert!(u.len() <= MAX_UNIT);
         assert_eq!(t.admit(1, &u), Admit::Yes);
         assert!(t.commit(1, &u), "pages were freed");
         assert_eq!(t.free_pages(), REASSEMBLY_PAGES - 4 - 2);
+        // The same unit from sender 0 would not fit (nothing freed first).
+        let mut t2 = Tracker::new();
+        t2.commit(0, &big[0]);
+        t2.commit(1, &big[0]);
+        assert_eq!(t2.admit(2, &u[last.len() + 2..]), Admit::Defer { first: true });
     }
 }

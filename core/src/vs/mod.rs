@@ -80,9 +80,9 @@
 //!
 //! # Limits
 //!
-//! [`MAX_MESSAGE`] bytes per message (a unit holds up to [`MAX_PAYLOAD`]
-//! bytes of data; a message takes at most [`chunks_for`]`(len)` units, and
-//! small messages share units, ~14 messages of 64 bytes in one),
+//! [`MAX_MESSAGE`] bytes per message (a unit holds up to 1,308 bytes of
+//! data, a datagram's worth; a message takes at most [`chunks_for`]`(len)`
+//! units, and small messages share units, ~18 messages of 64 bytes in one),
 //! [`SEND_WINDOW`] own units in flight, [`ORDER_WINDOW`] sequenced units per
 //! view not yet stable, [`REASSEMBLY_PAGES`] reassembly pages, at most
 //! [`MAX_NODES`] nodes. `size_of::<Vs>()` is about 64 KiB (dominated by the
@@ -138,11 +138,12 @@ use crate::ids::{Incarnation, Instant, Member, NodeId};
 
 /// Largest datagram produced or accepted.
 pub const MAX_DATAGRAM: usize = 1400;
-/// Largest message [`Vs::broadcast`] takes (one record, never cut), the most
-/// data one unit carries, and the size of a reassembly page.
+/// Largest message [`Vs::broadcast`] takes (one record, never cut), and the
+/// size of a reassembly page. A unit carries a little more (a datagram's
+/// worth, 1,308 bytes of data), so messages up to that size are never cut.
 pub const MAX_PAYLOAD: usize = 1024;
 /// Sequenced units held per view (delivery + retransmission buffer).
-pub const ORDER_WINDOW: usize = 32;
+pub const ORDER_WINDOW: usize = 24;
 /// Own units queued before [`VsSendError::WindowFull`] (a message of
 /// [`MAX_MESSAGE`] bytes takes [`MAX_CHUNKS`] of them).
 pub const SEND_WINDOW: usize = 8;
@@ -153,7 +154,7 @@ pub const DEFAULT_FAIL_TIMEOUT_MS: u64 = 300;
 /// Number of LEAVE datagrams sent (one per heartbeat interval).
 const LEAVE_REPEATS: u8 = 3;
 
-const _: () = assert!(ORDER_WINDOW >= 8 && ORDER_WINDOW.is_power_of_two());
+const _: () = assert!(ORDER_WINDOW >= 8);
 const _: () = assert!(SEND_WINDOW >= MAX_CHUNKS, "a maximum-size message must fit the send window");
 const _: () = assert!(MAX_NODES <= 32, "bitmasks over members are u32");
 const _: () = assert!(MAX_PLAIN > 0);
@@ -577,14 +578,24 @@ impl Vs {
                     self.stats.backpressure += 1;
                     return Err(VsSendError::WindowFull);
                 }
-                if !self.send.push(&hdr, message, true) {
+                if !self.send.push(&hdr, message, true, 0) {
                     return Err(VsSendError::WindowFull); // unreachable: room checked
                 }
             }
         } else {
             // Chunks: the first one in the room left in the last queued unit
-            // (if there is enough), the others in new units.
-            let room = self.send.append_room().and_then(|r| r.checked_sub(FIRST_HDR)).filter(|&r| r >= MIN_FIRST);
+            // (if there is enough), the others in new units. If that unit
+            // opens with the end of a larger message, the new one may hold
+            // no more reassembly pages than that one frees (the sequencer
+            // then never holds the unit back, see `frag::Tracker::admit`).
+            let frees = usize::from(self.send.back_frees());
+            let fits = |c: &Cut| frees == 0 || frag::pages_for(c.stored as u16) <= frees;
+            let room = self
+                .send
+                .append_room()
+                .and_then(|r| r.checked_sub(FIRST_HDR))
+                .map(|r| if frees > 0 { r.min(frees * MAX_PAYLOAD) } else { r })
+                .filter(|&r| r >= MIN_FIRST && fits(&Cut::new(message.len(), r)));
             let cut = Cut::new(message.len(), room.unwrap_or(MAX_UNIT - FIRST_HDR));
             let units = cut.count - usize::from(room.is_some());
             debug_assert!(cut.count <= MAX_CHUNKS && units <= count, "cut {cut:?} of {} bytes", message.len());
@@ -600,9 +611,11 @@ impl Vs {
                 let last = index + 1 == cut.count;
                 let queued = if index == 0 {
                     let h = hdr.encode_first(cut.stored as u16);
-                    (room.is_some() && self.send.append(&h, data, false)) || self.send.push(&h, data, false)
+                    (room.is_some() && self.send.append(&h, data, false)) || self.send.push(&h, data, false, 0)
                 } else {
-                    self.send.push(&hdr.encode(), data, last)
+                    // A last chunk opens its unit and frees the message's pages.
+                    let frees = if last { frag::pages_for(cut.stored as u16) as u8 } else { 0 };
+                    self.send.push(&hdr.encode(), data, last, frees)
                 };
                 if !queued {
                     // Unreachable: the room was checked above.

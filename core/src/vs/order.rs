@@ -294,6 +294,10 @@ pub(super) struct OwnMsg {
     /// Records before this offset belong to messages we delivered (see
     /// `renumber`).
     done: u16,
+    /// Reassembly pages freed by the last chunk opening this unit (0 if it
+    /// opens with none): a message started in this unit must need no more
+    /// (see `frag::Tracker::admit`).
+    pub frees: u8,
     data: [u8; MAX_UNIT],
 }
 
@@ -338,9 +342,10 @@ impl SendWindow {
     }
 
     /// Queue a unit: chunk header `hdr` + `data` (caller checked size and
-    /// room). `packable`: it is a whole message, more may be appended.
-    pub fn push(&mut self, hdr: &[u8], data: &[u8], packable: bool) -> bool {
-        let mut m = OwnMsg { seq: self.next_seq, len: 0, last_rec: 0, packable, done: 0, data: [0; MAX_UNIT] };
+    /// room). `packable`: the record ends a message, more may be appended;
+    /// `frees`: the pages its message frees if it is a last chunk.
+    pub fn push(&mut self, hdr: &[u8], data: &[u8], packable: bool, frees: u8) -> bool {
+        let mut m = OwnMsg { seq: self.next_seq, len: 0, last_rec: 0, packable, done: 0, frees, data: [0; MAX_UNIT] };
         let len = hdr.len() + data.len();
         let Some(dst) = m.data.get_mut(..len) else { return false };
         let (h, d) = dst.split_at_mut(hdr.len());
@@ -362,6 +367,11 @@ impl SendWindow {
         let m = self.q.back()?;
         let used = usize::from(m.len) + (PACKED_HDR - CHUNK_HDR);
         (m.packable && m.seq > self.sealed && used < MAX_UNIT).then(|| MAX_UNIT - used)
+    }
+
+    /// Pages freed by the last chunk opening the last queued unit (0: none).
+    pub fn back_frees(&self) -> u8 {
+        self.q.back().map_or(0, |m| m.frees)
     }
 
     /// Append a record (header `hdr` + `data`) to the last queued unit if
@@ -444,6 +454,8 @@ impl SendWindow {
                 m.data.copy_within(done..len, 0);
                 m.len -= m.done;
                 m.last_rec -= m.done;
+                // The completion that opened it is gone.
+                m.frees = 0;
             }
             m.done = 0;
         }
@@ -756,10 +768,10 @@ mod tests {
         let mut s = SendWindow::new();
         for i in 0..SEND_WINDOW {
             assert!(!s.is_full());
-            assert!(s.push(&[], &[i as u8], false));
+            assert!(s.push(&[], &[i as u8], false, 0));
         }
         assert!(s.is_full());
-        assert!(!s.push(&[], b"x", false));
+        assert!(!s.push(&[], b"x", false, 0));
         assert_eq!(s.get(3).unwrap().payload(), &[2]);
         s.delivered(2, None);
         assert_eq!(s.len(), SEND_WINDOW - 2);
@@ -788,7 +800,7 @@ mod tests {
     fn send_window_packs_whole_messages_until_sealed() {
         let mut s = SendWindow::new();
         assert!(!s.append(&hdr(0, 1), b"nothing queued", true), "no unit to pack into");
-        assert!(s.push(&hdr(0, 1), b"m0", true));
+        assert!(s.push(&hdr(0, 1), b"m0", true, 0));
         let mut want = std::vec![(0u16, b"m0".to_vec())];
         // 64-byte messages: as many as fit one unit.
         let mut id = 1u16;
@@ -812,7 +824,7 @@ mod tests {
         assert_eq!(s.append_room(), Some(MAX_UNIT - unit.len() - 2 - (PACKED_HDR + 1)));
 
         // Sealed (sent or sequenced): never changed again.
-        assert!(s.push(&hdr(90, 1), b"a", true));
+        assert!(s.push(&hdr(90, 1), b"a", true, 0));
         s.seal(2);
         let before = s.get(2).unwrap().payload().to_vec();
         assert!(!s.append(&hdr(91, 1), b"b", true));
@@ -820,13 +832,13 @@ mod tests {
         assert_eq!(s.append_room(), None);
         // A unit ending with a chunk that is not a message's last is never
         // packed into.
-        assert!(s.push(&hdr(92, 2), &[1u8; 100], false));
+        assert!(s.push(&hdr(92, 2), &[1u8; 100], false, 0));
         assert!(!s.append(&hdr(93, 1), b"c", true));
         assert_eq!(s.append_room(), None);
         // After a view change nothing was sent in the new view yet.
         s.delivered(1, None);
         s.renumber();
-        assert!(s.push(&hdr(94, 1), b"d", true));
+        assert!(s.push(&hdr(94, 1), b"d", true, 0));
         assert!(s.append(&hdr(95, 1), b"e", true));
         assert_eq!(records(s.get(3).unwrap().payload()), std::vec![(94, b"d".to_vec()), (95, b"e".to_vec())]);
     }
@@ -835,9 +847,9 @@ mod tests {
     fn renumber_strips_what_was_delivered_from_the_first_unit() {
         let mut s = SendWindow::new();
         let first = super::super::frag::ChunkHdr { msg_id: 2, index: 0, count: 2 }.encode_first(900);
-        assert!(s.push(&hdr(1, 1), b"delivered", true));
+        assert!(s.push(&hdr(1, 1), b"delivered", true, 0));
         assert!(s.append(&first, &[7u8; 900], false));
-        assert!(s.push(&super::super::frag::ChunkHdr { msg_id: 2, index: 1, count: 2 }.encode(), b"end", true));
+        assert!(s.push(&super::super::frag::ChunkHdr { msg_id: 2, index: 1, count: 2 }.encode(), b"end", true, 1));
         let unit = s.get(1).unwrap().payload().to_vec();
         let next = super::super::frag::record(&unit, 0).unwrap().next;
         assert!(next.is_some());
