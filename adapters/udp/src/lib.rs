@@ -576,8 +576,14 @@ impl Udp {
         if self.outq.len() >= self.max_outq {
             return Err(SendError::QueueFull { queued: self.outq.len() });
         }
+        // Behind messages already waiting for window room it cannot go out
+        // before them: it waits too, and goes into the units that free up
+        // together with them (see `handle_readable`).
+        let waiting = !self.outq.is_empty();
         self.outq.push_back(message.to_vec());
-        self.flush(Instant::now());
+        if !waiting {
+            self.flush(Instant::now());
+        }
         Ok(())
     }
 
