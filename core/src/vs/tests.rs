@@ -1274,11 +1274,23 @@ fn full_sequencer_window_prompts_a_resend_not_a_timeout() {
 /// without the network running in between (so units are packed), then the
 /// network runs `gap_ms`; `rounds` times. Returns how many each sent.
 fn bursts(sim: &mut Sim, senders: &[u32], sent: &mut BTreeMap<u32, u32>, rounds: u32, gap_ms: u64) {
+    bursts_of(sim, senders, sent, rounds, gap_ms, |n, k| msg(n, k).to_vec())
+}
+
+/// Like [`bursts`], message `k` of node `n` being `make(n, k)`.
+fn bursts_of(
+    sim: &mut Sim,
+    senders: &[u32],
+    sent: &mut BTreeMap<u32, u32>,
+    rounds: u32,
+    gap_ms: u64,
+    make: impl Fn(u32, u32) -> Vec<u8>,
+) {
     for _ in 0..rounds {
         for &n in senders {
             let k = sent.entry(n).or_insert(0);
             while sim.nodes[n as usize - 1].up {
-                match sim.broadcast(n, &msg(n, *k)) {
+                match sim.broadcast_message(n, &make(n, *k)) {
                     Ok(()) => *k += 1,
                     Err(VsSendError::WindowFull) => break,
                     Err(e) => panic!("broadcast: {e:?}"),
@@ -1287,6 +1299,27 @@ fn bursts(sim: &mut Sim, senders: &[u32], sent: &mut BTreeMap<u32, u32>, rounds:
         }
         sim.run_for(gap_ms);
     }
+}
+
+/// After a run: every node in `survivors` delivered the same sequence, in
+/// which every survivor's messages `0..sent` appear exactly once, in order.
+/// Returns that sequence.
+fn check_survivors(sim: &Sim, survivors: &[u32], sent: &BTreeMap<u32, u32>, seed: u64) -> Vec<(NodeId, Vec<u8>)> {
+    check_vs(&all_histories(sim));
+    let first = delivered(&sim.nodes[survivors[0] as usize - 1].log);
+    for &n in survivors {
+        let d = delivered(&sim.nodes[n as usize - 1].log);
+        assert_eq!(d, first, "seed {seed}: node {n} delivered another sequence");
+        for &s in survivors {
+            let ks: Vec<u32> = d
+                .iter()
+                .filter(|(f, _)| f.0 == s)
+                .map(|(_, p)| u32::from_le_bytes(p[4..8].try_into().unwrap()))
+                .collect();
+            assert_eq!(ks, (0..sent[&s]).collect::<Vec<_>>(), "seed {seed}: node {n}, sender {s}");
+        }
+    }
+    first
 }
 
 #[test]
@@ -1305,21 +1338,7 @@ fn small_messages_are_packed_and_keep_total_order_through_a_sequencer_crash() {
         bursts(&mut sim, &[2, 3, 4], &mut sent, 6, 3);
         sim.settle(&[2, 3, 4], 3000);
         sim.run_for(1000);
-        check_vs(&all_histories(&sim));
-        let first = delivered(&sim.nodes[1].log);
-        for n in 2..=4u32 {
-            let d = delivered(&sim.nodes[n as usize - 1].log);
-            assert_eq!(d, first, "seed {seed}: node {n} delivered another sequence");
-            // Every survivor's message exactly once, in its sender's order.
-            for s in 2..=4u32 {
-                let ks: Vec<u32> = d
-                    .iter()
-                    .filter(|(f, _)| f.0 == s)
-                    .map(|(_, p)| u32::from_le_bytes(p[4..8].try_into().unwrap()))
-                    .collect();
-                assert_eq!(ks, (0..sent[&s]).collect::<Vec<_>>(), "seed {seed}: node {n}, sender {s}");
-            }
-        }
+        check_survivors(&sim, &[2, 3, 4], &sent, seed);
         let total: u32 = sent.values().sum();
         std::println!("seed {seed}: {total} messages, node 3 stats {:?}", sim.nodes[2].vs.stats());
     }
@@ -1333,43 +1352,16 @@ fn large_messages_stream_across_units_and_survive_view_changes() {
         let mut sent: BTreeMap<u32, u32> = BTreeMap::new();
         // Every size from big_len, queued in bursts (so units are shared by
         // the end of one message and the start of the next).
-        let burst = |sim: &mut Sim, senders: &[u32], sent: &mut BTreeMap<u32, u32>, rounds: u32| {
-            for _ in 0..rounds {
-                for &n in senders {
-                    let k = sent.entry(n).or_insert(0);
-                    while sim.nodes[n as usize - 1].up {
-                        match sim.broadcast_message(n, &big(n, *k, big_len(n, *k))) {
-                            Ok(()) => *k += 1,
-                            Err(VsSendError::WindowFull) => break,
-                            Err(e) => panic!("broadcast: {e:?}"),
-                        }
-                    }
-                }
-                sim.run_for(4);
-            }
-        };
-        burst(&mut sim, &[1, 2, 3, 4], &mut sent, 8);
+        let big_one = |n: u32, k: u32| big(n, k, big_len(n, k));
+        bursts_of(&mut sim, &[1, 2, 3, 4], &mut sent, 8, 4, big_one);
         // The sequencer dies with streams cut in the middle.
         sim.crash(1);
-        burst(&mut sim, &[2, 3, 4], &mut sent, 8);
+        bursts_of(&mut sim, &[2, 3, 4], &mut sent, 8, 4, big_one);
         sim.settle(&[2, 3, 4], 3000);
         sim.run_for(1000);
-        check_vs(&all_histories(&sim));
-        let first = delivered(&sim.nodes[1].log);
+        check_big(&check_survivors(&sim, &[2, 3, 4], &sent, seed));
         for n in 2..=4u32 {
-            let node = &sim.nodes[n as usize - 1];
-            let d = delivered(&node.log);
-            assert_eq!(d, first, "seed {seed}: node {n} delivered another sequence");
-            check_big(&d);
-            for s in 2..=4u32 {
-                let ks: Vec<u32> = d
-                    .iter()
-                    .filter(|(f, _)| f.0 == s)
-                    .map(|(_, p)| u32::from_le_bytes(p[4..8].try_into().unwrap()))
-                    .collect();
-                assert_eq!(ks, (0..sent[&s]).collect::<Vec<_>>(), "seed {seed}: node {n}, sender {s}");
-            }
-            let st = node.vs.stats();
+            let st = sim.nodes[n as usize - 1].vs.stats();
             assert_eq!((st.frag_discarded, st.frag_own_lost), (0, 0), "seed {seed}: node {n}: {st:?}");
         }
     }
