@@ -83,3 +83,9 @@ fn bug12_rejoined_member_replayed_unfenced() {
 fn bug13_vs_stale_propose_wedges_member() {
     run("bug13-vs-stale-propose-wedges-member.txt", 3524);
 }
+
+#[test]
+#[ignore = "CORE-BUG-14 is open (tests/CORE_BUGS.md)"]
+fn bug14_message_missed_in_an_uninstalled_view() {
+    run("bug14-message-missed-in-an-uninstalled-view.txt", 3238);
+}
