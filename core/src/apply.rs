@@ -21,6 +21,13 @@ impl Node {
         self.stats.delivered += 1;
         let h = msg.header;
         let r = if self.d.is_stale(h.sender) { Err(DropReason::StaleSender) } else { self.apply(&h, &msg.body) };
+        // Part of the lineage: every message delivered since the last
+        // completed cycle, applied here or not (the delivered stream is what
+        // members that moved together share; what each applies of it
+        // depends on who it is). The cycle's own messages are the cycle.
+        if !matches!(msg.body, Body::DaemonStart(_) | Body::DaemonSync(_)) {
+            self.d.acted = crate::daemon::merge::fold_acted(self.d.acted, bytes);
+        }
         match r {
             Ok(()) => self.stats.applied += 1,
             Err(reason) => {

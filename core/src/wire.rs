@@ -139,6 +139,8 @@ pub struct DaemonStart {
     pub last_synced: Generation,
     /// Who led (sent the `DaemonSync` of) that cycle.
     pub last_leader: NodeId,
+    /// Digest of the messages the sender applied since that cycle.
+    pub acted: u64,
     /// The latest generation at which the sender completed a daemon cycle
     /// in a ring it knew to be quorate: pre-merge evidence of quorum that
     /// does not depend on when the merge ring's own quorum report arrives.

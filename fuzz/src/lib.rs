@@ -284,6 +284,7 @@ pub fn build_message(r: &mut Rd, h: &Hints) -> Message {
                 anchored: flags & 2 != 0,
                 last_synced: any_generation(r, h),
                 last_leader: if flags & 32 != 0 { NodeId(0) } else { small_node(r) },
+                acted: u64::from(flags & 64),
                 quorate_synced: if flags & 4 != 0 { Some(any_generation(r, h)) } else { None },
                 failed_mask: if flags & 8 != 0 { r.u32() } else { 0 },
                 fenced_mask: if flags & 16 != 0 { r.u32() } else { 0 },

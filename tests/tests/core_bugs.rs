@@ -85,7 +85,6 @@ fn bug13_vs_stale_propose_wedges_member() {
 }
 
 #[test]
-#[ignore = "CORE-BUG-14 is open (tests/CORE_BUGS.md)"]
 fn bug14_message_missed_in_an_uninstalled_view() {
     run("bug14-message-missed-in-an-uninstalled-view.txt", 3238);
 }

@@ -6,14 +6,21 @@
 //! operator wait and never a pair of halves killing each other.
 //!
 //! **Detection and partitions.** Every start carries the sender's
-//! *lineage*: the generation of the last daemon cycle it completed. The
-//! members of one pre-merge partition completed their cycles together, so
-//! they share it; two sides that both completed a cycle after they lost
-//! each other have different lineages. Stateful members are grouped by
-//! lineage; two or more groups means a stateful merge. (Sides that never
-//! completed a cycle apart acted on nothing: they share the old lineage and
-//! merge back safely. A restarted node has no state and belongs to no
-//! partition.)
+//! *lineage*: the generation of the last daemon cycle it completed, its
+//! leader, and a digest of every message delivered to it since (`acted`,
+//! taken when the new cycle began: the membership change's place in the
+//! delivered stream). The members of one pre-merge partition completed their
+//! cycles and delivered their messages together, so they share it; two sides
+//! that completed a cycle after they lost each other, or that delivered
+//! different messages since their last common cycle, have different
+//! lineages. (Messages are applied between cycles: a recovery result
+//! delivered right after a membership change, before the next cycle
+//! completes, is applied by the members that got it; a member listed in
+//! that view that never installed it comes back without it: CORE-BUG-14.)
+//! Stateful members are grouped by lineage; two or more groups means a
+//! stateful merge. (Sides that neither completed a cycle nor delivered
+//! anything apart share the old lineage and merge back safely. A restarted
+//! node has no state and belongs to no partition.)
 //!
 //! **The rule**, applied in order until one partition is ahead:
 //! 1. a partition that fenced (successfully) a member of another partition
@@ -34,6 +41,28 @@
 use crate::gcs::MAX_NODES;
 use crate::ids::{Generation, NodeId};
 
+/// (last completed cycle, its leader, digest of the messages applied since).
+pub type Lineage = (Generation, NodeId, u64);
+
+/// Fold one delivered message into an `acted` digest (word-wise FNV-1a
+/// style: the same messages in the same order give the same digest).
+pub fn fold_acted(mut h: u64, bytes: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    if h == 0 {
+        h = 0xcbf2_9ce4_8422_2325;
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(PRIME);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+    }
+    (h ^ bytes.len() as u64).wrapping_mul(PRIME)
+}
+
 /// What the verdict needs of one member's start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -42,7 +71,7 @@ pub struct MergeInput {
     pub has_state: bool,
     /// The last daemon cycle the member completed: its generation and its
     /// leader (both sides of a corosync split share ring seqs).
-    pub lineage: (Generation, NodeId),
+    pub lineage: Lineage,
     pub quorate_synced: Option<Generation>,
     pub fenced_mask: u32,
 }
@@ -72,7 +101,7 @@ pub fn resolve(members: &[MergeInput]) -> Verdict {
     #[allow(unreachable_code)]
     {
         // Partition masks, one per distinct lineage of a stateful member.
-        let mut lineages: heapless::Vec<((Generation, NodeId), u32), MAX_NODES> = heapless::Vec::new();
+        let mut lineages: heapless::Vec<(Lineage, u32), MAX_NODES> = heapless::Vec::new();
         for (i, m) in members.iter().enumerate() {
             if !m.has_state {
                 continue;
@@ -146,7 +175,7 @@ mod tests {
         MergeInput {
             node: NodeId(node),
             has_state: true,
-            lineage: (Generation::ring_start(lineage), NodeId(lineage as u32)),
+            lineage: (Generation::ring_start(lineage), NodeId(lineage as u32), 0),
             quorate_synced: q.map(Generation::ring_start),
             fenced_mask: 0,
         }

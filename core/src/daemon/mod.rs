@@ -46,7 +46,7 @@ pub struct PeerStart {
     pub has_state: bool,
     pub anchored: bool,
     pub old: bool,
-    pub lineage: (Generation, NodeId),
+    pub lineage: merge::Lineage,
     pub quorate_synced: Option<Generation>,
     pub failed_mask: u32,
     pub fenced_mask: u32,
@@ -133,6 +133,10 @@ pub struct DaemonState {
     pub peers: heapless::Vec<Peer, MAX_NODES>,
     pub last_synced: Generation,
     pub last_leader: NodeId,
+    /// Digest of the messages applied since the last completed cycle.
+    pub acted: u64,
+    /// `acted` when this cycle began (what our start reports).
+    pub start_acted: u64,
     pub has_state: bool,
     /// Latest completed cycle in a ring known to be quorate.
     pub quorate_synced: Option<Generation>,
@@ -166,6 +170,8 @@ impl DaemonState {
             peers: heapless::Vec::new(),
             last_synced: Generation::ZERO,
             last_leader: NodeId(0),
+            acted: 0,
+            start_acted: 0,
             has_state: false,
             quorate_synced: None,
             fenced: heapless::Vec::new(),
@@ -382,6 +388,10 @@ impl Node {
             return;
         }
         let gen = self.barrier.current();
+        // The start is rendered later (when polled); what we acted on is
+        // taken here, at the change's place in the delivered stream, which
+        // is the same for every member that moved with us.
+        self.d.start_acted = self.d.acted;
         self.send(Out::DaemonStart { gen });
         // Mount groups wait for the cycle to complete.
         for i in 0..self.groups.len() {
@@ -418,6 +428,7 @@ impl Node {
             anchored,
             last_synced: self.d.last_synced,
             last_leader: self.d.last_leader,
+            acted: self.d.start_acted,
             quorate_synced: self.d.quorate_synced,
             failed_mask,
             fenced_mask,
@@ -446,8 +457,8 @@ impl Node {
                 // leaves the group; its journal is then replayed after it is
                 // fenced or has restarted.
                 if let Some(d) = self.d.departed.iter().find(|d| d.node == *n) {
-                    let mine = (self.d.last_synced, self.d.last_leader);
-                    let same = p.start.is_some_and(|s| s.inc == d.inc && s.lineage == mine);
+                    let mine = self.d.peer(self.cfg.node).and_then(|me| me.start).map(|s| s.lineage);
+                    let same = p.start.is_some_and(|s| s.inc == d.inc && Some(s.lineage) == mine);
                     if !same {
                         continue;
                     }
@@ -513,7 +524,7 @@ impl Node {
                 has_state: s.has_state,
                 anchored: s.anchored,
                 old,
-                lineage: (s.last_synced, s.last_leader),
+                lineage: (s.last_synced, s.last_leader, s.acted),
                 quorate_synced: s.quorate_synced,
                 failed_mask: s.failed_mask,
                 fenced_mask: s.fenced_mask,
@@ -731,6 +742,7 @@ impl Node {
         }
         self.d.last_synced = gen;
         self.d.last_leader = h.sender.node;
+        self.d.acted = 0;
         self.d.departed.clear();
         self.d.phase = DaemonPhase::Complete;
         self.update_quorate_synced();
@@ -844,7 +856,7 @@ mod tests {
             has_state: false,
             anchored: true,
             old,
-            lineage: (Generation::ZERO, NodeId(0)),
+            lineage: (Generation::ZERO, NodeId(0), 0),
             quorate_synced: None,
             failed_mask: 0,
             fenced_mask: 0,
