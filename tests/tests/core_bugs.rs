@@ -88,3 +88,9 @@ fn bug13_vs_stale_propose_wedges_member() {
 fn bug14_message_missed_in_an_uninstalled_view() {
     run("bug14-message-missed-in-an-uninstalled-view.txt", 3238);
 }
+
+#[test]
+#[ignore = "CORE-BUG-15 is open (tests/CORE_BUGS.md)"]
+fn bug15_old_view_start_syncs_stale_group() {
+    run("bug15-old-view-start-syncs-stale-group.txt", 17178);
+}
