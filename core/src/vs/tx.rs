@@ -192,15 +192,7 @@ impl Vs {
             let mut rest = None;
             let mut g = lo.max(self.order.base);
             while g <= hi {
-                if let Some(slot) = self.order.get(g) {
-                    let f = Frame::Seq(SeqFrame {
-                        view: self.view.key.id,
-                        gseq: g,
-                        stable: self.order.stable,
-                        origin: slot.origin,
-                        sender_seq: slot.sender_seq,
-                        payload: slot.payload(),
-                    });
+                if let Some(f) = self.seq_frame(g) {
                     if !put(w, &f) {
                         rest = Some((g, hi));
                         break;
@@ -219,15 +211,7 @@ impl Vs {
         if self.is_sequencer() {
             while self.order.bcast_next < self.order.next_gseq {
                 let g = self.order.bcast_next;
-                if let Some(slot) = self.order.get(g) {
-                    let f = Frame::Seq(SeqFrame {
-                        view: self.view.key.id,
-                        gseq: g,
-                        stable: self.order.stable,
-                        origin: slot.origin,
-                        sender_seq: slot.sender_seq,
-                        payload: slot.payload(),
-                    });
+                if let Some(f) = self.seq_frame(g) {
                     if !put(w, &f) {
                         break;
                     }
@@ -235,6 +219,19 @@ impl Vs {
                 self.order.bcast_next += 1;
             }
         }
+    }
+
+    /// The `SEQ` frame of held unit `g`, if we hold it.
+    fn seq_frame(&self, g: u64) -> Option<Frame<'_>> {
+        let slot = self.order.get(g)?;
+        Some(Frame::Seq(SeqFrame {
+            view: self.view.key.id,
+            gseq: g,
+            stable: self.order.stable,
+            origin: slot.origin,
+            sender_seq: slot.sender_seq,
+            payload: slot.payload(),
+        }))
     }
 
     fn fill_node(&mut self, n: NodeId, w: &mut Writer<'_>) {
