@@ -238,7 +238,7 @@ pub struct Daemon {
     pub last_gen: Generation,
     pub last_anchored: Option<Generation>,
     pub group_gens: Vec<(GroupId, Generation)>,
-    status: Option<Box<Status>>,
+    status: Option<std::rc::Rc<Status>>,
 }
 
 impl Daemon {
@@ -675,7 +675,7 @@ impl World {
         let d = self.nodes.get_mut(n as usize)?.daemon.as_mut()?;
         if d.status.is_none() {
             let node = &d.node;
-            match invariants::robustness::guarded(|| Box::new(node.status())) {
+            match invariants::robustness::guarded(|| std::rc::Rc::new(node.status())) {
                 Ok(s) => d.status = Some(s),
                 Err(p) => {
                     self.violate(Property::Robustness, format!("node {n} panicked in status(): {p}"));
@@ -686,8 +686,10 @@ impl World {
         self.nodes[n as usize].daemon.as_ref().and_then(|d| d.status.as_deref())
     }
 
-    pub fn status_clone(&mut self, n: u32) -> Option<Status> {
-        self.status(n).cloned()
+    /// The cached status, shared (not copied: it is large).
+    pub fn status_clone(&mut self, n: u32) -> Option<std::rc::Rc<Status>> {
+        self.status(n)?;
+        self.nodes[n as usize].daemon.as_ref().and_then(|d| d.status.clone())
     }
 
     /// Live daemons (node ids), paused ones included.
