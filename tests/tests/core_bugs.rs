@@ -94,3 +94,15 @@ fn bug14_message_missed_in_an_uninstalled_view() {
 fn bug15_old_view_start_syncs_stale_group() {
     run("bug15-old-view-start-syncs-stale-group.txt", 17178);
 }
+
+#[test]
+#[ignore = "CORE-BUG-15 is open (tests/CORE_BUGS.md)"]
+fn bug15_corosync_stale_start() {
+    run("bug15-corosync-stale-start.txt", 563103782993922);
+}
+
+#[test]
+#[ignore = "CORE-BUG-16 is open (tests/CORE_BUGS.md)"]
+fn bug16_concurrent_replay_after_withdraw() {
+    run("bug16-concurrent-replay-after-merge.txt", 13834818358261319424);
+}
