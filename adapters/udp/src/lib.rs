@@ -483,16 +483,8 @@ impl Udp {
         for &(_, slot, len, src) in &batch {
             self.on_datagram(now, &pool[slot][..len], src);
             // Consume deliveries (they free the protocol's receive window)
-            // and move queued messages into the units they free. A member
-            // with messages waiting for room sends once the batch is read,
-            // so a unit freed by one datagram and filled after the next goes
-            // out full; otherwise (and always at the sequencer, whose relays
-            // everyone waits for) acks and relays go out at once.
-            if self.vs.is_sequencer() || self.outq.is_empty() {
-                self.flush(now);
-            } else {
-                self.move_in(now);
-            }
+            // and send acks before going on.
+            self.flush(now);
         }
         self.rx_pool = pool;
         self.flush(now);
@@ -576,14 +568,8 @@ impl Udp {
         if self.outq.len() >= self.max_outq {
             return Err(SendError::QueueFull { queued: self.outq.len() });
         }
-        // Behind messages already waiting for window room it cannot go out
-        // before them: it waits too, and goes into the units that free up
-        // together with them (see `handle_readable`).
-        let waiting = !self.outq.is_empty();
         self.outq.push_back(message.to_vec());
-        if !waiting {
-            self.flush(Instant::now());
-        }
+        self.flush(Instant::now());
         Ok(())
     }
 
@@ -609,83 +595,59 @@ impl Udp {
         self.flush(now);
     }
 
-    /// Move queued messages into the protocol and collect its events, until
-    /// nothing moves; nothing is transmitted.
-    fn move_in(&mut self, now: Instant) {
-        loop {
-            let moved = self.move_queued(now);
-            if !self.collect_events() && !moved {
-                break;
-            }
-        }
-    }
-
-    /// Move queued messages into the protocol while its window takes them.
-    fn move_queued(&mut self, now: Instant) -> bool {
-        let t = self.core_now(now);
-        let mut progress = false;
-        while let Some(m) = self.outq.front() {
-            match self.vs.broadcast_message(t, m) {
-                Ok(()) => {
-                    self.outq.pop_front();
-                    progress = true;
-                }
-                Err(VsSendError::WindowFull) => break,
-                Err(VsSendError::TooLarge) => {
-                    // Checked in `send`; cannot happen.
-                    self.outq.pop_front();
-                }
-                Err(VsSendError::Closed) => {
-                    self.outq.clear();
-                    break;
-                }
-            }
-        }
-        progress
-    }
-
     /// Move queued messages into the protocol, send its datagrams, collect
     /// its events, until nothing moves.
     fn flush(&mut self, now: Instant) {
+        let t = self.core_now(now);
         loop {
-            let mut progress = self.move_queued(now);
+            let mut progress = false;
+            while let Some(m) = self.outq.front() {
+                match self.vs.broadcast_message(t, m) {
+                    Ok(()) => {
+                        self.outq.pop_front();
+                        progress = true;
+                    }
+                    Err(VsSendError::WindowFull) => break,
+                    Err(VsSendError::TooLarge) => {
+                        // Checked in `send`; cannot happen.
+                        self.outq.pop_front();
+                    }
+                    Err(VsSendError::Closed) => {
+                        self.outq.clear();
+                        break;
+                    }
+                }
+            }
             while let Some(tx) = self.vs.poll_transmit(&mut self.buf) {
                 self.transmit(tx.dest, tx.len);
                 progress = true;
             }
-            progress |= self.collect_events();
+            while let Some(ev) = self.vs.poll_event(&mut self.payload) {
+                let ev = match ev {
+                    VsEvent::Ring(r) => {
+                        info!(node = self.vs.node().0, ring = format!("{:x}", r.ring), members = ?ids(&r.members), "new view");
+                        UdpEvent::Ring(r)
+                    }
+                    VsEvent::Confchg(c) => {
+                        debug!(members = ?ids(&c.members), joined = ?c.joined, left = ?c.left, "confchg");
+                        UdpEvent::Confchg(c)
+                    }
+                    VsEvent::Quorum(q) => {
+                        debug!(ring = format!("{:x}", q.ring), quorate = q.quorate, "quorum");
+                        UdpEvent::Quorum(q)
+                    }
+                    VsEvent::Deliver { from, len } => {
+                        trace!(from = from.0, len, "deliver");
+                        UdpEvent::Deliver { from, payload: self.payload[..len].to_vec() }
+                    }
+                };
+                self.events.push_back(ev);
+                progress = true;
+            }
             if !progress {
                 break;
             }
         }
-    }
-
-    /// Queue the protocol's events; true if there were any.
-    fn collect_events(&mut self) -> bool {
-        let mut progress = false;
-        while let Some(ev) = self.vs.poll_event(&mut self.payload) {
-            let ev = match ev {
-                VsEvent::Ring(r) => {
-                    info!(node = self.vs.node().0, ring = format!("{:x}", r.ring), members = ?ids(&r.members), "new view");
-                    UdpEvent::Ring(r)
-                }
-                VsEvent::Confchg(c) => {
-                    debug!(members = ?ids(&c.members), joined = ?c.joined, left = ?c.left, "confchg");
-                    UdpEvent::Confchg(c)
-                }
-                VsEvent::Quorum(q) => {
-                    debug!(ring = format!("{:x}", q.ring), quorate = q.quorate, "quorum");
-                    UdpEvent::Quorum(q)
-                }
-                VsEvent::Deliver { from, len } => {
-                    trace!(from = from.0, len, "deliver");
-                    UdpEvent::Deliver { from, payload: self.payload[..len].to_vec() }
-                }
-            };
-            self.events.push_back(ev);
-            progress = true;
-        }
-        progress
     }
 
     fn transmit(&mut self, dest: Dest, len: usize) {
