@@ -145,7 +145,8 @@ pub const MAX_PAYLOAD: usize = 1024;
 /// Sequenced units held per view (delivery + retransmission buffer).
 pub const ORDER_WINDOW: usize = 24;
 /// Own units queued before [`VsSendError::WindowFull`] (a message of
-/// [`MAX_MESSAGE`] bytes takes [`MAX_CHUNKS`] of them).
+/// [`MAX_MESSAGE`] bytes takes at most [`chunks_for`]`(MAX_MESSAGE)` new
+/// ones).
 pub const SEND_WINDOW: usize = 8;
 /// Default heartbeat interval.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 50;

@@ -481,7 +481,7 @@ impl SendWindow {
 impl Vs {
     /// Are we the sequencer of our current view (its lowest member, which
     /// orders and relays every message)?
-    pub fn is_sequencer(&self) -> bool {
+    pub(super) fn is_sequencer(&self) -> bool {
         self.view.leader() == self.me.node
     }
 
