@@ -114,7 +114,7 @@ pub(super) const MIN_FIRST: usize = 64;
 /// Largest message [`super::Vs::broadcast_message`] takes.
 pub const MAX_MESSAGE: usize = 4 * MAX_PAYLOAD;
 /// Chunks a message has at most (a message of [`MAX_MESSAGE`] bytes
-/// started in the last [`MIN_FIRST`] bytes of a unit); it takes one unit
+/// started in the last 64 bytes of a unit); it takes one unit
 /// fewer than that then, see [`chunks_for`].
 pub const MAX_CHUNKS: usize = 1 + (MAX_MESSAGE - MIN_FIRST).div_ceil(CONT_DATA);
 /// Reassembly pages (of [`MAX_PAYLOAD`] bytes) shared by all senders: two
