@@ -130,6 +130,7 @@ const _: () = assert!(REASSEMBLY_PAGES >= MAX_PAGES, "a maximum-size message mus
 const _: () = assert!(REASSEMBLY_PAGES <= 16, "free pages are a u16 bitmask");
 const _: () = assert!(MAX_MESSAGE <= u16::MAX as usize, "stored lengths are u16");
 const _: () = assert!(MIN_FIRST + FIRST_HDR < MAX_UNIT);
+const _: () = assert!(MIN_FIRST == 64, "MAX_CHUNKS documents 64");
 const _: () = assert!(match chunks_for(MAX_MESSAGE) {
     Some(n) => n <= MAX_CHUNKS,
     None => false,
