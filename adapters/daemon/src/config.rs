@@ -121,7 +121,8 @@ pub struct FsConfig {
     pub name: String,
     pub journals: u16,
     pub backend: BackendConfig,
-    /// Checked in /proc/mounts at startup (refuse to join if still mounted).
+    /// Checked in /proc/self/mounts at startup (refuse to join if still
+    /// mounted) and before leaving the group (`unmount`, stop).
     pub mount_point: Option<PathBuf>,
     /// Ask to mount at startup.
     pub auto_mount: bool,
@@ -173,7 +174,7 @@ pub enum UeventSource {
 pub struct ExecConfig {
     /// Default hook for every operation.
     pub hook: Option<PathBuf>,
-    /// Per-operation hooks (keys: the `OP` names).
+    /// Per-operation hooks (keys: the `OP` names, and [`EXEC_MOUNTED`]).
     pub hooks: BTreeMap<String, PathBuf>,
     pub timeout_ms: u64,
 }
@@ -199,6 +200,10 @@ pub const EXEC_OPS: &[&str] = &[
     "unmounted",
     "mount_error",
 ];
+
+/// The exec backend's query hook (`hooks.mounted`, never the default
+/// `hook`): exit 0 = the kernel still has the filesystem mounted, 1 = not.
+pub const EXEC_MOUNTED: &str = "mounted";
 
 // ---- raw file shape -------------------------------------------------------
 
@@ -751,8 +756,11 @@ impl Config {
                     let mut hooks = BTreeMap::new();
                     for (op, cmd) in e.hooks {
                         let key = k(&format!("exec.hooks.{op}"));
-                        if !EXEC_OPS.contains(&op.as_str()) {
-                            return err(key, format!("unknown operation (known: {})", EXEC_OPS.join(", ")));
+                        if !EXEC_OPS.contains(&op.as_str()) && op != EXEC_MOUNTED {
+                            return err(
+                                key,
+                                format!("unknown operation (known: {}, {EXEC_MOUNTED})", EXEC_OPS.join(", ")),
+                            );
                         }
                         let p = abs_path(&key, &cmd)?;
                         executable(&key, &p)?;
@@ -767,6 +775,18 @@ impl Config {
                                 );
                             }
                         }
+                    }
+                    // Without a way to see the kernel's mount, a restarted
+                    // daemon would join while the old mount still writes, and
+                    // `unmount` could not tell whether the kernel let go.
+                    if !hooks.contains_key(EXEC_MOUNTED) && mount_point.is_none() {
+                        return err(
+                            k("exec.hooks.mounted"),
+                            "missing: the exec backend needs a way to see whether the kernel still has the \
+                             filesystem mounted (at start, after a restart, and before leaving the group): set \
+                             hooks.mounted (exit 0 = mounted, 1 = not mounted) or mount_point (checked in \
+                             /proc/self/mounts)",
+                        );
                     }
                     BackendConfig::Exec(ExecConfig {
                         hook,
@@ -932,6 +952,7 @@ backend = "exec"
 hook = "{a}"
 [filesystem.exec.hooks]
 recover_journal = "{a}"
+mounted = "{a}"
 [[filesystem]]
 name = "m1"
 journals = 4
@@ -952,7 +973,17 @@ fail_recover = 2
             }
             b => panic!("{b:?}"),
         }
-        assert!(matches!(&c.filesystems[1].backend, BackendConfig::Exec(e) if e.hooks.len() == 1));
+        assert!(matches!(&c.filesystems[1].backend, BackendConfig::Exec(e) if e.hooks.len() == 2));
+        // exec needs a way to see the kernel's mount: hooks.mounted or mount_point
+        let exec = |extra: &str| {
+            parse(&format!(
+                "[fence]\nagent = \"{a}\"\n[[filesystem]]\nname = \"e\"\njournals = 1\nbackend = \"exec\"\n{extra}[filesystem.exec]\nhook = \"{a}\"\n",
+                a = agent()
+            ))
+        };
+        let e = exec("").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml: filesystem[0].exec.hooks.mounted: missing: the exec backend needs"), "{e}");
+        exec("mount_point = \"/mnt/e\"\n").unwrap();
         assert_eq!(c.filesystems[2].backend, BackendConfig::Memory(MemoryConfig { fail_mount: 0, fail_recover: 2 }));
         assert!(c.filesystems[2].auto_mount);
         let e = parse(&format!(

@@ -16,6 +16,15 @@ use crate::fence::FenceWhy;
 /// Run `cmd` in its own process group; kill the whole group with SIGKILL on
 /// timeout. `Ok(())` on exit status 0, else why not.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
+    match run_status_with_timeout(cmd, timeout)? {
+        0 => Ok(()),
+        c => Err(format!("exited with status {c}")),
+    }
+}
+
+/// [`run_with_timeout`], returning the exit status; `Err` if it did not
+/// exit normally (could not start, killed by a signal, timed out).
+pub fn run_status_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<i32, String> {
     cmd.stdin(Stdio::null()).process_group(0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
     let pid = child.id() as i32;
@@ -25,8 +34,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(), Stri
         match child.try_wait() {
             Ok(Some(st)) => {
                 return match (st.code(), st.signal()) {
-                    (Some(0), _) => Ok(()),
-                    (Some(c), _) => Err(format!("exited with status {c}")),
+                    (Some(c), _) => Ok(c),
                     (None, Some(s)) => Err(format!("killed by signal {s}")),
                     (None, None) => Err("ended abnormally".into()),
                 };

@@ -276,3 +276,61 @@ fn packaged_example_config_is_valid() {
     let unit = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/cohortd.service")).unwrap();
     assert!(unit.contains("RestartForceExitStatus=75"), "the unit must restart a reset daemon");
 }
+
+/// An exec filesystem needs a way to see a leftover mount (`hooks.mounted`
+/// or `mount_point`): without one, a restarted daemon (new incarnation)
+/// would cancel the pending fencing of its old incarnation while the old
+/// mount still writes. `--check` and the start refuse it; with the hook,
+/// the start asks it (exit 0 = still mounted: refused, nothing consumed;
+/// exit 1 = not mounted).
+#[test]
+fn exec_backend_needs_a_way_to_see_a_leftover_mount() {
+    let d = tempfile::tempdir().unwrap();
+    let hook = d.path().join("hook.sh");
+    let flag = d.path().join("still-mounted");
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n[ \"$OP\" = mounted ] && [ -e '{}' ] && exit 0\n[ \"$OP\" = mounted ] && exit 1\nexit 0\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    let exec = |extra: &str, hooks: &str| {
+        format!(
+            "[[filesystem]]\nname = \"fs1\"\njournals = 2\nbackend = \"exec\"\n{extra}[filesystem.exec]\nhook = \"{}\"\n{hooks}",
+            hook.display()
+        )
+    };
+    let check = |cfg: &Path| Command::new(COHORTD).arg("--check").arg("--config").arg(cfg).output().unwrap();
+
+    let cfg = config(d.path(), &exec("", ""));
+    for o in [check(&cfg), run(&cfg)] {
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        let l = last_line(&o);
+        assert!(l.starts_with("cohortd: configuration error: "), "{l}");
+        assert!(
+            l.contains("filesystem[0].exec.hooks.mounted: missing: the exec backend needs a way to see whether the kernel still has the filesystem mounted"),
+            "{l}"
+        );
+        assert!(l.contains("set hooks.mounted (exit 0 = mounted, 1 = not mounted) or mount_point"), "{l}");
+    }
+    assert!(!d.path().join("state").exists());
+    // a mount_point is enough
+    let o = check(&config(d.path(), &exec("mount_point = \"/mnt/nowhere-cohort-test\"\n", "")));
+    assert!(o.status.success(), "{o:?}");
+
+    // hooks.mounted says "still mounted": the start is refused, nothing consumed
+    let cfg = config(d.path(), &exec("", &format!("[filesystem.exec.hooks]\nmounted = \"{}\"\n", hook.display())));
+    assert!(check(&cfg).status.success());
+    fs::write(&flag, "").unwrap();
+    let o = run(&cfg);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let l = last_line(&o);
+    assert!(
+        l.starts_with("cohortd: refusing to join: filesystem fs1 is still mounted from a previous run: hooks.mounted"),
+        "{l}"
+    );
+    assert!(!d.path().join("state/incarnation").exists());
+}

@@ -8,8 +8,17 @@
 //! `mount_error`), and `MOUNT_ERROR` for `mount_error`. Exit status 0 is
 //! success. Results: `mount*` → mount result (`mount_first` success also
 //! means every journal was replayed), `recover_journal` → recovery result;
-//! the others are only logged. A hook exceeding `timeout_ms` is killed
-//! (failure).
+//! the others are only logged, except a failed `block`, which stops the
+//! daemon (see `Engine::hook_failed`). A hook exceeding `timeout_ms` is
+//! killed (failure).
+//!
+//! `hooks.mounted` (never the default `hook`; `OP=mounted`) answers whether
+//! the kernel still has the filesystem mounted: exit 0 = mounted, 1 = not,
+//! anything else (or a timeout) = cannot tell, treated as mounted. It runs
+//! on the main loop (at start, on `unmount`, at stop), bounded by
+//! `timeout_ms` and at most [`MOUNTED_TIMEOUT`]: it must be quick (e.g.
+//! `mountpoint -q /mnt/fs1`). The configuration requires it unless
+//! `mount_point` is set.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,17 +29,23 @@ use cohort_core::node::{KernelEvent, KernelOp};
 use cohort_core::wire::{fs_name, FsName};
 
 use super::{op_jid, op_name, Backend};
-use crate::config::ExecConfig;
-use crate::proc::{run_with_timeout, Wake, Waker};
+use crate::config::{ExecConfig, EXEC_MOUNTED};
+use crate::proc::{run_status_with_timeout, run_with_timeout, Wake, Waker};
+
+/// Upper bound of the `mounted` hook's run time (it blocks the main loop).
+pub const MOUNTED_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct ExecBackend {
     jobs: mpsc::Sender<KernelOp>,
+    name: String,
+    cfg: ExecConfig,
 }
 
 impl ExecBackend {
     pub fn new(fs: &str, cfg: ExecConfig, waker: Waker) -> ExecBackend {
         let (tx, rx) = mpsc::channel::<KernelOp>();
         let name = fs.to_owned();
+        let (own_name, own_cfg) = (name.clone(), cfg.clone());
         let fsn: FsName = fs_name(fs).unwrap_or_default();
         let spawned = std::thread::Builder::new().name(format!("exec-{fs}")).spawn(move || {
             for op in rx {
@@ -59,7 +74,22 @@ impl ExecBackend {
         if let Err(e) = spawned {
             tracing::error!("cannot start the exec worker for {fs}: {e}");
         }
-        ExecBackend { jobs: tx }
+        ExecBackend { jobs: tx, name: own_name, cfg: own_cfg }
+    }
+}
+
+/// Run `hooks.mounted` (if configured): `Some(why)` if the kernel still has
+/// the filesystem mounted.
+fn run_mounted(cfg: &ExecConfig, fs: &str) -> Result<Option<String>, String> {
+    let Some(hook) = cfg.hooks.get(EXEC_MOUNTED) else { return Ok(None) };
+    let mut cmd = Command::new(hook);
+    cmd.env("FS", fs).env("OP", EXEC_MOUNTED).env("JID", "");
+    let timeout = Duration::from_millis(cfg.timeout_ms).min(MOUNTED_TIMEOUT);
+    match run_status_with_timeout(&mut cmd, timeout) {
+        Ok(0) => Ok(Some(format!("hooks.mounted {} says it is mounted (exit 0)", hook.display()))),
+        Ok(1) => Ok(None),
+        Ok(c) => Err(format!("hooks.mounted {} exited with status {c} (0 = mounted, 1 = not)", hook.display())),
+        Err(e) => Err(format!("hooks.mounted {}: {e}", hook.display())),
     }
 }
 
@@ -86,6 +116,16 @@ impl Backend for ExecBackend {
 
     fn apply(&mut self, op: KernelOp, _out: &mut Vec<KernelEvent>) -> Result<(), String> {
         self.jobs.send(op).map_err(|_| "the exec worker thread is gone".to_owned())
+    }
+
+    /// `hooks.mounted`; without it (then `mount_point` is configured, which
+    /// the daemon checks) nothing to add.
+    fn leftover(&self) -> Result<Option<String>, String> {
+        run_mounted(&self.cfg, &self.name)
+    }
+
+    fn kernel_mounted(&self) -> Result<Option<String>, String> {
+        run_mounted(&self.cfg, &self.name)
     }
 }
 

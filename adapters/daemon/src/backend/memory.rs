@@ -1,6 +1,12 @@
 //! `memory`: a stand-in kernel that succeeds at once (demo, tests), with
 //! failure injection: the first `fail_mount` mounts and the first
 //! `fail_recover` journal recoveries fail.
+//!
+//! Its "kernel" has the filesystem mounted from a successful mount until
+//! `Unmounted`, `Release` or `MountError`. It has no umount of its own, so
+//! a mounted memory filesystem never leaves its group cleanly: `unmount` is
+//! refused and a stop is a failure (the others fence and replay), exactly
+//! what the daemon does for a real kernel that still has the mount.
 
 use cohort_core::node::{KernelEvent, KernelOp};
 use cohort_core::wire::{fs_name, FsName};
@@ -13,11 +19,13 @@ pub struct MemoryBackend {
     cfg: MemoryConfig,
     /// Journals replayed so far (for tests and the demo).
     pub recovered: Vec<u16>,
+    /// The stand-in kernel has the filesystem mounted.
+    pub mounted: bool,
 }
 
 impl MemoryBackend {
     pub fn new(fs: &str, cfg: MemoryConfig) -> MemoryBackend {
-        MemoryBackend { fs: fs_name(fs).unwrap_or_default(), cfg, recovered: Vec::new() }
+        MemoryBackend { fs: fs_name(fs).unwrap_or_default(), cfg, recovered: Vec::new(), mounted: false }
     }
 
     /// Make the next `n` recoveries fail.
@@ -41,6 +49,7 @@ impl Backend for MemoryBackend {
                 } else {
                     true
                 };
+                self.mounted = ok;
                 out.push(KernelEvent::MountResult { fs: fs.clone(), ok });
                 if ok && matches!(op, KernelOp::MountFirst(_)) {
                     out.push(KernelEvent::FirstRecoveryDone { fs });
@@ -56,14 +65,14 @@ impl Backend for MemoryBackend {
                 };
                 out.push(KernelEvent::RecoveryDone { fs, jid, ok });
             }
-            KernelOp::Block
-            | KernelOp::Unblock
-            | KernelOp::SetJid(_)
-            | KernelOp::Release
-            | KernelOp::Unmounted
-            | KernelOp::MountError(_) => {}
+            KernelOp::Release | KernelOp::Unmounted | KernelOp::MountError(_) => self.mounted = false,
+            KernelOp::Block | KernelOp::Unblock | KernelOp::SetJid(_) => {}
         }
         Ok(())
+    }
+
+    fn kernel_mounted(&self) -> Result<Option<String>, String> {
+        Ok(self.mounted.then(|| "the memory backend has it mounted (a stand-in kernel without umount)".to_owned()))
     }
 }
 

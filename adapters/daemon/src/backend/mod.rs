@@ -48,9 +48,19 @@ pub trait Backend {
     }
 
     /// Is the filesystem still mounted from a previous run? `Some(why)`.
+    /// Checked at start, before joining (with the configured `mount_point`,
+    /// which the daemon checks for every backend).
     fn leftover(&self) -> Result<Option<String>, String> {
         Ok(None)
     }
+
+    /// Does the kernel have the filesystem mounted now? `Some(why)`: yes,
+    /// and how that is known; `Err`: cannot tell (callers treat it as
+    /// mounted). The core's contract: `Request::Unmount` only after the
+    /// kernel unmounted (the others then free the journal without replay),
+    /// so the daemon asks this before every clean leave. Called on the main
+    /// loop: must be quick.
+    fn kernel_mounted(&self) -> Result<Option<String>, String>;
 }
 
 /// Build the backend of one configured filesystem.

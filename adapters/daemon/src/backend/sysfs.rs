@@ -411,6 +411,12 @@ impl Backend for SysfsBackend {
     }
 
     fn leftover(&self) -> Result<Option<String>, String> {
+        self.kernel_mounted()
+    }
+
+    /// The kernel's `<root>/<cluster>:<fs>` exists from mount(2) until the
+    /// unmount finished.
+    fn kernel_mounted(&self) -> Result<Option<String>, String> {
         Ok(self
             .fsdir
             .is_dir()
