@@ -15,8 +15,21 @@
 //! * `ResetSelf`: release everything, exit [`crate::exit::RESET`] (systemd restarts
 //!   the daemon, the new start gets a new incarnation);
 //! * `Incompatible`: block, exit [`crate::exit::INCOMPATIBLE`] naming the versions;
-//! * SIGTERM/SIGINT: exit 0 at once if nothing is mounted, else unmount
-//!   everything first (a second signal blocks and exits 1).
+//! * a `Block` that fails ([`Stop::BlockFailed`]): the cluster believes this
+//!   node's kernel is blocked while it may not be; block what else is
+//!   mounted, exit [`crate::exit::FATAL`] without sending anything more and
+//!   without `Unmount`: the others see a failure, fence this node and
+//!   replay its journal;
+//! * SIGTERM/SIGINT: exit 0 at once if nothing is mounted. If the kernel
+//!   still has a filesystem mounted (the backend's or `mount_point`'s
+//!   check), the daemon must not send `Unmount` (the others would free the
+//!   journal without replay while the kernel may still write to it), so it
+//!   does not leave cleanly: it blocks those filesystems and exits
+//!   [`crate::exit::FATAL`] without `Unmount`; the others fence this node
+//!   and replay its journal. (Staying up instead would only end in
+//!   systemd's SIGKILL, without the block.) Otherwise (memberships whose
+//!   kernel side has nothing mounted: mounts in progress, withdrawn) it
+//!   unmounts them first and exits 0 (a second signal blocks and exits 1).
 
 use std::fs::{self, OpenOptions};
 use std::os::fd::{AsRawFd, RawFd};
@@ -175,6 +188,10 @@ fn stop_to_fatal(engine: &mut Engine, now: u64, s: Stop, transport: Transport) -
             let what = lost_what(transport);
             let names = engine.block_all(now, what);
             Fatal::TransportLost(format!("{what}: {e}{}", blocked_suffix(&names)))
+        }
+        Stop::BlockFailed(text) => {
+            let names = engine.block_all(now, "a block failed");
+            Fatal::Other(format!("{text}{}", blocked_suffix(&names)))
         }
     }
 }
@@ -509,7 +526,7 @@ impl Loop {
                         }
                         Wake::Hook { fs, op, result } => match result {
                             Ok(()) => tracing::debug!(fs, op, "hook done"),
-                            Err(e) => engine.note("error", format!("{fs}: {op} failed: {e}")),
+                            Err(e) => engine.hook_failed(now, &fs, op, e),
                         },
                     }
                 }
@@ -562,6 +579,28 @@ impl Loop {
             let names = self.engine.block_all(now, "second stop signal");
             return Err(Fatal::Other(format!(
                 "stopped by a second signal with filesystems still mounted{}",
+                blocked_suffix(&names)
+            )));
+        }
+        // The core's contract: Unmount only after the kernel unmounted. A
+        // filesystem the kernel still has cannot leave cleanly: stop as a
+        // failure (blocked, no Unmount) so the others fence and replay.
+        let kernel = self.engine.kernel_mounts();
+        if !kernel.is_empty() {
+            for (fs, why) in &kernel {
+                let text = format!(
+                    "{fs} still mounted by the kernel ({why}): not leaving the group cleanly; peers will fence this \
+                     node and replay its journal (to stop cleanly: umount it first, then stop cohortd)"
+                );
+                tracing::warn!("{text}");
+                self.engine.note("error", format!("signal: {text}"));
+            }
+            let names = self.engine.block_all(now, "stop with filesystems still mounted by the kernel");
+            let fs: Vec<&str> = kernel.iter().map(|(f, _)| f.as_str()).collect();
+            return Err(Fatal::Other(format!(
+                "stopped by a signal with {} still mounted by the kernel: left without unmounting; the other nodes \
+                 fence this node and replay its journal{}",
+                fs.join(", "),
                 blocked_suffix(&names)
             )));
         }

@@ -48,6 +48,11 @@ pub enum Stop {
     },
     /// A send failed: the transport is gone.
     Transport(String),
+    /// A `Block` failed: the core (and through it the cluster) believes the
+    /// kernel is blocked while it may not be. Not a member we can keep: the
+    /// daemon stops without leaving cleanly (nothing more is sent), so the
+    /// others see a failure, fence this node and replay its journal.
+    BlockFailed(String),
 }
 
 /// One configured filesystem and its backend.
@@ -68,6 +73,22 @@ impl FsRuntime {
     /// Mounted (or mounting) from the kernel's point of view.
     pub fn active(&self) -> bool {
         matches!(self.kernel.state.as_str(), "mounting" | "mounted")
+    }
+
+    /// Does the kernel still have this filesystem mounted? Asks the host:
+    /// the configured `mount_point` in /proc/self/mounts (every backend),
+    /// then the backend (gfs2-sysfs: its sysfs directory; exec:
+    /// `hooks.mounted`; memory: its own state). `Some(why)`: yes; `Err`:
+    /// cannot tell (treat as mounted).
+    pub fn kernel_mounted(&self) -> Result<Option<String>, String> {
+        if let Some(mp) = &self.cfg.mount_point {
+            let mounts = std::fs::read_to_string("/proc/self/mounts")
+                .map_err(|e| format!("cannot read /proc/self/mounts to check {}: {e}", mp.display()))?;
+            if let Some(ty) = crate::proc::mounted_at(&mounts, mp) {
+                return Ok(Some(format!("mounted at {} ({ty}, in /proc/self/mounts)", mp.display())));
+            }
+        }
+        self.backend.kernel_mounted()
     }
 }
 
@@ -282,7 +303,10 @@ impl Engine {
             }
             while let Some(n) = self.node.poll_transmit(&mut self.buf) {
                 moved = true;
-                if self.stop.as_ref().is_some_and(|s| matches!(s, Stop::Transport(_))) {
+                // Transport gone, or a failed block: nothing more goes out
+                // (after a failed block, not even the START that would tell
+                // the others this node is blocked).
+                if self.stop.as_ref().is_some_and(|s| matches!(s, Stop::Transport(_) | Stop::BlockFailed(_))) {
                     continue;
                 }
                 if let Err(e) = env.send(&self.buf[..n]) {
@@ -388,6 +412,10 @@ impl Engine {
         let mut out = Vec::new();
         let r = self.fs[i].backend.apply(op, &mut out);
         if let Err(e) = r {
+            if op == KernelOp::Block {
+                self.block_failed(fs.as_str(), &e);
+                return;
+            }
             self.note("error", format!("{fs}: {} failed: {e}", op_name(&op)));
             self.fs[i].kernel.last_error = Some(e);
             if let Some(ev) = failure_event(fs, &op) {
@@ -457,6 +485,33 @@ impl Engine {
         };
     }
 
+    /// A `Block` of `fs` failed (at once, or later in an exec hook): fatal
+    /// for safety. The node must not stay a member that the cluster
+    /// believes blocked: stop (see [`Stop::BlockFailed`]).
+    pub fn block_failed(&mut self, fs: &str, e: &str) {
+        if let Some(f) = self.fs.iter_mut().find(|f| f.cfg.name == fs) {
+            f.kernel.last_error = Some(format!("block failed: {e}"));
+        }
+        let text = format!(
+            "{fs}: block FAILED: {e}; the cluster believes this node's kernel is blocked: stopping without \
+             leaving the group cleanly (the other nodes fence this node and replay its journal)"
+        );
+        self.note("error", text.clone());
+        if self.stop.is_none() {
+            self.stop = Some(Stop::BlockFailed(text));
+        }
+    }
+
+    /// An exec hook without a kernel event finished with an error.
+    pub fn hook_failed(&mut self, now: u64, fs: &str, op: &str, e: String) {
+        self.tick(now);
+        if op == op_name(&KernelOp::Block) {
+            self.block_failed(fs, &e);
+        } else {
+            self.note("error", format!("{fs}: {op} failed: {e}"));
+        }
+    }
+
     pub fn kernel_event(&mut self, now: u64, k: KernelEvent, env: &mut dyn Env) {
         self.tick(now);
         self.kq.push_back(k);
@@ -491,6 +546,27 @@ impl Engine {
         };
         let name = f.name.clone();
         let journals = f.cfg.journals;
+        if what == RequestKind::Unmount {
+            // The core's contract: Unmount only after the kernel unmounted
+            // (the others then free the journal without replaying it).
+            let refuse = match f.kernel_mounted() {
+                Ok(None) => None,
+                Ok(Some(why)) => Some(format!(
+                    "{fs} is still mounted by the kernel ({why}): umount it first; cohortd leaves the group only \
+                     after the kernel unmounted the filesystem"
+                )),
+                Err(e) => Some(format!(
+                    "cannot tell whether the kernel still has {fs} mounted ({e}): not leaving the group; umount it \
+                     and fix the check first"
+                )),
+            };
+            if let Some(why) = refuse {
+                if self.stop.is_none() {
+                    self.note("request", format!("unmount of {fs} rejected: {why}"));
+                }
+                return Err(why);
+            }
+        }
         let (req, text) = match what {
             RequestKind::Mount(mode) => {
                 (Request::Mount { fs: name, mode, journals }, format!("mount of {fs} ({}) requested", mode_name(mode)))
@@ -581,6 +657,20 @@ impl Engine {
             }
         }
         names
+    }
+
+    /// Configured filesystems the kernel still has mounted (or whose state
+    /// cannot be read), with why: they must not leave their groups cleanly.
+    pub fn kernel_mounts(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for f in &self.fs {
+            match f.kernel_mounted() {
+                Ok(None) => {}
+                Ok(Some(why)) => v.push((f.cfg.name.clone(), why)),
+                Err(e) => v.push((f.cfg.name.clone(), format!("cannot tell: {e}"))),
+            }
+        }
+        v
     }
 
     /// Block and release (withdraw) everything: the node resets.

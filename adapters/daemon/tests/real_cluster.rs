@@ -20,8 +20,10 @@
 //! 4. corosync is killed on node 2: its cohortd blocks fs1 and exits with
 //!    `corosync connection lost: ...` (exit code 2); nodes 1 and 3 treat node
 //!    2 as failed, fence it and replay its journal;
-//!    Then (4b) node 3 unmounts and stops on SIGTERM; node 1 stops on SIGTERM
-//!    with fs1 mounted (it unmounts first, exit 0);
+//!    Then (4b) `cohortctl unmount fs1` on node 3 is refused (the memory
+//!    kernel still has it mounted); SIGTERM on node 3 does not leave cleanly
+//!    (exit 1, no Unmount): node 1 fences it and recovers its journal; node
+//!    1 stops on SIGTERM with fs1 mounted the same way (exit 1);
 //! 5. teardown kills only the processes this test started and removes its
 //!    namespaces (also on failure, from a Drop guard).
 //!
@@ -438,23 +440,30 @@ fn cohortd_on_a_real_three_node_cluster() {
     timing("phase 4: nodes 1,3 fenced node 2 and recovered its journal", t);
     lab.note("phase 4 ok");
 
-    // ---- phase 4b: clean unmount and stops (a clean leave needs no fencing or recovery)
+    // ---- phase 4b: the memory kernel still has fs1 mounted: `unmount` is
+    // refused, and SIGTERM does not leave cleanly (no Unmount, exit 1): the
+    // others fence the node and replay its journal.
     let t = Instant::now();
-    lab.ctl(3, &["unmount", "fs1", "--wait", "20"]).unwrap_or_else(|e| panic!("{e}"));
-    let s = lab.wait_status(1, "fs1 settled on node 1 alone", Duration::from_secs(20), |s| {
+    let e = lab.ctl(3, &["unmount", "fs1"]).expect_err("unmount with fs1 still mounted by the kernel");
+    assert!(e.contains("fs1 is still mounted by the kernel") && e.contains("umount it first"), "{e}");
+    let jid3 = jids(&lab.status(1)).iter().find(|(n, _)| *n == 3).and_then(|(_, j)| *j).expect("node 3's journal");
+    let pid3 = lab.daemon(3).child.id() as i32;
+    unsafe { libc::kill(pid3, libc::SIGTERM) };
+    let st3 = lab.wait_exit(3, Duration::from_secs(10));
+    assert_eq!(st3.code(), Some(1), "SIGTERM with fs1 mounted is not a clean leave:\n{}", lab.log_tail(3, 20));
+    assert!(lab.log_tail(3, 20).contains("fs1 still mounted by the kernel"), "{}", lab.log_tail(3, 20));
+    assert!(!lab.log_tail(3, 20).contains("fs1: unmounted (left the group)"), "{}", lab.log_tail(3, 20));
+    let s = lab.wait_status(1, "node 3 fenced, its journal recovered", Duration::from_secs(25), |s| {
         s.groups.first().is_some_and(|g| g.members.len() == 1 && !g.blocked && g.recoveries.is_empty()) && s.stable
     });
     assert_eq!(jids(&s), vec![(1, Some(0))]);
-    let pid3 = lab.daemon(3).child.id() as i32;
-    unsafe { libc::kill(pid3, libc::SIGTERM) };
-    assert_eq!(lab.wait_exit(3, Duration::from_secs(10)).code(), Some(0), "SIGTERM with nothing mounted");
+    assert!(lab.fence_log().contains("target=3 inc=3"), "node 3 was not fenced:\n{}", lab.fence_log());
+    assert!(seq_of(&lab.log(1), &format!("fs1: journal {jid3} recovered")).is_some(), "journal {jid3} not recovered");
     let pid1 = lab.daemon(1).child.id() as i32;
     unsafe { libc::kill(pid1, libc::SIGTERM) };
     let st1 = lab.wait_exit(1, Duration::from_secs(20));
-    assert_eq!(st1.code(), Some(0), "SIGTERM with fs1 mounted unmounts first:\n{}", lab.log_tail(1, 20));
-    assert!(lab.log_tail(1, 20).contains("fs1: unmounted (left the group)"), "{}", lab.log_tail(1, 20));
-    assert!(!lab.fence_log().contains("target=3 inc=3"), "a clean stop must not be fenced:\n{}", lab.fence_log());
-    timing("phase 4b: unmount on node 3, SIGTERM stops (node 1 unmounts first)", t);
+    assert_eq!(st1.code(), Some(1), "SIGTERM with fs1 mounted:\n{}", lab.log_tail(1, 20));
+    timing("phase 4b: unmount refused, SIGTERM with fs1 mounted -> fenced, journal recovered", t);
 
     // ---- phase 5: teardown, timed
     let dir: PathBuf = fs::canonicalize(lab.path()).unwrap();

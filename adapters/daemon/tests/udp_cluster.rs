@@ -22,8 +22,11 @@
 //!    has failed, then SIGCONT: node 3 merges back with diverged state, is
 //!    found stale and exits with the reset code 75; restarted
 //!    (incarnation 3), it rejoins and gets a journal;
-//! 5. SIGTERM: node 3 unmounts and stops (the others see a leave: no
-//!    fencing), then nodes 2 and 1 (exit 0).
+//! 5. SIGTERM while the memory kernel still has fs1 mounted: node 3 does
+//!    not send Unmount (the others would free its journal without replay)
+//!    and exits 1; nodes 1-2 fence it and replay its journal; then nodes 2
+//!    and 1 (exit 1 as well). The clean leave (kernel unmounted first) is
+//!    in `tests/kernel_contract.rs`.
 //!
 //! Teardown (a Drop guard, also on failure) kills only the processes this
 //! test started. Timings: heartbeat 50 ms, failure timeout 1000 ms; about
@@ -356,22 +359,45 @@ fn three_cohortd_over_udp_on_loopback() {
     timing("phase 4: node 3 restarted (incarnation 3), rejoined, got a journal", t);
     c.note(&format!("phase 4 ok (node 3 got journal {node3_jid:?})"));
 
-    // ---- phase 5: clean stops (a leave needs no fencing)
+    // ---- phase 5: SIGTERM with fs1 still mounted by the (memory) kernel:
+    // no Unmount (the others would free journal 2 without replay), exit 1;
+    // nodes 1-2 fence node 3 and replay journal 2.
     let t = Instant::now();
     let fences_before = c.fence_log().lines().count();
+    let unmounts_before = c.log_tail(3, 100_000).matches("fs1: unmounted (left the group)").count();
     c.signal(3, libc::SIGTERM);
     let st = c.wait_exit(3, T);
-    assert_eq!(st.code(), Some(0), "SIGTERM with fs1 mounted unmounts first:\n{}", c.log_tail(3, 20));
-    assert!(c.log_tail(3, 20).contains("fs1: unmounted (left the group)"), "{}", c.log_tail(3, 20));
-    c.wait_status(1, "fs1 settled on 1,2", T, |s| settled(s, &[1, 2]));
+    let log3 = c.log_tail(3, 20);
+    assert_eq!(st.code(), Some(1), "SIGTERM with fs1 still mounted by the kernel is not a clean leave:\n{log3}");
+    assert!(log3.contains("fs1 still mounted by the kernel"), "{log3}");
+    assert!(
+        c.log_tail(3, 1).starts_with("cohortd: stopped by a signal with fs1 still mounted by the kernel"),
+        "{log3}"
+    );
+    assert_eq!(
+        c.log_tail(3, 100_000).matches("fs1: unmounted (left the group)").count(),
+        unmounts_before,
+        "node 3 sent Unmount with fs1 still mounted:\n{log3}"
+    );
+    for k in 1..=2 {
+        c.wait_status(k, "fs1 settled on 1,2 after node 3 was fenced", T, |s| settled(s, &[1, 2]));
+    }
+    let new_fences: Vec<String> = c.fence_log().lines().skip(fences_before).map(str::to_owned).collect();
+    assert!(
+        new_fences.iter().any(|l| l.contains("target=3 inc=3 ")),
+        "node 3 stopped with fs1 mounted must be fenced: {new_fences:?}"
+    );
+    assert!(
+        seq_of(&c.log(1), &format!("recovery of journal {} ok", node3_jid.unwrap())).is_some()
+            || seq_of(&c.log(2), &format!("recovery of journal {} ok", node3_jid.unwrap())).is_some(),
+        "node 3's journal was not replayed"
+    );
     for k in [2, 1] {
         c.signal(k, libc::SIGTERM);
         let st = c.wait_exit(k, T);
-        assert_eq!(st.code(), Some(0), "node {k}: {st}\n{}", c.log_tail(k, 20));
+        assert_eq!(st.code(), Some(1), "node {k}: {st}\n{}", c.log_tail(k, 20));
     }
-    let new_fences: Vec<String> = c.fence_log().lines().skip(fences_before).map(str::to_owned).collect();
-    assert!(new_fences.is_empty(), "a clean stop must not be fenced: {new_fences:?}");
-    timing("phase 5: SIGTERM stops (node 3 unmounts first), no fencing", t);
+    timing("phase 5: SIGTERM with fs1 mounted: exit 1, node 3 fenced, journal replayed", t);
     let dir = c.path().to_path_buf();
     let pids: Vec<i32> = c.daemons.iter().flatten().map(|d| d.child.id() as i32).collect();
     drop(c);
