@@ -20,7 +20,18 @@ impl Node {
         }
         self.stats.delivered += 1;
         let h = msg.header;
-        let r = if self.d.is_stale(h.sender) { Err(DropReason::StaleSender) } else { self.apply(&h, &msg.body) };
+        let r = if self.d.is_stale(h.sender) {
+            Err(DropReason::StaleSender)
+        } else if h.view != self.barrier.current().ring {
+            // Sent in another transport view (the transport resent it in a
+            // later one): every member that delivers it here drops it, the
+            // sender too; what is still needed goes out again (STARTs at the
+            // next daemon sync, facts, requests and fence results when
+            // kicked).
+            Err(DropReason::OtherView)
+        } else {
+            self.apply(&h, &msg.body)
+        };
         // Part of the lineage: every message delivered since the last
         // completed cycle, applied here or not (the delivered stream is what
         // members that moved together share; what each applies of it
@@ -33,6 +44,7 @@ impl Node {
             Err(reason) => {
                 match reason {
                     DropReason::OldGeneration => self.stats.dropped_old_generation += 1,
+                    DropReason::OtherView => self.stats.dropped_other_view += 1,
                     DropReason::StaleSender => self.stats.dropped_stale_sender += 1,
                     _ => self.stats.dropped_other += 1,
                 }
@@ -165,7 +177,18 @@ impl Node {
             }
         }
         if sender == me {
-            self.op_done(gid);
+            // Only the request that was applied: one that replaced it
+            // meanwhile (a withdraw after a remount) still goes out.
+            self.d.ops.retain(|o| {
+                o.gid != gid
+                    || !matches!(
+                        (&o.kind, body),
+                        (OpKind::Mount { .. }, Body::Mount(_))
+                            | (OpKind::Unmount, Body::Unmount)
+                            | (OpKind::Remount(_), Body::Remount(_))
+                            | (OpKind::Withdraw, Body::Withdraw)
+                    )
+            });
         }
         let slot = self.group_slot(gid);
         match (slot, &logical) {
@@ -248,7 +271,8 @@ impl Node {
     pub(crate) fn render_into(&self, out: &Out, buf: &mut [u8]) -> Option<Result<usize, WireError>> {
         let me = Member { node: self.cfg.node, inc: self.cfg.incarnation };
         let cur = self.barrier.current();
-        let hdr = |kind, generation, group| Header { kind, sender: me, generation, group };
+        let view = cur.ring;
+        let hdr = |kind, generation, group| Header { kind, sender: me, generation, group, view };
         use crate::wire::MsgKind as K;
         let enc = |k: K, generation, group, body: Option<&dyn ErasedBody>, buf: &mut [u8]| {
             let h = hdr(k, generation, group);

@@ -112,6 +112,11 @@ pub struct MountGroup {
     pub recovery_outcome: Option<(Jid, u16, bool)>,
     pub recovery_timer: Option<(TimerToken, Jid)>,
     pub error: Option<MountError>,
+    /// Our kernel withdrew the filesystem: no kernel operation but the
+    /// release any more. The `Withdraw` request goes out only once no
+    /// replay of ours is running (the others must not hand our replay to
+    /// another member while our kernel may still be in it).
+    pub withdrawn: bool,
 }
 
 impl MountGroup {
@@ -149,6 +154,11 @@ impl MountGroup {
     /// At an agreed point: every journal to replay has a fixed replayer for
     /// its current attempt (rotating by attempt count), as long as someone
     /// can replay.
+    ///
+    /// A replayer is replaced only once it is known to have stopped: it
+    /// reported, left cleanly (its kernel unmounted first), withdrew (it
+    /// sends the withdraw only after its replay ended), or failed (its own
+    /// journal then awaits replay, and no change syncs before it is fenced).
     fn assign_actors(&mut self) {
         let rec = self.recoverers();
         for r in self.recoveries.iter_mut() {
@@ -160,6 +170,30 @@ impl MountGroup {
             }
             r.actor = rec.get(usize::from(r.attempts) % rec.len().max(1)).copied().unwrap_or(NodeId(0));
         }
+    }
+
+    /// Back to what a member that never completed a change knows: the
+    /// logical members, all new, nothing adopted.
+    fn forget_adopted(&mut self) {
+        self.adopted = false;
+        self.first_done = false;
+        self.first_mounter = None;
+        self.recoveries.clear();
+        for m in self.members.iter_mut() {
+            m.jid = None;
+            m.mounted = false;
+            m.new = true;
+        }
+        self.digest_cache = None;
+    }
+
+    /// While journals await replay and no mounted member can replay them:
+    /// the rw member (lowest node id) that mounts, blocked, to do it.
+    pub fn recovery_mounter(&self) -> Option<NodeId> {
+        if !self.recoverers().is_empty() {
+            return None;
+        }
+        self.members.iter().find(|m| m.mode == Mode::Rw && m.jid.is_some() && !m.no_journal).map(|m| m.node)
     }
 
     /// Members that may replay journals, sorted.
@@ -375,6 +409,7 @@ impl Node {
             recovery_outcome: None,
             recovery_timer: None,
             error: None,
+            withdrawn: false,
         };
         for (n, mode) in l.members.iter() {
             let inc = if *n == me { self.cfg.incarnation } else { self.peer_inc(*n) };
@@ -402,7 +437,20 @@ impl Node {
         cause: Option<(NodeId, Removal)>,
     ) {
         let me = self.cfg.node;
-        let mut changed = false;
+        // A START phase never outlives a daemon cycle: an unsynced change
+        // starts over at every agreed membership point (every member of the
+        // group passes the same ones), so the STARTs that count were all
+        // sent and delivered in the current view.
+        let mut changed = !self.groups[i].is_synced();
+        if self.groups[i].synced_gen.is_none() {
+            // We never completed a change of this group: what we hold beyond
+            // our own request was adopted from an old member's description
+            // of a change that did not complete. It is not ours to carry
+            // into the next change (the old members describe the group
+            // again; with none left the group starts fresh, and its first
+            // mounter replays every journal once every fencing is done).
+            self.groups[i].forget_adopted();
+        }
         let mut need_block = false;
         // Removals, applied at once.
         let mut k = 0;
@@ -479,7 +527,13 @@ impl Node {
         for m in g.members.iter_mut() {
             m.started = false;
         }
-        if need_block && g.kstate == KState::Mounted && !g.blocked {
+        // Every kernel that is in the filesystem (mounted, or with a mount
+        // in flight) stops until the failed members' journals are replayed.
+        if need_block
+            && matches!(g.kstate, KState::Mounting | KState::Mounted)
+            && !g.blocked
+            && !cfg!(feature = "broken-skip-block")
+        {
             g.blocked = true;
             let (gid, fs) = (g.gid, g.fs.clone());
             self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Block });
@@ -541,11 +595,16 @@ impl Node {
         if let Some((jid, attempt, ok)) = outcome {
             self.send(Out::RecoveryResult { slot: i as u8, gen, res: RecoveryResult { jid, attempt, ok } });
         }
+        if self.groups[i].withdrawn {
+            // A withdrawn kernel does nothing more until it is released.
+            return;
+        }
         // Kernel mounts.
         let (gid, fs) = (self.groups[i].gid, self.groups[i].fs.clone());
         let Some(mine) = self.groups[i].me(me).copied() else { return };
         if self.groups[i].kstate == KState::Idle {
-            if mine.no_journal {
+            if mine.no_journal || self.groups[i].error.is_some() {
+                // A mount that failed waits for its leave: never again.
                 return;
             }
             let first = !self.groups[i].first_done;
@@ -561,6 +620,18 @@ impl Node {
                     }
                 }
                 return;
+            }
+            if !self.groups[i].recoveries.is_empty() && !cfg!(feature = "broken-skip-block") {
+                // A journal of a failed member awaits replay: nobody starts
+                // a mount now, except the member that must mount to replay
+                // it because no mounted member can (it mounts blocked).
+                if self.groups[i].recovery_mounter() != Some(me) {
+                    return;
+                }
+                if !self.groups[i].blocked {
+                    self.groups[i].blocked = true;
+                    self.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::Block });
+                }
             }
             self.groups[i].kstate = KState::Mounting;
             match mine.jid {
@@ -849,8 +920,24 @@ impl Node {
                 }
                 g.recovering = None;
                 g.recovery_outcome = Some((jid, attempt, ok));
+                if g.withdrawn {
+                    // Our replay stopped: now the others may take it over.
+                    let fs = g.fs.clone();
+                    if !self.queue_op(gid, fs, OpKind::Withdraw) {
+                        return Err(KernelError::Unexpected);
+                    }
+                }
             }
             KernelEvent::Withdraw { .. } => {
+                if g.withdrawn {
+                    return Err(KernelError::Unexpected);
+                }
+                g.withdrawn = true;
+                if g.recovering.is_some() {
+                    // Our kernel may still be in a replay: the withdraw
+                    // goes out when it reports (`RecoveryDone`).
+                    return Ok(());
+                }
                 let fs = g.fs.clone();
                 if !self.queue_op(gid, fs, OpKind::Withdraw) {
                     return Err(KernelError::Unexpected);

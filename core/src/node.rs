@@ -77,11 +77,15 @@ pub enum Request {
         mode: Mode,
         journals: u16,
     },
-    /// Leave the group cleanly. Contract: the host sends this after the
-    /// kernel unmounted the filesystem (its journal is flushed clean); the
-    /// others then free the journal without replaying it, and `Unmounted`
-    /// confirms. A node that fails before this is a failure (journal
-    /// replayed). To give up a mount still in progress, send it as well.
+    /// Leave the group cleanly. Contract (DOMAIN P9): the host sends this
+    /// only after the kernel unmounted the filesystem (its journal is
+    /// flushed clean and it does no more I/O, a replay it ran included);
+    /// the others then free the journal without replaying it, and
+    /// `Unmounted` confirms. A node that fails before this is a failure
+    /// (fenced, journal replayed). To give up a mount request whose kernel
+    /// mount has not started yet (no `Mount`/`MountFirst` effect, or it
+    /// failed), send it as well; a kernel that is mounting must finish and
+    /// be unmounted first. A host that cannot tell must not send it.
     Unmount {
         fs: FsName,
     },
@@ -216,6 +220,8 @@ pub enum DropReason {
     /// A peer's description of a group differs from ours.
     Disagreement,
     OldGeneration,
+    /// Sent in another transport view than the one it was delivered in.
+    OtherView,
     StaleSender,
     NotMember,
     NotSynced,
@@ -340,6 +346,8 @@ pub struct Stats {
     pub delivered: u64,
     pub applied: u64,
     pub dropped_old_generation: u64,
+    /// Sent in an older transport view than the one it was delivered in.
+    pub dropped_other_view: u64,
     pub dropped_stale_sender: u64,
     pub dropped_other: u64,
     pub wire_errors: u64,

@@ -95,6 +95,13 @@ impl Status {
 }
 
 impl Node {
+    /// Does this node's agreed state of the filesystem's group hold a
+    /// journal of a failed or withdrawn member that awaits replay? (Cheap:
+    /// for checkers that ask after every step.)
+    pub fn awaits_replay(&self, fs: &str) -> bool {
+        self.groups.iter().any(|g| g.fs.as_str() == fs && !g.recoveries.is_empty())
+    }
+
     pub fn status(&self) -> Status {
         let gen = self.barrier.current();
         let daemon = if self.stopped {

@@ -10,7 +10,8 @@
 //!  16     8   generation.ring (LE)
 //!  24     4   generation.epoch (LE)
 //!  28     4   group id (LE)
-//!  32   ...   body (postcard), must be consumed exactly
+//!  32     8   view: the sender's transport ring when it sent (LE)
+//!  40   ...   body (postcard), must be consumed exactly
 //! ```
 //!
 //! [`decode`] turns bytes into a validated [`Message`] (the smoltcp
@@ -23,8 +24,8 @@ use crate::ids::{Generation, GroupId, Incarnation, Jid, Member, NodeId};
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 2] = *b"CH";
-pub const WIRE_VERSION: u8 = 1;
-pub const HEADER_LEN: usize = 32;
+pub const WIRE_VERSION: u8 = 2;
+pub const HEADER_LEN: usize = 40;
 /// Largest encoded message. A full daemon sync snapshot (16 groups of 32
 /// members) fits with room to spare.
 pub const MAX_MESSAGE: usize = 4096;
@@ -50,6 +51,12 @@ pub struct Header {
     pub sender: Member,
     pub generation: Generation,
     pub group: GroupId,
+    /// The transport view (ring id) the sender was in when it sent: a
+    /// message is applied only in the view it was sent in (a transport may
+    /// deliver a message in a later view than the one it was sent in; what
+    /// crossed a view change is dropped by everyone, the sender included,
+    /// and sent again if still needed).
+    pub view: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -480,6 +487,7 @@ pub fn decode_into(bytes: &[u8], out: &mut Message) -> Result<(), WireError> {
         sender: Member { node, inc: Incarnation(le64(&h[8..16])) },
         generation: Generation { ring: le64(&h[16..24]), epoch: le32(&h[24..28]) },
         group: GroupId(le32(&h[28..32])),
+        view: le64(&h[32..40]),
     };
     let rest = &bytes[HEADER_LEN..];
     match kind {
@@ -535,6 +543,7 @@ impl Message {
                 sender: Member { node: NodeId(1), inc: Incarnation(0) },
                 generation: Generation::ZERO,
                 group: GroupId(1),
+                view: 0,
             },
             body: Body::Unmount,
         }
@@ -594,6 +603,7 @@ pub fn encode_parts<T: Serialize>(
     buf[16..24].copy_from_slice(&h.generation.ring.to_le_bytes());
     buf[24..28].copy_from_slice(&h.generation.epoch.to_le_bytes());
     buf[28..32].copy_from_slice(&h.group.0.to_le_bytes());
+    buf[32..40].copy_from_slice(&h.view.to_le_bytes());
     let lim = buf.len().min(MAX_MESSAGE);
     let used = match body {
         Some(b) => put(b, &mut buf[HEADER_LEN..lim])?,

@@ -278,7 +278,7 @@ fn message() -> impl Strategy<Value = Message> {
 
 fn message_with(ids: Ids) -> impl Strategy<Value = Message> {
     (body(ids), member(ids), generation(), mount_group_id()).prop_map(|(body, sender, generation, g)| Message {
-        header: Header { kind: body.kind(), sender, generation, group: fit_group(&body, g) },
+        header: Header { kind: body.kind(), sender, generation, group: fit_group(&body, g), view: generation.ring },
         body,
     })
 }
@@ -528,7 +528,7 @@ proptest! {
     fn arbitrary_bodies_never_panic(
         t in 1u8..=16,
         sender in 1u32..=u32::MAX,
-        rest in any::<[u8; 24]>(),
+        rest in any::<[u8; 32]>(),
         daemon in any::<bool>(),
         body in vec(any::<u8>(), 0..600),
     ) {
@@ -943,6 +943,7 @@ fn known_bug_mount_start_with_a_wrong_digest_panics_in_debug() {
                     sender: c.node(2).me(),
                     generation: gen,
                     group: GroupId::of_fs("fs1"),
+                    view: c.node(1).generation().ring,
                 },
                 body: Body::MountStart(MountStart {
                     mode: Mode::Rw,
@@ -986,6 +987,7 @@ fn known_bug_sync_snapshot_makes_a_journal_holder_a_spectator() {
                     sender: c.node(1).me(),
                     generation: c.node(n).generation(),
                     group: GroupId::DAEMON,
+                    view: c.node(n).generation().ring,
                 },
                 body: Body::DaemonSync(DaemonSync { groups: hv(vec![snap]) }),
             };
@@ -1010,6 +1012,7 @@ fn known_bug_stop_with_queued_sends_underflows_in_debug() {
             sender: Member { node: NodeId(1), inc: Incarnation(0) },
             generation: Generation::ZERO,
             group: GroupId::DAEMON,
+            view: 0,
         },
         body: Body::Unmount,
     };

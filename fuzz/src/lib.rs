@@ -379,7 +379,7 @@ pub fn build_message(r: &mut Rd, h: &Hints) -> Message {
         Body::Mount(m) => GroupId::of_fs(&m.fs),
         _ => group,
     };
-    let m = Message { header: Header { kind, sender, generation, group }, body };
+    let m = Message { header: Header { kind, sender, generation, group, view: generation.ring }, body };
     debug_assert_eq!(m.body.validate(), Ok(()), "the builder made an invalid body: {m:?}");
     m
 }

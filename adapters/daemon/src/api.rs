@@ -185,6 +185,9 @@ pub struct StatsJson {
     pub delivered: u64,
     pub applied: u64,
     pub dropped_old_generation: u64,
+    /// Messages sent in an older transport view than they were delivered in.
+    #[serde(default)]
+    pub dropped_other_view: u64,
     pub dropped_stale_sender: u64,
     pub dropped_other: u64,
     pub wire_errors: u64,

@@ -709,6 +709,7 @@ impl Engine {
             delivered: s.delivered,
             applied: s.applied,
             dropped_old_generation: s.dropped_old_generation,
+            dropped_other_view: s.dropped_other_view,
             dropped_stale_sender: s.dropped_stale_sender,
             dropped_other: s.dropped_other,
             wire_errors: s.wire_errors,

@@ -229,6 +229,8 @@ pub enum CohortDropReason {
     NotSynced = 4,
     /// A peer's description of a group differs from ours.
     Disagreement = 5,
+    /// Sent in another transport view than the one it was delivered in.
+    OtherView = 6,
 }
 
 /// Any `Effect`, flattened: `kind` says which fields mean something; the
@@ -707,6 +709,7 @@ fn effect_out(e: Effect) -> CohortEffect {
                         DropReason::NotMember => CohortDropReason::NotMember,
                         DropReason::NotSynced => CohortDropReason::NotSynced,
                         DropReason::Disagreement => CohortDropReason::Disagreement,
+                        DropReason::OtherView => CohortDropReason::OtherView,
                     };
                 }
             }
