@@ -64,6 +64,13 @@ pub enum Cmd {
         fs: String,
         nodes: Vec<u32>,
     },
+    /// The operator asks the daemon to leave without unmounting the kernel
+    /// first (`cohortctl unmount` before `umount`): the host must refuse
+    /// while the kernel has the filesystem.
+    UnmountEarly {
+        fs: String,
+        nodes: Vec<u32>,
+    },
     Remount {
         fs: String,
         nodes: Vec<u32>,
@@ -256,7 +263,7 @@ pub fn parse_line(text: &str) -> Result<Option<Cmd>, String> {
             let v = args.get(1).ok_or("set KEY VALUE")?;
             Cmd::Set(k.to_string(), v.to_string())
         }
-        "mount" | "unmount" | "remount" => {
+        "mount" | "unmount" | "unmount-early" | "remount" => {
             let fs = fs_arg(args.first())?;
             let mut rest: Vec<&str> = args[1..].to_vec();
             let m = match rest.last().copied() {
@@ -271,6 +278,12 @@ pub fn parse_line(text: &str) -> Result<Option<Cmd>, String> {
                         return Err("unmount takes no mode".into());
                     }
                     Cmd::Unmount { fs, nodes: ns }
+                }
+                "unmount-early" => {
+                    if m.is_some() {
+                        return Err("unmount-early takes no mode".into());
+                    }
+                    Cmd::UnmountEarly { fs, nodes: ns }
                 }
                 _ => Cmd::Remount { fs, nodes: ns, mode: m.ok_or("remount needs ro|rw")? },
             }
@@ -677,6 +690,7 @@ impl Runner {
         let nodes_of = match cmd {
             Cmd::Mount { nodes, .. }
             | Cmd::Unmount { nodes, .. }
+            | Cmd::UnmountEarly { nodes, .. }
             | Cmd::Remount { nodes, .. }
             | Cmd::Isolate(nodes)
             | Cmd::Crash(nodes)
@@ -713,6 +727,11 @@ impl Runner {
                 for n in nodes {
                     let name = wire::fs_name(fs).map_err(|e| format!("{e:?}"))?;
                     soft(w.request(*n, Request::Unmount { fs: name }))?;
+                }
+            }
+            Cmd::UnmountEarly { fs, nodes } => {
+                for n in nodes {
+                    soft(w.unmount_early(*n, fs))?;
                 }
             }
             Cmd::Remount { fs, nodes, mode } => {

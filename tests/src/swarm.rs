@@ -255,6 +255,13 @@ pub fn plan_with(seed: u64, nodes: (u32, u32), opts: Options) -> Plan {
                 format!("mount-error {fs} {node} 1"),
             )),
             12 => cmds.push((t, Cmd::Withdraw { fs: fs.clone(), node }, format!("withdraw {fs} {node}"))),
+            // Every third unmount (by time, so the draws stay as they
+            // were) is an operator asking before `umount`: refused.
+            13 if t.is_multiple_of(3) => cmds.push((
+                t,
+                Cmd::UnmountEarly { fs: fs.clone(), nodes: vec![node] },
+                format!("unmount-early {fs} {node}"),
+            )),
             13 => cmds.push((t, Cmd::Unmount { fs: fs.clone(), nodes: vec![node] }, format!("unmount {fs} {node}"))),
             14 => {
                 let m = if g.percent(50) { Mode::Ro } else { Mode::Rw };

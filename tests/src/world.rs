@@ -260,6 +260,9 @@ pub struct SimNode {
     pub ring: Option<usize>,
     pub daemon: Option<Daemon>,
     pub inbox: VecDeque<NodeIn>,
+    /// corosync model: what the daemon sent while its ring was dead (see
+    /// `RingInfo::dead`), with its incarnation: sent in its next ring.
+    held: Vec<(u64, Rc<[u8]>)>,
     pub kernel: BTreeMap<String, KFs>,
     /// Mode of the last mount/remount request per fs (what the host mounts).
     pub modes: BTreeMap<String, Mode>,
@@ -297,6 +300,10 @@ pub struct RingInfo {
     pub quorate: bool,
     pending: VecDeque<(u64, u32, u64, Rc<[u8]>)>,
     last_ts: u64,
+    /// Other members formed newer rings without the ones still here (a
+    /// paused node's old ring): its token is gone, nothing sent in it any
+    /// more is ordered; it waits for the sender's next ring.
+    dead: bool,
     /// udp model: the daemon instances that installed this view.
     pub reporters: Vec<Inst>,
 }
@@ -425,6 +432,7 @@ impl World {
                 ring: None,
                 daemon: None,
                 inbox: VecDeque::new(),
+                held: Vec::new(),
                 kernel: BTreeMap::new(),
                 modes: BTreeMap::new(),
                 inj: Inject::default(),
@@ -839,6 +847,10 @@ impl World {
             Ok(Ok(())) => None,
         };
         self.drain(n);
+        if let Err(m) = invariants::blocked::check_node(self, n) {
+            self.violate(Property::BlockedDuringRecovery, m);
+            return err;
+        }
         self.after_step(n);
         err
     }
@@ -886,6 +898,10 @@ impl World {
                 break;
             }
             self.trace(n, msg_what(n, &bytes, false));
+            if let Err(m) = invariants::unmount_contract::check_send(self, n, &bytes) {
+                self.violate(Property::UnmountContract, m);
+                return;
+            }
             self.mcast(n, bytes);
         }
         if self.reset_pending.take().is_some() {
@@ -1093,17 +1109,33 @@ impl World {
                 // The host's order (core contract, `Request::Unmount`): the
                 // kernel unmounts first, which flushes its journal clean,
                 // and only then tells the cluster. A crash after this point
-                // leaves a clean journal behind.
+                // leaves a clean journal behind. A mount still running
+                // cannot be unmounted yet: the host refuses.
                 let boot = node.boot;
                 if let Some(k) = self.nodes[n as usize].kernel.get_mut(fs.as_str()) {
+                    if matches!(k.phase, KPhase::Mounting | KPhase::MountingFirst) && !k.withdrawn {
+                        return Err(format!("node {n} refuses to unmount {fs}: the kernel is still mounting it"));
+                    }
+                    // An unmounted kernel does no I/O: a replay it was
+                    // running ends with the unmount (unfinished: the journal
+                    // stays dirty), and it never reports.
+                    let me = Writer { node: n, boot, mount: k.id };
+                    if k.recovering.take().is_some() {
+                        for jr in self.disks.entry(fs.to_string()).or_default().journals.values_mut() {
+                            jr.replaying.retain(|w| *w != me);
+                        }
+                    }
+                    k.first_pending = false;
                     if k.phase == KPhase::Mounted && !k.withdrawn {
                         if let Some(j) = k.jid {
-                            let me = Writer { node: n, boot, mount: k.id };
                             let jr = self.disks.entry(fs.to_string()).or_default().journal(j);
                             if jr.writer == Some(me) {
                                 jr.writer = None;
                             }
                         }
+                    }
+                    if !k.withdrawn {
+                        k.phase = KPhase::Idle;
                     }
                 }
                 (fs.to_string(), 1)
@@ -1132,6 +1164,27 @@ impl World {
         };
         let what = What::InRequest { fs: self.fs_idx(&fs), kind };
         match self.step(n, Input::Request(r), what) {
+            None => Ok(()),
+            Some(e) => Err(format!("node {n} rejected the request: {e:?}")),
+        }
+    }
+
+    /// The operator asks node `n`'s daemon to leave `fs` without unmounting
+    /// the kernel first. The host (like cohortd) refuses while the kernel
+    /// has the filesystem: a clean leave frees the journal without replay
+    /// (property 9). With the `broken-host` feature it does not check.
+    pub fn unmount_early(&mut self, n: u32, fs: &str) -> Result<(), String> {
+        let node = self.nodes.get(n as usize).ok_or(format!("no node {n}"))?;
+        let held = node.kernel.get(fs).is_some_and(|k| k.phase != KPhase::Idle);
+        if held && !cfg!(feature = "broken-host") {
+            return Err(format!("node {n} refuses to leave {fs}: the kernel still has it mounted (umount it first)"));
+        }
+        if node.daemon.is_none() {
+            return Err(format!("node {n} has no running daemon"));
+        }
+        let name = wire::fs_name(fs).map_err(|e| format!("{e:?}"))?;
+        let what = What::InRequest { fs: self.fs_idx(fs), kind: 1 };
+        match self.step(n, Input::Request(Request::Unmount { fs: name }), what) {
             None => Ok(()),
             Some(e) => Err(format!("node {n} rejected the request: {e:?}")),
         }
@@ -1479,6 +1532,12 @@ impl World {
             return;
         }
         let inc = node.daemon.as_ref().map_or(0, |d| d.inc);
+        if self.rings[ri].dead {
+            // Real corosync: the old ring's token is lost, a message is
+            // originated only in the sender's next ring (after its confchg).
+            self.nodes[from as usize].held.push((inc, bytes));
+            return;
+        }
         let d = self.delay(self.cfg.net_delay);
         let r = &mut self.rings[ri];
         let ts = (self.now + d).max(r.last_ts);
@@ -1538,8 +1597,13 @@ impl World {
         if changed.is_empty() {
             return;
         }
-        // 1. Old rings: flush (or carry over) what is still pending.
+        // 1. Old rings: flush (or carry over) what is still pending. They
+        // are dead from now on (whoever is still in one is paused or cut
+        // off and will move too).
         let old_rings: BTreeSet<usize> = changed.iter().flatten().filter_map(|m| old[*m as usize]).collect();
+        for r in old_rings.iter() {
+            self.rings[*r].dead = true;
+        }
         let mut carried: Vec<(u32, u64, Rc<[u8]>)> = Vec::new();
         for r in old_rings {
             if self.cfg.carryover {
@@ -1580,6 +1644,7 @@ impl World {
                 quorate,
                 pending: VecDeque::new(),
                 last_ts: self.now,
+                dead: false,
                 reporters: Vec::new(),
             });
             self.trace(0, What::RingFormed { seq, members: mask(c.iter().copied()), quorate });
@@ -1632,7 +1697,17 @@ impl World {
                 self.send_quorum(m, ri);
             }
         }
-        // 3. Carried-over messages go out in their sender's new ring.
+        // 3. Carried-over messages go out in their sender's new ring, and
+        // so does what was sent into a dead ring.
+        for n in 1..=self.cfg.nodes {
+            let node = &mut self.nodes[n as usize];
+            if node.held.is_empty() || node.ring.is_some_and(|r| self.rings[r].dead) {
+                continue;
+            }
+            for (inc, bytes) in std::mem::take(&mut node.held) {
+                carried.push((n, inc, bytes));
+            }
+        }
         for (from, inc, bytes) in carried {
             if self.nodes[from as usize].inst() == Some((from, inc)) {
                 self.mcast(from, bytes);
@@ -1743,6 +1818,12 @@ impl World {
                     self.violate(Property::RecoveryBeforeReuse, m);
                     return;
                 }
+                if !first {
+                    if let Err(m) = invariants::blocked::check_mount(self, n, fs) {
+                        self.violate(Property::BlockedDuringRecovery, m);
+                        return;
+                    }
+                }
                 if first {
                     self.log.totals.first_mounts += 1;
                     self.disks.entry(fs.to_string()).or_default().first_mounters.push(n);
@@ -1765,6 +1846,10 @@ impl World {
                 self.schedule(self.now + d, Ev::Node(n, ev));
             }
             KernelOp::MountSpectator => {
+                if let Err(m) = invariants::blocked::check_mount(self, n, fs) {
+                    self.violate(Property::BlockedDuringRecovery, m);
+                    return;
+                }
                 let k = self.nodes[n as usize].kernel.entry(fs.to_string()).or_insert_with(|| KFs::new(mid, mode));
                 if k.phase != KPhase::Idle {
                     let msg = format!("node {n} asked to mount {fs} again while its kernel is {:?}", k.phase);
@@ -1872,7 +1957,10 @@ impl World {
                 let own = k.jid;
                 let disk = self.disks.entry(fs.to_string()).or_default();
                 for (j, jr) in disk.journals.iter_mut() {
-                    if Some(*j) != own {
+                    // Every journal, its own too (gfs2's init_journal: the
+                    // first mounter recovers all of them); what it wrote
+                    // itself since stays its own.
+                    if Some(*j) != own || jr.writer.is_some_and(|w| w != me) {
                         jr.writer = None;
                     }
                 }

@@ -90,19 +90,51 @@ fn bug14_message_missed_in_an_uninstalled_view() {
 }
 
 #[test]
-#[ignore = "CORE-BUG-15 is open (tests/CORE_BUGS.md)"]
 fn bug15_old_view_start_syncs_stale_group() {
     run("bug15-old-view-start-syncs-stale-group.txt", 17178);
 }
 
 #[test]
-#[ignore = "CORE-BUG-15 is open (tests/CORE_BUGS.md)"]
 fn bug15_corosync_stale_start() {
     run("bug15-corosync-stale-start.txt", 563103782993922);
 }
 
 #[test]
-#[ignore = "CORE-BUG-16 is open (tests/CORE_BUGS.md)"]
 fn bug16_concurrent_replay_after_withdraw() {
     run("bug16-concurrent-replay-after-merge.txt", 13834818358261319424);
+}
+
+#[test]
+fn bug17_unmount_during_replay() {
+    run("bug17-unmount-during-replay.txt", 382355);
+}
+
+#[test]
+fn bug16_withdraw_during_replay() {
+    run("bug16-withdraw-during-replay.txt", 230688);
+}
+
+#[test]
+fn bug18_paused_node_own_sync_in_dead_ring() {
+    run("bug18-paused-node-own-sync-in-dead-ring.txt", 51319);
+}
+
+#[test]
+fn bug18_paused_node_group_sync_in_dead_ring() {
+    run("bug18-paused-node-group-sync-in-dead-ring.txt", 909477);
+}
+
+#[test]
+fn bug19_withdraw_lost_after_remount() {
+    run("bug19-withdraw-lost-after-remount.txt", 470915);
+}
+
+#[test]
+fn bug20_first_mounter_own_dirty_journal() {
+    run("bug20-first-mounter-own-dirty-journal.txt", 928198);
+}
+
+#[test]
+fn bug21_mount_again_after_failed_mount() {
+    run("bug21-mount-again-after-failed-mount.txt", 19998);
 }

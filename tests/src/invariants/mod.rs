@@ -12,15 +12,19 @@
 //! | `generations.rs`            | 5 generations never go backwards             |
 //! | `liveness.rs`               | 6 liveness after the faults stop             |
 //! | `robustness.rs`             | 7 no panic, no backpressure, no bad bytes    |
-//! | `virtual_synchrony.rs`      | 8 (udp model) the transport's total order and virtual synchrony |
+//! | `blocked.rs`                | 8 blocked during recovery                    |
+//! | `unmount_contract.rs`       | 9 the unmount contract                       |
+//! | `virtual_synchrony.rs`      | (udp model) the transport's total order and virtual synchrony |
 
 pub mod agreement;
+pub mod blocked;
 pub mod generations;
 pub mod journal_exclusivity;
 pub mod liveness;
 pub mod no_stale_merge;
 pub mod recovery_before_reuse;
 pub mod robustness;
+pub mod unmount_contract;
 pub mod virtual_synchrony;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,6 +36,8 @@ pub enum Property {
     Generations,
     Liveness,
     Robustness,
+    BlockedDuringRecovery,
+    UnmountContract,
     VirtualSynchrony,
 }
 
@@ -45,7 +51,9 @@ impl Property {
             Property::Generations => "P5 generations",
             Property::Liveness => "P6 liveness",
             Property::Robustness => "P7 robustness",
-            Property::VirtualSynchrony => "P8 virtual synchrony",
+            Property::BlockedDuringRecovery => "P8 blocked during recovery",
+            Property::UnmountContract => "P9 unmount contract",
+            Property::VirtualSynchrony => "VS virtual synchrony",
         }
     }
 }

@@ -372,6 +372,7 @@ impl World {
             quorate,
             pending: VecDeque::new(),
             last_ts: self.now,
+            dead: false,
             reporters: vec![inst],
         });
         ri
