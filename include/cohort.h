@@ -322,6 +322,10 @@ enum CohortDropReason
      * A peer's description of a group differs from ours.
      */
     COHORT_DROP_REASON_DISAGREEMENT = 5,
+    /**
+     * Sent in another transport view than the one it was delivered in.
+     */
+    COHORT_DROP_REASON_OTHER_VIEW = 6,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
