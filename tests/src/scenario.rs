@@ -1133,3 +1133,17 @@ pub fn run_file(path: &str, seed: u64, live_trace: bool) -> Result<Report, Box<S
     })?;
     run_text(path, &text, seed, live_trace)
 }
+
+/// For the proofs that the checkers bite: run a scenario of
+/// `tests/scenarios/` that must fail with one of `props`; panics otherwise.
+pub fn must_violate(file: &str, seed: u64, props: &[crate::Property]) -> crate::Violation {
+    let path = format!("{}/scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
+    let e = match run_file(&path, seed, false) {
+        Ok(_) => panic!("{file} seed {seed} passed: the checkers do not bite"),
+        Err(e) => e,
+    };
+    let v = e.violation.clone().unwrap_or_else(|| panic!("{file} seed {seed} failed without a violation: {e}"));
+    assert!(props.contains(&v.property), "{file} seed {seed}: unexpected property {}: {e}", v.property.name());
+    println!("{file} seed {seed}: {v}");
+    v
+}

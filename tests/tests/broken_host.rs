@@ -5,16 +5,10 @@
 //!
 //! Run: `cargo test -p cohort-sim --features broken-host --test broken_host`.
 
+use cohort_sim::scenario::must_violate;
 use cohort_sim::Property;
 
 #[test]
 fn an_early_leave_is_caught() {
-    let path = format!("{}/scenarios/31-unmount-early-refused.txt", env!("CARGO_MANIFEST_DIR"));
-    let e = match cohort_sim::scenario::run_file(&path, 1, false) {
-        Ok(_) => panic!("the early leave passed: property 9 does not bite"),
-        Err(e) => e,
-    };
-    let v = e.violation.as_ref().unwrap_or_else(|| panic!("failed without a violation: {e}"));
-    assert_eq!(v.property, Property::UnmountContract, "{e}");
-    println!("{v}");
+    must_violate("31-unmount-early-refused.txt", 1, &[Property::UnmountContract]);
 }
