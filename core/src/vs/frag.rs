@@ -191,6 +191,11 @@ pub enum FragDiscard {
     /// No reassembly pages left (the sequencer admits nothing that does not
     /// fit, so only a faulty sequencer causes this).
     Overflow,
+    /// The message would be longer than [`MAX_MESSAGE`] (its stored part
+    /// plus its last chunk): only a faulty or hostile key holder builds one.
+    /// Every member drops it at the same place and moves on (a receive
+    /// buffer of `MAX_MESSAGE` bytes always suffices).
+    Oversize,
 }
 
 /// A parsed chunk header.
@@ -408,10 +413,12 @@ impl Tracker {
                 let filled = usize::from(o.filled);
                 let stored = usize::from(o.stored);
                 let step = if hdr.is_last() {
-                    if filled == stored {
-                        Step::Complete
-                    } else {
+                    if filled != stored {
                         Step::Discard(FragDiscard::Malformed)
+                    } else if stored + r.data.len() > MAX_MESSAGE {
+                        Step::Discard(FragDiscard::Oversize)
+                    } else {
+                        Step::Complete
                     }
                 } else if filled + r.data.len() <= stored {
                     Step::Store
@@ -782,6 +789,38 @@ mod tests {
         assert_eq!(feed(&mut r, 1, &long[1], &mut out), Err(FragDiscard::Malformed));
         assert_eq!(r.tracker.free_pages(), REASSEMBLY_PAGES);
         assert_eq!(r.tracker.open_count(), 0);
+    }
+
+    #[test]
+    fn a_message_longer_than_max_message_is_dropped_not_wedged() {
+        // A key holder declares MAX_MESSAGE stored bytes, fills them, and
+        // adds a last chunk: the whole message would not fit any receive
+        // buffer of MAX_MESSAGE bytes (before, `poll_event` then returned
+        // `None` for ever without consuming the unit). Every member drops it
+        // (the verdict depends on the bytes only), frees its pages, goes on.
+        let mut r = Reassembly::new();
+        let mut out = [0u8; MAX_MESSAGE];
+        let big: Vec<u8> = (0..MAX_MESSAGE + 100).map(|i| i as u8).collect();
+        let mut pieces = std::vec![(0, MAX_UNIT - FIRST_HDR)];
+        while pieces.last().unwrap().1 < MAX_MESSAGE {
+            let at = pieces.last().unwrap().1;
+            pieces.push((at, (at + CONT_DATA).min(MAX_MESSAGE)));
+        }
+        pieces.push((MAX_MESSAGE, MAX_MESSAGE + 100));
+        let count = pieces.len() as u8;
+        assert!(usize::from(count) <= MAX_CHUNKS);
+        for (i, (a, b)) in pieces.iter().enumerate() {
+            let u = unit(4, i as u8, count, (i == 0).then_some(MAX_MESSAGE as u16), &big[*a..*b]);
+            let want = if i + 1 == pieces.len() { Err(FragDiscard::Oversize) } else { Ok(None) };
+            assert_eq!(feed(&mut r, 0, &u, &mut out), want, "chunk {i}");
+        }
+        assert_eq!(r.tracker.free_pages(), REASSEMBLY_PAGES);
+        assert_eq!(r.tracker.open_count(), 0);
+        // The same sender's next message is delivered.
+        let ok = cut_units(5, &big[..2000]);
+        for (i, u) in ok.iter().enumerate() {
+            assert_eq!(feed(&mut r, 0, u, &mut out), Ok((i + 1 == ok.len()).then_some(2000)));
+        }
     }
 
     /// The units of a message of `len` bytes (content irrelevant) whose

@@ -726,7 +726,10 @@ impl Vs {
     /// `payload_buf`, which must hold [`MAX_MESSAGE`] bytes ([`MAX_PAYLOAD`]
     /// if only [`Vs::broadcast`] is used). With a smaller buffer a larger
     /// message is not lost: this returns `None` until called with a buffer
-    /// large enough.
+    /// large enough. No delivered message is ever longer than
+    /// [`MAX_MESSAGE`]: a sender that builds one (only a faulty or hostile
+    /// key holder can) has it dropped by every member at the same place
+    /// (`frag_discarded`), so a `MAX_MESSAGE` buffer never wedges.
     pub fn poll_event(&mut self, payload_buf: &mut [u8]) -> Option<VsEvent> {
         loop {
             if let Some(ev) = self.events.next_event() {
