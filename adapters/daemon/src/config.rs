@@ -67,6 +67,9 @@ pub struct UdpConfig {
     pub net: UdpNet,
     /// The cluster key (32 raw bytes or 64 hex digits), same on every node.
     pub key_file: PathBuf,
+    /// `udp.allow_insecure_key_file`: accept a key file that group or
+    /// others can access (refused by default).
+    pub allow_insecure_key_file: bool,
     pub heartbeat_ms: u64,
     pub fail_timeout_ms: u64,
     pub quorum: UdpQuorum,
@@ -236,6 +239,7 @@ struct RawCorosync {
 struct RawUdp {
     mode: Option<String>,
     key_file: Option<String>,
+    allow_insecure_key_file: Option<bool>,
     heartbeat_ms: Option<i64>,
     fail_timeout_ms: Option<i64>,
     quorum: Option<String>,
@@ -420,6 +424,29 @@ fn ipv4(key: &str, s: &str) -> R<Ipv4Addr> {
 }
 
 /// Validate `[udp]` for node `me`; returns it and the cluster's node list.
+/// The cluster key must not be accessible by group or others (as ssh
+/// refuses a private key file that is): whoever reads it can impersonate
+/// any node of the cluster.
+fn key_file_private(path: &Path) -> R<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return err("udp.key_file", format!("{} cannot be read: {e}", path.display())),
+    };
+    let mode = md.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return err(
+            "udp.key_file",
+            format!(
+                "{p} is accessible by group or others (mode {mode:04o}): anyone who reads the key can impersonate \
+                 every node; run `chmod 600 {p}` (or set udp.allow_insecure_key_file = true to accept it)",
+                p = path.display()
+            ),
+        );
+    }
+    Ok(())
+}
+
 fn udp_config(u: RawUdp, me: u32, nodes: Option<&[u32]>) -> R<(UdpConfig, Vec<u32>)> {
     let Some(key_file) = u.key_file else {
         return err("udp.key_file", "missing: the cluster key file (32 random bytes or 64 hex digits)");
@@ -432,6 +459,10 @@ fn udp_config(u: RawUdp, me: u32, nodes: Option<&[u32]>) -> R<(UdpConfig, Vec<u3
                 return err("udp.key_file", format!("{}: {why}", key_file.display()));
             }
         }
+    }
+    let allow_insecure_key_file = u.allow_insecure_key_file.unwrap_or(false);
+    if !allow_insecure_key_file {
+        key_file_private(&key_file)?;
     }
     let heartbeat_ms = ms("udp.heartbeat_ms", u.heartbeat_ms, 50, 5, 10_000)?;
     let fail_timeout_ms = ms("udp.fail_timeout_ms", u.fail_timeout_ms, (6 * heartbeat_ms).max(300), 10, 600_000)?;
@@ -561,7 +592,7 @@ fn udp_config(u: RawUdp, me: u32, nodes: Option<&[u32]>) -> R<(UdpConfig, Vec<u3
         }
         Some(q) => return err("udp.quorum", format!("must be \"majority\" or \"two-node\" (got {q:?})")),
     };
-    Ok((UdpConfig { net, key_file, heartbeat_ms, fail_timeout_ms, quorum }, all))
+    Ok((UdpConfig { net, key_file, allow_insecure_key_file, heartbeat_ms, fail_timeout_ms, quorum }, all))
 }
 
 impl Config {
@@ -1006,8 +1037,10 @@ fail_recover = 2
     }
 
     fn key_file(dir: &Path) -> String {
+        use std::os::unix::fs::PermissionsExt;
         let p = dir.join("cohort.key");
         std::fs::write(&p, format!("{}\n", "ab".repeat(32))).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         p.display().to_string()
     }
 
