@@ -563,6 +563,7 @@ impl Loop {
             }
             self.control.push_log(self.engine.log());
             self.control.flush();
+            self.control.expire_idle();
         }
     }
 
