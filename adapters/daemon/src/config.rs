@@ -58,6 +58,9 @@ pub struct Config {
     pub recovery_retry_ms: u64,
     /// Entries kept in the event log ring.
     pub log_entries: usize,
+    /// `log_level`: tracing filter (env-filter syntax) when neither
+    /// `COHORT_LOG` nor `RUST_LOG` is set; re-read on SIGHUP.
+    pub log_level: Option<String>,
     pub filesystems: Vec<FsConfig>,
 }
 
@@ -222,6 +225,7 @@ struct RawConfig {
     cluster_name: Option<String>,
     recovery_retry_ms: Option<i64>,
     log_entries: Option<i64>,
+    log_level: Option<String>,
     corosync: Option<RawCorosync>,
     fence: Option<RawFence>,
     #[serde(default)]
@@ -687,6 +691,16 @@ impl Config {
         };
         let recovery_retry_ms = ms("recovery_retry_ms", raw.recovery_retry_ms, 1000, 10, 600_000)?;
         let log_entries = ms("log_entries", raw.log_entries, 2000, 10, 1_000_000)? as usize;
+        let log_level = match raw.log_level {
+            Some(l) => match tracing_subscriber::EnvFilter::try_new(&l) {
+                Ok(_) if !l.trim().is_empty() => Some(l),
+                Ok(_) => return err("log_level", "must not be empty (e.g. \"info\", \"warn\", \"debug\")"),
+                Err(e) => {
+                    return err("log_level", format!("not a valid log filter {l:?}: {e} (e.g. \"info\", \"warn\")"))
+                }
+            },
+            None => None,
+        };
         if raw.filesystem.len() > MAX_GROUPS {
             return err("filesystem", format!("at most {MAX_GROUPS} filesystems (got {})", raw.filesystem.len()));
         }
@@ -859,8 +873,34 @@ impl Config {
             fence,
             recovery_retry_ms,
             log_entries,
+            log_level,
             filesystems,
         })
+    }
+
+    /// The keys whose value differs between `self` (running) and `new`
+    /// and that only take effect at a restart (everything but `log_level`,
+    /// `fence.agent` and `fence.timeout_ms`).
+    pub fn restart_keys(&self, new: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut d = |changed: bool, k: &'static str| {
+            if changed {
+                v.push(k);
+            }
+        };
+        d(self.node_id != new.node_id, "node_id");
+        d(self.transport != new.transport, "transport");
+        d(self.nodes != new.nodes, "nodes");
+        d(self.startup_fence_delay_ms != new.startup_fence_delay_ms, "startup_fence_delay_ms");
+        d(self.udp != new.udp, "udp");
+        d(self.state_dir != new.state_dir, "state_dir");
+        d(self.group != new.group, "corosync.group");
+        d(self.cluster_name != new.cluster_name, "cluster_name");
+        d(self.fence.retry_ms != new.fence.retry_ms, "fence.retry_ms");
+        d(self.recovery_retry_ms != new.recovery_retry_ms, "recovery_retry_ms");
+        d(self.log_entries != new.log_entries, "log_entries");
+        d(self.filesystems != new.filesystems, "filesystem");
+        v
     }
 
     pub fn socket_path(&self) -> PathBuf {

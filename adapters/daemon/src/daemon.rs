@@ -30,10 +30,12 @@
 //!   systemd's SIGKILL, without the block.) Otherwise (memberships whose
 //!   kernel side has nothing mounted: mounts in progress, withdrawn) it
 //!   unmounts them first and exits 0 (a second signal blocks and exits 1).
+//! * SIGHUP never stops the daemon: [`Loop::reload`]. SIGPIPE is ignored.
 
 use std::fs::{self, OpenOptions};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -54,10 +56,17 @@ use crate::proc::{mounted_at, wake_pair, Wake, Waker};
 use crate::transport::{udp_adapter_config, Link, LinkError};
 
 static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+/// SIGTERM/SIGINT received.
 static SIGNALS: AtomicU32 = AtomicU32::new(0);
+/// SIGHUP received.
+static HANGUPS: AtomicU32 = AtomicU32::new(0);
 
-extern "C" fn on_signal(_sig: libc::c_int) {
-    SIGNALS.fetch_add(1, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        HANGUPS.fetch_add(1, Ordering::SeqCst);
+    } else {
+        SIGNALS.fetch_add(1, Ordering::SeqCst);
+    }
     let fd = SIGNAL_FD.load(Ordering::SeqCst);
     if fd >= 0 {
         let b = 2u8;
@@ -66,9 +75,14 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     }
 }
 
+/// SIGTERM/SIGINT stop the daemon, SIGHUP re-reads the configuration
+/// (never stops it), SIGPIPE is ignored (a control client that hung up is
+/// an EPIPE on its socket, nothing more).
 fn install_signals(fd: RawFd) {
     SIGNAL_FD.store(fd, Ordering::SeqCst);
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    // SAFETY: setting SIGPIPE's disposition to SIG_IGN.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: installing a handler that only touches atomics and write(2).
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -263,8 +277,16 @@ fn describe_link(cfg: &Config, link: &Link) -> String {
     }
 }
 
+/// What `run` needs beyond the configuration: where to re-read it on
+/// SIGHUP and how to change the log level.
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    /// Apply a `log_level` (`None`: the default); `Ok(what was done)`.
+    pub set_log_level: Box<dyn Fn(Option<&str>) -> Result<String, String>>,
+}
+
 /// Run the daemon until it stops. `Ok(())` is a clean stop.
-pub fn run(cfg: Config) -> Result<(), Fatal> {
+pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
     let _lock = lock_state_dir(&cfg)?;
     let (waker, wake_rx) = wake_pair().map_err(|e| Fatal::Startup(format!("cannot create the wake pipe: {e}")))?;
     let mut fs_rt = Vec::new();
@@ -342,6 +364,9 @@ pub fn run(cfg: Config) -> Result<(), Fatal> {
         clock: Box::new(clock),
         stopping: false,
         seen_signals: 0,
+        seen_hangups: 0,
+        cfg: cfg.clone(),
+        opts,
     };
     lp.startup();
     let r = lp.run();
@@ -374,6 +399,10 @@ struct Loop {
     clock: Box<dyn Fn() -> u64>,
     stopping: bool,
     seen_signals: u32,
+    seen_hangups: u32,
+    /// The configuration in force (SIGHUP compares the file with it).
+    cfg: Config,
+    opts: RunOptions,
 }
 
 impl Loop {
@@ -532,6 +561,11 @@ impl Loop {
                 }
                 self.check_stop()?;
             }
+            let hup = HANGUPS.load(Ordering::SeqCst);
+            if hup != self.seen_hangups {
+                self.seen_hangups = hup;
+                self.reload();
+            }
             let sig = SIGNALS.load(Ordering::SeqCst);
             if sig != self.seen_signals {
                 self.seen_signals = sig;
@@ -564,6 +598,57 @@ impl Loop {
             self.control.push_log(self.engine.log());
             self.control.flush();
             self.control.expire_idle();
+        }
+    }
+
+    /// SIGHUP: re-read and validate the configuration file; apply what can
+    /// change at run time (`log_level`, `fence.agent`, `fence.timeout_ms`);
+    /// log the changed keys that need a restart. Never stops the daemon.
+    fn reload(&mut self) {
+        let path = self.opts.config_path.display().to_string();
+        let new = match Config::load(&self.opts.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                let text = format!(
+                    "SIGHUP: configuration reload failed: {e}; still running with the configuration in force (fix \
+                     the file, check it with `cohortd --check --config {path}`, then send SIGHUP again)"
+                );
+                tracing::error!("{text}");
+                self.engine.log_only("error", text);
+                return;
+            }
+        };
+        let mut applied = Vec::new();
+        if new.log_level != self.cfg.log_level {
+            match (self.opts.set_log_level)(new.log_level.as_deref()) {
+                Ok(what) => applied.push(format!("log_level: {what}")),
+                Err(e) => applied.push(format!("log_level NOT applied: {e}")),
+            }
+            self.cfg.log_level = new.log_level.clone();
+        }
+        if new.fence.agent != self.cfg.fence.agent {
+            applied.push(format!("fence.agent = {}", new.fence.agent.display()));
+            self.fencer.agent = new.fence.agent.clone();
+            self.cfg.fence.agent = new.fence.agent.clone();
+        }
+        if new.fence.timeout_ms != self.cfg.fence.timeout_ms {
+            applied.push(format!("fence.timeout_ms = {}", new.fence.timeout_ms));
+            self.fencer.timeout = Duration::from_millis(new.fence.timeout_ms);
+            self.cfg.fence.timeout_ms = new.fence.timeout_ms;
+        }
+        let restart = self.cfg.restart_keys(&new);
+        let text = format!(
+            "SIGHUP: configuration {path} re-read: {}",
+            if applied.is_empty() { "nothing to apply".to_owned() } else { format!("applied {}", applied.join(", ")) }
+        );
+        self.engine.note("info", text);
+        if !restart.is_empty() {
+            let text = format!(
+                "SIGHUP: changed in {path} but needs a restart to take effect (running with the old values): {}",
+                restart.join(", ")
+            );
+            tracing::warn!("{text}");
+            self.engine.log_only("info", text);
         }
     }
 

@@ -222,6 +222,13 @@ impl Engine {
         self.log.push(self.now, gen, kind, text);
     }
 
+    /// Add an event log entry without a tracing line (the caller logged it
+    /// at its own level).
+    pub fn log_only(&mut self, kind: &str, text: String) {
+        let gen = self.gen();
+        self.log.push(self.now, gen, kind, text);
+    }
+
     fn fs_of_group(&self, g: GroupId) -> String {
         self.fs
             .iter()

@@ -170,8 +170,10 @@ fn sighup_rereads_the_config_and_sigpipe_is_ignored() {
     c.signal(1, libc::SIGHUP);
     c.wait_log(1, "needs a restart");
     let log = c.log_text(1);
-    assert!(log.contains("log_entries"), "{log}");
-    assert!(log.contains("fence.timeout_ms"), "{log}");
+    assert!(log.contains(" WARN ") && log.contains("log_entries"), "{log}");
+    let ev: Vec<String> = c.log(1).into_iter().map(|e| e.text).collect();
+    assert!(ev.iter().any(|t| t.contains("applied") && t.contains("fence.timeout_ms = 7000")), "{ev:?}");
+    assert!(ev.iter().any(|t| t.contains("needs a restart") && t.contains("log_entries")), "{ev:?}");
     // log_level = "warn" is in force: an INFO event is not printed any more.
     let before = c.log_text(1).len();
     c.ctl(1, &["mount", "fs1"]).unwrap();
