@@ -549,9 +549,9 @@ impl Loop {
                     let mut env = LinkEnv { link, fencer, waker };
                     match w {
                         Wake::Kernel(k) => engine.kernel_event(now, k, &mut env),
-                        Wake::Fenced { target, why, result, took_ms } => {
+                        Wake::Fenced { target, why, result, stderr, took_ms } => {
                             let result = result.map_err(|e| format!("{e} (after {took_ms} ms)"));
-                            engine.fenced(now, target, why, result, &mut env)
+                            engine.fenced(now, target, why, result, &stderr, &mut env)
                         }
                         Wake::Hook { fs, op, result } => match result {
                             Ok(()) => tracing::debug!(fs, op, "hook done"),
