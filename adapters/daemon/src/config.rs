@@ -44,6 +44,10 @@ pub struct Config {
     /// fencing. `None` (corosync only): read corosync's nodelist at start.
     /// Always `Some` with `transport = "udp"`.
     pub nodes: Option<Vec<u32>>,
+    /// `startup_fencing` (default true). With true and no `nodes`, a
+    /// corosync nodelist that cannot be read stops the start; false runs
+    /// without startup fencing, explicitly.
+    pub startup_fencing: bool,
     /// Startup fencing grace: in a cold cluster, configured nodes that have
     /// not joined within this time are fenced before any first mount.
     pub startup_fence_delay_ms: u64,
@@ -219,6 +223,7 @@ struct RawConfig {
     node_id: Option<i64>,
     transport: Option<String>,
     nodes: Option<Vec<i64>>,
+    startup_fencing: Option<bool>,
     startup_fence_delay_ms: Option<i64>,
     udp: Option<RawUdp>,
     state_dir: Option<String>,
@@ -865,6 +870,7 @@ impl Config {
             node_id,
             transport,
             nodes,
+            startup_fencing: raw.startup_fencing.unwrap_or(true),
             startup_fence_delay_ms,
             udp,
             state_dir,
@@ -891,6 +897,7 @@ impl Config {
         d(self.node_id != new.node_id, "node_id");
         d(self.transport != new.transport, "transport");
         d(self.nodes != new.nodes, "nodes");
+        d(self.startup_fencing != new.startup_fencing, "startup_fencing");
         d(self.startup_fence_delay_ms != new.startup_fence_delay_ms, "startup_fence_delay_ms");
         d(self.udp != new.udp, "udp");
         d(self.state_dir != new.state_dir, "state_dir");
@@ -901,6 +908,19 @@ impl Config {
         d(self.log_entries != new.log_entries, "log_entries");
         d(self.filesystems != new.filesystems, "filesystem");
         v
+    }
+
+    /// One line on startup fencing for `cohortd --check`.
+    pub fn startup_fencing_summary(&self) -> String {
+        match (&self.nodes, self.startup_fencing) {
+            (_, false) => "startup fencing: OFF (startup_fencing = false): a first mount does not wait for \
+                           configured nodes that have not joined"
+                .to_owned(),
+            (Some(n), true) => format!("startup fencing: on (nodes {n:?})"),
+            (None, true) => "startup fencing: on, nodes from corosync's nodelist at start (corosync-cmapctl); the \
+                             start fails if it cannot be read (set `nodes = [...]`, or startup_fencing = false)"
+                .to_owned(),
+        }
     }
 
     pub fn socket_path(&self) -> PathBuf {

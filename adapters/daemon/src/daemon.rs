@@ -35,7 +35,7 @@
 use std::fs::{self, OpenOptions};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -233,6 +233,30 @@ fn cluster_nodes(cfg: &Config) -> Result<Vec<u32>, String> {
     nodelist::corosync_nodelist(&tool, Duration::from_secs(10))
 }
 
+/// The node list for startup fencing: `Some(nodes)`, `None` when the
+/// configuration turned startup fencing off (`startup_fencing = false`).
+/// Without a node list and without that opt-out the start fails: running
+/// without startup fencing would let a first mount happen while a node
+/// that has not joined still has the filesystem mounted.
+pub fn startup_fencing_nodes(
+    cfg: &Config,
+    cluster: Result<Vec<u32>, String>,
+    path: &Path,
+) -> Result<Option<Vec<u32>>, Fatal> {
+    if !cfg.startup_fencing {
+        return Ok(None);
+    }
+    match cluster {
+        Ok(n) => Ok(Some(n)),
+        Err(why) => Err(Fatal::Startup(format!(
+            "startup fencing needs the list of cluster nodes: {why}; set `nodes = [...]` in {} (or make \
+             `corosync-cmapctl -b nodelist.node` work), or set `startup_fencing = false` there to run without it (a \
+             first mount may then happen while a node that has not joined still writes to the filesystem)",
+            path.display()
+        ))),
+    }
+}
+
 /// Open the configured transport; returns it and this node's id.
 fn open_link(cfg: &Config) -> Result<(Link, u32), Fatal> {
     match cfg.transport {
@@ -301,7 +325,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
     let (link, me) = open_link(&cfg)?;
     let node = cohort_core::NodeId(me);
     // After connecting: corosync-cmapctl needs a running corosync.
-    let cluster = cluster_nodes(&cfg);
+    let cluster = if cfg.startup_fencing { cluster_nodes(&cfg) } else { Ok(Vec::new()) };
     let control = ControlServer::bind(&cfg.socket_path()).map_err(|e| {
         Fatal::Startup(format!("cannot create the control socket {}: {e}", cfg.socket_path().display()))
     })?;
@@ -323,17 +347,21 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
         link.name(),
         clock(),
     );
-    match &cluster {
-        Ok(nodes) => {
-            engine.set_nodelist(nodes);
+    match startup_fencing_nodes(&cfg, cluster, &opts.config_path) {
+        Ok(Some(nodes)) => {
+            engine.set_nodelist(&nodes);
             if !nodes.contains(&me) {
                 tracing::warn!(node = me, nodes = ?nodes, "this node is not in the configured cluster nodes");
             }
         }
-        Err(why) => {
-            tracing::warn!("startup fencing is OFF: {why}");
-            engine.note("info", format!("startup fencing is OFF: {why} (set `nodes = [...]` in the configuration)"));
-        }
+        Ok(None) => engine.note_at(
+            tracing::Level::WARN,
+            "info",
+            "startup fencing is OFF (startup_fencing = false in the configuration): a first mount does not wait for \
+             configured nodes that have not joined"
+                .into(),
+        ),
+        Err(f) => return Err(f),
     }
     engine.note(
         "info",
@@ -755,5 +783,29 @@ impl Loop {
             Ok(text) => json!({"ok": true, "message": text}),
             Err(e) => json!({"ok": false, "error": e}),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Config {
+        let text = format!("{extra}\n[fence]\nagent = \"/bin/sh\"\n");
+        Config::parse(&text, "cohort.toml").unwrap()
+    }
+
+    #[test]
+    fn no_nodelist_is_fatal_unless_startup_fencing_is_off() {
+        let p = Path::new("/etc/cohort/cohort.toml");
+        let no_list = || Err("corosync-cmapctl failed: exit status 1".to_owned());
+        let e = startup_fencing_nodes(&cfg(""), no_list(), p).unwrap_err();
+        assert_eq!(e.code(), crate::exit::FATAL);
+        let t = e.to_string();
+        assert!(t.starts_with("startup fencing needs the list of cluster nodes: corosync-cmapctl failed"), "{t}");
+        assert!(t.contains("set `nodes = [...]` in /etc/cohort/cohort.toml") && t.contains("startup_fencing = false"));
+        assert_eq!(startup_fencing_nodes(&cfg("startup_fencing = false"), no_list(), p), Ok(None));
+        assert_eq!(startup_fencing_nodes(&cfg(""), Ok(vec![1, 2]), p), Ok(Some(vec![1, 2])));
+        assert_eq!(startup_fencing_nodes(&cfg("startup_fencing = false"), Ok(vec![1, 2]), p), Ok(None));
     }
 }

@@ -366,3 +366,22 @@ fn key_file_readable_by_others_is_refused() {
     fs::write(&cfg, text).unwrap();
     assert!(check(&cfg).status.success());
 }
+
+/// `cohortd --check` says whether startup fencing is on and where the node
+/// list comes from; `startup_fencing = false` is the explicit opt-out.
+#[test]
+fn check_reports_startup_fencing() {
+    let d = tempfile::tempdir().unwrap();
+    let check = |extra: &str| {
+        let o = Command::new(COHORTD).arg("--check").arg("--config").arg(config(d.path(), extra)).output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = check("");
+    assert!(out.contains("startup fencing: on, nodes from corosync's nodelist at start"), "{out}");
+    assert!(out.contains("the start fails if it cannot be read"), "{out}");
+    let out = check("nodes = [1, 2, 3]\n");
+    assert!(out.contains("startup fencing: on (nodes [1, 2, 3])"), "{out}");
+    let out = check("startup_fencing = false\n");
+    assert!(out.contains("startup fencing: OFF (startup_fencing = false)"), "{out}");
+}

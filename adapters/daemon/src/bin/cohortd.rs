@@ -103,6 +103,7 @@ fn main() {
     let cfg = Config::load(&config).unwrap_or_else(|e| fatal(&Fatal::Config(e.to_string())));
     if check {
         println!("{}: ok ({} filesystem(s))", config.display(), cfg.filesystems.len());
+        println!("{}", cfg.startup_fencing_summary());
         exit(OK);
     }
     if let Err(e) = set_log_level(&handle, cfg.log_level.as_deref()) {
