@@ -301,12 +301,15 @@ fn describe_link(cfg: &Config, link: &Link) -> String {
     }
 }
 
+/// Applies a `log_level` (`None`: the default); `Ok(what was done)`.
+pub type SetLogLevel = Box<dyn Fn(Option<&str>) -> Result<String, String>>;
+
 /// What `run` needs beyond the configuration: where to re-read it on
 /// SIGHUP and how to change the log level.
 pub struct RunOptions {
     pub config_path: PathBuf,
     /// Apply a `log_level` (`None`: the default); `Ok(what was done)`.
-    pub set_log_level: Box<dyn Fn(Option<&str>) -> Result<String, String>>,
+    pub set_log_level: SetLogLevel,
 }
 
 /// Run the daemon until it stops. `Ok(())` is a clean stop.
