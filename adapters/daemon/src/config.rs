@@ -44,6 +44,10 @@ pub struct Config {
     /// fencing. `None` (corosync only): read corosync's nodelist at start.
     /// Always `Some` with `transport = "udp"`.
     pub nodes: Option<Vec<u32>>,
+    /// `startup_fencing` (default true). With true and no `nodes`, a
+    /// corosync nodelist that cannot be read stops the start; false runs
+    /// without startup fencing, explicitly.
+    pub startup_fencing: bool,
     /// Startup fencing grace: in a cold cluster, configured nodes that have
     /// not joined within this time are fenced before any first mount.
     pub startup_fence_delay_ms: u64,
@@ -58,6 +62,9 @@ pub struct Config {
     pub recovery_retry_ms: u64,
     /// Entries kept in the event log ring.
     pub log_entries: usize,
+    /// `log_level`: tracing filter (env-filter syntax) when neither
+    /// `COHORT_LOG` nor `RUST_LOG` is set; re-read on SIGHUP.
+    pub log_level: Option<String>,
     pub filesystems: Vec<FsConfig>,
 }
 
@@ -67,6 +74,9 @@ pub struct UdpConfig {
     pub net: UdpNet,
     /// The cluster key (32 raw bytes or 64 hex digits), same on every node.
     pub key_file: PathBuf,
+    /// `udp.allow_insecure_key_file`: accept a key file that group or
+    /// others can access (refused by default).
+    pub allow_insecure_key_file: bool,
     pub heartbeat_ms: u64,
     pub fail_timeout_ms: u64,
     pub quorum: UdpQuorum,
@@ -213,12 +223,14 @@ struct RawConfig {
     node_id: Option<i64>,
     transport: Option<String>,
     nodes: Option<Vec<i64>>,
+    startup_fencing: Option<bool>,
     startup_fence_delay_ms: Option<i64>,
     udp: Option<RawUdp>,
     state_dir: Option<String>,
     cluster_name: Option<String>,
     recovery_retry_ms: Option<i64>,
     log_entries: Option<i64>,
+    log_level: Option<String>,
     corosync: Option<RawCorosync>,
     fence: Option<RawFence>,
     #[serde(default)]
@@ -236,6 +248,7 @@ struct RawCorosync {
 struct RawUdp {
     mode: Option<String>,
     key_file: Option<String>,
+    allow_insecure_key_file: Option<bool>,
     heartbeat_ms: Option<i64>,
     fail_timeout_ms: Option<i64>,
     quorum: Option<String>,
@@ -420,6 +433,29 @@ fn ipv4(key: &str, s: &str) -> R<Ipv4Addr> {
 }
 
 /// Validate `[udp]` for node `me`; returns it and the cluster's node list.
+/// The cluster key must not be accessible by group or others (as ssh
+/// refuses a private key file that is): whoever reads it can impersonate
+/// any node of the cluster.
+fn key_file_private(path: &Path) -> R<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return err("udp.key_file", format!("{} cannot be read: {e}", path.display())),
+    };
+    let mode = md.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return err(
+            "udp.key_file",
+            format!(
+                "{p} is accessible by group or others (mode {mode:04o}): anyone who reads the key can impersonate \
+                 every node; run `chmod 600 {p}` (or set udp.allow_insecure_key_file = true to accept it)",
+                p = path.display()
+            ),
+        );
+    }
+    Ok(())
+}
+
 fn udp_config(u: RawUdp, me: u32, nodes: Option<&[u32]>) -> R<(UdpConfig, Vec<u32>)> {
     let Some(key_file) = u.key_file else {
         return err("udp.key_file", "missing: the cluster key file (32 random bytes or 64 hex digits)");
@@ -432,6 +468,10 @@ fn udp_config(u: RawUdp, me: u32, nodes: Option<&[u32]>) -> R<(UdpConfig, Vec<u3
                 return err("udp.key_file", format!("{}: {why}", key_file.display()));
             }
         }
+    }
+    let allow_insecure_key_file = u.allow_insecure_key_file.unwrap_or(false);
+    if !allow_insecure_key_file {
+        key_file_private(&key_file)?;
     }
     let heartbeat_ms = ms("udp.heartbeat_ms", u.heartbeat_ms, 50, 5, 10_000)?;
     let fail_timeout_ms = ms("udp.fail_timeout_ms", u.fail_timeout_ms, (6 * heartbeat_ms).max(300), 10, 600_000)?;
@@ -561,7 +601,7 @@ fn udp_config(u: RawUdp, me: u32, nodes: Option<&[u32]>) -> R<(UdpConfig, Vec<u3
         }
         Some(q) => return err("udp.quorum", format!("must be \"majority\" or \"two-node\" (got {q:?})")),
     };
-    Ok((UdpConfig { net, key_file, heartbeat_ms, fail_timeout_ms, quorum }, all))
+    Ok((UdpConfig { net, key_file, allow_insecure_key_file, heartbeat_ms, fail_timeout_ms, quorum }, all))
 }
 
 impl Config {
@@ -656,6 +696,16 @@ impl Config {
         };
         let recovery_retry_ms = ms("recovery_retry_ms", raw.recovery_retry_ms, 1000, 10, 600_000)?;
         let log_entries = ms("log_entries", raw.log_entries, 2000, 10, 1_000_000)? as usize;
+        let log_level = match raw.log_level {
+            Some(l) => match tracing_subscriber::EnvFilter::try_new(&l) {
+                Ok(_) if !l.trim().is_empty() => Some(l),
+                Ok(_) => return err("log_level", "must not be empty (e.g. \"info\", \"warn\", \"debug\")"),
+                Err(e) => {
+                    return err("log_level", format!("not a valid log filter {l:?}: {e} (e.g. \"info\", \"warn\")"))
+                }
+            },
+            None => None,
+        };
         if raw.filesystem.len() > MAX_GROUPS {
             return err("filesystem", format!("at most {MAX_GROUPS} filesystems (got {})", raw.filesystem.len()));
         }
@@ -820,6 +870,7 @@ impl Config {
             node_id,
             transport,
             nodes,
+            startup_fencing: raw.startup_fencing.unwrap_or(true),
             startup_fence_delay_ms,
             udp,
             state_dir,
@@ -828,8 +879,48 @@ impl Config {
             fence,
             recovery_retry_ms,
             log_entries,
+            log_level,
             filesystems,
         })
+    }
+
+    /// The keys whose value differs between `self` (running) and `new`
+    /// and that only take effect at a restart (everything but `log_level`,
+    /// `fence.agent` and `fence.timeout_ms`).
+    pub fn restart_keys(&self, new: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut d = |changed: bool, k: &'static str| {
+            if changed {
+                v.push(k);
+            }
+        };
+        d(self.node_id != new.node_id, "node_id");
+        d(self.transport != new.transport, "transport");
+        d(self.nodes != new.nodes, "nodes");
+        d(self.startup_fencing != new.startup_fencing, "startup_fencing");
+        d(self.startup_fence_delay_ms != new.startup_fence_delay_ms, "startup_fence_delay_ms");
+        d(self.udp != new.udp, "udp");
+        d(self.state_dir != new.state_dir, "state_dir");
+        d(self.group != new.group, "corosync.group");
+        d(self.cluster_name != new.cluster_name, "cluster_name");
+        d(self.fence.retry_ms != new.fence.retry_ms, "fence.retry_ms");
+        d(self.recovery_retry_ms != new.recovery_retry_ms, "recovery_retry_ms");
+        d(self.log_entries != new.log_entries, "log_entries");
+        d(self.filesystems != new.filesystems, "filesystem");
+        v
+    }
+
+    /// One line on startup fencing for `cohortd --check`.
+    pub fn startup_fencing_summary(&self) -> String {
+        match (&self.nodes, self.startup_fencing) {
+            (_, false) => "startup fencing: OFF (startup_fencing = false): a first mount does not wait for \
+                           configured nodes that have not joined"
+                .to_owned(),
+            (Some(n), true) => format!("startup fencing: on (nodes {n:?})"),
+            (None, true) => "startup fencing: on, nodes from corosync's nodelist at start (corosync-cmapctl); the \
+                             start fails if it cannot be read (set `nodes = [...]`, or startup_fencing = false)"
+                .to_owned(),
+        }
     }
 
     pub fn socket_path(&self) -> PathBuf {
@@ -1006,8 +1097,10 @@ fail_recover = 2
     }
 
     fn key_file(dir: &Path) -> String {
+        use std::os::unix::fs::PermissionsExt;
         let p = dir.join("cohort.key");
         std::fs::write(&p, format!("{}\n", "ab".repeat(32))).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         p.display().to_string()
     }
 

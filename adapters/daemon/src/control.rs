@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::api::Request;
 use crate::eventlog::EventLog;
@@ -16,6 +17,12 @@ use crate::eventlog::EventLog;
 const MAX_LINE: usize = 64 * 1024;
 const MAX_CLIENTS: usize = 64;
 const MAX_OUT: usize = 8 * 1024 * 1024;
+/// Bytes read from one client per [`ControlServer::service`] call: a client
+/// that writes without end cannot keep the event loop in its read loop.
+const READ_BUDGET: usize = 64 * 1024;
+/// A connection that has sent nothing and been sent nothing for this long
+/// (and does not follow the log) is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Client {
     id: u64,
@@ -24,6 +31,10 @@ struct Client {
     outbuf: Vec<u8>,
     /// Following the log: last seq sent.
     follow: Option<u64>,
+    /// Discarding the rest of an oversized line (up to its newline).
+    skipping: bool,
+    /// Last byte received or sent.
+    active: Instant,
     eof: bool,
     dead: bool,
 }
@@ -104,45 +115,67 @@ impl ControlServer {
             if c.dead {
                 continue;
             }
-            if !c.eof {
+            let mut budget = READ_BUDGET;
+            while !c.eof && budget > 0 {
                 let mut buf = [0u8; 4096];
-                loop {
-                    match c.stream.read(&mut buf) {
-                        Ok(0) => {
-                            c.eof = true;
-                            break;
-                        }
-                        Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => {
-                            c.dead = true;
-                            break;
-                        }
+                match c.stream.read(&mut buf) {
+                    Ok(0) => c.eof = true,
+                    Ok(n) => {
+                        budget = budget.saturating_sub(n);
+                        c.active = Instant::now();
+                        c.inbuf.extend_from_slice(&buf[..n]);
+                        take_lines(c, &mut reqs);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        c.dead = true;
+                        break;
                     }
                 }
             }
-            while let Some(pos) = c.inbuf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = c.inbuf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim();
-                if line.is_empty() {
-                    continue;
-                }
-                reqs.push((c.id, serde_json::from_str::<Request>(line).map_err(|e| format!("bad request: {e}"))));
-            }
-            if c.inbuf.len() > MAX_LINE {
-                c.inbuf.clear();
-                reqs.push((c.id, Err(format!("request line longer than {MAX_LINE} bytes"))));
-            }
+            take_lines(c, &mut reqs);
         }
         reqs
+    }
+
+    /// Make room for a new connection when every slot is taken: close the
+    /// connection idle longest (one that is not following the log first).
+    /// The operator is never locked out by forgotten connections.
+    fn evict_one(&mut self) {
+        let victim =
+            self.clients.iter().enumerate().min_by_key(|(_, c)| (c.follow.is_some(), c.active)).map(|(i, _)| i);
+        if let Some(i) = victim {
+            let mut c = self.clients.remove(i);
+            tracing::warn!(
+                "control socket: {MAX_CLIENTS} connections open; closing the one idle longest ({} s)",
+                c.active.elapsed().as_secs()
+            );
+            let msg = serde_json::json!({"ok": false, "error": "closed: too many control connections and this one was idle longest"});
+            let _ = c.stream.write(format!("{msg}\n").as_bytes());
+        }
+    }
+
+    /// Close connections idle for longer than [`IDLE_TIMEOUT`] (log
+    /// followers excepted: they wait for entries by design).
+    pub fn expire_idle(&mut self) {
+        for c in &mut self.clients {
+            if c.follow.is_none() && c.active.elapsed() > IDLE_TIMEOUT {
+                tracing::info!("control socket: closing a connection idle for {} s", IDLE_TIMEOUT.as_secs());
+                c.dead = true;
+            }
+        }
+        self.clients.retain(|c| !c.dead);
     }
 
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
                 Ok((s, _)) => {
+                    // Never block on a client, not even for a refusal.
+                    if s.set_nonblocking(true).is_err() {
+                        continue;
+                    }
                     let uid = peer_uid(&s);
                     if uid.as_ref().ok() != Some(&0) {
                         let why = match uid {
@@ -155,12 +188,7 @@ impl ControlServer {
                         continue;
                     }
                     if self.clients.len() >= MAX_CLIENTS {
-                        let mut s = s;
-                        let _ = writeln!(s, "{}", serde_json::json!({"ok": false, "error": "too many clients"}));
-                        continue;
-                    }
-                    if s.set_nonblocking(true).is_err() {
-                        continue;
+                        self.evict_one();
                     }
                     let id = self.next_id;
                     self.next_id += 1;
@@ -170,6 +198,8 @@ impl ControlServer {
                         inbuf: Vec::new(),
                         outbuf: Vec::new(),
                         follow: None,
+                        skipping: false,
+                        active: Instant::now(),
                         eof: false,
                         dead: false,
                     });
@@ -222,6 +252,7 @@ impl ControlServer {
                     Ok(0) => c.dead = true,
                     Ok(n) => {
                         c.outbuf.drain(..n);
+                        c.active = Instant::now();
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -232,6 +263,47 @@ impl ControlServer {
         // Done: dead, or the peer finished sending and has all its answers
         // (a follower that hung up is gone once its read side saw EOF).
         self.clients.retain(|c| !(c.dead || (c.eof && (c.outbuf.is_empty() || c.follow.is_some()))));
+    }
+}
+
+/// Split complete lines off a client's input into requests. A line longer
+/// than [`MAX_LINE`] is answered with an error and skipped up to its
+/// newline: no part of it is ever taken for a request.
+fn take_lines(c: &mut Client, reqs: &mut Vec<(u64, Result<Request, String>)>) {
+    loop {
+        let nl = c.inbuf.iter().position(|b| *b == b'\n');
+        if c.skipping {
+            match nl {
+                Some(pos) => {
+                    c.inbuf.drain(..=pos);
+                    c.skipping = false;
+                    continue;
+                }
+                None => {
+                    c.inbuf.clear();
+                    return;
+                }
+            }
+        }
+        let Some(pos) = nl else {
+            if c.inbuf.len() > MAX_LINE {
+                c.inbuf.clear();
+                c.skipping = true;
+                reqs.push((c.id, Err(format!("request line longer than {MAX_LINE} bytes: skipped"))));
+            }
+            return;
+        };
+        let line: Vec<u8> = c.inbuf.drain(..=pos).collect();
+        if line.len() > MAX_LINE + 1 {
+            reqs.push((c.id, Err(format!("request line longer than {MAX_LINE} bytes: skipped"))));
+            continue;
+        }
+        let line = String::from_utf8_lossy(&line);
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        reqs.push((c.id, serde_json::from_str::<Request>(line).map_err(|e| format!("bad request: {e}"))));
     }
 }
 

@@ -30,10 +30,12 @@
 //!   systemd's SIGKILL, without the block.) Otherwise (memberships whose
 //!   kernel side has nothing mounted: mounts in progress, withdrawn) it
 //!   unmounts them first and exits 0 (a second signal blocks and exits 1).
+//! * SIGHUP never stops the daemon: [`Loop::reload`]. SIGPIPE is ignored.
 
 use std::fs::{self, OpenOptions};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -54,10 +56,17 @@ use crate::proc::{mounted_at, wake_pair, Wake, Waker};
 use crate::transport::{udp_adapter_config, Link, LinkError};
 
 static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+/// SIGTERM/SIGINT received.
 static SIGNALS: AtomicU32 = AtomicU32::new(0);
+/// SIGHUP received.
+static HANGUPS: AtomicU32 = AtomicU32::new(0);
 
-extern "C" fn on_signal(_sig: libc::c_int) {
-    SIGNALS.fetch_add(1, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        HANGUPS.fetch_add(1, Ordering::SeqCst);
+    } else {
+        SIGNALS.fetch_add(1, Ordering::SeqCst);
+    }
     let fd = SIGNAL_FD.load(Ordering::SeqCst);
     if fd >= 0 {
         let b = 2u8;
@@ -66,9 +75,14 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     }
 }
 
+/// SIGTERM/SIGINT stop the daemon, SIGHUP re-reads the configuration
+/// (never stops it), SIGPIPE is ignored (a control client that hung up is
+/// an EPIPE on its socket, nothing more).
 fn install_signals(fd: RawFd) {
     SIGNAL_FD.store(fd, Ordering::SeqCst);
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    // SAFETY: setting SIGPIPE's disposition to SIG_IGN.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: installing a handler that only touches atomics and write(2).
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -219,6 +233,30 @@ fn cluster_nodes(cfg: &Config) -> Result<Vec<u32>, String> {
     nodelist::corosync_nodelist(&tool, Duration::from_secs(10))
 }
 
+/// The node list for startup fencing: `Some(nodes)`, `None` when the
+/// configuration turned startup fencing off (`startup_fencing = false`).
+/// Without a node list and without that opt-out the start fails: running
+/// without startup fencing would let a first mount happen while a node
+/// that has not joined still has the filesystem mounted.
+pub fn startup_fencing_nodes(
+    cfg: &Config,
+    cluster: Result<Vec<u32>, String>,
+    path: &Path,
+) -> Result<Option<Vec<u32>>, Fatal> {
+    if !cfg.startup_fencing {
+        return Ok(None);
+    }
+    match cluster {
+        Ok(n) => Ok(Some(n)),
+        Err(why) => Err(Fatal::Startup(format!(
+            "startup fencing needs the list of cluster nodes: {why}; set `nodes = [...]` in {} (or make \
+             `corosync-cmapctl -b nodelist.node` work), or set `startup_fencing = false` there to run without it (a \
+             first mount may then happen while a node that has not joined still writes to the filesystem)",
+            path.display()
+        ))),
+    }
+}
+
 /// Open the configured transport; returns it and this node's id.
 fn open_link(cfg: &Config) -> Result<(Link, u32), Fatal> {
     match cfg.transport {
@@ -263,8 +301,19 @@ fn describe_link(cfg: &Config, link: &Link) -> String {
     }
 }
 
+/// Applies a `log_level` (`None`: the default); `Ok(what was done)`.
+pub type SetLogLevel = Box<dyn Fn(Option<&str>) -> Result<String, String>>;
+
+/// What `run` needs beyond the configuration: where to re-read it on
+/// SIGHUP and how to change the log level.
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    /// Apply a `log_level` (`None`: the default); `Ok(what was done)`.
+    pub set_log_level: SetLogLevel,
+}
+
 /// Run the daemon until it stops. `Ok(())` is a clean stop.
-pub fn run(cfg: Config) -> Result<(), Fatal> {
+pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
     let _lock = lock_state_dir(&cfg)?;
     let (waker, wake_rx) = wake_pair().map_err(|e| Fatal::Startup(format!("cannot create the wake pipe: {e}")))?;
     let mut fs_rt = Vec::new();
@@ -279,7 +328,7 @@ pub fn run(cfg: Config) -> Result<(), Fatal> {
     let (link, me) = open_link(&cfg)?;
     let node = cohort_core::NodeId(me);
     // After connecting: corosync-cmapctl needs a running corosync.
-    let cluster = cluster_nodes(&cfg);
+    let cluster = if cfg.startup_fencing { cluster_nodes(&cfg) } else { Ok(Vec::new()) };
     let control = ControlServer::bind(&cfg.socket_path()).map_err(|e| {
         Fatal::Startup(format!("cannot create the control socket {}: {e}", cfg.socket_path().display()))
     })?;
@@ -301,17 +350,21 @@ pub fn run(cfg: Config) -> Result<(), Fatal> {
         link.name(),
         clock(),
     );
-    match &cluster {
-        Ok(nodes) => {
-            engine.set_nodelist(nodes);
+    match startup_fencing_nodes(&cfg, cluster, &opts.config_path) {
+        Ok(Some(nodes)) => {
+            engine.set_nodelist(&nodes);
             if !nodes.contains(&me) {
                 tracing::warn!(node = me, nodes = ?nodes, "this node is not in the configured cluster nodes");
             }
         }
-        Err(why) => {
-            tracing::warn!("startup fencing is OFF: {why}");
-            engine.note("info", format!("startup fencing is OFF: {why} (set `nodes = [...]` in the configuration)"));
-        }
+        Ok(None) => engine.note_at(
+            tracing::Level::WARN,
+            "info",
+            "startup fencing is OFF (startup_fencing = false in the configuration): a first mount does not wait for \
+             configured nodes that have not joined"
+                .into(),
+        ),
+        Err(f) => return Err(f),
     }
     engine.note(
         "info",
@@ -342,6 +395,9 @@ pub fn run(cfg: Config) -> Result<(), Fatal> {
         clock: Box::new(clock),
         stopping: false,
         seen_signals: 0,
+        seen_hangups: 0,
+        cfg: cfg.clone(),
+        opts,
     };
     lp.startup();
     let r = lp.run();
@@ -374,6 +430,10 @@ struct Loop {
     clock: Box<dyn Fn() -> u64>,
     stopping: bool,
     seen_signals: u32,
+    seen_hangups: u32,
+    /// The configuration in force (SIGHUP compares the file with it).
+    cfg: Config,
+    opts: RunOptions,
 }
 
 impl Loop {
@@ -520,9 +580,9 @@ impl Loop {
                     let mut env = LinkEnv { link, fencer, waker };
                     match w {
                         Wake::Kernel(k) => engine.kernel_event(now, k, &mut env),
-                        Wake::Fenced { target, why, result, took_ms } => {
+                        Wake::Fenced { target, why, result, stderr, took_ms } => {
                             let result = result.map_err(|e| format!("{e} (after {took_ms} ms)"));
-                            engine.fenced(now, target, why, result, &mut env)
+                            engine.fenced(now, target, why, result, &stderr, &mut env)
                         }
                         Wake::Hook { fs, op, result } => match result {
                             Ok(()) => tracing::debug!(fs, op, "hook done"),
@@ -531,6 +591,11 @@ impl Loop {
                     }
                 }
                 self.check_stop()?;
+            }
+            let hup = HANGUPS.load(Ordering::SeqCst);
+            if hup != self.seen_hangups {
+                self.seen_hangups = hup;
+                self.reload();
             }
             let sig = SIGNALS.load(Ordering::SeqCst);
             if sig != self.seen_signals {
@@ -563,6 +628,58 @@ impl Loop {
             }
             self.control.push_log(self.engine.log());
             self.control.flush();
+            self.control.expire_idle();
+        }
+    }
+
+    /// SIGHUP: re-read and validate the configuration file; apply what can
+    /// change at run time (`log_level`, `fence.agent`, `fence.timeout_ms`);
+    /// log the changed keys that need a restart. Never stops the daemon.
+    fn reload(&mut self) {
+        let path = self.opts.config_path.display().to_string();
+        let new = match Config::load(&self.opts.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                let text = format!(
+                    "SIGHUP: configuration reload failed: {e}; still running with the configuration in force (fix \
+                     the file, check it with `cohortd --check --config {path}`, then send SIGHUP again)"
+                );
+                tracing::error!("{text}");
+                self.engine.log_only("error", text);
+                return;
+            }
+        };
+        let mut applied = Vec::new();
+        if new.log_level != self.cfg.log_level {
+            match (self.opts.set_log_level)(new.log_level.as_deref()) {
+                Ok(what) => applied.push(format!("log_level: {what}")),
+                Err(e) => applied.push(format!("log_level NOT applied: {e}")),
+            }
+            self.cfg.log_level = new.log_level.clone();
+        }
+        if new.fence.agent != self.cfg.fence.agent {
+            applied.push(format!("fence.agent = {}", new.fence.agent.display()));
+            self.fencer.agent = new.fence.agent.clone();
+            self.cfg.fence.agent = new.fence.agent.clone();
+        }
+        if new.fence.timeout_ms != self.cfg.fence.timeout_ms {
+            applied.push(format!("fence.timeout_ms = {}", new.fence.timeout_ms));
+            self.fencer.timeout = Duration::from_millis(new.fence.timeout_ms);
+            self.cfg.fence.timeout_ms = new.fence.timeout_ms;
+        }
+        let restart = self.cfg.restart_keys(&new);
+        let text = format!(
+            "SIGHUP: configuration {path} re-read: {}",
+            if applied.is_empty() { "nothing to apply".to_owned() } else { format!("applied {}", applied.join(", ")) }
+        );
+        self.engine.note("info", text);
+        if !restart.is_empty() {
+            let text = format!(
+                "SIGHUP: changed in {path} but needs a restart to take effect (running with the old values): {}",
+                restart.join(", ")
+            );
+            tracing::warn!("{text}");
+            self.engine.log_only("info", text);
         }
     }
 
@@ -669,5 +786,29 @@ impl Loop {
             Ok(text) => json!({"ok": true, "message": text}),
             Err(e) => json!({"ok": false, "error": e}),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Config {
+        let text = format!("{extra}\n[fence]\nagent = \"/bin/sh\"\n");
+        Config::parse(&text, "cohort.toml").unwrap()
+    }
+
+    #[test]
+    fn no_nodelist_is_fatal_unless_startup_fencing_is_off() {
+        let p = Path::new("/etc/cohort/cohort.toml");
+        let no_list = || Err("corosync-cmapctl failed: exit status 1".to_owned());
+        let e = startup_fencing_nodes(&cfg(""), no_list(), p).unwrap_err();
+        assert_eq!(e.code(), crate::exit::FATAL);
+        let t = e.to_string();
+        assert!(t.starts_with("startup fencing needs the list of cluster nodes: corosync-cmapctl failed"), "{t}");
+        assert!(t.contains("set `nodes = [...]` in /etc/cohort/cohort.toml") && t.contains("startup_fencing = false"));
+        assert_eq!(startup_fencing_nodes(&cfg("startup_fencing = false"), no_list(), p), Ok(None));
+        assert_eq!(startup_fencing_nodes(&cfg(""), Ok(vec![1, 2]), p), Ok(Some(vec![1, 2])));
+        assert_eq!(startup_fencing_nodes(&cfg("startup_fencing = false"), Ok(vec![1, 2]), p), Ok(None));
     }
 }

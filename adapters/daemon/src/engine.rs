@@ -13,12 +13,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use cohort_core::gcs::NodeList;
+use cohort_core::gcs::{NodeList, Reason};
 use cohort_core::node::{
     DeliverError, Effect, HandleError, Input, KernelEvent, KernelOp, Notice, Request, RequestError, TimerToken,
 };
 use cohort_core::wire::{fs_name, FsName, Mode, MAX_MESSAGE};
 use cohort_core::{Config as CoreConfig, GroupId, Incarnation, Instant, Member, Node, NodeId};
+use tracing::Level;
 
 use crate::api::{self, Gen, KernelJson, StatsJson, StatusJson};
 use crate::backend::{failure_event, op_name, Backend};
@@ -211,14 +212,35 @@ impl Engine {
         self.node.generation().into()
     }
 
-    /// Add an event log entry (and a tracing line).
+    /// Add an event log entry (and a tracing line at the kind's level:
+    /// ERROR for `error`, WARN for `fence`, INFO for the rest).
     pub fn note(&mut self, kind: &str, text: String) {
+        let level = match kind {
+            "error" => Level::ERROR,
+            "fence" => Level::WARN,
+            _ => Level::INFO,
+        };
+        self.note_at(level, kind, text);
+    }
+
+    /// Add an event log entry with a tracing line at `level`: WARN/ERROR is
+    /// what an operator must see (node loss, fencing, stale merge,
+    /// withdraw, failures), INFO membership and mount changes.
+    pub fn note_at(&mut self, level: Level, kind: &str, text: String) {
         let gen = self.gen();
-        match kind {
-            "error" => tracing::error!(gen = %gen, "{text}"),
-            "change" | "kernel-event" => tracing::debug!(gen = %gen, kind, "{text}"),
-            _ => tracing::info!(gen = %gen, kind, "{text}"),
+        match level {
+            Level::ERROR => tracing::error!(gen = %gen, kind, "{text}"),
+            Level::WARN => tracing::warn!(gen = %gen, kind, "{text}"),
+            Level::INFO => tracing::info!(gen = %gen, kind, "{text}"),
+            _ => tracing::debug!(gen = %gen, kind, "{text}"),
         }
+        self.log.push(self.now, gen, kind, text);
+    }
+
+    /// Add an event log entry without a tracing line (the caller logged it
+    /// at its own level).
+    pub fn log_only(&mut self, kind: &str, text: String) {
+        let gen = self.gen();
         self.log.push(self.now, gen, kind, text);
     }
 
@@ -262,7 +284,13 @@ impl Engine {
     /// Feed the kernel completions queued by backends.
     fn run_kq(&mut self, env: &mut dyn Env) {
         while let Some(k) = self.kq.pop_front() {
-            self.note("kernel-event", describe_kernel_event(&k));
+            let level = match &k {
+                KernelEvent::MountResult { ok: false, .. }
+                | KernelEvent::RecoveryDone { ok: false, .. }
+                | KernelEvent::Withdraw { .. } => Level::ERROR,
+                _ => Level::INFO,
+            };
+            self.note_at(level, "kernel-event", describe_kernel_event(&k));
             self.apply_kernel_view(&k);
             let mut r = self.node.handle(Instant(self.now), Input::Kernel(k.clone()));
             if r == Err(HandleError::Backpressure) {
@@ -356,7 +384,15 @@ impl Engine {
             }
             Effect::Notify(n) => {
                 let t = self.describe_notice(&n);
-                self.note("notice", t);
+                let level = match n {
+                    Notice::StaleMerge { .. }
+                    | Notice::Fenced { .. }
+                    | Notice::FenceFailed { .. }
+                    | Notice::JournalRecoveryFailed { .. } => Level::WARN,
+                    Notice::Dropped { .. } => Level::DEBUG,
+                    _ => Level::INFO,
+                };
+                self.note_at(level, "notice", t);
             }
         }
     }
@@ -477,6 +513,31 @@ impl Engine {
         if let Some(t) = describe(&ev) {
             self.note("change", t);
         }
+        // What an operator must see at WARN: nodes lost (not a clean leave)
+        // and quorum lost.
+        match &ev {
+            TransportEvent::Confchg(c) => {
+                let lost: Vec<String> = c
+                    .left
+                    .iter()
+                    .filter(|m| m.reason != Reason::Leave)
+                    .map(|m| format!("node {} ({:?})", m.node.0, m.reason))
+                    .collect();
+                if !lost.is_empty() {
+                    self.note_at(
+                        Level::WARN,
+                        "change",
+                        format!("lost {}: failed or cut off; it will be fenced if it had a journal", lost.join(", ")),
+                    );
+                }
+            }
+            TransportEvent::Quorum(q) if !q.quorate => self.note_at(
+                Level::WARN,
+                "change",
+                format!("quorum LOST at ring {} (members {})", q.ring, crate::transport::fmt_nodes(&q.members)),
+            ),
+            _ => {}
+        }
         let _ = match ev {
             TransportEvent::Ring(r) => self.feed(now, Input::Ring(r), env),
             TransportEvent::Confchg(c) => self.feed(now, Input::Confchg(c), env),
@@ -519,18 +580,35 @@ impl Engine {
     }
 
     /// A fence agent finished.
-    pub fn fenced(&mut self, now: u64, target: Member, why: FenceWhy, result: Result<(), String>, env: &mut dyn Env) {
+    /// `output`: what the agent wrote to stderr (logged, one entry per line).
+    pub fn fenced(
+        &mut self,
+        now: u64,
+        target: Member,
+        why: FenceWhy,
+        result: Result<(), String>,
+        output: &str,
+        env: &mut dyn Env,
+    ) {
         self.tick(now);
         let ok = result.is_ok();
+        let level = if ok { Level::WARN } else { Level::ERROR };
+        for line in output.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+            self.note_at(level, "fence", format!("fence agent ({}) stderr: {line}", fmt_member(target)));
+        }
         match (&result, why) {
             (Ok(()), FenceWhy::Fence) => {
-                self.note("fence", format!("fence agent succeeded for {}", fmt_member(target)))
+                self.note_at(Level::WARN, "fence", format!("fence agent succeeded for {}", fmt_member(target)))
             }
             (Err(e), FenceWhy::Fence) => {
-                self.note("fence", format!("fence agent FAILED for {}: {e}", fmt_member(target)))
+                self.note_at(Level::ERROR, "fence", format!("fence agent FAILED for {}: {e}", fmt_member(target)))
             }
-            (Ok(()), FenceWhy::Kill) => self.note("fence", format!("kill of node {} done", target.node.0)),
-            (Err(e), FenceWhy::Kill) => self.note("fence", format!("kill of node {} failed: {e}", target.node.0)),
+            (Ok(()), FenceWhy::Kill) => {
+                self.note_at(Level::WARN, "fence", format!("kill of node {} done", target.node.0))
+            }
+            (Err(e), FenceWhy::Kill) => {
+                self.note_at(Level::ERROR, "fence", format!("kill of node {} failed: {e}", target.node.0))
+            }
         }
         if why == FenceWhy::Fence {
             let _ = self.feed(now, Input::Fenced { target, ok }, env);
@@ -878,7 +956,7 @@ mod tests {
             "{log:?}"
         );
         let now = c.now;
-        c.with(actor as usize - 1, |e, env| e.fenced(now, target, FenceWhy::Fence, Ok(()), env));
+        c.with(actor as usize - 1, |e, env| e.fenced(now, target, FenceWhy::Fence, Ok(()), "", env));
         c.run_until(3000);
         assert_eq!(c.kernel_state(0), "mounted");
         assert!(c.engines[0].filesystems()[0].kernel.first, "node 1 is the first mounter");

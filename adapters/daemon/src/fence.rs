@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cohort_core::Member;
 
-use crate::proc::{run_with_timeout, Wake, Waker};
+use crate::proc::{run_capturing_stderr, Wake, Waker};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FenceWhy {
@@ -48,23 +48,26 @@ impl FenceAgent {
         let name = format!("fence-{}", target.node.0);
         let r = std::thread::Builder::new().name(name).spawn(move || {
             let t = Instant::now();
-            let result = agent.run(target, known_inc, why);
-            waker.wake(Wake::Fenced { target, why, result, took_ms: t.elapsed().as_millis() as u64 });
+            let (result, stderr) = agent.run(target, known_inc, why);
+            waker.wake(Wake::Fenced { target, why, result, stderr, took_ms: t.elapsed().as_millis() as u64 });
         });
         if let Err(e) = r {
             tracing::error!("cannot start a fence thread: {e}");
         }
     }
 
-    /// Run the agent synchronously (the worker thread's body).
-    pub fn run(&self, target: Member, known_inc: bool, why: FenceWhy) -> Result<(), String> {
+    /// Run the agent synchronously (the worker thread's body). Returns the
+    /// outcome and what the agent wrote to stderr (for the event log, not
+    /// our own stderr).
+    pub fn run(&self, target: Member, known_inc: bool, why: FenceWhy) -> (Result<(), String>, String) {
         let mut cmd = Command::new(&self.agent);
         cmd.arg(target.node.0.to_string())
             .env("COHORT_TARGET_NODE", target.node.0.to_string())
             .env("COHORT_TARGET_INCARNATION", if known_inc { target.inc.0.to_string() } else { String::new() })
             .env("COHORT_FENCE_REASON", why.as_str())
             .env("COHORT_NODE", self.me.to_string());
-        run_with_timeout(&mut cmd, self.timeout).map_err(|e| format!("fence agent {}: {e}", self.agent.display()))
+        let (r, stderr) = run_capturing_stderr(&mut cmd, self.timeout);
+        (r.map_err(|e| format!("fence agent {}: {e}", self.agent.display())), stderr)
     }
 }
 
@@ -94,9 +97,9 @@ mod tests {
         );
         let a = FenceAgent { agent, timeout: Duration::from_secs(5), me: 1 };
         let m = Member { node: NodeId(3), inc: Incarnation(7) };
-        a.run(m, true, FenceWhy::Fence).unwrap();
+        a.run(m, true, FenceWhy::Fence).0.unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "3 3 7 fence 1\n");
-        a.run(m, false, FenceWhy::Kill).unwrap();
+        a.run(m, false, FenceWhy::Kill).0.unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "3 3  kill 1\n");
 
         let slow = FenceAgent { agent: script(d.path(), "sleep 20"), timeout: Duration::from_millis(150), me: 1 };

@@ -25,8 +25,48 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(), Stri
 /// [`run_with_timeout`], returning the exit status; `Err` if it did not
 /// exit normally (could not start, killed by a signal, timed out).
 pub fn run_status_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<i32, String> {
+    run_inner(cmd, timeout, None)
+}
+
+/// Most of a command's stderr kept by [`run_capturing_stderr`].
+const MAX_STDERR: usize = 16 * 1024;
+
+/// [`run_with_timeout`], with the command's stderr captured (up to 16 KiB)
+/// and returned instead of going to ours, so the caller can log it.
+pub fn run_capturing_stderr(cmd: &mut Command, timeout: Duration) -> (Result<(), String>, String) {
+    let (tx, rx) = mpsc::channel();
+    let r = match run_inner(cmd, timeout, Some(tx)) {
+        Ok(0) => Ok(()),
+        Ok(c) => Err(format!("exited with status {c}")),
+        Err(e) => Err(e),
+    };
+    // The reader ends when every holder of the pipe closed it; a child of
+    // the command that kept it open must not hold us up.
+    let out = rx.recv_timeout(Duration::from_millis(200)).unwrap_or_default();
+    (r, out)
+}
+
+fn run_inner(cmd: &mut Command, timeout: Duration, stderr: Option<mpsc::Sender<String>>) -> Result<i32, String> {
     cmd.stdin(Stdio::null()).process_group(0);
+    if stderr.is_some() {
+        cmd.stderr(Stdio::piped());
+    }
     let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    if let (Some(tx), Some(mut err)) = (stderr, child.stderr.take()) {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let room = MAX_STDERR.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&kept).into_owned());
+        });
+    }
     let pid = child.id() as i32;
     let deadline = Instant::now() + timeout;
     let mut nap = Duration::from_millis(1);
@@ -61,8 +101,8 @@ pub enum Wake {
     Kernel(KernelEvent),
     /// An exec hook without a kernel event finished (for the log).
     Hook { fs: String, op: &'static str, result: Result<(), String> },
-    /// The fence agent finished.
-    Fenced { target: Member, why: FenceWhy, result: Result<(), String>, took_ms: u64 },
+    /// The fence agent finished; `stderr`: what it wrote there.
+    Fenced { target: Member, why: FenceWhy, result: Result<(), String>, stderr: String, took_ms: u64 },
 }
 
 /// Sender side: a channel plus a byte on a non-blocking pipe to wake poll(2).

@@ -244,6 +244,7 @@ fn packaged_example_config_is_valid() {
     let d = tempfile::tempdir().unwrap();
     let key = d.path().join("cohort.key");
     fs::write(&key, "ab".repeat(32)).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let mut udp = String::new();
     let mut in_block = false;
     for line in text.lines() {
@@ -333,4 +334,54 @@ fn exec_backend_needs_a_way_to_see_a_leftover_mount() {
         "{l}"
     );
     assert!(!d.path().join("state/incarnation").exists());
+}
+
+/// A cluster key that group or others can read is refused (as ssh refuses
+/// such a private key) by `--check` and at start, with what to do; the
+/// config can opt out with `udp.allow_insecure_key_file = true`.
+#[test]
+fn key_file_readable_by_others_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = udp_config(d.path(), 1, &[free_udp_port(), free_udp_port()]);
+    let key = d.path().join("cohort.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    let check = |cfg: &Path| Command::new(COHORTD).arg("--check").arg("--config").arg(cfg).output().unwrap();
+    let want = format!("udp.key_file: {} is accessible by group or others (mode 0640)", key.display());
+    for o in [check(&cfg), run(&cfg)] {
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        let l = last_line(&o);
+        assert!(l.starts_with("cohortd: configuration error: ") && l.contains(&want), "{l}");
+        assert!(l.contains(&format!("chmod 600 {}", key.display())), "{l}");
+        assert!(l.contains("udp.allow_insecure_key_file = true"), "{l}");
+    }
+    assert!(!d.path().join("state").exists(), "a refused start must not touch the state directory");
+    // The explicit opt-out.
+    let text = fs::read_to_string(&cfg).unwrap().replace("[udp]\n", "[udp]\nallow_insecure_key_file = true\n");
+    fs::write(&cfg, text).unwrap();
+    let o = check(&cfg);
+    assert!(o.status.success(), "{o:?}");
+    // 0600 passes without it.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let text = fs::read_to_string(&cfg).unwrap().replace("allow_insecure_key_file = true\n", "");
+    fs::write(&cfg, text).unwrap();
+    assert!(check(&cfg).status.success());
+}
+
+/// `cohortd --check` says whether startup fencing is on and where the node
+/// list comes from; `startup_fencing = false` is the explicit opt-out.
+#[test]
+fn check_reports_startup_fencing() {
+    let d = tempfile::tempdir().unwrap();
+    let check = |extra: &str| {
+        let o = Command::new(COHORTD).arg("--check").arg("--config").arg(config(d.path(), extra)).output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = check("");
+    assert!(out.contains("startup fencing: on, nodes from corosync's nodelist at start"), "{out}");
+    assert!(out.contains("the start fails if it cannot be read"), "{out}");
+    let out = check("nodes = [1, 2, 3]\n");
+    assert!(out.contains("startup fencing: on (nodes [1, 2, 3])"), "{out}");
+    let out = check("startup_fencing = false\n");
+    assert!(out.contains("startup fencing: OFF (startup_fencing = false)"), "{out}");
 }

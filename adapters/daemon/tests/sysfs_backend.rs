@@ -191,3 +191,55 @@ fn writes_fail_cleanly_without_the_tree() {
     let e = b.apply(KernelOp::Block, &mut vec![]).unwrap_err();
     assert!(e.contains("c1:fs1/lock_module/block"), "{e}");
 }
+
+/// Send one uevent-shaped datagram to the kernel uevent multicast group
+/// (group 1) from a userspace netlink socket (port id != 0): what any
+/// process with CAP_NET_ADMIN can do.
+fn send_forged_uevent(payload: &[u8]) {
+    unsafe {
+        let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_KOBJECT_UEVENT);
+        assert!(fd >= 0, "netlink socket: {}", std::io::Error::last_os_error());
+        let mut dst: libc::sockaddr_nl = std::mem::zeroed();
+        dst.nl_family = libc::AF_NETLINK as u16;
+        dst.nl_groups = 1;
+        let n = libc::sendto(
+            fd,
+            payload.as_ptr().cast(),
+            payload.len(),
+            0,
+            (&dst as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        );
+        let e = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(n, payload.len() as isize, "sendto the uevent group: {e}");
+    }
+}
+
+/// Only the kernel's uevents (netlink port id 0) count: a forged
+/// `RECOVERY=Done` multicast by a process must not finish a recovery the
+/// kernel has not done. Needs root (CAP_NET_ADMIN to send to the group);
+/// runs in its own network namespace (a thread's unshare) so nothing else
+/// on the host sees the forged uevent.
+#[test]
+fn netlink_uevents_from_processes_are_ignored() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root (netlink multicast to the uevent group)");
+    let k = FakeKernel::new();
+    let cfg = k.cfg(UeventSource::Netlink);
+    k.appear();
+    let got = std::thread::spawn(move || {
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare: {}", std::io::Error::last_os_error());
+        let mut b = SysfsBackend::new("fs1", cfg).unwrap();
+        let mut out = vec![];
+        b.apply(KernelOp::SetJid(Jid(1)), &mut out).unwrap();
+        b.apply(KernelOp::Mount(Jid(1)), &mut out).unwrap();
+        assert_eq!(out.len(), 1, "mounted at once: {out:?}");
+        b.apply(KernelOp::RecoverJournal(Jid(2)), &mut vec![]).unwrap();
+        send_forged_uevent(b"change@/fs/gfs2/c1:fs1\0ACTION=change\0DEVPATH=/fs/gfs2/c1:fs1\0RECOVERY=Done\0JID=2\0");
+        send_forged_uevent(b"offline@/fs/gfs2/c1:fs1\0ACTION=offline\0DEVPATH=/fs/gfs2/c1:fs1\0");
+        wait_events(&mut b, 1, Duration::from_millis(400))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got, vec![], "a uevent from a process (not the kernel) was taken for the kernel's");
+}

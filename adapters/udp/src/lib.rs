@@ -14,9 +14,11 @@
 //!   [`Dest::Node`] datagrams go straight to it (before that, to the group:
 //!   the datagram names its receiver, the others drop it).
 //! * **Unicast** ([`Net::Unicast`]): one socket, a configured address per
-//!   node; a datagram for all goes to every other node. The configured
-//!   address of a datagram's source is handed to the protocol as a hint, so
-//!   a datagram claiming another node's id is rejected.
+//!   node; a datagram for all goes to every other node. A datagram whose
+//!   source address is not a configured peer's is dropped before the
+//!   protocol sees it (counted in [`Stats::rx_unknown_source`]); the node of
+//!   a configured source is handed to the protocol as a hint, so a datagram
+//!   claiming another node's id is rejected.
 //!
 //! The loop is single-threaded and nonblocking: poll [`Udp::fds`] for
 //! readability with a timeout of [`Udp::next_timeout`], then call
@@ -201,6 +203,9 @@ pub struct Stats {
     pub rx_datagrams: u64,
     /// Datagrams the protocol rejected (also counted by reason in `vs`).
     pub rx_rejected: u64,
+    /// Unicast mode: datagrams whose source address is not a configured
+    /// peer's, dropped before the protocol (never decrypted).
+    pub rx_unknown_source: u64,
     /// `Dest::Node` datagrams sent to the group because the node's address
     /// was not known yet (multicast mode).
     pub unicast_via_group: u64,
@@ -328,7 +333,7 @@ impl Udp {
                 for n in &cfg.nodes {
                     match u.peers.get(n) {
                         Some(a) => {
-                            if by_addr.insert(*a, *n).is_some() {
+                            if by_addr.insert(canonical(*a), *n).is_some() {
                                 return Err(Error::Config(format!("address {a} is given to two nodes")));
                             }
                             if *n != cfg.node {
@@ -494,8 +499,19 @@ impl Udp {
     fn on_datagram(&mut self, now: Instant, bytes: &[u8], src: SocketAddr) {
         self.stats.rx_datagrams += 1;
         let t = self.core_now(now);
-        let hint = if self.unicast { self.by_addr.get(&src).copied() } else { None };
         let len = bytes.len();
+        let hint = if self.unicast {
+            // Only configured peers may talk to us: anything else is dropped
+            // before the AEAD (no decryption work, no protocol state).
+            let Some(n) = self.by_addr.get(&canonical(src)).copied() else {
+                self.stats.rx_unknown_source += 1;
+                debug!(%src, len, "datagram from an address that is not a configured peer dropped");
+                return;
+            };
+            Some(n)
+        } else {
+            None
+        };
         match self.vs.handle_datagram(t, hint, bytes) {
             Ok(()) => {
                 if !self.unicast {
@@ -710,6 +726,18 @@ impl Drop for Udp {
                 self.transmit(tx.dest, tx.len);
             }
         }
+    }
+}
+
+/// An IPv4-mapped IPv6 source (a dual-stack socket) as the IPv4 address
+/// it is, so it matches a peer configured as IPv4.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        v4 => v4,
     }
 }
 

@@ -15,7 +15,8 @@
 //! `recover_status`: `309` (LM_RD_SUCCESS) or `success`/`done` is success,
 //! `308` (LM_RD_GAVEUP) or `failed`/`gaveup` is failure, anything else means
 //! still running. An `offline` uevent for the filesystem while mounted is a
-//! withdraw. Uevents come from the kernel's netlink socket, or from a FIFO
+//! withdraw. Uevents come from the kernel's netlink socket (only datagrams
+//! whose sender is the kernel, netlink port id 0, count), or from a FIFO
 //! carrying one record per line (`ACTION@DEVPATH KEY=VALUE ...`, the same
 //! fields as the netlink message, separated by spaces or NULs), which is how
 //! tests drive a fake tree. The state files are re-read every `poll_ms`
@@ -143,13 +144,39 @@ impl Source {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 8192];
         loop {
-            // SAFETY: read(2)/recv(2) into our buffer on a non-blocking fd.
-            let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            // The sender of a netlink datagram: only the kernel's (port id 0)
+            // are uevents; any process with CAP_NET_ADMIN can multicast to
+            // the uevent group, and a forged `RECOVERY=Done` would let the
+            // cluster unblock before the journal was replayed.
+            // SAFETY: sockaddr_nl is plain data; all zeros is a valid value.
+            let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            let mut sa_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            // SAFETY: recvfrom(2)/read(2) into our buffer (and address) on a non-blocking fd.
+            let n = unsafe {
+                match self {
+                    Source::Netlink(fd) => libc::recvfrom(
+                        *fd,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                        (&mut sa as *mut libc::sockaddr_nl).cast(),
+                        &mut sa_len,
+                    ),
+                    Source::Fifo { fd, .. } => libc::read(*fd, buf.as_mut_ptr().cast(), buf.len()),
+                }
+            };
             if n <= 0 {
                 break;
             }
             let data = &buf[..n as usize];
             match self {
+                Source::Netlink(_) if !from_kernel(&sa, sa_len) => {
+                    tracing::warn!(
+                        sender_portid = sa.nl_pid,
+                        "uevent not sent by the kernel (netlink port id {}) ignored",
+                        sa.nl_pid
+                    );
+                }
                 Source::Netlink(_) => out.extend(parse_uevent(data)),
                 Source::Fifo { partial, .. } => {
                     partial.extend_from_slice(data);
@@ -162,6 +189,13 @@ impl Source {
         }
         out
     }
+}
+
+/// A netlink datagram's source address is the kernel's: port id 0.
+fn from_kernel(sa: &libc::sockaddr_nl, len: libc::socklen_t) -> bool {
+    len as usize >= std::mem::size_of::<libc::sockaddr_nl>()
+        && sa.nl_family == libc::AF_NETLINK as libc::sa_family_t
+        && sa.nl_pid == 0
 }
 
 impl Drop for Source {

@@ -7,8 +7,8 @@
 //! cohortd demo --transport udp   the same over real UDP sockets on loopback, real time
 //! ```
 //!
-//! Logs go to stderr (`COHORT_LOG` or `RUST_LOG`, tracing env-filter syntax,
-//! default `info`). A fatal error ends with one line `cohortd: <reason>` and
+//! Logs go to stderr (`COHORT_LOG` or `RUST_LOG`, tracing env-filter syntax;
+//! else the configuration's `log_level`, re-read on SIGHUP; default `info`). A fatal error ends with one line `cohortd: <reason>` and
 //! a non-zero exit status (see `cohortd::exit`).
 
 use std::path::PathBuf;
@@ -23,19 +23,36 @@ fn usage(msg: &str) -> ! {
     exit(FATAL)
 }
 
-fn init_logging(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("COHORT_LOG")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| default.to_owned());
+/// The log filter given by the environment (`COHORT_LOG`, then `RUST_LOG`),
+/// which takes precedence over the configuration's `log_level`.
+fn env_filter() -> Option<String> {
+    std::env::var("COHORT_LOG").ok().or_else(|| std::env::var("RUST_LOG").ok())
+}
+
+type LogHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+fn init_logging(default: &str) -> Option<LogHandle> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{reload, EnvFilter};
+    let filter = env_filter().unwrap_or_else(|| default.to_owned());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .try_init();
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).with_target(false);
+    tracing_subscriber::registry().with(filter).with(fmt).try_init().ok().map(|()| handle)
+}
+
+/// Apply the configuration's `log_level` unless the environment sets the
+/// filter. Returns what was done, for the log.
+fn set_log_level(handle: &Option<LogHandle>, level: Option<&str>) -> Result<String, String> {
+    if let Some(env) = env_filter() {
+        return Ok(format!("log level from the environment ({env:?}); log_level in the file is not used"));
+    }
+    let level = level.unwrap_or("info");
+    let f = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("log_level {level:?}: {e}"))?;
+    if let Some(h) = handle {
+        h.reload(f).map_err(|e| format!("cannot change the log level: {e}"))?;
+    }
+    Ok(format!("log level {level:?}"))
 }
 
 fn fatal(f: &Fatal) -> ! {
@@ -52,7 +69,7 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "demo" => {
-                init_logging("off");
+                let _ = init_logging("off");
                 let transport = match (args.next().as_deref(), args.next()) {
                     (None, _) => "sim".to_owned(),
                     (Some("--transport"), Some(t)) => t,
@@ -82,13 +99,21 @@ fn main() {
             _ => usage(&format!("unknown argument {a:?}")),
         }
     }
-    init_logging("info");
+    let handle = init_logging("info");
     let cfg = Config::load(&config).unwrap_or_else(|e| fatal(&Fatal::Config(e.to_string())));
     if check {
         println!("{}: ok ({} filesystem(s))", config.display(), cfg.filesystems.len());
+        println!("{}", cfg.startup_fencing_summary());
         exit(OK);
     }
-    match cohortd::daemon::run(cfg) {
+    if let Err(e) = set_log_level(&handle, cfg.log_level.as_deref()) {
+        tracing::warn!("{e}");
+    }
+    let opts = cohortd::daemon::RunOptions {
+        config_path: config.clone(),
+        set_log_level: Box::new(move |l| set_log_level(&handle, l)),
+    };
+    match cohortd::daemon::run(cfg, opts) {
         Ok(()) => exit(OK),
         Err(f) => {
             tracing::error!("{f}");

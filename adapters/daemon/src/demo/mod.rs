@@ -364,7 +364,7 @@ impl Demo {
                         }
                     }
                 };
-                self.with_engine(actor, |e, env| e.fenced(now, target, why, result, env));
+                self.with_engine(actor, |e, env| e.fenced(now, target, why, result, "", env));
             }
             Action::Say(s) => self.say(s),
             Action::End => self.done = true,

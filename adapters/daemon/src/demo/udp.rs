@@ -324,7 +324,7 @@ impl UdpDemo {
                 };
                 // Only the daemon that asked gets the result.
                 if self.incs[actor as usize] == Some(actor_inc) {
-                    self.with_node(actor, |e, env| e.fenced(env.now, target, why, result, env));
+                    self.with_node(actor, |e, env| e.fenced(env.now, target, why, result, "", env));
                 }
             }
         }

@@ -203,7 +203,7 @@ fn stats_line(s: &Stats) -> String {
          \"datagrams_out\":{},\"retransmits\":{},\"data_retransmits\":{},\"naks_sent\":{},\"flush_repairs\":{},\
          \"duplicates\":{},\"delivered\":{},\"views_installed\":{},\"backpressure\":{},\"frag_deferred\":{},\
          \"frag_dropped_view_change\":{},\"frag_discarded\":{},\"frag_own_lost\":{},\"tx_datagrams\":{},\
-         \"tx_errors\":{},\"rx_datagrams\":{},\"rx_rejected\":{},\"unicast_via_group\":{},\"addresses_learned\":{},\
+         \"tx_errors\":{},\"rx_datagrams\":{},\"rx_rejected\":{},\"rx_unknown_source\":{},\"unicast_via_group\":{},\"addresses_learned\":{},\
          \"queued\":{}",
         v.forged,
         v.replayed,
@@ -232,6 +232,7 @@ fn stats_line(s: &Stats) -> String {
         s.tx_errors,
         s.rx_datagrams,
         s.rx_rejected,
+        s.rx_unknown_source,
         s.unicast_via_group,
         s.addresses_learned,
         s.queued
