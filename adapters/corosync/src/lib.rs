@@ -15,6 +15,12 @@
 //!   after the confchgs carrying the NODEDOWN/NODEUP entries of that change.
 //!   Ring seqs only grow: a totem confchg whose seq is not larger than the
 //!   last ring emitted (the initial ring reported twice) is dropped.
+//! * CPG members are processes, keyed by (nodeid, pid); a node is a member
+//!   while the one process standing for it (the first of that node to join,
+//!   or our own) is joined. Any other process of that node in the group (a
+//!   probe, a second daemon) changes nothing and its messages are dropped;
+//!   when the node's process leaves or dies, the node leaves, whatever else
+//!   of that node stays joined.
 //! * `Confchg` and `Deliver` keep CPG's agreed order; `Quorum` events come
 //!   from a separate stream with no ordering relative to them.
 //!
@@ -242,25 +248,155 @@ fn node_list(what: &'static str, ids: impl IntoIterator<Item = u32>) -> Result<N
     Ok(l)
 }
 
-fn reason_list(what: &'static str, entries: &[(u32, u32, Option<Reason>)]) -> Result<ReasonList> {
-    let mut l = ReasonList::new();
-    for &(node, pid, reason) in entries {
-        if node == 0 {
-            return Err(Error::InvalidNode { what });
+/// The group's processes, keyed by (nodeid, pid), and which process stands
+/// for each node (its *owner*).
+///
+/// CPG reports processes; the core's [`Confchg`] speaks of nodes. A node is a
+/// member while its owner process is joined: the first process of that node
+/// seen joining, in CPG's agreed confchg order (every member sees the same
+/// order), or our own process for the local node. Any other process of the
+/// same node in the group (a `cohort-cpg-probe --group` pointed at the
+/// daemon's group, a second daemon) is an *extra*: its joins and leaves
+/// produce no node change, its messages are dropped, and it is never
+/// promoted. When the owner leaves, the node leaves, even if extras remain;
+/// the next process of that node to join becomes the new owner.
+///
+/// Limitation: a process joining a group that already holds two processes of
+/// one node has no history to tell which one came first; it takes the lowest
+/// pid and warns.
+#[derive(Debug, Default)]
+struct CpgMembers {
+    /// Our own pid (as corosync reports it: same pid namespace assumed; only
+    /// a preference for the local node's owner).
+    own_pid: u32,
+    local: u32,
+    /// nodeid -> owner pid.
+    owners: std::collections::BTreeMap<u32, u32>,
+    /// Every (nodeid, pid) currently in the group.
+    procs: std::collections::BTreeSet<(u32, u32)>,
+    /// Messages dropped because they came from an extra process.
+    dropped_extra: u64,
+}
+
+impl CpgMembers {
+    fn new(local: u32, own_pid: u32) -> CpgMembers {
+        CpgMembers { own_pid, local, ..Default::default() }
+    }
+
+    /// Is `(nodeid, pid)` the process standing for its node?
+    fn is_owner(&self, nodeid: u32, pid: u32) -> bool {
+        self.owners.get(&nodeid) == Some(&pid)
+    }
+
+    /// Turn one CPG confchg (process level) into the node-level [`Confchg`];
+    /// `None` when no node changed (only extras joined or left).
+    fn apply(
+        &mut self,
+        members: &[(u32, u32)],
+        left: &[(u32, u32, Option<Reason>)],
+        joined: &[(u32, u32, Option<Reason>)],
+    ) -> Result<Option<Confchg>> {
+        for &(node, _) in members {
+            if node == 0 {
+                return Err(Error::InvalidNode { what: "confchg members" });
+            }
         }
-        let Some(reason) = reason else {
-            warn!(node, pid, "confchg {what} entry without a reason, ignored");
-            continue;
-        };
-        let m = MemberReason { node: NodeId(node), reason };
-        if l.contains(&m) {
-            continue; // two processes of one node: one entry per node
+        for &(node, _, _) in left.iter().chain(joined) {
+            if node == 0 {
+                return Err(Error::InvalidNode { what: "confchg entries" });
+            }
         }
+        let mut out_left = ReasonList::new();
+        let mut out_joined = ReasonList::new();
+        // Owners that left (any reason) vacate their node.
+        for &(node, pid, reason) in left {
+            if !self.is_owner(node, pid) {
+                if self.procs.contains(&(node, pid)) {
+                    info!(node, pid, "an extra CPG process of this node left the group (no node change)");
+                }
+                continue;
+            }
+            self.owners.remove(&node);
+            let Some(reason) = reason else {
+                warn!(node, pid, "confchg left entry without a reason, taken as ProcDown");
+                push_reason(&mut out_left, node, Reason::ProcDown, "confchg left")?;
+                continue;
+            };
+            push_reason(&mut out_left, node, reason, "confchg left")?;
+        }
+        let first = self.procs.is_empty();
+        self.procs = members.iter().copied().collect();
+        // Owners CPG no longer lists without a left entry: gone as well.
+        let stale: Vec<u32> =
+            self.owners.iter().filter(|(n, p)| !self.procs.contains(&(**n, **p))).map(|(n, _)| *n).collect();
+        for node in stale {
+            warn!(node, "owner process vanished from the CPG member list without a left entry");
+            self.owners.remove(&node);
+            push_reason(&mut out_left, node, Reason::ProcDown, "confchg left")?;
+        }
+        // Nodes without an owner take a joining process of theirs.
+        for &(node, pid, reason) in joined {
+            if self.owners.contains_key(&node) || !self.procs.contains(&(node, pid)) {
+                if self.owners.get(&node) != Some(&pid) {
+                    warn!(
+                        node,
+                        pid, "another CPG process of an existing member node joined; ignored (not that node's daemon)"
+                    );
+                }
+                continue;
+            }
+            let rival = joined.iter().filter(|j| j.0 == node && j.1 != pid).map(|j| j.1).min();
+            let pid = match rival {
+                // Several processes of one node joined in one change: ours, else the lowest pid.
+                Some(r) if node == self.local && (pid == self.own_pid || r == self.own_pid) => self.own_pid,
+                Some(r) => pid.min(r),
+                None => pid,
+            };
+            self.owners.insert(node, pid);
+            let reason = reason.unwrap_or_else(|| {
+                warn!(node, pid, "confchg joined entry without a reason, taken as Join");
+                Reason::Join
+            });
+            push_reason(&mut out_joined, node, reason, "confchg joined")?;
+        }
+        // Our first confchg: the group as it was before we joined. (Later,
+        // an extra left without an owner is never promoted.)
+        for &(node, pid) in members {
+            if !first || self.owners.contains_key(&node) {
+                continue;
+            }
+            let all: Vec<u32> = members.iter().filter(|m| m.0 == node).map(|m| m.1).collect();
+            let pick = if node == self.local && all.contains(&self.own_pid) {
+                self.own_pid
+            } else {
+                *all.iter().min().unwrap_or(&pid)
+            };
+            if all.len() > 1 && node != self.local {
+                warn!(
+                    node,
+                    ?all,
+                    pick,
+                    "several CPG processes of one node already in the group; taking the lowest pid as its daemon"
+                );
+            }
+            self.owners.insert(node, pick);
+        }
+        let members = node_list("confchg members", self.owners.keys().copied())?;
+        if out_left.is_empty() && out_joined.is_empty() && !first {
+            return Ok(None);
+        }
+        out_left.sort_by_key(|m| m.node);
+        out_joined.sort_by_key(|m| m.node);
+        Ok(Some(Confchg { members, joined: out_joined, left: out_left }))
+    }
+}
+
+fn push_reason(l: &mut ReasonList, node: u32, reason: Reason, what: &'static str) -> Result<()> {
+    let m = MemberReason { node: NodeId(node), reason };
+    if !l.contains(&m) {
         l.push(m).map_err(|_| Error::TooManyNodes { what })?;
     }
-    // corosync lists them in no particular order; sort by node for stable output
-    l.sort_by_key(|m| m.node);
-    Ok(l)
+    Ok(())
 }
 
 fn classify(op: &'static str, err: CsError) -> Error {
@@ -284,6 +420,7 @@ pub struct Corosync {
     cpg_fd: RawFd,
     quorum_fd: RawFd,
     queue: VecDeque<CorosyncEvent>,
+    members: CpgMembers,
     last_ring: Option<u64>,
     joined: bool,
     broken: bool,
@@ -351,6 +488,7 @@ impl Corosync {
             cpg_fd,
             quorum_fd,
             queue: VecDeque::new(),
+            members: CpgMembers::new(local, std::process::id()),
             last_ring: None,
             joined: false,
             broken: false,
@@ -408,6 +546,12 @@ impl Corosync {
     /// Largest payload CPG sends without fragmenting.
     pub fn max_atomic_message_size(&self) -> Result<u32> {
         cpg::max_atomic_msgsize_get(&self.cpg).map_err(|e| classify("cpg max_atomic_msgsize_get", e))
+    }
+
+    /// Messages dropped because their sender was a second CPG process of a
+    /// node (not the process standing for that node, see the crate docs).
+    pub fn dropped_from_extra_processes(&self) -> u64 {
+        self.members.dropped_extra
     }
 
     /// Number of events queued and not yet taken.
@@ -588,6 +732,16 @@ impl Corosync {
                 if nodeid == 0 {
                     return Err(Error::InvalidNode { what: "deliver" });
                 }
+                if !self.members.is_owner(nodeid, pid) {
+                    self.members.dropped_extra += 1;
+                    debug!(
+                        from = nodeid,
+                        pid,
+                        dropped = self.members.dropped_extra,
+                        "message from a CPG process that is not its node's daemon, dropped"
+                    );
+                    return Ok(());
+                }
                 trace!(from = nodeid, pid, len = payload.len(), "deliver");
                 self.queue.push_back(CorosyncEvent::Deliver { from: NodeId(nodeid), pid, payload });
             }
@@ -597,12 +751,9 @@ impl Corosync {
                     return Ok(());
                 }
                 debug!(?members, ?left, ?joined, "cpg confchg (nodeid, pid[, reason])");
-                let c = Confchg {
-                    members: node_list("confchg members", members.iter().map(|m| m.0))?,
-                    joined: reason_list("confchg joined", &joined)?,
-                    left: reason_list("confchg left", &left)?,
-                };
-                self.queue.push_back(CorosyncEvent::Confchg(c));
+                if let Some(c) = self.members.apply(&members, &left, &joined)? {
+                    self.queue.push_back(CorosyncEvent::Confchg(c));
+                }
             }
             Raw::Totem { seq, rep, members } => {
                 if let Some(last) = self.last_ring {
@@ -686,18 +837,78 @@ mod tests {
         assert_eq!(l.as_slice(), &[NodeId(1), NodeId(2), NodeId(3)]);
         assert!(matches!(node_list("t", [1, 0]), Err(Error::InvalidNode { .. })));
         assert!(matches!(node_list("t", 1..=(gcs::MAX_NODES as u32 + 1)), Err(Error::TooManyNodes { .. })));
-        let r = reason_list(
-            "t",
-            &[(2, 10, Some(Reason::NodeUp)), (1, 4, Some(Reason::NodeUp)), (2, 11, Some(Reason::NodeUp)), (3, 5, None)],
-        )
-        .unwrap();
-        assert_eq!(
-            r.as_slice(),
-            &[
-                MemberReason { node: NodeId(1), reason: Reason::NodeUp },
-                MemberReason { node: NodeId(2), reason: Reason::NodeUp }
-            ]
-        );
+    }
+
+    use Reason::{Join, Leave, NodeDown, NodeUp, ProcDown};
+
+    fn mr(node: u32, reason: Reason) -> MemberReason {
+        MemberReason { node: NodeId(node), reason }
+    }
+
+    fn cc(members: &[u32], joined: &[(u32, Reason)], left: &[(u32, Reason)]) -> Option<Confchg> {
+        Some(Confchg {
+            members: node_list("t", members.iter().copied()).unwrap(),
+            joined: joined.iter().map(|&(n, r)| mr(n, r)).collect(),
+            left: left.iter().map(|&(n, r)| mr(n, r)).collect(),
+        })
+    }
+
+    /// Node 1 (us, pid 100) joins a group holding node 2's daemon (pid 200).
+    fn joined_two() -> CpgMembers {
+        let mut m = CpgMembers::new(1, 100);
+        let c = m.apply(&[(1, 100), (2, 200)], &[], &[(1, 100, Some(Join))]).unwrap();
+        assert_eq!(c, cc(&[1, 2], &[(1, Join)], &[]));
+        m
+    }
+
+    #[test]
+    fn entries_are_sorted_and_checked() {
+        let mut m = CpgMembers::new(1, 4);
+        let c = m
+            .apply(
+                &[(3, 5), (2, 10), (1, 4)],
+                &[],
+                &[(2, 10, Some(NodeUp)), (1, 4, Some(NodeUp)), (3, 5, Some(NodeUp))],
+            )
+            .unwrap();
+        assert_eq!(c, cc(&[1, 2, 3], &[(1, NodeUp), (2, NodeUp), (3, NodeUp)], &[]));
+        assert!(matches!(CpgMembers::new(1, 4).apply(&[(0, 1)], &[], &[]), Err(Error::InvalidNode { .. })));
+    }
+
+    /// Issue 15 item 4: a second process of node 2 in the group (a probe)
+    /// is not node 2's daemon. On main its leave was reported as node 2
+    /// leaving while node 2 stayed in `members`, and the daemon's death was
+    /// hidden behind the probe (node 2 kept in `members`).
+    #[test]
+    fn second_process_of_a_node_is_not_its_daemon() {
+        let mut m = joined_two();
+        // a probe joins on node 2: no node change, its messages are not node 2's
+        assert_eq!(m.apply(&[(1, 100), (2, 200), (2, 250)], &[], &[(2, 250, Some(Join))]).unwrap(), None);
+        assert!(m.is_owner(2, 200) && !m.is_owner(2, 250));
+        // the probe leaves: nothing to report
+        assert_eq!(m.apply(&[(1, 100), (2, 200)], &[(2, 250, Some(Leave))], &[]).unwrap(), None);
+        // it comes back, then the daemon dies while the probe stays: node 2 is gone
+        assert_eq!(m.apply(&[(1, 100), (2, 200), (2, 250)], &[], &[(2, 250, Some(Join))]).unwrap(), None);
+        let c = m.apply(&[(1, 100), (2, 250)], &[(2, 200, Some(ProcDown))], &[]).unwrap();
+        assert_eq!(c, cc(&[1], &[], &[(2, ProcDown)]));
+        // the probe is not promoted; the restarted daemon is node 2 again
+        assert!(!m.is_owner(2, 250));
+        let c = m.apply(&[(1, 100), (2, 250), (2, 300)], &[], &[(2, 300, Some(Join))]).unwrap();
+        assert_eq!(c, cc(&[1, 2], &[(2, Join)], &[]));
+        assert!(m.is_owner(2, 300));
+        // node 2 goes down with both processes: one NodeDown
+        let c = m.apply(&[(1, 100)], &[(2, 250, Some(NodeDown)), (2, 300, Some(NodeDown))], &[]).unwrap();
+        assert_eq!(c, cc(&[1], &[], &[(2, NodeDown)]));
+    }
+
+    /// A second process on our own node never replaces us, even if it joined
+    /// together with us or has a lower pid.
+    #[test]
+    fn local_owner_is_our_own_process() {
+        let mut m = CpgMembers::new(1, 500);
+        let c = m.apply(&[(1, 40), (1, 500)], &[], &[(1, 500, Some(Join)), (1, 40, Some(Join))]).unwrap();
+        assert_eq!(c, cc(&[1], &[(1, Join)], &[]));
+        assert!(m.is_owner(1, 500) && !m.is_owner(1, 40));
     }
 
     #[test]
