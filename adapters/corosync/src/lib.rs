@@ -73,9 +73,12 @@ pub enum Error {
     /// A corosync call failed for another reason.
     #[error("corosync call failed ({op}: {err})")]
     Call { op: &'static str, err: CsError },
-    /// `mcast_joined` kept answering TRY_AGAIN (flow control) past the bound.
-    #[error("multicast refused with TRY_AGAIN {attempts} times over {waited:?} (corosync is congested)")]
-    SendBusy { attempts: u32, waited: Duration },
+    /// `mcast_joined` answered TRY_AGAIN (flow control) and the send backlog
+    /// already holds [`Options::send_backlog_msgs`] messages or
+    /// [`Options::send_backlog_bytes`] bytes: corosync has not taken a
+    /// message for a long time. The message was not queued.
+    #[error("corosync send backlog full ({queued} messages, {bytes} bytes waiting on TRY_AGAIN for {waited:?}); message not sent")]
+    SendBacklogFull { queued: usize, bytes: usize, waited: Duration },
     /// A call kept answering TRY_AGAIN past the bound.
     #[error("{op} kept returning TRY_AGAIN for {waited:?}")]
     Busy { op: &'static str, waited: Duration },
@@ -111,11 +114,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Options {
     /// How long `connect` waits for the first quorum callback.
     pub initial_ring_timeout: Duration,
-    /// How long `send` (and `join`) keep retrying on TRY_AGAIN.
+    /// How long `join` and `leave` keep retrying on TRY_AGAIN (they block;
+    /// `send` never does, it queues).
     pub retry_limit: Duration,
-    /// First backoff between retries; doubles up to `max_backoff`.
+    /// First backoff between retries; doubles up to `max_backoff`. For
+    /// `send`, the delay before the event loop retries the backlog
+    /// ([`Corosync::next_retry`]).
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// Most messages `send` queues while corosync answers TRY_AGAIN.
+    pub send_backlog_msgs: usize,
+    /// Most payload bytes `send` queues while corosync answers TRY_AGAIN.
+    pub send_backlog_bytes: usize,
 }
 
 impl Default for Options {
@@ -125,6 +135,8 @@ impl Default for Options {
             retry_limit: Duration::from_secs(5),
             first_backoff: Duration::from_micros(500),
             max_backoff: Duration::from_millis(50),
+            send_backlog_msgs: 1024,
+            send_backlog_bytes: 4 << 20,
         }
     }
 }
@@ -399,6 +411,103 @@ fn push_reason(l: &mut ReasonList, node: u32, reason: Reason, what: &'static str
     Ok(())
 }
 
+/// Messages `mcast_joined` refused with TRY_AGAIN, in send order, retried
+/// from the event loop ([`Corosync::flush`]) with a backoff, never by
+/// sleeping. Bounded by message count and bytes.
+#[derive(Debug)]
+struct SendQueue {
+    backlog: VecDeque<Vec<u8>>,
+    bytes: usize,
+    max_msgs: usize,
+    max_bytes: usize,
+    first_backoff: Duration,
+    max_backoff: Duration,
+    backoff: Duration,
+    /// When the oldest queued message was first refused.
+    since: Option<Instant>,
+    /// Earliest time of the next retry.
+    retry_at: Option<Instant>,
+}
+
+impl SendQueue {
+    fn new(opts: &Options) -> SendQueue {
+        SendQueue {
+            backlog: VecDeque::new(),
+            bytes: 0,
+            max_msgs: opts.send_backlog_msgs.max(1),
+            max_bytes: opts.send_backlog_bytes,
+            first_backoff: opts.first_backoff,
+            max_backoff: opts.max_backoff,
+            backoff: opts.first_backoff,
+            since: None,
+            retry_at: None,
+        }
+    }
+
+    /// Send what is queued, in order, until `mcast` answers TRY_AGAIN.
+    /// Returns how many went out.
+    fn flush(&mut self, now: Instant, mut mcast: impl FnMut(&[u8]) -> rust_corosync::Result<()>) -> Result<usize> {
+        let mut sent = 0;
+        while let Some(m) = self.backlog.front() {
+            match mcast(m) {
+                Ok(()) => {
+                    self.bytes -= m.len();
+                    self.backlog.pop_front();
+                    sent += 1;
+                }
+                Err(CsError::CsErrTryAgain) => {
+                    self.retry_at = Some(now + self.backoff);
+                    self.backoff = (self.backoff * 2).min(self.max_backoff);
+                    if sent > 0 {
+                        self.since = Some(now);
+                    }
+                    return Ok(sent);
+                }
+                Err(e) => return Err(classify("cpg mcast_joined", e)),
+            }
+        }
+        if sent > 0 {
+            trace!(sent, "send backlog drained");
+        }
+        self.backoff = self.first_backoff;
+        self.since = None;
+        self.retry_at = None;
+        Ok(sent)
+    }
+
+    /// Send `payload` after whatever is queued; queue it on TRY_AGAIN, or
+    /// fail with [`Error::SendBacklogFull`] when the backlog is at its bound.
+    fn send(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+        mut mcast: impl FnMut(&[u8]) -> rust_corosync::Result<()>,
+    ) -> Result<()> {
+        if !self.backlog.is_empty() {
+            self.flush(now, &mut mcast)?;
+        }
+        if self.backlog.is_empty() {
+            match mcast(payload) {
+                Ok(()) => return Ok(()),
+                Err(CsError::CsErrTryAgain) => {}
+                Err(e) => return Err(classify("cpg mcast_joined", e)),
+            }
+            self.since = Some(now);
+            self.retry_at = Some(now + self.backoff);
+        }
+        if self.backlog.len() >= self.max_msgs || self.bytes + payload.len() > self.max_bytes {
+            let waited = now.saturating_duration_since(self.since.unwrap_or(now));
+            return Err(Error::SendBacklogFull { queued: self.backlog.len(), bytes: self.bytes, waited });
+        }
+        if self.backlog.is_empty() {
+            debug!("mcast: TRY_AGAIN, queueing");
+        }
+        self.bytes += payload.len();
+        self.backlog.push_back(payload.to_vec());
+        Ok(())
+    }
+}
+
 fn classify(op: &'static str, err: CsError) -> Error {
     match err {
         CsError::CsErrLibrary | CsError::CsErrBadHandle => Error::Disconnected { op, err },
@@ -421,6 +530,7 @@ pub struct Corosync {
     quorum_fd: RawFd,
     queue: VecDeque<CorosyncEvent>,
     members: CpgMembers,
+    sendq: SendQueue,
     last_ring: Option<u64>,
     joined: bool,
     broken: bool,
@@ -479,6 +589,7 @@ impl Corosync {
         let (q_h, _qtype) = quorum::initialize(&qmodel, 0).map_err(not_running("quorum initialize"))?;
         let quorum_fd = quorum::fd_get(&q_h).map_err(|e| classify("quorum fd_get", e))?;
 
+        let sendq = SendQueue::new(&opts);
         let mut me = Corosync {
             group: group.to_owned(),
             local: NodeId(local),
@@ -489,6 +600,7 @@ impl Corosync {
             quorum_fd,
             queue: VecDeque::new(),
             members: CpgMembers::new(local, std::process::id()),
+            sendq,
             last_ring: None,
             joined: false,
             broken: false,
@@ -562,7 +674,9 @@ impl Corosync {
     /// Non-blocking: run the callbacks of every stream that has something
     /// pending and queue their events. Returns how many events were queued.
     pub fn dispatch(&mut self) -> Result<usize> {
-        self.pump(Duration::ZERO)
+        let n = self.pump(Duration::ZERO)?;
+        self.flush()?;
+        Ok(n)
     }
 
     /// Take the next queued event without touching corosync.
@@ -580,44 +694,58 @@ impl Corosync {
                 return Ok(Some(ev));
             }
             let now = Instant::now();
-            let left = deadline.saturating_duration_since(now);
+            let mut left = deadline.saturating_duration_since(now);
+            if let Some(t) = self.next_retry() {
+                left = left.min(t.saturating_duration_since(now));
+            }
             self.pump(left)?;
+            self.flush()?;
             if self.queue.is_empty() && Instant::now() >= deadline {
                 return Ok(None);
             }
         }
     }
 
-    /// Multicast `payload` to the group in agreed order. Retries TRY_AGAIN
-    /// with an exponential backoff up to [`Options::retry_limit`], then
-    /// returns [`Error::SendBusy`].
-    pub fn send(&self, payload: &[u8]) -> Result<()> {
+    /// Multicast `payload` to the group in agreed order, never blocking.
+    /// When corosync answers TRY_AGAIN (flow control) the message is queued
+    /// behind any earlier ones and retried by [`Corosync::flush`] (which
+    /// [`Corosync::dispatch`] and [`Corosync::poll_event`] call); poll no
+    /// longer than [`Corosync::next_retry`]. [`Error::SendBacklogFull`] when
+    /// the bounded backlog is full.
+    pub fn send(&mut self, payload: &[u8]) -> Result<()> {
         if self.broken {
             return Err(Error::Disconnected { op: "cpg mcast_joined", err: CsError::CsErrLibrary });
         }
-        let start = Instant::now();
-        let mut backoff = self.opts.first_backoff;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            match cpg::mcast_joined(&self.cpg, cpg::Guarantee::TypeAgreed, payload) {
-                Ok(()) => {
-                    if attempts > 1 {
-                        trace!(attempts, "mcast succeeded after TRY_AGAIN");
-                    }
-                    return Ok(());
-                }
-                Err(CsError::CsErrTryAgain) => {
-                    let waited = start.elapsed();
-                    if waited >= self.opts.retry_limit {
-                        warn!(attempts, ?waited, "mcast: giving up on TRY_AGAIN");
-                        return Err(Error::SendBusy { attempts, waited });
-                    }
-                    std::thread::sleep(backoff.min(self.opts.retry_limit - waited));
-                    backoff = (backoff * 2).min(self.opts.max_backoff);
-                }
-                Err(e) => return Err(classify("cpg mcast_joined", e)),
-            }
+        let cpg = &self.cpg;
+        let r = self.sendq.send(Instant::now(), payload, |m| cpg::mcast_joined(cpg, cpg::Guarantee::TypeAgreed, m));
+        if let Err(e) = &r {
+            warn!(%e, "mcast failed");
+        }
+        r
+    }
+
+    /// Retry the send backlog now. Returns how many queued messages went out.
+    pub fn flush(&mut self) -> Result<usize> {
+        if self.broken || self.sendq.backlog.is_empty() {
+            return Ok(0);
+        }
+        let cpg = &self.cpg;
+        self.sendq.flush(Instant::now(), |m| cpg::mcast_joined(cpg, cpg::Guarantee::TypeAgreed, m))
+    }
+
+    /// Messages waiting in the send backlog (TRY_AGAIN).
+    pub fn send_backlog(&self) -> usize {
+        self.sendq.backlog.len()
+    }
+
+    /// When the send backlog should be retried (`None`: it is empty). The
+    /// event loop polls no longer than this, then calls [`Corosync::dispatch`]
+    /// or [`Corosync::flush`].
+    pub fn next_retry(&self) -> Option<Instant> {
+        if self.sendq.backlog.is_empty() {
+            None
+        } else {
+            self.sendq.retry_at
         }
     }
 
@@ -909,6 +1037,74 @@ mod tests {
         let c = m.apply(&[(1, 40), (1, 500)], &[], &[(1, 500, Some(Join)), (1, 40, Some(Join))]).unwrap();
         assert_eq!(c, cc(&[1], &[(1, Join)], &[]));
         assert!(m.is_owner(1, 500) && !m.is_owner(1, 40));
+    }
+
+    fn small_queue(msgs: usize, bytes: usize) -> SendQueue {
+        SendQueue::new(&Options { send_backlog_msgs: msgs, send_backlog_bytes: bytes, ..Options::default() })
+    }
+
+    /// Issue 15 item 5: TRY_AGAIN queues instead of blocking. On main,
+    /// `send` slept and retried for up to `retry_limit` (5 s) inside the
+    /// event loop; here a fake `mcast_joined` answering TRY_AGAIN forever
+    /// must not cost more than a few milliseconds per call.
+    #[test]
+    fn try_again_queues_without_blocking_and_keeps_order() {
+        let mut q = small_queue(3, 1 << 20);
+        let t0 = Instant::now();
+        let busy = |_: &[u8]| Err(CsError::CsErrTryAgain);
+        q.send(t0, b"a", busy).unwrap();
+        q.send(t0, b"b", busy).unwrap();
+        q.send(t0, b"c", busy).unwrap();
+        assert!(t0.elapsed() < Duration::from_millis(100), "send blocked for {:?}", t0.elapsed());
+        assert_eq!(q.backlog.len(), 3);
+        assert!(q.retry_at.is_some_and(|t| t > t0));
+        // full: a clear, typed error, and the message is not queued
+        let later = t0 + Duration::from_secs(2);
+        match q.send(later, b"d", busy) {
+            Err(Error::SendBacklogFull { queued: 3, bytes: 3, waited }) => assert_eq!(waited, Duration::from_secs(2)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(q.backlog.len(), 3);
+        // corosync takes one message, then is busy again: order kept
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut budget = 1;
+        let n = q
+            .flush(later, |m| {
+                if budget == 0 {
+                    return Err(CsError::CsErrTryAgain);
+                }
+                budget -= 1;
+                out.push(m.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        // a new message goes behind the queued ones, never ahead
+        let mut ok = |m: &[u8]| -> rust_corosync::Result<()> {
+            out.push(m.to_vec());
+            Ok(())
+        };
+        q.send(later, b"e", &mut ok).unwrap();
+        assert_eq!(out, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"e".to_vec()]);
+        assert!(q.backlog.is_empty() && q.bytes == 0 && q.retry_at.is_none());
+    }
+
+    #[test]
+    fn backlog_bounded_by_bytes_and_other_errors_pass_through() {
+        let mut q = small_queue(100, 10);
+        let t0 = Instant::now();
+        let busy = |_: &[u8]| Err(CsError::CsErrTryAgain);
+        q.send(t0, &[0; 6], busy).unwrap();
+        assert!(matches!(q.send(t0, &[0; 5], busy), Err(Error::SendBacklogFull { queued: 1, bytes: 6, .. })));
+        q.send(t0, &[0; 4], busy).unwrap();
+        // backoff grows on repeated TRY_AGAIN, bounded by max_backoff
+        let b0 = q.backoff;
+        q.flush(t0, busy).unwrap();
+        assert!(q.backoff > b0 && q.backoff <= Options::default().max_backoff);
+        // a broken connection is reported, not queued
+        let mut q = small_queue(100, 100);
+        assert!(q.send(t0, b"x", |_| Err(CsError::CsErrLibrary)).unwrap_err().is_disconnected());
+        assert!(q.backlog.is_empty());
     }
 
     #[test]

@@ -97,10 +97,11 @@ impl Link {
     }
 
     /// How long until the transport's own timers are due (UDP heartbeats,
-    /// failure detection, retransmission); `None`: no timer (corosync).
+    /// failure detection, retransmission); corosync: only while its send backlog waits on TRY_AGAIN.
     pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
         match self {
-            Link::Corosync(_) => None,
+            // the send backlog (TRY_AGAIN) is retried from this loop
+            Link::Corosync(c) => c.next_retry().map(|t| t.saturating_duration_since(now)),
             Link::Udp(u) => u.udp.next_timeout().map(|t| t.saturating_duration_since(now)),
         }
     }
@@ -118,7 +119,7 @@ impl Link {
     pub fn dispatch(&mut self, ready: bool, now: Instant) -> Result<(), LinkError> {
         match self {
             Link::Corosync(c) => {
-                if ready || c.pending() > 0 {
+                if ready || c.pending() > 0 || c.send_backlog() > 0 {
                     c.dispatch().map_err(|e| LinkError { text: e.to_string(), disconnected: e.is_disconnected() })?;
                 }
                 Ok(())
