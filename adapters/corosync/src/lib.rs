@@ -15,6 +15,12 @@
 //!   after the confchgs carrying the NODEDOWN/NODEUP entries of that change.
 //!   Ring seqs only grow: a totem confchg whose seq is not larger than the
 //!   last ring emitted (the initial ring reported twice) is dropped.
+//! * CPG members are processes, keyed by (nodeid, pid); a node is a member
+//!   while the one process standing for it (the first of that node to join,
+//!   or our own) is joined. Any other process of that node in the group (a
+//!   probe, a second daemon) changes nothing and its messages are dropped;
+//!   when the node's process leaves or dies, the node leaves, whatever else
+//!   of that node stays joined.
 //! * `Confchg` and `Deliver` keep CPG's agreed order; `Quorum` events come
 //!   from a separate stream with no ordering relative to them.
 //!
@@ -67,9 +73,12 @@ pub enum Error {
     /// A corosync call failed for another reason.
     #[error("corosync call failed ({op}: {err})")]
     Call { op: &'static str, err: CsError },
-    /// `mcast_joined` kept answering TRY_AGAIN (flow control) past the bound.
-    #[error("multicast refused with TRY_AGAIN {attempts} times over {waited:?} (corosync is congested)")]
-    SendBusy { attempts: u32, waited: Duration },
+    /// `mcast_joined` answered TRY_AGAIN (flow control) and the send backlog
+    /// already holds [`Options::send_backlog_msgs`] messages or
+    /// [`Options::send_backlog_bytes`] bytes: corosync has not taken a
+    /// message for a long time. The message was not queued.
+    #[error("corosync send backlog full ({queued} messages, {bytes} bytes waiting on TRY_AGAIN for {waited:?}); message not sent")]
+    SendBacklogFull { queued: usize, bytes: usize, waited: Duration },
     /// A call kept answering TRY_AGAIN past the bound.
     #[error("{op} kept returning TRY_AGAIN for {waited:?}")]
     Busy { op: &'static str, waited: Duration },
@@ -105,11 +114,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Options {
     /// How long `connect` waits for the first quorum callback.
     pub initial_ring_timeout: Duration,
-    /// How long `send` (and `join`) keep retrying on TRY_AGAIN.
+    /// How long `join` and `leave` keep retrying on TRY_AGAIN (they block;
+    /// `send` never does, it queues).
     pub retry_limit: Duration,
-    /// First backoff between retries; doubles up to `max_backoff`.
+    /// First backoff between retries; doubles up to `max_backoff`. For
+    /// `send`, the delay before the event loop retries the backlog
+    /// ([`Corosync::next_retry`]).
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// Most messages `send` queues while corosync answers TRY_AGAIN.
+    pub send_backlog_msgs: usize,
+    /// Most payload bytes `send` queues while corosync answers TRY_AGAIN.
+    pub send_backlog_bytes: usize,
 }
 
 impl Default for Options {
@@ -119,6 +135,8 @@ impl Default for Options {
             retry_limit: Duration::from_secs(5),
             first_backoff: Duration::from_micros(500),
             max_backoff: Duration::from_millis(50),
+            send_backlog_msgs: 1024,
+            send_backlog_bytes: 4 << 20,
         }
     }
 }
@@ -242,25 +260,252 @@ fn node_list(what: &'static str, ids: impl IntoIterator<Item = u32>) -> Result<N
     Ok(l)
 }
 
-fn reason_list(what: &'static str, entries: &[(u32, u32, Option<Reason>)]) -> Result<ReasonList> {
-    let mut l = ReasonList::new();
-    for &(node, pid, reason) in entries {
-        if node == 0 {
-            return Err(Error::InvalidNode { what });
+/// The group's processes, keyed by (nodeid, pid), and which process stands
+/// for each node (its *owner*).
+///
+/// CPG reports processes; the core's [`Confchg`] speaks of nodes. A node is a
+/// member while its owner process is joined: the first process of that node
+/// seen joining, in CPG's agreed confchg order (every member sees the same
+/// order), or our own process for the local node. Any other process of the
+/// same node in the group (a `cohort-cpg-probe --group` pointed at the
+/// daemon's group, a second daemon) is an *extra*: its joins and leaves
+/// produce no node change, its messages are dropped, and it is never
+/// promoted. When the owner leaves, the node leaves, even if extras remain;
+/// the next process of that node to join becomes the new owner.
+///
+/// Limitation: a process joining a group that already holds two processes of
+/// one node has no history to tell which one came first; it takes the lowest
+/// pid and warns.
+#[derive(Debug, Default)]
+struct CpgMembers {
+    /// Our own pid (as corosync reports it: same pid namespace assumed; only
+    /// a preference for the local node's owner).
+    own_pid: u32,
+    local: u32,
+    /// nodeid -> owner pid.
+    owners: std::collections::BTreeMap<u32, u32>,
+    /// Every (nodeid, pid) currently in the group.
+    procs: std::collections::BTreeSet<(u32, u32)>,
+    /// Messages dropped because they came from an extra process.
+    dropped_extra: u64,
+}
+
+impl CpgMembers {
+    fn new(local: u32, own_pid: u32) -> CpgMembers {
+        CpgMembers { own_pid, local, ..Default::default() }
+    }
+
+    /// Is `(nodeid, pid)` the process standing for its node?
+    fn is_owner(&self, nodeid: u32, pid: u32) -> bool {
+        self.owners.get(&nodeid) == Some(&pid)
+    }
+
+    /// Turn one CPG confchg (process level) into the node-level [`Confchg`];
+    /// `None` when no node changed (only extras joined or left).
+    fn apply(
+        &mut self,
+        members: &[(u32, u32)],
+        left: &[(u32, u32, Option<Reason>)],
+        joined: &[(u32, u32, Option<Reason>)],
+    ) -> Result<Option<Confchg>> {
+        for &(node, _) in members {
+            if node == 0 {
+                return Err(Error::InvalidNode { what: "confchg members" });
+            }
         }
-        let Some(reason) = reason else {
-            warn!(node, pid, "confchg {what} entry without a reason, ignored");
-            continue;
-        };
-        let m = MemberReason { node: NodeId(node), reason };
-        if l.contains(&m) {
-            continue; // two processes of one node: one entry per node
+        for &(node, _, _) in left.iter().chain(joined) {
+            if node == 0 {
+                return Err(Error::InvalidNode { what: "confchg entries" });
+            }
         }
+        let mut out_left = ReasonList::new();
+        let mut out_joined = ReasonList::new();
+        // Owners that left (any reason) vacate their node.
+        for &(node, pid, reason) in left {
+            if !self.is_owner(node, pid) {
+                if self.procs.contains(&(node, pid)) {
+                    info!(node, pid, "an extra CPG process of this node left the group (no node change)");
+                }
+                continue;
+            }
+            self.owners.remove(&node);
+            let Some(reason) = reason else {
+                warn!(node, pid, "confchg left entry without a reason, taken as ProcDown");
+                push_reason(&mut out_left, node, Reason::ProcDown, "confchg left")?;
+                continue;
+            };
+            push_reason(&mut out_left, node, reason, "confchg left")?;
+        }
+        let first = self.procs.is_empty();
+        self.procs = members.iter().copied().collect();
+        // Owners CPG no longer lists without a left entry: gone as well.
+        let stale: Vec<u32> =
+            self.owners.iter().filter(|(n, p)| !self.procs.contains(&(**n, **p))).map(|(n, _)| *n).collect();
+        for node in stale {
+            warn!(node, "owner process vanished from the CPG member list without a left entry");
+            self.owners.remove(&node);
+            push_reason(&mut out_left, node, Reason::ProcDown, "confchg left")?;
+        }
+        // Nodes without an owner take a joining process of theirs.
+        for &(node, pid, reason) in joined {
+            if self.owners.contains_key(&node) || !self.procs.contains(&(node, pid)) {
+                if self.owners.get(&node) != Some(&pid) {
+                    warn!(
+                        node,
+                        pid, "another CPG process of an existing member node joined; ignored (not that node's daemon)"
+                    );
+                }
+                continue;
+            }
+            let rival = joined.iter().filter(|j| j.0 == node && j.1 != pid).map(|j| j.1).min();
+            let pid = match rival {
+                // Several processes of one node joined in one change: ours, else the lowest pid.
+                Some(r) if node == self.local && (pid == self.own_pid || r == self.own_pid) => self.own_pid,
+                Some(r) => pid.min(r),
+                None => pid,
+            };
+            self.owners.insert(node, pid);
+            let reason = reason.unwrap_or_else(|| {
+                warn!(node, pid, "confchg joined entry without a reason, taken as Join");
+                Reason::Join
+            });
+            push_reason(&mut out_joined, node, reason, "confchg joined")?;
+        }
+        // Our first confchg: the group as it was before we joined. (Later,
+        // an extra left without an owner is never promoted.)
+        for &(node, pid) in members {
+            if !first || self.owners.contains_key(&node) {
+                continue;
+            }
+            let all: Vec<u32> = members.iter().filter(|m| m.0 == node).map(|m| m.1).collect();
+            let pick = if node == self.local && all.contains(&self.own_pid) {
+                self.own_pid
+            } else {
+                *all.iter().min().unwrap_or(&pid)
+            };
+            if all.len() > 1 && node != self.local {
+                warn!(
+                    node,
+                    ?all,
+                    pick,
+                    "several CPG processes of one node already in the group; taking the lowest pid as its daemon"
+                );
+            }
+            self.owners.insert(node, pick);
+        }
+        let members = node_list("confchg members", self.owners.keys().copied())?;
+        if out_left.is_empty() && out_joined.is_empty() && !first {
+            return Ok(None);
+        }
+        out_left.sort_by_key(|m| m.node);
+        out_joined.sort_by_key(|m| m.node);
+        Ok(Some(Confchg { members, joined: out_joined, left: out_left }))
+    }
+}
+
+fn push_reason(l: &mut ReasonList, node: u32, reason: Reason, what: &'static str) -> Result<()> {
+    let m = MemberReason { node: NodeId(node), reason };
+    if !l.contains(&m) {
         l.push(m).map_err(|_| Error::TooManyNodes { what })?;
     }
-    // corosync lists them in no particular order; sort by node for stable output
-    l.sort_by_key(|m| m.node);
-    Ok(l)
+    Ok(())
+}
+
+/// Messages `mcast_joined` refused with TRY_AGAIN, in send order, retried
+/// from the event loop ([`Corosync::flush`]) with a backoff, never by
+/// sleeping. Bounded by message count and bytes.
+#[derive(Debug)]
+struct SendQueue {
+    backlog: VecDeque<Vec<u8>>,
+    bytes: usize,
+    max_msgs: usize,
+    max_bytes: usize,
+    first_backoff: Duration,
+    max_backoff: Duration,
+    backoff: Duration,
+    /// When the oldest queued message was first refused.
+    since: Option<Instant>,
+    /// Earliest time of the next retry.
+    retry_at: Option<Instant>,
+}
+
+impl SendQueue {
+    fn new(opts: &Options) -> SendQueue {
+        SendQueue {
+            backlog: VecDeque::new(),
+            bytes: 0,
+            max_msgs: opts.send_backlog_msgs.max(1),
+            max_bytes: opts.send_backlog_bytes,
+            first_backoff: opts.first_backoff,
+            max_backoff: opts.max_backoff,
+            backoff: opts.first_backoff,
+            since: None,
+            retry_at: None,
+        }
+    }
+
+    /// Send what is queued, in order, until `mcast` answers TRY_AGAIN.
+    /// Returns how many went out.
+    fn flush(&mut self, now: Instant, mut mcast: impl FnMut(&[u8]) -> rust_corosync::Result<()>) -> Result<usize> {
+        let mut sent = 0;
+        while let Some(m) = self.backlog.front() {
+            match mcast(m) {
+                Ok(()) => {
+                    self.bytes -= m.len();
+                    self.backlog.pop_front();
+                    sent += 1;
+                }
+                Err(CsError::CsErrTryAgain) => {
+                    self.retry_at = Some(now + self.backoff);
+                    self.backoff = (self.backoff * 2).min(self.max_backoff);
+                    if sent > 0 {
+                        self.since = Some(now);
+                    }
+                    return Ok(sent);
+                }
+                Err(e) => return Err(classify("cpg mcast_joined", e)),
+            }
+        }
+        if sent > 0 {
+            trace!(sent, "send backlog drained");
+        }
+        self.backoff = self.first_backoff;
+        self.since = None;
+        self.retry_at = None;
+        Ok(sent)
+    }
+
+    /// Send `payload` after whatever is queued; queue it on TRY_AGAIN, or
+    /// fail with [`Error::SendBacklogFull`] when the backlog is at its bound.
+    fn send(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+        mut mcast: impl FnMut(&[u8]) -> rust_corosync::Result<()>,
+    ) -> Result<()> {
+        if !self.backlog.is_empty() {
+            self.flush(now, &mut mcast)?;
+        }
+        if self.backlog.is_empty() {
+            match mcast(payload) {
+                Ok(()) => return Ok(()),
+                Err(CsError::CsErrTryAgain) => {}
+                Err(e) => return Err(classify("cpg mcast_joined", e)),
+            }
+            self.since = Some(now);
+            self.retry_at = Some(now + self.backoff);
+        }
+        if self.backlog.len() >= self.max_msgs || self.bytes + payload.len() > self.max_bytes {
+            let waited = now.saturating_duration_since(self.since.unwrap_or(now));
+            return Err(Error::SendBacklogFull { queued: self.backlog.len(), bytes: self.bytes, waited });
+        }
+        if self.backlog.is_empty() {
+            debug!("mcast: TRY_AGAIN, queueing");
+        }
+        self.bytes += payload.len();
+        self.backlog.push_back(payload.to_vec());
+        Ok(())
+    }
 }
 
 fn classify(op: &'static str, err: CsError) -> Error {
@@ -284,6 +529,8 @@ pub struct Corosync {
     cpg_fd: RawFd,
     quorum_fd: RawFd,
     queue: VecDeque<CorosyncEvent>,
+    members: CpgMembers,
+    sendq: SendQueue,
     last_ring: Option<u64>,
     joined: bool,
     broken: bool,
@@ -342,6 +589,7 @@ impl Corosync {
         let (q_h, _qtype) = quorum::initialize(&qmodel, 0).map_err(not_running("quorum initialize"))?;
         let quorum_fd = quorum::fd_get(&q_h).map_err(|e| classify("quorum fd_get", e))?;
 
+        let sendq = SendQueue::new(&opts);
         let mut me = Corosync {
             group: group.to_owned(),
             local: NodeId(local),
@@ -351,6 +599,8 @@ impl Corosync {
             cpg_fd,
             quorum_fd,
             queue: VecDeque::new(),
+            members: CpgMembers::new(local, std::process::id()),
+            sendq,
             last_ring: None,
             joined: false,
             broken: false,
@@ -410,6 +660,12 @@ impl Corosync {
         cpg::max_atomic_msgsize_get(&self.cpg).map_err(|e| classify("cpg max_atomic_msgsize_get", e))
     }
 
+    /// Messages dropped because their sender was a second CPG process of a
+    /// node (not the process standing for that node, see the crate docs).
+    pub fn dropped_from_extra_processes(&self) -> u64 {
+        self.members.dropped_extra
+    }
+
     /// Number of events queued and not yet taken.
     pub fn pending(&self) -> usize {
         self.queue.len()
@@ -418,7 +674,9 @@ impl Corosync {
     /// Non-blocking: run the callbacks of every stream that has something
     /// pending and queue their events. Returns how many events were queued.
     pub fn dispatch(&mut self) -> Result<usize> {
-        self.pump(Duration::ZERO)
+        let n = self.pump(Duration::ZERO)?;
+        self.flush()?;
+        Ok(n)
     }
 
     /// Take the next queued event without touching corosync.
@@ -436,44 +694,58 @@ impl Corosync {
                 return Ok(Some(ev));
             }
             let now = Instant::now();
-            let left = deadline.saturating_duration_since(now);
+            let mut left = deadline.saturating_duration_since(now);
+            if let Some(t) = self.next_retry() {
+                left = left.min(t.saturating_duration_since(now));
+            }
             self.pump(left)?;
+            self.flush()?;
             if self.queue.is_empty() && Instant::now() >= deadline {
                 return Ok(None);
             }
         }
     }
 
-    /// Multicast `payload` to the group in agreed order. Retries TRY_AGAIN
-    /// with an exponential backoff up to [`Options::retry_limit`], then
-    /// returns [`Error::SendBusy`].
-    pub fn send(&self, payload: &[u8]) -> Result<()> {
+    /// Multicast `payload` to the group in agreed order, never blocking.
+    /// When corosync answers TRY_AGAIN (flow control) the message is queued
+    /// behind any earlier ones and retried by [`Corosync::flush`] (which
+    /// [`Corosync::dispatch`] and [`Corosync::poll_event`] call); poll no
+    /// longer than [`Corosync::next_retry`]. [`Error::SendBacklogFull`] when
+    /// the bounded backlog is full.
+    pub fn send(&mut self, payload: &[u8]) -> Result<()> {
         if self.broken {
             return Err(Error::Disconnected { op: "cpg mcast_joined", err: CsError::CsErrLibrary });
         }
-        let start = Instant::now();
-        let mut backoff = self.opts.first_backoff;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            match cpg::mcast_joined(&self.cpg, cpg::Guarantee::TypeAgreed, payload) {
-                Ok(()) => {
-                    if attempts > 1 {
-                        trace!(attempts, "mcast succeeded after TRY_AGAIN");
-                    }
-                    return Ok(());
-                }
-                Err(CsError::CsErrTryAgain) => {
-                    let waited = start.elapsed();
-                    if waited >= self.opts.retry_limit {
-                        warn!(attempts, ?waited, "mcast: giving up on TRY_AGAIN");
-                        return Err(Error::SendBusy { attempts, waited });
-                    }
-                    std::thread::sleep(backoff.min(self.opts.retry_limit - waited));
-                    backoff = (backoff * 2).min(self.opts.max_backoff);
-                }
-                Err(e) => return Err(classify("cpg mcast_joined", e)),
-            }
+        let cpg = &self.cpg;
+        let r = self.sendq.send(Instant::now(), payload, |m| cpg::mcast_joined(cpg, cpg::Guarantee::TypeAgreed, m));
+        if let Err(e) = &r {
+            warn!(%e, "mcast failed");
+        }
+        r
+    }
+
+    /// Retry the send backlog now. Returns how many queued messages went out.
+    pub fn flush(&mut self) -> Result<usize> {
+        if self.broken || self.sendq.backlog.is_empty() {
+            return Ok(0);
+        }
+        let cpg = &self.cpg;
+        self.sendq.flush(Instant::now(), |m| cpg::mcast_joined(cpg, cpg::Guarantee::TypeAgreed, m))
+    }
+
+    /// Messages waiting in the send backlog (TRY_AGAIN).
+    pub fn send_backlog(&self) -> usize {
+        self.sendq.backlog.len()
+    }
+
+    /// When the send backlog should be retried (`None`: it is empty). The
+    /// event loop polls no longer than this, then calls [`Corosync::dispatch`]
+    /// or [`Corosync::flush`].
+    pub fn next_retry(&self) -> Option<Instant> {
+        if self.sendq.backlog.is_empty() {
+            None
+        } else {
+            self.sendq.retry_at
         }
     }
 
@@ -588,6 +860,16 @@ impl Corosync {
                 if nodeid == 0 {
                     return Err(Error::InvalidNode { what: "deliver" });
                 }
+                if !self.members.is_owner(nodeid, pid) {
+                    self.members.dropped_extra += 1;
+                    debug!(
+                        from = nodeid,
+                        pid,
+                        dropped = self.members.dropped_extra,
+                        "message from a CPG process that is not its node's daemon, dropped"
+                    );
+                    return Ok(());
+                }
                 trace!(from = nodeid, pid, len = payload.len(), "deliver");
                 self.queue.push_back(CorosyncEvent::Deliver { from: NodeId(nodeid), pid, payload });
             }
@@ -597,12 +879,9 @@ impl Corosync {
                     return Ok(());
                 }
                 debug!(?members, ?left, ?joined, "cpg confchg (nodeid, pid[, reason])");
-                let c = Confchg {
-                    members: node_list("confchg members", members.iter().map(|m| m.0))?,
-                    joined: reason_list("confchg joined", &joined)?,
-                    left: reason_list("confchg left", &left)?,
-                };
-                self.queue.push_back(CorosyncEvent::Confchg(c));
+                if let Some(c) = self.members.apply(&members, &left, &joined)? {
+                    self.queue.push_back(CorosyncEvent::Confchg(c));
+                }
             }
             Raw::Totem { seq, rep, members } => {
                 if let Some(last) = self.last_ring {
@@ -686,18 +965,146 @@ mod tests {
         assert_eq!(l.as_slice(), &[NodeId(1), NodeId(2), NodeId(3)]);
         assert!(matches!(node_list("t", [1, 0]), Err(Error::InvalidNode { .. })));
         assert!(matches!(node_list("t", 1..=(gcs::MAX_NODES as u32 + 1)), Err(Error::TooManyNodes { .. })));
-        let r = reason_list(
-            "t",
-            &[(2, 10, Some(Reason::NodeUp)), (1, 4, Some(Reason::NodeUp)), (2, 11, Some(Reason::NodeUp)), (3, 5, None)],
-        )
-        .unwrap();
-        assert_eq!(
-            r.as_slice(),
-            &[
-                MemberReason { node: NodeId(1), reason: Reason::NodeUp },
-                MemberReason { node: NodeId(2), reason: Reason::NodeUp }
-            ]
-        );
+    }
+
+    use Reason::{Join, Leave, NodeDown, NodeUp, ProcDown};
+
+    fn mr(node: u32, reason: Reason) -> MemberReason {
+        MemberReason { node: NodeId(node), reason }
+    }
+
+    fn cc(members: &[u32], joined: &[(u32, Reason)], left: &[(u32, Reason)]) -> Option<Confchg> {
+        Some(Confchg {
+            members: node_list("t", members.iter().copied()).unwrap(),
+            joined: joined.iter().map(|&(n, r)| mr(n, r)).collect(),
+            left: left.iter().map(|&(n, r)| mr(n, r)).collect(),
+        })
+    }
+
+    /// Node 1 (us, pid 100) joins a group holding node 2's daemon (pid 200).
+    fn joined_two() -> CpgMembers {
+        let mut m = CpgMembers::new(1, 100);
+        let c = m.apply(&[(1, 100), (2, 200)], &[], &[(1, 100, Some(Join))]).unwrap();
+        assert_eq!(c, cc(&[1, 2], &[(1, Join)], &[]));
+        m
+    }
+
+    #[test]
+    fn entries_are_sorted_and_checked() {
+        let mut m = CpgMembers::new(1, 4);
+        let c = m
+            .apply(
+                &[(3, 5), (2, 10), (1, 4)],
+                &[],
+                &[(2, 10, Some(NodeUp)), (1, 4, Some(NodeUp)), (3, 5, Some(NodeUp))],
+            )
+            .unwrap();
+        assert_eq!(c, cc(&[1, 2, 3], &[(1, NodeUp), (2, NodeUp), (3, NodeUp)], &[]));
+        assert!(matches!(CpgMembers::new(1, 4).apply(&[(0, 1)], &[], &[]), Err(Error::InvalidNode { .. })));
+    }
+
+    /// Issue 15 item 4: a second process of node 2 in the group (a probe)
+    /// is not node 2's daemon. On main its leave was reported as node 2
+    /// leaving while node 2 stayed in `members`, and the daemon's death was
+    /// hidden behind the probe (node 2 kept in `members`).
+    #[test]
+    fn second_process_of_a_node_is_not_its_daemon() {
+        let mut m = joined_two();
+        // a probe joins on node 2: no node change, its messages are not node 2's
+        assert_eq!(m.apply(&[(1, 100), (2, 200), (2, 250)], &[], &[(2, 250, Some(Join))]).unwrap(), None);
+        assert!(m.is_owner(2, 200) && !m.is_owner(2, 250));
+        // the probe leaves: nothing to report
+        assert_eq!(m.apply(&[(1, 100), (2, 200)], &[(2, 250, Some(Leave))], &[]).unwrap(), None);
+        // it comes back, then the daemon dies while the probe stays: node 2 is gone
+        assert_eq!(m.apply(&[(1, 100), (2, 200), (2, 250)], &[], &[(2, 250, Some(Join))]).unwrap(), None);
+        let c = m.apply(&[(1, 100), (2, 250)], &[(2, 200, Some(ProcDown))], &[]).unwrap();
+        assert_eq!(c, cc(&[1], &[], &[(2, ProcDown)]));
+        // the probe is not promoted; the restarted daemon is node 2 again
+        assert!(!m.is_owner(2, 250));
+        let c = m.apply(&[(1, 100), (2, 250), (2, 300)], &[], &[(2, 300, Some(Join))]).unwrap();
+        assert_eq!(c, cc(&[1, 2], &[(2, Join)], &[]));
+        assert!(m.is_owner(2, 300));
+        // node 2 goes down with both processes: one NodeDown
+        let c = m.apply(&[(1, 100)], &[(2, 250, Some(NodeDown)), (2, 300, Some(NodeDown))], &[]).unwrap();
+        assert_eq!(c, cc(&[1], &[], &[(2, NodeDown)]));
+    }
+
+    /// A second process on our own node never replaces us, even if it joined
+    /// together with us or has a lower pid.
+    #[test]
+    fn local_owner_is_our_own_process() {
+        let mut m = CpgMembers::new(1, 500);
+        let c = m.apply(&[(1, 40), (1, 500)], &[], &[(1, 500, Some(Join)), (1, 40, Some(Join))]).unwrap();
+        assert_eq!(c, cc(&[1], &[(1, Join)], &[]));
+        assert!(m.is_owner(1, 500) && !m.is_owner(1, 40));
+    }
+
+    fn small_queue(msgs: usize, bytes: usize) -> SendQueue {
+        SendQueue::new(&Options { send_backlog_msgs: msgs, send_backlog_bytes: bytes, ..Options::default() })
+    }
+
+    /// Issue 15 item 5: TRY_AGAIN queues instead of blocking. On main,
+    /// `send` slept and retried for up to `retry_limit` (5 s) inside the
+    /// event loop; here a fake `mcast_joined` answering TRY_AGAIN forever
+    /// must not cost more than a few milliseconds per call.
+    #[test]
+    fn try_again_queues_without_blocking_and_keeps_order() {
+        let mut q = small_queue(3, 1 << 20);
+        let t0 = Instant::now();
+        let busy = |_: &[u8]| Err(CsError::CsErrTryAgain);
+        q.send(t0, b"a", busy).unwrap();
+        q.send(t0, b"b", busy).unwrap();
+        q.send(t0, b"c", busy).unwrap();
+        assert!(t0.elapsed() < Duration::from_millis(100), "send blocked for {:?}", t0.elapsed());
+        assert_eq!(q.backlog.len(), 3);
+        assert!(q.retry_at.is_some_and(|t| t > t0));
+        // full: a clear, typed error, and the message is not queued
+        let later = t0 + Duration::from_secs(2);
+        match q.send(later, b"d", busy) {
+            Err(Error::SendBacklogFull { queued: 3, bytes: 3, waited }) => assert_eq!(waited, Duration::from_secs(2)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(q.backlog.len(), 3);
+        // corosync takes one message, then is busy again: order kept
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut budget = 1;
+        let n = q
+            .flush(later, |m| {
+                if budget == 0 {
+                    return Err(CsError::CsErrTryAgain);
+                }
+                budget -= 1;
+                out.push(m.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        // a new message goes behind the queued ones, never ahead
+        let mut ok = |m: &[u8]| -> rust_corosync::Result<()> {
+            out.push(m.to_vec());
+            Ok(())
+        };
+        q.send(later, b"e", &mut ok).unwrap();
+        assert_eq!(out, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"e".to_vec()]);
+        assert!(q.backlog.is_empty() && q.bytes == 0 && q.retry_at.is_none());
+    }
+
+    #[test]
+    fn backlog_bounded_by_bytes_and_other_errors_pass_through() {
+        let mut q = small_queue(100, 10);
+        let t0 = Instant::now();
+        let busy = |_: &[u8]| Err(CsError::CsErrTryAgain);
+        q.send(t0, &[0; 6], busy).unwrap();
+        assert!(matches!(q.send(t0, &[0; 5], busy), Err(Error::SendBacklogFull { queued: 1, bytes: 6, .. })));
+        q.send(t0, &[0; 4], busy).unwrap();
+        // backoff grows on repeated TRY_AGAIN, bounded by max_backoff
+        let b0 = q.backoff;
+        q.flush(t0, busy).unwrap();
+        assert!(q.backoff > b0 && q.backoff <= Options::default().max_backoff);
+        // a broken connection is reported, not queued
+        let mut q = small_queue(100, 100);
+        assert!(q.send(t0, b"x", |_| Err(CsError::CsErrLibrary)).unwrap_err().is_disconnected());
+        assert!(q.backlog.is_empty());
     }
 
     #[test]

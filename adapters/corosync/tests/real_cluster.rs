@@ -10,7 +10,9 @@
 //! Phases: cluster up; one probe per node (agreed-order multicast from all
 //! three); cut node 3 (NODEDOWN + new ring); heal (NODEUP + larger ring);
 //! SIGKILL node 3's corosync (its client gets a disconnect error, the others
-//! NODEDOWN); connect without corosync (clear error).
+//! NODEDOWN); connect without corosync (clear error); a second process of
+//! node 2 in the group is not node 2 (no change when it joins, sends or
+//! dies; node 2 leaves when its first process dies).
 
 #![allow(clippy::needless_range_loop)] // nodes are indexed 0..3 in several parallel arrays
 
@@ -395,6 +397,44 @@ fn three_node_cluster_order_partition_merge_and_crash() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["stage"], "connect");
     assert_eq!(lines[0]["msg"], "corosync is not running (cpg initialize: ErrLibrary)");
+
+    // ---- a second process of node 2 in the group (issue 15 item 4): it is
+    // not node 2's daemon. Its join, its messages and its death change
+    // nothing at node 1; when node 2's first process dies while the second
+    // stays, node 1 sees node 2 leave (ProcDown).
+    let quiet = |lines: &[Value], from: usize| -> Vec<Value> {
+        lines[from..]
+            .iter()
+            .filter(|v| v["ev"] == "confchg" || (v["ev"] == "deliver" && v["from"] == 2))
+            .cloned()
+            .collect()
+    };
+    let before1 = lab.probes[0].snapshot().len();
+    let extra = lab.probe(2, &["--duration", "60", "--send", "3", "--send-when-members", "1", "--size", "16"]);
+    lab.wait_for(extra, "the extra probe's messages sent", Duration::from_secs(10), |l| ev(l, "sent").next().is_some());
+    let extra_pid = u64::from(lab.probes[extra].child.id());
+    lab.wait_for(extra, "its own messages delivered to it", Duration::from_secs(10), |l| {
+        ev(l, "deliver").filter(|(_, v)| v["pid"].as_u64() == Some(extra_pid)).count() >= 3
+    });
+    thread::sleep(Duration::from_millis(500));
+    let seen = quiet(&lab.probes[0].snapshot(), before1);
+    assert!(seen.is_empty(), "node 1 took a second process of node 2 for node 2: {seen:?}");
+    // node 2's first process dies; the extra stays
+    let before1 = lab.probes[0].snapshot().len();
+    let _ = lab.probes[1].child.kill();
+    let lines =
+        lab.wait_for(0, "node 2 leaves (ProcDown) though another process of it stays", Duration::from_secs(10), |l| {
+            ev(&l[before1..], "confchg").next().is_some()
+        });
+    let (_, c) = ev(&lines[before1..], "confchg").next().unwrap();
+    assert_eq!(c["left"], json!([[2, "ProcDown"]]), "{c}");
+    assert_eq!(c["members"], json!([1]), "{c}");
+    // the extra leaving afterwards is no change at all
+    let before1 = lab.probes[0].snapshot().len();
+    let _ = lab.probes[extra].child.kill();
+    thread::sleep(Duration::from_millis(500));
+    let seen = quiet(&lab.probes[0].snapshot(), before1);
+    assert!(seen.is_empty(), "the extra process's death was reported: {seen:?}");
 
     // ---- teardown (also what Drop does on failure), timed
     let dir: PathBuf = fs::canonicalize(lab.dir.path()).unwrap();

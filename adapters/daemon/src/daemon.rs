@@ -258,7 +258,7 @@ pub fn startup_fencing_nodes(
 }
 
 /// Open the configured transport; returns it and this node's id.
-fn open_link(cfg: &Config) -> Result<(Link, u32), Fatal> {
+fn open_link(cfg: &Config, inc: u64) -> Result<(Link, u32), Fatal> {
     match cfg.transport {
         Transport::Corosync => {
             let cs = Corosync::connect(&cfg.group).map_err(|e| {
@@ -279,7 +279,8 @@ fn open_link(cfg: &Config) -> Result<(Link, u32), Fatal> {
                 return Err(Fatal::Config("transport = \"udp\" needs node_id and a [udp] table".into()));
             };
             let key = cohort_udp::load_key(&u.key_file).map_err(|e| Fatal::Config(format!("udp.key_file: {e}")))?;
-            let udp = cohort_udp::Udp::new(udp_adapter_config(me, nodes, u, key)).map_err(|e| match e {
+            let ucfg = udp_adapter_config(me, nodes, u, key, inc).map_err(|e| Fatal::Startup(format!("udp: {e}")))?;
+            let udp = cohort_udp::Udp::new(ucfg).map_err(|e| match e {
                 cohort_udp::Error::Config(m) => Fatal::Config(format!("udp: {m}")),
                 e => Fatal::Startup(format!("cannot start the udp transport: {e}")),
             })?;
@@ -325,7 +326,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
     startup_safety(&cfg, &fs_rt)?;
     let inc = incarnation::bump(&cfg.state_dir).map_err(|e| Fatal::Startup(e.to_string()))?;
 
-    let (link, me) = open_link(&cfg)?;
+    let (link, me) = open_link(&cfg, inc)?;
     let node = cohort_core::NodeId(me);
     // After connecting: corosync-cmapctl needs a running corosync.
     let cluster = if cfg.startup_fencing { cluster_nodes(&cfg) } else { Ok(Vec::new()) };

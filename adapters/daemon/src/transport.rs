@@ -97,10 +97,11 @@ impl Link {
     }
 
     /// How long until the transport's own timers are due (UDP heartbeats,
-    /// failure detection, retransmission); `None`: no timer (corosync).
+    /// failure detection, retransmission); corosync: only while its send backlog waits on TRY_AGAIN.
     pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
         match self {
-            Link::Corosync(_) => None,
+            // the send backlog (TRY_AGAIN) is retried from this loop
+            Link::Corosync(c) => c.next_retry().map(|t| t.saturating_duration_since(now)),
             Link::Udp(u) => u.udp.next_timeout().map(|t| t.saturating_duration_since(now)),
         }
     }
@@ -118,7 +119,7 @@ impl Link {
     pub fn dispatch(&mut self, ready: bool, now: Instant) -> Result<(), LinkError> {
         match self {
             Link::Corosync(c) => {
-                if ready || c.pending() > 0 {
+                if ready || c.pending() > 0 || c.send_backlog() > 0 {
                     c.dispatch().map_err(|e| LinkError { text: e.to_string(), disconnected: e.is_disconnected() })?;
                 }
                 Ok(())
@@ -188,8 +189,17 @@ impl Link {
 }
 
 /// The `cohort-udp` configuration of node `me` from `[udp]`, with `nodes`
-/// (the configured cluster) and the cluster key.
-pub fn udp_adapter_config(me: u32, nodes: &[u32], u: &UdpConfig, key: [u8; 32]) -> cohort_udp::Config {
+/// (the configured cluster), the cluster key and this start's persisted
+/// incarnation (`incarnation::bump`): the VS incarnation is that value in
+/// the high 32 bits and kernel randomness in the low 32, never the clock
+/// ([`cohort_udp::incarnation`]).
+pub fn udp_adapter_config(
+    me: u32,
+    nodes: &[u32],
+    u: &UdpConfig,
+    key: [u8; 32],
+    persisted_inc: u64,
+) -> Result<cohort_udp::Config, cohort_udp::Error> {
     let net = match &u.net {
         UdpNet::Multicast { group, interface, bind, ttl, loopback } => Net::Multicast(MulticastConfig {
             group: *group,
@@ -210,7 +220,8 @@ pub fn udp_adapter_config(me: u32, nodes: &[u32], u: &UdpConfig, key: [u8; 32]) 
         UdpQuorum::Majority => QuorumMode::Majority,
         UdpQuorum::TwoNode => QuorumMode::TwoNode,
     };
-    c
+    c.incarnation = Some(cohort_udp::incarnation::from_persisted(persisted_inc)?);
+    Ok(c)
 }
 
 pub fn fmt_nodes(l: &NodeList) -> String {
@@ -244,5 +255,40 @@ pub fn describe(e: &TransportEvent) -> Option<String> {
             fmt_nodes(&q.members)
         )),
         TransportEvent::Deliver { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ucfg() -> UdpConfig {
+        UdpConfig {
+            net: UdpNet::Unicast { peers: BTreeMap::new(), bind: None },
+            key_file: "/nonexistent".into(),
+            allow_insecure_key_file: false,
+            heartbeat_ms: 50,
+            fail_timeout_ms: 300,
+            quorum: UdpQuorum::Majority,
+        }
+    }
+
+    /// Issue 15 item 11: cohortd's VS incarnation comes from the persisted
+    /// incarnation, not the clock (on main the daemon left it `None`, so
+    /// `cohort-udp` used wall-clock microseconds: a clock stepped back gave
+    /// a smaller value, a board without RTC could repeat one). Two starts
+    /// (persisted 5, then 6) at the same clock reading, or with the clock
+    /// stepped back in between, still give a strictly greater value: nothing
+    /// here can read a clock difference, only the persisted value orders them.
+    #[test]
+    fn vs_incarnation_follows_the_persisted_one() {
+        let a = udp_adapter_config(1, &[1, 2], &ucfg(), [7; 32], 5).unwrap().incarnation.expect("set by cohortd");
+        let b = udp_adapter_config(1, &[1, 2], &ucfg(), [7; 32], 6).unwrap().incarnation.expect("set by cohortd");
+        assert_eq!(a.0 >> 32, 5);
+        assert_eq!(b.0 >> 32, 6);
+        assert!(b > a);
+        // and far from any clock value (µs since 1970 are > 2^50)
+        assert!(b.0 < 7 << 32);
+        assert!(udp_adapter_config(1, &[1, 2], &ucfg(), [7; 32], u64::from(u32::MAX) + 1).is_err());
     }
 }

@@ -47,6 +47,7 @@ use cohort_core::vs::{self, Dest, Vs, VsConfig, VsConfigError, VsEvent, VsSendEr
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, trace, warn};
 
+pub mod incarnation;
 mod key;
 
 pub use cohort_core::vs::{MAX_MESSAGE, MAX_PAYLOAD};
@@ -124,8 +125,14 @@ pub struct Config {
     /// Every node of the cluster (the quorum denominator). In unicast mode
     /// each of them needs an address.
     pub nodes: Vec<NodeId>,
-    /// Must grow at every process start. Default (`None`): microseconds
-    /// since the Unix epoch.
+    /// Must grow at every process start and never repeat under the key (it
+    /// is part of every nonce). A daemon passes
+    /// [`incarnation::from_persisted`] of its persisted, per-start
+    /// incarnation (cohortd does): clock-free. `None` is for tools and tests
+    /// without state: the wall clock in microseconds with the low 16 bits
+    /// random, so restarts order by the clock (a clock stepped back makes
+    /// peers refuse the process as stale) and a repeated clock value repeats
+    /// the incarnation only with probability 2^-16.
     pub incarnation: Option<Incarnation>,
     /// The cluster key ([`load_key`]).
     pub key: [u8; 32],
@@ -270,9 +277,12 @@ fn udp_socket(domain: Domain, buffer: usize) -> Result<Socket, Error> {
     Ok(s)
 }
 
-fn default_incarnation() -> Incarnation {
+/// Tools and tests only (see [`Config::incarnation`]).
+fn ephemeral_incarnation() -> Result<Incarnation, Error> {
     let us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(1);
-    Incarnation(u64::try_from(us).unwrap_or(u64::MAX).max(1))
+    let us = u64::try_from(us).unwrap_or(u64::MAX);
+    let r = u64::from(incarnation::random_u32()? & 0xffff);
+    Ok(Incarnation(((us & !0xffff) | r).max(1)))
 }
 
 impl Udp {
@@ -285,8 +295,11 @@ impl Udp {
                 return Err(Error::Config(format!("more than {} nodes", cohort_core::gcs::MAX_NODES)));
             }
         }
-        let mut vcfg =
-            VsConfig::new(cfg.node, cfg.incarnation.unwrap_or_else(default_incarnation), nodes.clone(), cfg.key);
+        let inc = match cfg.incarnation {
+            Some(i) => i,
+            None => ephemeral_incarnation()?,
+        };
+        let mut vcfg = VsConfig::new(cfg.node, inc, nodes.clone(), cfg.key);
         vcfg.quorum = cfg.quorum;
         vcfg.heartbeat_ms = cfg.heartbeat_ms;
         vcfg.fail_timeout_ms = cfg.fail_timeout_ms;

@@ -3,7 +3,7 @@
 //! messages, exit after a time limit.
 //!
 //! ```text
-//! cohort-cpg-probe [--group NAME] [--duration SECS] [--send N]
+//! cohort-cpg-probe [--group NAME (default cohort-probe, not the daemon's group)] [--duration SECS] [--send N]
 //!                  [--send-when-members M] [--size BYTES] [--gap-us US]
 //! ```
 //!
@@ -13,7 +13,7 @@
 //!
 //! Lines (all carry `mono_ms`, CLOCK_MONOTONIC in ms, comparable across
 //! processes on the host):
-//! `{"ev":"connected","node":1,"group":"cohort",...}`,
+//! `{"ev":"connected","node":1,"group":"cohort-probe",...}`,
 //! `{"ev":"ring","ring":13,"members":[1,2,3],...}`,
 //! `{"ev":"confchg","members":[1,2],"joined":[],"left":[[3,"NodeDown"]],...}`,
 //! `{"ev":"quorum","ring":13,"quorate":true,"members":[1,2,3],...}`,
@@ -43,13 +43,13 @@ struct Args {
 
 fn usage(msg: &str) -> ! {
     eprintln!("cohort-cpg-probe: {msg}");
-    eprintln!("usage: cohort-cpg-probe [--group NAME] [--duration SECS] [--send N] [--send-when-members M] [--size BYTES] [--gap-us US]");
+    eprintln!("usage: cohort-cpg-probe [--group NAME (default cohort-probe)] [--duration SECS] [--send N] [--send-when-members M] [--size BYTES] [--gap-us US]");
     exit(1)
 }
 
 fn parse_args() -> Args {
     let mut a = Args {
-        group: "cohort".into(),
+        group: "cohort-probe".into(),
         duration: Duration::from_secs(30),
         send: 0,
         send_when_members: 0,

@@ -218,6 +218,9 @@ impl UdpDemo {
         let mut cfg = cohort_udp::Config::new(NodeId(i), nodes, self.key, net);
         cfg.heartbeat_ms = HEARTBEAT_MS;
         cfg.fail_timeout_ms = FAIL_TIMEOUT_MS;
+        // as cohortd: the persisted incarnation in the high bits, never the clock
+        cfg.incarnation =
+            Some(cohort_udp::incarnation::from_persisted(inc).map_err(|e| format!("node {i}: vs incarnation: {e}"))?);
         let udp = Udp::new(cfg).map_err(|e| format!("node {i}: cannot start the udp transport: {e}"))?;
         let addr = udp.local_addr().map_err(|e| format!("node {i}: local address: {e}"))?;
         self.switch.attach(i, addr);
