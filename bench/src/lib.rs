@@ -28,6 +28,7 @@ pub fn delivered_message_setup() -> (Cluster, Vec<u8>) {
             sender: cohort_core::Member { node: NodeId(2), inc: cohort_core::Incarnation(1) },
             generation: g.generation,
             group: g.group,
+            view: c.node(1).generation().ring,
         },
         body: Body::MountDone { ok: true },
     };
