@@ -19,6 +19,10 @@ pub const DEFAULT_UDP_GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 71, 1);
 /// Default UDP port (multicast group port; unicast peers given without a port).
 pub const DEFAULT_UDP_PORT: u16 = 5405;
 
+/// Why this build cannot run `transport = "corosync"` (no `corosync` feature).
+pub const NO_COROSYNC: &str = "this cohortd was built without corosync support: rebuild with --features corosync, or \
+                               use transport = \"udp\"";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     Corosync,
@@ -30,6 +34,15 @@ impl Transport {
         match self {
             Transport::Corosync => "corosync",
             Transport::Udp => "udp",
+        }
+    }
+
+    /// Is this transport compiled into this build? `Err`: why not (corosync
+    /// without the `corosync` cargo feature: [`NO_COROSYNC`]).
+    pub fn available(self) -> Result<(), String> {
+        match self {
+            Transport::Corosync if !cfg!(feature = "corosync") => Err(NO_COROSYNC.to_owned()),
+            _ => Ok(()),
         }
     }
 }
@@ -908,6 +921,13 @@ impl Config {
         d(self.log_entries != new.log_entries, "log_entries");
         d(self.filesystems != new.filesystems, "filesystem");
         v
+    }
+
+    /// `Err` when this build cannot run the configured transport (see
+    /// [`Transport::available`]), for `cohortd --check` and the start. Not
+    /// part of [`Config::parse`]: the file itself is valid.
+    pub fn check_build(&self) -> Result<(), String> {
+        self.transport.available().map_err(|why| format!("transport = \"{}\": {why}", self.transport.name()))
     }
 
     /// One line on startup fencing for `cohortd --check`.

@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use cohort_core::Member;
+#[cfg(feature = "corosync")]
 use cohort_corosync::Corosync;
 use serde_json::json;
 
@@ -259,7 +260,11 @@ pub fn startup_fencing_nodes(
 
 /// Open the configured transport; returns it and this node's id.
 fn open_link(cfg: &Config, inc: u64) -> Result<(Link, u32), Fatal> {
+    cfg.check_build().map_err(Fatal::Config)?;
     match cfg.transport {
+        #[cfg(not(feature = "corosync"))]
+        Transport::Corosync => unreachable!("refused by check_build"),
+        #[cfg(feature = "corosync")]
         Transport::Corosync => {
             let cs = Corosync::connect(&cfg.group).map_err(|e| {
                 if e.is_disconnected() {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use cohort_core::gcs::{Confchg, NodeList, QuorumEvent, QuorumMode, ReasonList, RingEvent};
 use cohort_core::NodeId;
+#[cfg(feature = "corosync")]
 use cohort_corosync::{Corosync, CorosyncEvent};
 use cohort_udp::{MulticastConfig, Net, UdpEvent, UnicastConfig};
 
@@ -28,6 +29,7 @@ pub enum TransportEvent {
     Deliver { from: NodeId, payload: Vec<u8> },
 }
 
+#[cfg(feature = "corosync")]
 impl From<CorosyncEvent> for TransportEvent {
     fn from(e: CorosyncEvent) -> TransportEvent {
         match e {
@@ -66,10 +68,13 @@ pub struct LinkError {
 }
 
 /// The transport of one daemon: corosync CPG + quorum, or cohort's UDP
-/// transport. Both produce the same [`TransportEvent`]s. (One long-lived
-/// value per daemon: the variants' size difference does not matter.)
+/// transport (corosync only in a build with the `corosync` feature). Both
+/// produce the same [`TransportEvent`]s. (One long-lived value per daemon:
+/// the variants' size difference does not matter.)
 #[allow(clippy::large_enum_variant)]
 pub enum Link {
+    /// Only in a build with the `corosync` feature.
+    #[cfg(feature = "corosync")]
     Corosync(Corosync),
     Udp(Box<UdpLink>),
 }
@@ -83,6 +88,7 @@ impl Link {
     /// `"corosync"` or `"udp"` (the `transport` of `status`).
     pub fn name(&self) -> &'static str {
         match self {
+            #[cfg(feature = "corosync")]
             Link::Corosync(_) => "corosync",
             Link::Udp(_) => "udp",
         }
@@ -91,6 +97,7 @@ impl Link {
     /// The fds to poll for readability.
     pub fn fds(&self) -> Vec<RawFd> {
         match self {
+            #[cfg(feature = "corosync")]
             Link::Corosync(c) => c.fds().to_vec(),
             Link::Udp(u) => u.udp.fds().to_vec(),
         }
@@ -101,6 +108,7 @@ impl Link {
     pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
         match self {
             // the send backlog (TRY_AGAIN) is retried from this loop
+            #[cfg(feature = "corosync")]
             Link::Corosync(c) => c.next_retry().map(|t| t.saturating_duration_since(now)),
             Link::Udp(u) => u.udp.next_timeout().map(|t| t.saturating_duration_since(now)),
         }
@@ -109,6 +117,7 @@ impl Link {
     /// Events queued and not yet taken (poll must not sleep while > 0).
     pub fn pending(&self) -> usize {
         match self {
+            #[cfg(feature = "corosync")]
             Link::Corosync(c) => c.pending(),
             Link::Udp(u) => u.udp.pending(),
         }
@@ -118,6 +127,7 @@ impl Link {
     /// was reported. Events are then taken with [`Link::next_event`].
     pub fn dispatch(&mut self, ready: bool, now: Instant) -> Result<(), LinkError> {
         match self {
+            #[cfg(feature = "corosync")]
             Link::Corosync(c) => {
                 if ready || c.pending() > 0 || c.send_backlog() > 0 {
                     c.dispatch().map_err(|e| LinkError { text: e.to_string(), disconnected: e.is_disconnected() })?;
@@ -136,6 +146,7 @@ impl Link {
 
     pub fn next_event(&mut self) -> Option<TransportEvent> {
         match self {
+            #[cfg(feature = "corosync")]
             Link::Corosync(c) => c.next_event().map(Into::into),
             Link::Udp(u) => {
                 let e: TransportEvent = u.udp.next_event()?.into();
@@ -153,6 +164,7 @@ impl Link {
     /// later; see `daemon` for why requests wait for that.
     pub fn found_peers(&self) -> bool {
         match self {
+            #[cfg(feature = "corosync")]
             Link::Corosync(_) => true,
             Link::Udp(u) => u.peers_seen,
         }
@@ -161,6 +173,7 @@ impl Link {
     /// Multicast to the daemon group in agreed order.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
         match self {
+            #[cfg(feature = "corosync")]
             Link::Corosync(c) => c.send(bytes).map_err(|e| e.to_string()),
             // QueueFull means 4096 messages waited for the protocol's window:
             // the group has not made progress for a long time; like a lost
@@ -173,7 +186,11 @@ impl Link {
     /// UDP transport announces its leave over a few heartbeat intervals
     /// (waits at most `max`), so the others see `Leave`, not a failure.
     pub fn leave(&mut self, max: Duration) {
-        let Link::Udp(u) = self else { return };
+        #[allow(irrefutable_let_patterns)] // without the `corosync` feature
+        let Link::Udp(u) = self
+        else {
+            return;
+        };
         let u = &mut u.udp;
         u.leave();
         let deadline = Instant::now() + max;

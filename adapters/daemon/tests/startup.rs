@@ -1,6 +1,10 @@
 //! `cohortd` start-up failures (no corosync needed): every one is a single
 //! line naming the cause, with the documented exit status; and a UDP
 //! daemon's life alone on loopback.
+//!
+//! The tests whose configuration uses the default transport (corosync) run
+//! in a build with the `corosync` feature (the test command, `tests/run`);
+//! without it, `corosync_needs_the_feature` checks the refusal instead.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -57,6 +61,7 @@ fn bad_config_names_the_key() {
     assert!(last_line(&o).contains("/nonexistent/cohort.toml: cannot read"), "{}", last_line(&o));
 }
 
+#[cfg(feature = "corosync")] // the config uses the default transport, corosync
 #[test]
 fn check_mode_validates_only() {
     let d = tempfile::tempdir().unwrap();
@@ -64,6 +69,33 @@ fn check_mode_validates_only() {
     let o = Command::new(COHORTD).arg("--check").arg("--config").arg(&cfg).output().unwrap();
     assert!(o.status.success(), "{o:?}");
     assert!(!d.path().join("state").exists(), "--check must not touch the state directory");
+}
+
+/// Without the `corosync` feature, a configuration with the corosync
+/// transport (given or by default) fails `--check` and the start with what
+/// to do, before anything is touched.
+#[cfg(not(feature = "corosync"))]
+#[test]
+fn corosync_needs_the_feature() {
+    let d = tempfile::tempdir().unwrap();
+    for extra in ["", "transport = \"corosync\"\n"] {
+        let cfg = config(d.path(), extra);
+        let check = Command::new(COHORTD).arg("--check").arg("--config").arg(&cfg).output().unwrap();
+        for o in [check, run(&cfg)] {
+            assert_eq!(o.status.code(), Some(1), "{o:?}");
+            let l = last_line(&o);
+            assert_eq!(
+                l,
+                format!(
+                    "cohortd: configuration error: {}: transport = \"corosync\": this cohortd was built without \
+                     corosync support: rebuild with --features corosync, or use transport = \"udp\"",
+                    cfg.display()
+                )
+            );
+            assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "{o:?}");
+        }
+        assert!(!d.path().join("state").exists(), "a refused start must not touch the state directory");
+    }
 }
 
 /// A free UDP port on 127.0.0.1 (bound, read, released).
@@ -169,6 +201,7 @@ fn udp_daemon_runs_alone_and_stops_cleanly() {
     assert!(err.contains("configured cluster nodes [1,2] (startup fencing on)"), "{err}");
 }
 
+#[cfg(feature = "corosync")] // the config uses the default transport, corosync
 #[test]
 fn refuses_to_join_with_a_leftover_mount() {
     let d = tempfile::tempdir().unwrap();
@@ -198,6 +231,7 @@ fn refuses_to_join_with_a_leftover_mount() {
     assert!(last_line(&o).contains("refusing to join: filesystem g1 is still mounted"), "{}", last_line(&o));
 }
 
+#[cfg(feature = "corosync")] // the config uses the default transport, corosync
 #[test]
 fn corrupt_incarnation_is_an_error_and_left_alone() {
     let d = tempfile::tempdir().unwrap();
@@ -210,6 +244,7 @@ fn corrupt_incarnation_is_an_error_and_left_alone() {
     assert_eq!(fs::read_to_string(d.path().join("state/incarnation")).unwrap(), "12x\n");
 }
 
+#[cfg(feature = "corosync")] // the config uses the default transport, corosync
 #[test]
 fn no_corosync_is_a_clear_error() {
     if unsafe { libc::geteuid() } != 0 {
@@ -284,6 +319,7 @@ fn packaged_example_config_is_valid() {
 /// mount still writes. `--check` and the start refuse it; with the hook,
 /// the start asks it (exit 0 = still mounted: refused, nothing consumed;
 /// exit 1 = not mounted).
+#[cfg(feature = "corosync")] // the config uses the default transport, corosync
 #[test]
 fn exec_backend_needs_a_way_to_see_a_leftover_mount() {
     let d = tempfile::tempdir().unwrap();
@@ -369,6 +405,7 @@ fn key_file_readable_by_others_is_refused() {
 
 /// `cohortd --check` says whether startup fencing is on and where the node
 /// list comes from; `startup_fencing = false` is the explicit opt-out.
+#[cfg(feature = "corosync")] // the config uses the default transport, corosync
 #[test]
 fn check_reports_startup_fencing() {
     let d = tempfile::tempdir().unwrap();

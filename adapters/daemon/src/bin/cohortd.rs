@@ -101,6 +101,11 @@ fn main() {
     }
     let handle = init_logging("info");
     let cfg = Config::load(&config).unwrap_or_else(|e| fatal(&Fatal::Config(e.to_string())));
+    // A transport this build lacks (corosync without the `corosync` feature)
+    // fails the check and the start, before anything is touched.
+    if let Err(e) = cfg.check_build() {
+        fatal(&Fatal::Config(format!("{}: {e}", config.display())));
+    }
     if check {
         println!("{}: ok ({} filesystem(s))", config.display(), cfg.filesystems.len());
         println!("{}", cfg.startup_fencing_summary());
