@@ -179,16 +179,7 @@ impl Node {
         if sender == me {
             // Only the request that was applied: one that replaced it
             // meanwhile (a withdraw after a remount) still goes out.
-            self.d.ops.retain(|o| {
-                o.gid != gid
-                    || !matches!(
-                        (&o.kind, body),
-                        (OpKind::Mount { .. }, Body::Mount(_))
-                            | (OpKind::Unmount, Body::Unmount)
-                            | (OpKind::Remount(_), Body::Remount(_))
-                            | (OpKind::Withdraw, Body::Withdraw)
-                    )
-            });
+            self.d.ops.retain(|o| o.gid != gid || o.kind.msg_kind() != body.kind());
         }
         let slot = self.group_slot(gid);
         match (slot, &logical) {
@@ -303,14 +294,14 @@ impl Node {
                 if *gen != cur || op.sent_at != Some(cur) {
                     return None;
                 }
+                let k = op.kind.msg_kind();
                 match op.kind {
                     OpKind::Mount { mode, journals } => {
                         let m = MountReq { fs: op.fs.clone(), mode, journals };
-                        enc(K::Mount, cur, op.gid, Some(&m), buf)
+                        enc(k, cur, op.gid, Some(&m), buf)
                     }
-                    OpKind::Unmount => enc(K::Unmount, cur, op.gid, None, buf),
-                    OpKind::Remount(m) => enc(K::Remount, cur, op.gid, Some(&m), buf),
-                    OpKind::Withdraw => enc(K::Withdraw, cur, op.gid, None, buf),
+                    OpKind::Remount(m) => enc(k, cur, op.gid, Some(&m), buf),
+                    OpKind::Unmount | OpKind::Withdraw => enc(k, cur, op.gid, None, buf),
                 }
             }
             Out::FenceResult { gen, res } => {

@@ -529,16 +529,21 @@ impl Node {
         }
         // Every kernel that is in the filesystem (mounted, or with a mount
         // in flight) stops until the failed members' journals are replayed.
-        if need_block
-            && matches!(g.kstate, KState::Mounting | KState::Mounted)
-            && !g.blocked
-            && !cfg!(feature = "broken-skip-block")
-        {
-            g.blocked = true;
-            let (gid, fs) = (g.gid, g.fs.clone());
-            self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Block });
+        if need_block && matches!(g.kstate, KState::Mounting | KState::Mounted) {
+            self.group_block(i);
         }
         self.group_kick(i);
+    }
+
+    /// Stop our kernel (once) until every journal awaiting replay is done.
+    fn group_block(&mut self, i: usize) {
+        let g = &mut self.groups[i];
+        if g.blocked || cfg!(feature = "broken-skip-block") {
+            return;
+        }
+        g.blocked = true;
+        let (gid, fs) = (g.gid, g.fs.clone());
+        self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Block });
     }
 
     /// Leave the group locally (unmount applied, withdraw applied, or lost).
@@ -628,10 +633,7 @@ impl Node {
                 if self.groups[i].recovery_mounter() != Some(me) {
                     return;
                 }
-                if !self.groups[i].blocked {
-                    self.groups[i].blocked = true;
-                    self.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::Block });
-                }
+                self.group_block(i);
             }
             self.groups[i].kstate = KState::Mounting;
             match mine.jid {
@@ -874,6 +876,15 @@ impl Node {
         Ok(())
     }
 
+    /// Our withdrawn kernel does no replay any more: ask to leave.
+    fn group_send_withdraw(&mut self, i: usize) -> Result<(), KernelError> {
+        let (gid, fs) = (self.groups[i].gid, self.groups[i].fs.clone());
+        if !self.queue_op(gid, fs, OpKind::Withdraw) {
+            return Err(KernelError::Unexpected);
+        }
+        Ok(())
+    }
+
     pub(crate) fn on_kernel(&mut self, ev: KernelEvent) -> Result<(), KernelError> {
         let fs = match &ev {
             KernelEvent::MountResult { fs, .. }
@@ -922,10 +933,7 @@ impl Node {
                 g.recovery_outcome = Some((jid, attempt, ok));
                 if g.withdrawn {
                     // Our replay stopped: now the others may take it over.
-                    let fs = g.fs.clone();
-                    if !self.queue_op(gid, fs, OpKind::Withdraw) {
-                        return Err(KernelError::Unexpected);
-                    }
+                    self.group_send_withdraw(i)?;
                 }
             }
             KernelEvent::Withdraw { .. } => {
@@ -938,11 +946,7 @@ impl Node {
                     // goes out when it reports (`RecoveryDone`).
                     return Ok(());
                 }
-                let fs = g.fs.clone();
-                if !self.queue_op(gid, fs, OpKind::Withdraw) {
-                    return Err(KernelError::Unexpected);
-                }
-                return Ok(());
+                return self.group_send_withdraw(i);
             }
         }
         self.group_kick(i);

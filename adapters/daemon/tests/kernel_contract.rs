@@ -255,15 +255,22 @@ fn unmount_is_refused_while_the_kernel_has_the_filesystem_sysfs() {
     c.ctl(1, &["mount", "fs1"]).unwrap_or_else(|e| panic!("{e}"));
     kernel_mounts(&table);
     c.wait_status(1, "fs1 mounted again", T, |s| settled(s, &[1]));
-    let before = c.log_text(1).matches("fs1: unmounted (left the group)").count();
-    c.signal(1, libc::SIGTERM);
-    let st = c.wait_exit(1, T);
-    let log = c.log_text(1);
-    assert_eq!(st.code(), Some(1), "SIGTERM with fs1 still mounted by the kernel:\n{log}");
-    assert!(log.contains("fs1 still mounted by the kernel"), "{log}");
+    let log = sigterm_is_a_failure(&mut c, 1, "fs1 still mounted by the kernel");
     assert!(log.contains("not leaving the group cleanly; peers will fence this node"), "{log}");
-    assert_eq!(log.matches("fs1: unmounted (left the group)").count(), before, "Unmount was sent:\n{log}");
     assert!(c.last_line(1).starts_with("cohortd: stopped by a signal with fs1 still mounted by the kernel"), "{log}");
+}
+
+/// SIGTERM to node `k` while its kernel still has fs1: it exits 1 with
+/// `why` in its log and sends no `Unmount`. Returns the log.
+fn sigterm_is_a_failure(c: &mut Cluster, k: u32, why: &str) -> String {
+    let before = c.log_text(k).matches("fs1: unmounted (left the group)").count();
+    c.signal(k, libc::SIGTERM);
+    let st = c.wait_exit(k, T);
+    let log = c.log_text(k);
+    assert_eq!(st.code(), Some(1), "SIGTERM with fs1 still mounted by the kernel:\n{log}");
+    assert!(log.contains(why), "{log}");
+    assert_eq!(log.matches("fs1: unmounted (left the group)").count(), before, "Unmount was sent:\n{log}");
+    log
 }
 
 /// exec backend with `hooks.mounted`: `unmount` refused while the hook
@@ -298,13 +305,7 @@ fn sigterm_with_a_kernel_mount_is_a_failure_not_a_clean_leave_exec() {
     c.mount(2);
     let s = c.wait_status(1, "fs1 on 1,2 again", T, |s| settled(s, &[1, 2]));
     assert_eq!(jids(&s), vec![(1, Some(0)), (2, Some(1))]);
-    let unmounts = c.log_text(2).matches("fs1: unmounted (left the group)").count();
-    c.signal(2, libc::SIGTERM);
-    let st = c.wait_exit(2, T);
-    let log2 = c.log_text(2);
-    assert_eq!(st.code(), Some(1), "{log2}");
-    assert!(log2.contains("fs1 still mounted by the kernel (hooks.mounted"), "{log2}");
-    assert_eq!(log2.matches("fs1: unmounted (left the group)").count(), unmounts, "Unmount was sent:\n{log2}");
+    sigterm_is_a_failure(&mut c, 2, "fs1 still mounted by the kernel (hooks.mounted");
     c.wait_status(1, "node 2 fenced, journal 1 replayed", T, |s| settled(s, &[1]));
     assert!(c.fence_log().contains("target=2 inc=2"), "node 2 was not fenced: {:?}", c.fence_log());
     let hooks1 = fs::read_to_string(c.path().join("node1.hooks")).unwrap();

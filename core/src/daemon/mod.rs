@@ -116,6 +116,19 @@ pub enum OpKind {
     Withdraw,
 }
 
+impl OpKind {
+    /// The message type that carries this request.
+    pub fn msg_kind(&self) -> crate::wire::MsgKind {
+        use crate::wire::MsgKind;
+        match self {
+            OpKind::Mount { .. } => MsgKind::Mount,
+            OpKind::Unmount => MsgKind::Unmount,
+            OpKind::Remount(_) => MsgKind::Remount,
+            OpKind::Withdraw => MsgKind::Withdraw,
+        }
+    }
+}
+
 /// A membership request of ours not yet applied; re-sent at every new
 /// generation until it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
