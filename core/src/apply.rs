@@ -232,6 +232,10 @@ impl Node {
             }
             Request::Unmount { fs } => {
                 let gid = GroupId::of_fs(&fs);
+                if self.group_slot(gid).is_some_and(|i| self.groups[i].withdrawn) {
+                    // The kernel withdrew: the group is left by the withdraw.
+                    return Err(RequestError::Busy);
+                }
                 if self.group_slot(gid).is_none() {
                     // A mount still being requested is simply cancelled.
                     if self.d.ops.iter().any(|o| o.gid == gid && matches!(o.kind, OpKind::Mount { .. })) {
@@ -247,8 +251,9 @@ impl Node {
             }
             Request::Remount { fs, mode } => {
                 let gid = GroupId::of_fs(&fs);
-                if self.group_slot(gid).is_none() {
-                    return Err(RequestError::NotMounted);
+                let Some(i) = self.group_slot(gid) else { return Err(RequestError::NotMounted) };
+                if self.groups[i].withdrawn {
+                    return Err(RequestError::Busy);
                 }
                 if !self.queue_op(gid, fs, OpKind::Remount(mode)) {
                     return Err(RequestError::Busy);

@@ -289,7 +289,8 @@ pub enum RequestError {
     AlreadyMounted,
     NotMounted,
     TooManyGroups,
-    /// A request for this filesystem is already in flight.
+    /// A request for this filesystem is already in flight (or its kernel
+    /// withdrew it: the withdraw leaves the group, nothing else may).
     Busy,
 }
 

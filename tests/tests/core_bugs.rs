@@ -138,3 +138,8 @@ fn bug20_first_mounter_own_dirty_journal() {
 fn bug21_mount_again_after_failed_mount() {
     run("bug21-mount-again-after-failed-mount.txt", 19998);
 }
+
+#[test]
+fn bug22_remount_replaces_withdraw() {
+    run("bug22-remount-replaces-withdraw.txt", 1528702);
+}

@@ -800,6 +800,11 @@ impl Node {
     /// Queue a membership request (mount/unmount/remount/withdraw).
     pub(crate) fn queue_op(&mut self, gid: GroupId, fs: FsName, kind: OpKind) -> bool {
         if self.d.ops.iter().any(|o| o.gid == gid) {
+            // A withdraw is never replaced: the kernel gave the filesystem
+            // up, leaving is all that is left to do.
+            if self.d.ops.iter().any(|o| o.gid == gid && o.kind == OpKind::Withdraw) {
+                return kind == OpKind::Withdraw;
+            }
             // Replace an older request for the same group.
             if let Some(o) = self.d.ops.iter_mut().find(|o| o.gid == gid) {
                 o.kind = kind;
