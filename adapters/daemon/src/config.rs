@@ -155,6 +155,7 @@ pub struct FsConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendConfig {
+    Dlm(Box<DlmConfig>),
     Sysfs(SysfsConfig),
     Exec(ExecConfig),
     Memory(MemoryConfig),
@@ -164,6 +165,7 @@ impl BackendConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             BackendConfig::Sysfs(_) => "gfs2-sysfs",
+            BackendConfig::Dlm(_) => "dlm",
             BackendConfig::Exec(_) => "exec",
             BackendConfig::Memory(_) => "memory",
         }
@@ -181,6 +183,30 @@ pub struct SysfsConfig {
     pub poll_ms: u64,
     /// How long a mount waits for the kernel's lock_module directory.
     pub mount_timeout_ms: u64,
+}
+
+/// `backend = "dlm"`: cohortd drives the kernel DLM and GFS2 itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DlmConfig {
+    /// GFS2's side (lock_module directory, uevents, poll interval, slow-mount warning).
+    pub lm: SysfsConfig,
+    /// The shared block device (`[filesystem.dlm] device`).
+    pub device: PathBuf,
+    /// The filesystem's `mount_point` (required with this backend).
+    pub mount_point: PathBuf,
+    /// Extra mount options (`-o`), e.g. `noatime`.
+    pub options: Option<String>,
+    /// `/sys/kernel/config/dlm`.
+    pub configfs: PathBuf,
+    /// `/sys/kernel/dlm`.
+    pub dlm_sysfs: PathBuf,
+    /// `/dev/dlm-monitor`, held open while the daemon runs (`None`: tests).
+    pub monitor: Option<PathBuf>,
+    /// The DLM's address of every node (top-level `[dlm] addresses`, or the
+    /// UDP transport's unicast peers).
+    pub addresses: BTreeMap<u32, IpAddr>,
+    pub mount_cmd: PathBuf,
+    pub umount_cmd: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,6 +254,39 @@ pub const EXEC_OPS: &[&str] = &[
 /// `hook`): exit 0 = the kernel still has the filesystem mounted, 1 = not.
 pub const EXEC_MOUNTED: &str = "mounted";
 
+/// The lock_module side (`[filesystem.sysfs]`) of `gfs2-sysfs` and `dlm`.
+fn parse_lm(k: &dyn Fn(&str) -> String, raw: Option<RawSysfs>, cluster_name: &Option<String>) -> R<SysfsConfig> {
+    let s = raw.unwrap_or(RawSysfs { root: None, cluster: None, uevents: None, poll_ms: None, mount_timeout_ms: None });
+    let root = abs_path(&k("sysfs.root"), s.root.as_deref().unwrap_or("/sys/fs/gfs2"))?;
+    let cluster = match s.cluster.or_else(|| cluster_name.clone()) {
+        Some(c) if c.is_empty() || c.contains(':') || c.contains('/') => {
+            return err(k("sysfs.cluster"), format!("must not be empty or contain ':' or '/' ({c:?})"))
+        }
+        Some(c) => c,
+        None => {
+            return err(k("sysfs.cluster"), "missing: the lock table cluster name (or set the top-level cluster_name)")
+        }
+    };
+    let uevents = match s.uevents.as_deref() {
+        None | Some("netlink") => UeventSource::Netlink,
+        Some("none") => UeventSource::None,
+        Some(p) if p.starts_with('/') => UeventSource::Fifo(PathBuf::from(p)),
+        Some(p) => {
+            return err(
+                k("sysfs.uevents"),
+                format!("must be \"netlink\", \"none\" or an absolute FIFO path (got {p:?})"),
+            )
+        }
+    };
+    Ok(SysfsConfig {
+        root,
+        cluster,
+        uevents,
+        poll_ms: ms(&k("sysfs.poll_ms"), s.poll_ms, 1000, 10, 60_000)?,
+        mount_timeout_ms: ms(&k("sysfs.mount_timeout_ms"), s.mount_timeout_ms, 60_000, 10, 3_600_000)?,
+    })
+}
+
 // ---- raw file shape -------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -245,9 +304,28 @@ struct RawConfig {
     log_entries: Option<i64>,
     log_level: Option<String>,
     corosync: Option<RawCorosync>,
+    dlm: Option<RawDlmCluster>,
     fence: Option<RawFence>,
     #[serde(default)]
     filesystem: Vec<RawFs>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDlmCluster {
+    addresses: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDlm {
+    device: Option<String>,
+    options: Option<String>,
+    configfs: Option<String>,
+    dlm_sysfs: Option<String>,
+    monitor: Option<String>,
+    mount_cmd: Option<String>,
+    umount_cmd: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +370,7 @@ struct RawFs {
     auto_mount: Option<bool>,
     mode: Option<String>,
     sysfs: Option<RawSysfs>,
+    dlm: Option<RawDlm>,
     exec: Option<RawExec>,
     memory: Option<RawMemory>,
 }
@@ -686,6 +765,25 @@ impl Config {
                 Some(cfg)
             }
         };
+        let dlm_addresses: Option<BTreeMap<u32, IpAddr>> = match raw.dlm.and_then(|d| d.addresses) {
+            Some(a) => {
+                let mut m = BTreeMap::new();
+                for (id, addr) in a {
+                    let key = format!("dlm.addresses.{id}");
+                    let n: u32 = match id.parse() {
+                        Ok(n) if n > 0 => n,
+                        _ => return err(key, "the key must be a node id (1 or more)"),
+                    };
+                    let ip: IpAddr = addr.parse().map_err(|_| (key.clone(), format!("not an IP address: {addr:?}")))?;
+                    m.insert(n, ip);
+                }
+                Some(m)
+            }
+            None => match udp.as_ref().map(|u| &u.net) {
+                Some(UdpNet::Unicast { peers, .. }) => Some(peers.iter().map(|(n, a)| (*n, a.ip())).collect()),
+                _ => None,
+            },
+        };
         let group = raw.corosync.and_then(|c| c.group).unwrap_or_else(|| "cohort".to_owned());
         if group.is_empty() || group.len() > 127 || group.contains('\0') {
             return err("corosync.group", "must be 1 to 127 bytes without NUL");
@@ -748,7 +846,7 @@ impl Config {
             };
             let mode = parse_mode(&k("mode"), f.mode.as_deref().unwrap_or("rw"))?;
             let Some(kind) = f.backend else {
-                return err(k("backend"), "missing: \"gfs2-sysfs\", \"exec\" or \"memory\"");
+                return err(k("backend"), "missing: \"dlm\", \"gfs2-sysfs\", \"exec\" or \"memory\"");
             };
             let only = |present: bool, table: &str| -> R<()> {
                 if present {
@@ -760,44 +858,60 @@ impl Config {
                 "gfs2-sysfs" => {
                     only(f.exec.is_some(), "exec")?;
                     only(f.memory.is_some(), "memory")?;
-                    let s = f.sysfs.unwrap_or(RawSysfs {
-                        root: None,
-                        cluster: None,
-                        uevents: None,
-                        poll_ms: None,
-                        mount_timeout_ms: None,
-                    });
-                    let root = abs_path(&k("sysfs.root"), s.root.as_deref().unwrap_or("/sys/fs/gfs2"))?;
-                    let cluster = match s.cluster.or_else(|| cluster_name.clone()) {
-                        Some(c) if c.is_empty() || c.contains(':') || c.contains('/') => {
-                            return err(k("sysfs.cluster"), format!("must not be empty or contain ':' or '/' ({c:?})"))
-                        }
-                        Some(c) => c,
-                        None => {
-                            return err(
-                                k("sysfs.cluster"),
-                                "missing: the lock table cluster name (or set the top-level cluster_name)",
-                            )
-                        }
+                    only(f.dlm.is_some(), "dlm")?;
+                    BackendConfig::Sysfs(parse_lm(&k, f.sysfs, &cluster_name)?)
+                }
+                "dlm" => {
+                    only(f.exec.is_some(), "exec")?;
+                    only(f.memory.is_some(), "memory")?;
+                    if name.contains(':') || name.len() > wire::FS_NAME_LEN - 4 {
+                        return err(
+                            k("name"),
+                            format!(
+                                "with backend \"dlm\" the name is the DLM lockspace name (the part of the lock \
+                                 table after ':'): no ':' and at most {} characters (got {name:?})",
+                                wire::FS_NAME_LEN - 4
+                            ),
+                        );
+                    }
+                    let Some(d) = f.dlm else {
+                        return err(k("dlm"), "missing: backend \"dlm\" needs a [filesystem.dlm] table with `device`");
                     };
-                    let uevents = match s.uevents.as_deref() {
-                        None | Some("netlink") => UeventSource::Netlink,
-                        Some("none") => UeventSource::None,
-                        Some(p) if p.starts_with('/') => UeventSource::Fifo(PathBuf::from(p)),
-                        Some(p) => {
-                            return err(
-                                k("sysfs.uevents"),
-                                format!("must be \"netlink\", \"none\" or an absolute FIFO path (got {p:?})"),
-                            )
-                        }
+                    let Some(device) = d.device else {
+                        return err(k("dlm.device"), "missing: the shared block device (e.g. \"/dev/sdb\")");
                     };
-                    BackendConfig::Sysfs(SysfsConfig {
-                        root,
-                        cluster,
-                        uevents,
-                        poll_ms: ms(&k("sysfs.poll_ms"), s.poll_ms, 1000, 10, 60_000)?,
-                        mount_timeout_ms: ms(&k("sysfs.mount_timeout_ms"), s.mount_timeout_ms, 60_000, 10, 3_600_000)?,
-                    })
+                    let Some(mp) = mount_point.clone() else {
+                        return err(k("mount_point"), "missing: backend \"dlm\" mounts the filesystem there");
+                    };
+                    let path_or =
+                        |key: &str, v: Option<String>, def: &str| abs_path(&k(key), v.as_deref().unwrap_or(def));
+                    let monitor = match d.monitor.as_deref() {
+                        Some("none") => None,
+                        m => Some(abs_path(&k("dlm.monitor"), m.unwrap_or("/dev/dlm-monitor"))?),
+                    };
+                    let addresses = match &dlm_addresses {
+                        Some(a) => a.clone(),
+                        None => return err(
+                            "dlm.addresses",
+                            "missing: the kernel DLM's address of every node ([dlm] addresses = { 1 = \"10.0.0.1\", \
+                                 ... }); with transport \"udp\" in unicast mode the peers' addresses are used",
+                        ),
+                    };
+                    if let Some(n) = nodes.as_ref().and_then(|ns| ns.iter().find(|n| !addresses.contains_key(n))) {
+                        return err("dlm.addresses", format!("node {n} of `nodes` has no address"));
+                    }
+                    BackendConfig::Dlm(Box::new(DlmConfig {
+                        lm: parse_lm(&k, f.sysfs, &cluster_name)?,
+                        device: abs_path(&k("dlm.device"), &device)?,
+                        mount_point: mp,
+                        options: d.options.filter(|o| !o.trim().is_empty()),
+                        configfs: path_or("dlm.configfs", d.configfs, "/sys/kernel/config/dlm")?,
+                        dlm_sysfs: path_or("dlm.dlm_sysfs", d.dlm_sysfs, "/sys/kernel/dlm")?,
+                        monitor,
+                        addresses,
+                        mount_cmd: PathBuf::from(d.mount_cmd.unwrap_or_else(|| "mount".into())),
+                        umount_cmd: PathBuf::from(d.umount_cmd.unwrap_or_else(|| "umount".into())),
+                    }))
                 }
                 "exec" => {
                     only(f.sysfs.is_some(), "sysfs")?;
@@ -867,7 +981,10 @@ impl Config {
                     })
                 }
                 other => {
-                    return err(k("backend"), format!("must be \"gfs2-sysfs\", \"exec\" or \"memory\" (got {other:?})"))
+                    return err(
+                        k("backend"),
+                        format!("must be \"dlm\", \"gfs2-sysfs\", \"exec\" or \"memory\" (got {other:?})"),
+                    )
                 }
             };
             filesystems.push(FsConfig {
@@ -999,7 +1116,27 @@ mod tests {
             ),
             (
                 "[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"zfs\"\n",
-                "filesystem[0].backend: must be \"gfs2-sysfs\", \"exec\" or \"memory\" (got \"zfs\")",
+                "filesystem[0].backend: must be \"dlm\", \"gfs2-sysfs\", \"exec\" or \"memory\" (got \"zfs\")",
+            ),
+            (
+                "cluster_name = \"c\"\n[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"dlm\"\nmount_point = \"/mnt/a\"\n",
+                "filesystem[0].dlm: missing: backend \"dlm\" needs a [filesystem.dlm] table with `device`",
+            ),
+            (
+                "cluster_name = \"c\"\n[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"dlm\"\n[filesystem.dlm]\ndevice = \"/dev/sdb\"\n",
+                "filesystem[0].mount_point: missing: backend \"dlm\" mounts the filesystem there",
+            ),
+            (
+                "cluster_name = \"c\"\n[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"dlm\"\nmount_point = \"/mnt/a\"\n[filesystem.dlm]\ndevice = \"/dev/sdb\"\n",
+                "dlm.addresses: missing",
+            ),
+            (
+                "cluster_name = \"c\"\n[dlm]\naddresses = { 1 = \"nope\" }\n[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"dlm\"\nmount_point = \"/mnt/a\"\n[filesystem.dlm]\ndevice = \"/dev/sdb\"\n",
+                "dlm.addresses.1: not an IP address",
+            ),
+            (
+                "cluster_name = \"c\"\n[[filesystem]]\nname = \"c:a\"\njournals = 2\nbackend = \"dlm\"\n",
+                "filesystem[0].name: with backend \"dlm\" the name is the DLM lockspace name",
             ),
             (
                 "[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"gfs2-sysfs\"\n",
@@ -1114,6 +1251,35 @@ fail_recover = 2
             e.contains("filesystem[0].sysfs: options for backend \"sysfs\" given, but backend is \"memory\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn dlm_backend_parses_and_takes_the_udp_peers_as_dlm_addresses() {
+        let d = tempfile::tempdir().unwrap();
+        let key = key_file(d.path());
+        let base = format!(
+            "cluster_name = \"lab\"\ntransport = \"udp\"\nnode_id = 2\n[udp]\nkey_file = \"{key}\"\n[udp.peers]\n1 = \"192.0.2.11:5405\"\n2 = \"192.0.2.12:5405\"\n[fence]\nagent = \"{a}\"\n[[filesystem]]\nname = \"fs1\"\njournals = 2\nbackend = \"dlm\"\nmount_point = \"/mnt/gfs2\"\n[filesystem.dlm]\ndevice = \"/dev/sdb\"\noptions = \"noatime\"\n",
+            a = agent()
+        );
+        let c = parse(&base).unwrap();
+        let BackendConfig::Dlm(dl) = &c.filesystems[0].backend else { panic!("not dlm") };
+        assert_eq!(dl.device, PathBuf::from("/dev/sdb"));
+        assert_eq!(dl.mount_point, PathBuf::from("/mnt/gfs2"));
+        assert_eq!(dl.options.as_deref(), Some("noatime"));
+        assert_eq!(dl.lm.cluster, "lab");
+        assert_eq!(dl.configfs, PathBuf::from("/sys/kernel/config/dlm"));
+        assert_eq!(dl.monitor, Some(PathBuf::from("/dev/dlm-monitor")));
+        let want: BTreeMap<u32, IpAddr> =
+            [(1, "192.0.2.11".parse().unwrap()), (2, "192.0.2.12".parse().unwrap())].into_iter().collect();
+        assert_eq!(dl.addresses, want);
+        // [dlm] addresses wins over the transport's, and must cover `nodes`.
+        let c = parse(&format!("{base}[dlm]\naddresses = {{ 1 = \"10.0.0.1\", 2 = \"10.0.0.2\" }}\n")).unwrap();
+        let BackendConfig::Dlm(dl) = &c.filesystems[0].backend else { panic!("not dlm") };
+        assert_eq!(dl.addresses[&1], "10.0.0.1".parse::<IpAddr>().unwrap());
+        let e = parse(&format!("nodes = [1, 2]\n{base}[dlm]\naddresses = {{ 1 = \"10.0.0.1\" }}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node 2 of `nodes` has no address"), "{e}");
     }
 
     fn key_file(dir: &Path) -> String {

@@ -356,6 +356,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
         link.name(),
         clock(),
     );
+    engine.start_backends().map_err(Fatal::Startup)?;
     match startup_fencing_nodes(&cfg, cluster, &opts.config_path) {
         Ok(Some(nodes)) => {
             engine.set_nodelist(&nodes);
@@ -590,6 +591,7 @@ impl Loop {
                             let result = result.map_err(|e| format!("{e} (after {took_ms} ms)"));
                             engine.fenced(now, target, why, result, &stderr, &mut env)
                         }
+                        Wake::Backend => engine.poll_backends(now, &mut env),
                         Wake::Hook { fs, op, result } => match result {
                             Ok(()) => tracing::debug!(fs, op, "hook done"),
                             Err(e) => engine.hook_failed(now, &fs, op, e),

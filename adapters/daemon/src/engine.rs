@@ -17,12 +17,13 @@ use cohort_core::gcs::{NodeList, Reason};
 use cohort_core::node::{
     DeliverError, Effect, HandleError, Input, KernelEvent, KernelOp, Notice, Request, RequestError, TimerToken,
 };
+use cohort_core::status::DaemonWait;
 use cohort_core::wire::{fs_name, FsName, Mode, MAX_MESSAGE};
 use cohort_core::{Config as CoreConfig, GroupId, Incarnation, Instant, Member, Node, NodeId};
 use tracing::Level;
 
 use crate::api::{self, Gen, KernelJson, StatsJson, StatusJson};
-use crate::backend::{failure_event, op_name, Backend};
+use crate::backend::{failure_event, op_name, Ask, AuxState, Backend};
 use crate::config::{mode_name, FsConfig};
 use crate::eventlog::EventLog;
 use crate::fence::FenceWhy;
@@ -123,6 +124,8 @@ pub struct Engine {
     transport: String,
     started_at: u64,
     now: u64,
+    /// The daemon group's members last told to the backends.
+    cluster_seen: Vec<u32>,
 }
 
 fn fmt_member(m: Member) -> String {
@@ -159,6 +162,7 @@ impl Engine {
             transport: transport.to_owned(),
             started_at: now,
             now,
+            cluster_seen: Vec::new(),
         }
     }
 
@@ -245,10 +249,15 @@ impl Engine {
     }
 
     fn fs_of_group(&self, g: GroupId) -> String {
-        self.fs
-            .iter()
-            .find(|f| GroupId::of_fs(&f.cfg.name) == g)
-            .map_or_else(|| format!("group {:#x}", g.0), |f| f.cfg.name.clone())
+        for f in &self.fs {
+            if GroupId::of_fs(&f.cfg.name) == g {
+                return f.cfg.name.clone();
+            }
+            if let Some(aux) = f.backend.aux_group().filter(|a| GroupId::of_fs(a) == g) {
+                return aux.to_owned();
+            }
+        }
+        format!("group {:#x}", g.0)
     }
 
     fn tick(&mut self, now: u64) {
@@ -278,7 +287,102 @@ impl Engine {
         }
         self.drain(env);
         self.run_kq(env);
+        self.run_asks(env);
         result
+    }
+
+    /// Hand the auxiliary groups' agreed state to their backends.
+    fn update_aux(&mut self) {
+        if !self.fs.iter().any(|f| f.backend.aux_group().is_some()) {
+            return;
+        }
+        let st = self.node.status();
+        let me = st.node;
+        let mut cluster: Vec<u32> = st.members.iter().map(|p| p.node.0).collect();
+        cluster.sort_unstable();
+        if cluster != self.cluster_seen {
+            for f in self.fs.iter_mut() {
+                f.backend.cluster_members(&cluster);
+            }
+            self.cluster_seen = cluster;
+        }
+        let gate = if st.daemon != DaemonWait::Nothing {
+            Err("the daemon group is syncing".to_owned())
+        } else if !st.fencing.is_empty() {
+            let v: Vec<String> = st.fencing.iter().map(|f| f.target.node.0.to_string()).collect();
+            Err(format!("fencing of node(s) {} pending", v.join(",")))
+        } else if st.quorate == Some(false) {
+            Err("the cluster is not quorate".to_owned())
+        } else {
+            Ok(())
+        };
+        let mut notes = Vec::new();
+        for f in self.fs.iter_mut() {
+            let Some(aux) = f.backend.aux_group() else { continue };
+            let Some(g) = st.group(aux) else { continue };
+            let mut members: Vec<u32> = g.members.iter().map(|m| m.node.0).collect();
+            members.sort_unstable();
+            let a = AuxState {
+                member: members.contains(&me.0),
+                synced: g.synced,
+                generation: g.generation,
+                members,
+                gate: gate.clone(),
+            };
+            f.backend.aux_state(&a);
+            notes.extend(f.backend.take_notes());
+        }
+        for n in notes {
+            self.note("kernel", n);
+        }
+    }
+
+    /// Carry out what backends asked for (join/leave an auxiliary group,
+    /// leave a filesystem's group after the kernel unmounted it).
+    fn run_asks(&mut self, env: &mut dyn Env) {
+        for _ in 0..8 {
+            let mut asks = Vec::new();
+            let mut notes = Vec::new();
+            for f in self.fs.iter_mut() {
+                notes.extend(f.backend.take_notes());
+                let aux = f.backend.aux_group().map(str::to_owned);
+                for a in f.backend.take_asks() {
+                    asks.push((f.cfg.name.clone(), f.name.clone(), aux.clone(), a));
+                }
+            }
+            for n in notes {
+                self.note("kernel", n);
+            }
+            if asks.is_empty() {
+                return;
+            }
+            for (name, fsname, aux, a) in asks {
+                match (a, aux.as_deref().and_then(|x| fs_name(x).ok())) {
+                    (Ask::JoinAux, Some(g)) => {
+                        let r = self.feed(
+                            self.now,
+                            Input::Request(Request::Mount { fs: g.clone(), mode: Mode::Spectator, journals: 1 }),
+                            env,
+                        );
+                        if let Err(e) = r {
+                            self.note("error", format!("{name}: joining {g}: {e:?}"));
+                        }
+                    }
+                    (Ask::LeaveAux, Some(g)) => {
+                        let r = self.feed(self.now, Input::Request(Request::Unmount { fs: g.clone() }), env);
+                        if let Err(e) = r {
+                            tracing::debug!("{name}: leaving {g}: {e:?}");
+                        }
+                    }
+                    (Ask::LeaveFs, _) => {
+                        if let Err(e) = self.request(self.now, &name, RequestKind::Unmount, env) {
+                            self.note("error", format!("{fsname}: leaving the mount group after the unmount: {e}"));
+                        }
+                    }
+                    (a, None) => self.note("error", format!("{name}: {a:?} without an auxiliary group")),
+                }
+            }
+        }
     }
 
     /// Feed the kernel completions queued by backends.
@@ -329,6 +433,9 @@ impl Engine {
                 moved = true;
                 self.effect(e, env);
             }
+            // Before anything goes out: a lockspace stops before this
+            // node's START for a change of its group is sent.
+            self.update_aux();
             while let Some(n) = self.node.poll_transmit(&mut self.buf) {
                 moved = true;
                 // Transport gone, or a failed block: nothing more goes out
@@ -398,6 +505,13 @@ impl Engine {
     }
 
     fn kernel_op(&mut self, fs: &FsName, op: KernelOp) {
+        if self.fs.iter().any(|f| f.backend.aux_group() == Some(fs.as_str())) {
+            // An auxiliary group (a DLM lockspace's membership): its state
+            // goes to the backend in `update_aux`, its kernel operations
+            // mean nothing.
+            tracing::debug!(group = %fs, op = op_name(&op), "auxiliary group operation ignored");
+            return;
+        }
         let text = describe_op(fs, &op);
         self.note("kernel", text);
         let Some(i) = self.fs.iter().position(|f| f.name == *fs) else {
@@ -618,12 +732,26 @@ impl Engine {
     /// Operator request. `Ok(text)` when accepted.
     pub fn request(&mut self, now: u64, fs: &str, what: RequestKind, env: &mut dyn Env) -> Result<String, String> {
         self.tick(now);
-        let Some(f) = self.fs.iter().find(|f| f.cfg.name == fs) else {
+        let Some(i) = self.fs.iter().position(|f| f.cfg.name == fs) else {
             let known: Vec<&str> = self.fs.iter().map(|f| f.cfg.name.as_str()).collect();
             return Err(format!("filesystem {fs:?} is not configured (configured: {})", known.join(", ")));
         };
-        let name = f.name.clone();
-        let journals = f.cfg.journals;
+        let name = self.fs[i].name.clone();
+        let journals = self.fs[i].cfg.journals;
+        if what == RequestKind::Unmount && self.stop.is_none() {
+            // Backends that own the kernel mount unmount it first.
+            if let Some(r) = self.fs[i].backend.unmount() {
+                for n in self.fs[i].backend.take_notes() {
+                    self.note("kernel", n);
+                }
+                match &r {
+                    Ok(t) => self.note("request", t.clone()),
+                    Err(e) => self.note("request", format!("unmount of {fs} rejected: {e}")),
+                }
+                return r;
+            }
+        }
+        let f = &self.fs[i];
         if what == RequestKind::Unmount {
             // The core's contract: Unmount only after the kernel unmounted
             // (the others then free the journal without replaying it).
@@ -709,6 +837,20 @@ impl Engine {
             self.kq.extend(out);
         }
         self.run_kq(env);
+        self.run_asks(env);
+    }
+
+    /// Backend host setup once the node id is known ([`Backend::start`]).
+    pub fn start_backends(&mut self) -> Result<(), String> {
+        let me = self.node_id().0;
+        for i in 0..self.fs.len() {
+            let name = self.fs[i].cfg.name.clone();
+            let notes = self.fs[i].backend.start(me).map_err(|e| format!("filesystem {name}: {e}"))?;
+            for n in notes {
+                self.note("kernel", n);
+            }
+        }
+        Ok(())
     }
 
     // ---- emergencies -------------------------------------------------------
@@ -769,7 +911,9 @@ impl Engine {
     /// Filesystems this node is a mount-group member of, or the kernel has.
     pub fn busy_filesystems(&self) -> Vec<String> {
         let st = self.node.status();
-        let mut v: Vec<String> = st.groups.iter().map(|g| g.fs.as_str().to_owned()).collect();
+        let aux: Vec<&str> = self.fs.iter().filter_map(|f| f.backend.aux_group()).collect();
+        let mut v: Vec<String> =
+            st.groups.iter().map(|g| g.fs.as_str()).filter(|g| !aux.contains(g)).map(str::to_owned).collect();
         for f in &self.fs {
             if f.active() && !v.contains(&f.cfg.name) {
                 v.push(f.cfg.name.clone());

@@ -99,6 +99,8 @@ fn run_inner(cmd: &mut Command, timeout: Duration, stderr: Option<mpsc::Sender<S
 pub enum Wake {
     /// A kernel completion (exec backend).
     Kernel(KernelEvent),
+    /// A backend worker finished something: poll the backends.
+    Backend,
     /// An exec hook without a kernel event finished (for the log).
     Hook { fs: String, op: &'static str, result: Result<(), String> },
     /// The fence agent finished; `stderr`: what it wrote there.

@@ -7,11 +7,15 @@
 //!   `OP`), exit status 0 = success.
 //! * [`memory::MemoryBackend`] (`memory`): immediate success, with failure
 //!   injection; for the demo and tests.
+//! * [`dlm::DlmBackend`] (`dlm`): cohortd as the only control daemon of the
+//!   kernel DLM and GFS2 (configfs, sysfs, uevents, mount(8)); the DLM
+//!   lockspace's membership is an auxiliary group (see [`Backend::aux_group`]).
 //!
 //! Completions ([`KernelEvent`]s) are pushed into `out` when they are known
 //! at once, or arrive later (exec: through the main loop's waker; sysfs:
 //! from [`Backend::poll`] after a uevent or the periodic re-read).
 
+pub mod dlm;
 pub mod exec;
 pub mod memory;
 pub mod sysfs;
@@ -20,6 +24,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use cohort_core::node::{KernelEvent, KernelOp};
+use cohort_core::Generation;
 
 use crate::config::{BackendConfig, FsConfig};
 use crate::proc::Waker;
@@ -61,6 +66,75 @@ pub trait Backend {
     /// so the daemon asks this before every clean leave. Called on the main
     /// loop: must be quick.
     fn kernel_mounted(&self) -> Result<Option<String>, String>;
+
+    /// Once the daemon knows its node id (after connecting the transport),
+    /// before anything is joined: host setup (the DLM's configfs). Returns
+    /// what was done, for the log.
+    fn start(&mut self, _me: u32) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+
+    /// The name of an auxiliary membership group this backend needs (the
+    /// DLM lockspace: `dlm:<fs>`). Its members join and leave through
+    /// [`Ask`]s; its kernel operations are ignored.
+    fn aux_group(&self) -> Option<&str> {
+        None
+    }
+
+    /// The agreed state of the auxiliary group, after every step of the
+    /// node and before anything it queued is sent (a lockspace stops before
+    /// this node's START for a change goes out).
+    fn aux_state(&mut self, _st: &AuxState) {}
+
+    /// The daemon group's members changed (node ids, ascending; called
+    /// before anything queued with the change is sent).
+    fn cluster_members(&mut self, _members: &[u32]) {}
+
+    /// What the backend asks of the daemon since the last call.
+    fn take_asks(&mut self) -> Vec<Ask> {
+        Vec::new()
+    }
+
+    /// Lines for the daemon's event log since the last call.
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// `cohortctl unmount` for backends that own the kernel mount: start
+    /// unmounting and answer `Ok(what)`; the backend asks to leave the group
+    /// ([`Ask::LeaveFs`]) once the kernel is done with the journal. `None`:
+    /// not this backend's job (the daemon leaves the group once the kernel
+    /// has nothing mounted).
+    fn unmount(&mut self) -> Option<Result<String, String>> {
+        None
+    }
+}
+
+/// Requests of a backend to the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// Join the auxiliary group (the kernel created the lockspace).
+    JoinAux,
+    /// Leave the auxiliary group (the kernel released the lockspace).
+    LeaveAux,
+    /// The kernel unmounted far enough that the journal is clean and no
+    /// more I/O happens: leave the filesystem's mount group.
+    LeaveFs,
+}
+
+/// The agreed state of an auxiliary group, as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuxState {
+    /// This node is a member at `generation`.
+    pub member: bool,
+    /// Every member completed the change to `generation`.
+    pub synced: bool,
+    pub generation: Generation,
+    /// Node ids, ascending.
+    pub members: Vec<u32>,
+    /// May a stopped lockspace start: `Err(why not)` while fencing is
+    /// pending, the cluster is not quorate or the daemon group syncs.
+    pub gate: Result<(), String>,
 }
 
 /// Build the backend of one configured filesystem.
@@ -72,6 +146,7 @@ pub fn build(fs: &FsConfig, waker: Option<Waker>) -> Result<Box<dyn Backend>, St
             Box::new(exec::ExecBackend::new(&fs.name, e.clone(), w))
         }
         BackendConfig::Sysfs(s) => Box::new(sysfs::SysfsBackend::new(&fs.name, s.clone())?),
+        BackendConfig::Dlm(d) => Box::new(dlm::DlmBackend::new(&fs.name, (**d).clone(), waker)?),
     })
 }
 

@@ -7,7 +7,7 @@
 //! | `SetJid(j)`          | remembered, written by the mount                                       |
 //! | `MountFirst(j)`      | wait for the directory (mount(2) in progress), `first` ← `1`, `jid` ← j; mount result ok; then `first_done` = 1 → first recovery done |
 //! | `Mount(j)`           | same with `first` ← `0`                                                |
-//! | `MountSpectator`     | same with `first` ← `0`, `jid` ← `-1`                                  |
+//! | `MountSpectator`     | same with `first` ← `0`, `jid` ← `0` (the kernel: a negative jid fails the mount, a spectator mount says ok with 0) |
 //! | `RecoverJournal(j)`  | `recover` ← j; done when a `change` uevent says `RECOVERY=Done|Failed JID=j`, or `recover_done`/`recover_status` change to j and a final status |
 //! | `Release`            | `withdraw` ← `1`                                                       |
 //! | `Unmounted`, `MountError` | nothing (the mount helper owns the mount itself)                  |
@@ -279,7 +279,7 @@ impl SysfsBackend {
             self.mount = None;
             let r = self
                 .write("first", if first { "1" } else { "0" })
-                .and_then(|_| self.write("jid", &jid.map_or("-1".to_owned(), |j| j.to_string())));
+                .and_then(|_| self.write("jid", &jid.map_or("0".to_owned(), |j| j.to_string())));
             match r {
                 Ok(()) => {
                     self.mounted = true;
@@ -302,6 +302,41 @@ impl SysfsBackend {
             self.mount = None;
             out.push(KernelEvent::MountResult { fs: self.fs.clone(), ok: false });
         }
+    }
+
+    /// Read every pending uevent (the `dlm` backend routes its own ones and
+    /// hands the rest to [`SysfsBackend::handle_uevent`]).
+    pub(crate) fn read_uevents(&mut self) -> Vec<Uevent> {
+        self.source.as_mut().map(|s| s.read()).unwrap_or_default()
+    }
+
+    /// A uevent about this filesystem (others are ignored).
+    pub(crate) fn handle_uevent(&mut self, ev: &Uevent, out: &mut Vec<KernelEvent>) {
+        self.on_uevent(ev, out);
+    }
+
+    /// Re-read the state files of what is awaited (first recovery, journal recovery).
+    pub(crate) fn progress(&mut self, out: &mut Vec<KernelEvent>) {
+        self.check_first(out);
+        self.check_recovery_files(out);
+    }
+
+    /// The mount was done by someone else (the `dlm` backend's mount(8)):
+    /// from now on an `offline` uevent is a withdraw.
+    pub(crate) fn set_mounted(&mut self) {
+        self.mount = None;
+        self.mounted = true;
+        self.withdraw_reported = false;
+    }
+
+    /// Something awaits a uevent or a state file.
+    pub(crate) fn awaiting(&self) -> bool {
+        self.mount.is_some() || self.await_first || self.recovery.is_some()
+    }
+
+    /// `<root>/<cluster>:<fs>`: exists from mount(2) until the unmount finished.
+    pub(crate) fn fs_dir(&self) -> &Path {
+        &self.fsdir
     }
 
     fn check_first(&mut self, out: &mut Vec<KernelEvent>) {
@@ -430,18 +465,15 @@ impl Backend for SysfsBackend {
     }
 
     fn poll(&mut self, out: &mut Vec<KernelEvent>) {
-        let events = self.source.as_mut().map(|s| s.read()).unwrap_or_default();
-        for ev in &events {
+        for ev in &self.read_uevents() {
             self.on_uevent(ev, out);
         }
         self.mount_progress(out);
-        self.check_first(out);
-        self.check_recovery_files(out);
+        self.progress(out);
     }
 
     fn poll_interval(&self) -> Option<Duration> {
-        (self.mount.is_some() || self.await_first || self.recovery.is_some())
-            .then(|| Duration::from_millis(self.cfg.poll_ms))
+        self.awaiting().then(|| Duration::from_millis(self.cfg.poll_ms))
     }
 
     fn leftover(&self) -> Result<Option<String>, String> {
