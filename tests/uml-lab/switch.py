@@ -10,6 +10,10 @@ fence_virtd serves VMs. One request per line, one answer per line:
     list      -> "ok list 1:on 2:off ..."
     anything else, or a failure -> "error <why>"
 
+A node listed in RUN/switch.deny (node numbers, one per line; `lab
+fenceable N off`) is not fenceable: off/reboot for it answer
+"error node N is not fenceable" (an unreachable fence device).
+
 Several requests may come on one connection. Every request and its outcome
 is logged (stdout, i.e. RUN/switch.log) with the peer's address and timing.
 The actions are `lab power N ...` (one code path for the CLI and the switch,
@@ -44,6 +48,13 @@ def power(n, action):
     return p.returncode, (p.stdout + p.stderr).strip()
 
 
+def denied(n):
+    try:
+        return str(n) in open(os.path.join(args.run, "switch.deny")).read().split()
+    except OSError:
+        return False
+
+
 def handle(line):
     w = line.split()
     if w == ["list"]:
@@ -57,6 +68,8 @@ def handle(line):
     a, n = w[0], int(w[1])
     if not 1 <= n <= nodes():
         return "error no node %d" % n
+    if a in ("off", "reboot") and denied(n):
+        return "error node %d is not fenceable (lab fenceable %d off)" % (n, n)
     rc, out = power(n, a)
     if a == "status":
         if rc in (0, 2):
