@@ -117,6 +117,8 @@
 //! locally once the old view's messages were consumed.
 
 mod auth;
+#[cfg(feature = "craft")]
+pub mod craft;
 mod detector;
 mod events;
 mod frag;

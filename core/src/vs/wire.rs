@@ -165,6 +165,11 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[cfg(feature = "craft")]
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
         let end = self.pos.checked_add(n).ok_or(Malformed)?;
         let s = self.buf.get(self.pos..end).ok_or(Malformed)?;
