@@ -52,6 +52,8 @@
 //!    XChaCha20-Poly1305 under the cluster key, nonce = sender node id +
 //!    incarnation + datagram counter; a 64-datagram replay window per
 //!    sender; bad datagrams are counted in [`VsStats`] and never applied.
+//!    An authentic datagram naming a view seq more than [`MAX_VIEW_JUMP`]
+//!    past ours is dropped whole too (`vs/view.rs`, "Bounded jumps").
 //! 6. **Wire** (`vs/wire.rs`): small frames batched into datagrams of
 //!    at most [`MAX_DATAGRAM`] bytes; transmissions are rendered from state
 //!    when polled (`vs/tx.rs`), so nothing is ever dropped from a full
