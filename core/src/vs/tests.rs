@@ -1581,3 +1581,28 @@ fn view_seq_bound_is_inclusive() {
     assert_eq!(r, Ok(()));
     assert_eq!(sim.nodes[0].vs.stats().out_of_range, 1);
 }
+
+/// At the very end of the seq space (unreachable: about 2^32 view changes
+/// of at most `MAX_VIEW_JUMP + 1` each) nothing wraps and nothing panics:
+/// the coordinator refuses to propose past `u64::MAX`, and views stay
+/// strictly increasing.
+#[test]
+fn end_of_seq_space_refuses_instead_of_wrapping() {
+    let mut sim = Sim::new(3, 17, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 2000);
+    for n in 0..3 {
+        sim.nodes[n].vs.view.key.id = u64::MAX - 1;
+    }
+    sim.run_for(1000);
+    assert_eq!(sim.agreed_view(&[1, 2, 3]), Some(u64::MAX - 1));
+    // The last seq is used like any other.
+    sim.crash(3);
+    assert_eq!(sim.settle(&[1, 2], 3000), u64::MAX);
+    // A view without node 2 would need seq u64::MAX + 1: refused, the view
+    // stays, nothing wraps, nothing panics.
+    sim.crash(2);
+    sim.run_for(3000);
+    let v = sim.nodes[0].vs.view();
+    assert_eq!((v.id, v.members), (u64::MAX, ids(&[1, 2])));
+    check_vs(&all_histories(&sim));
+}
