@@ -8,7 +8,10 @@
 
 use cohort_fuzz::{build_message, encode_vec, run, Hints, Rd, Sim, KINDS};
 
+use cohort_core::ids::{Incarnation, NodeId};
+use cohort_core::vs::craft::{self, Kind};
 use cohort_core::wire::{decode, MAX_MESSAGE};
+use cohort_fuzz::VS_PROGRAM;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -278,6 +281,59 @@ fn main() {
     let mut unknown = b"CH\x01\xff\x01\x00\x00\x00".to_vec();
     unknown.extend_from_slice(&[0; 24]);
     write(&wdir, "bad-type", &unknown);
+    vs_seeds(&wdir, &ndir);
     let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
     println!("corpus/wire: {} files, corpus/node: {} files", count(&wdir), count(&ndir));
+}
+
+/// Seeds for the core's VS transport (issue 15): plaintexts naming view
+/// seqs near the end of the space (wire), and programs in which a key
+/// holder sends them, and replays them, into a running three-node group
+/// (node; see `cohort_fuzz::vs_node` for the encoding).
+fn vs_seeds(wdir: &Path, ndir: &Path) {
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let mut buf = [0u8; craft::MAX_FRAMES];
+    for kind in Kind::ALL {
+        let name = format!("{kind:?}").to_lowercase();
+        for (tag, view) in [("u64max", u64::MAX), ("u32max", u64::from(u32::MAX) << 32 | 1), ("small", 3)] {
+            let n = craft::frame(kind, view, NodeId(1), Incarnation(7), &members, &mut buf).expect("fits");
+            write(wdir, &format!("vs-{name}-{tag}"), &buf[..n]);
+        }
+    }
+    let n = craft::propose(2, &[(NodeId(1), Incarnation(7)), (NodeId(4), Incarnation(1))], &mut buf).expect("fits");
+    write(wdir, "vs-propose", &buf[..n]);
+    // node: [VS_PROGRAM, steps...]. Step 1 = templated frame: inc, counter
+    // (< 200: a fresh one), receiver, kind, k, selector (0: u64::MAX - k,
+    // 1: k past the jump bound, 2: k past the receiver's seq, 3: 8 raw
+    // bytes). Step 2 = wait (ms). Step 3 = a node broadcasts.
+    for (ki, kind) in Kind::ALL.iter().enumerate() {
+        let name = format!("{kind:?}").to_lowercase();
+        let mut p = vec![VS_PROGRAM];
+        for to in 0..3u8 {
+            for sel in [0u8, 1] {
+                p.extend_from_slice(&[1, 1, 0, to, ki as u8, 5, sel]);
+                // The same datagram again (counter not advanced): a replay.
+                p.extend_from_slice(&[1, 1, 250, to, ki as u8, 5, sel]);
+            }
+            p.extend_from_slice(&[3, to, 2, 30]);
+        }
+        p.extend_from_slice(&[2, 200, 3, 0, 3, 1, 3, 2, 2, 100]);
+        write(ndir, &format!("seed-vs-{name}-near-max"), &p);
+    }
+    // Raw plaintext, from the wire seeds: a heartbeat at u64::MAX, then
+    // in-range frames of node 4 (it becomes alive, is never a member).
+    let mut p = vec![VS_PROGRAM];
+    let n = craft::frame(Kind::Heartbeat, u64::MAX, NodeId(4), Incarnation(1), &members, &mut buf).expect("fits");
+    p.extend_from_slice(&[0, 1, 0, 0, n.div_ceil(4) as u8]);
+    p.extend_from_slice(&buf[..n]);
+    p.resize(p.len() + (4 - n % 4) % 4, 0);
+    p.extend_from_slice(&[2, 50]);
+    for sel in [2u8, 2, 3] {
+        p.extend_from_slice(&[1, 2, 0, 1, 0, 1, sel]);
+        if sel == 3 {
+            p.extend_from_slice(&u64::MAX.to_le_bytes());
+        }
+    }
+    p.extend_from_slice(&[2, 250, 2, 250, 3, 0, 3, 1]);
+    write(ndir, "seed-vs-raw-and-in-range", &p);
 }

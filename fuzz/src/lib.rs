@@ -17,6 +17,7 @@
 use cohort_core::gcs::{Confchg, MemberReason, NodeList, QuorumEvent, Reason, ReasonList, RingEvent};
 use cohort_core::ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
 use cohort_core::node::{Effect, HandleError, Input, KernelEvent, KernelOp, Request, TimerToken};
+use cohort_core::vs::{self, craft, Dest, Vs, VsConfig, VsEvent, MAX_DATAGRAM, MAX_VIEW_JUMP};
 use cohort_core::wire::{
     decode, decode_into, encode, fs_name, Body, DaemonStart, DaemonSync, FenceResult, FsName, GroupSnap, Header,
     MemberDesc, Message, Mode, MountReq, MountStart, MountState, MsgKind, PendingFence, Recovery, RecoveryResult,
@@ -28,7 +29,10 @@ use std::collections::VecDeque;
 // ------------------------------------------------------------------- wire
 
 /// Decode arbitrary bytes; check everything that must hold of the result.
+/// The same bytes are also decoded as the plaintext of a datagram of the
+/// core's VS transport ([`vs_frames`]).
 pub fn wire(data: &[u8]) {
+    vs_frames(data);
     let r = decode(data);
     let mut out = Message::placeholder();
     assert_eq!(decode_into(data, &mut out), r.as_ref().map(|_| ()).map_err(|e| *e), "decode_into disagrees");
@@ -821,13 +825,18 @@ impl Sim {
     }
 }
 
-/// Run a node program. The first byte selects the setup: bit 0 starts two
+/// Run a node program. A first byte with both top bits set ([`VS_PROGRAM`])
+/// makes the rest a [`vs_node`] program instead. Otherwise the first byte
+/// selects the setup: bit 0 starts two
 /// nodes already joined in one ring, bit 1 runs two nodes at all, bit 2
 /// (with bit 0) mounts `fs1` rw on both first. Every following step is one
 /// byte selecting an input (low nibble), its receiver (bit 7: the second
 /// node; bit 6: every node) and, for built messages, multicast (bit 5),
 /// followed by that input's own bytes.
 pub fn node(data: &[u8]) {
+    if data.first().is_some_and(|f| f & VS_PROGRAM == VS_PROGRAM) {
+        return vs_node(&data[1..]);
+    }
     let mut r = Rd::new(data);
     let flags = r.u8();
     let mut sim = Sim::new(flags & 3 != 0);
@@ -978,5 +987,234 @@ pub fn cluster(data: &[u8]) {
     let r = cohort_sim::swarm::run_seed(seed, (lo, hi), false);
     if !matches!(r.outcome, cohort_sim::swarm::Outcome::Ok) {
         panic!("cluster seed {seed} nodes {lo}..{hi}: {:?}\n{}", r.outcome, r.trace);
+    }
+}
+
+// ------------------------------------------------- vs (datagram transport)
+
+/// The VS plaintext decoder (`cohort_core::vs::craft::check_frames`): never
+/// panics, agrees with the receiver's validation, and every frame it accepts
+/// re-encodes to exactly its bytes.
+pub fn vs_frames(data: &[u8]) {
+    let _ = craft::check_frames(data);
+}
+
+/// First byte of a [`node`] input that runs a [`vs_node`] program.
+pub const VS_PROGRAM: u8 = 0xC0;
+
+const VS_KEY: [u8; 32] = [0x15; 32];
+/// Nodes 1..=3 run; node 4 is configured but never runs: the key holder
+/// speaks as node 4 (any incarnation), so what it can do is bounded by what
+/// the protocol accepts from a non-member (impersonating a running member
+/// can break agreement, which is a key holder's power, not a bug).
+const VS_RUNNING: u32 = 3;
+const VS_HOSTILE: u32 = 4;
+
+/// Three `Vs` nodes on an instant, lossless in-process network.
+pub struct VsNet {
+    pub nodes: Vec<Vs>,
+    now: u64,
+    queue: VecDeque<(u32, Dest, Vec<u8>)>,
+    payload: Vec<u8>,
+    /// Delivered (from, bytes) per node, in order.
+    pub delivered: Vec<Vec<(u32, Vec<u8>)>>,
+}
+
+impl VsNet {
+    pub fn new() -> VsNet {
+        let all: NodeList = (1..=VS_HOSTILE).map(NodeId).collect();
+        let nodes = (1..=VS_RUNNING)
+            .map(|n| {
+                let mut c = VsConfig::new(NodeId(n), Incarnation(100 + u64::from(n)), all.clone(), VS_KEY);
+                c.heartbeat_ms = 20;
+                c.fail_timeout_ms = 100;
+                Vs::new(c).expect("valid config")
+            })
+            .collect();
+        VsNet {
+            nodes,
+            now: 0,
+            queue: VecDeque::new(),
+            payload: vec![0u8; vs::MAX_MESSAGE],
+            delivered: vec![Vec::new(); VS_RUNNING as usize],
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        loop {
+            for (i, v) in self.nodes.iter_mut().enumerate() {
+                while let Some(t) = v.poll_transmit(&mut buf) {
+                    self.queue.push_back((i as u32 + 1, t.dest, buf[..t.len].to_vec()));
+                }
+                while let Some(e) = v.poll_event(&mut self.payload) {
+                    if let VsEvent::Deliver { from, len } = e {
+                        self.delivered[i].push((from.0, self.payload[..len].to_vec()));
+                    }
+                }
+            }
+            let Some((from, dest, bytes)) = self.queue.pop_front() else { break };
+            let now = Instant(self.now);
+            for (i, v) in self.nodes.iter_mut().enumerate() {
+                let to = i as u32 + 1;
+                if to != from && matches!(dest, Dest::All) || dest == Dest::Node(NodeId(to)) {
+                    let _ = v.handle_datagram(now, Some(NodeId(from)), &bytes);
+                }
+            }
+        }
+    }
+
+    /// Run every timer up to `ms` from now.
+    pub fn run_ms(&mut self, ms: u64) {
+        let end = self.now.saturating_add(ms);
+        loop {
+            self.flush();
+            let next = self.nodes.iter().filter_map(|v| v.next_timeout()).map(|t| t.0).min().unwrap_or(end);
+            if next > end {
+                self.now = end;
+                break;
+            }
+            self.now = self.now.max(next);
+            let now = Instant(self.now);
+            for v in &mut self.nodes {
+                if v.next_timeout().is_some_and(|t| t <= now) {
+                    v.handle_timeout(now);
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Hand one datagram of the key holder to node `to` (1-based).
+    pub fn inject(&mut self, to: u32, bytes: &[u8]) {
+        let now = Instant(self.now);
+        if let Some(v) = self.nodes.get_mut(to as usize - 1) {
+            let _ = v.handle_datagram(now, Some(NodeId(VS_HOSTILE)), bytes);
+        }
+        self.flush();
+    }
+
+    /// The three running nodes share one view of all three.
+    pub fn agreed(&self) -> bool {
+        let v = self.nodes[0].view();
+        v.members.len() == VS_RUNNING as usize && self.nodes.iter().all(|n| n.view() == v)
+    }
+}
+
+impl Default for VsNet {
+    fn default() -> Self {
+        VsNet::new()
+    }
+}
+
+/// A program for three `Vs` nodes and a key holder speaking as node 4 (see
+/// [`VS_RUNNING`]). Each step is one byte, low two bits:
+///
+/// * 0: raw plaintext from the input (incarnation byte, counter byte,
+///   receiver byte, length byte, then the bytes), sealed as node 4;
+/// * 1: one well-formed frame naming a chosen view seq (kind byte, then a
+///   selector byte: near `u64::MAX`, just past the receiver's jump bound,
+///   just inside it, or 8 raw bytes), sealed as node 4;
+/// * 2: let time pass (a byte of milliseconds);
+/// * 3: node (byte % 3) + 1 broadcasts a message.
+///
+/// Checked: no panic; every view seq stays within the jump bound of each
+/// installed view (`seq <= 1 + views_installed * (MAX_VIEW_JUMP + 1)`); once
+/// the key holder stops, the three nodes agree on a view of all three again
+/// and deliver every message broadcast in the final view, in one order.
+pub fn vs_node(data: &[u8]) {
+    let mut r = Rd::new(data);
+    let mut net = VsNet::new();
+    net.run_ms(400);
+    assert!(net.agreed(), "three honest nodes did not form a view: {:?}", net.nodes[0].view());
+    let mut counter = 1u64;
+    let mut steps = 0;
+    let mut out = [0u8; MAX_DATAGRAM];
+    let mut plain = [0u8; craft::MAX_FRAMES];
+    while !r.is_empty() && steps < 256 {
+        steps += 1;
+        let op = r.u8();
+        match op & 3 {
+            0 | 1 => {
+                let inc = Incarnation(u64::from(r.u8() % 4));
+                // Mostly fresh counters, sometimes an old one (a replay).
+                let c = r.u8();
+                if c < 200 {
+                    counter += 1;
+                }
+                let to = 1 + u32::from(r.u8()) % VS_RUNNING;
+                let len = if op & 3 == 0 {
+                    let want = usize::from(r.u8()) * 4;
+                    let bytes = r.take(want.min(craft::MAX_FRAMES));
+                    plain[..bytes.len()].copy_from_slice(bytes);
+                    bytes.len()
+                } else {
+                    let kind = craft::Kind::ALL[usize::from(r.u8()) % craft::Kind::ALL.len()];
+                    let base = net.nodes[to as usize - 1].view().id;
+                    let k = u64::from(r.u8());
+                    let view = match r.u8() % 4 {
+                        0 => u64::MAX - k,
+                        1 => base.saturating_add(MAX_VIEW_JUMP).saturating_add(1 + k),
+                        2 => base.saturating_add(k),
+                        _ => r.u64(),
+                    };
+                    let members: Vec<NodeId> = (1..=VS_HOSTILE).map(NodeId).collect();
+                    match craft::frame(kind, view, NodeId(VS_HOSTILE), inc, &members, &mut plain) {
+                        Some(n) => n,
+                        None => continue,
+                    }
+                };
+                let n = craft::seal(&VS_KEY, NodeId(VS_HOSTILE), inc, counter, 0, &plain[..len], &mut out)
+                    .expect("fits a datagram");
+                net.inject(to, &out[..n]);
+            }
+            2 => net.run_ms(u64::from(r.u8())),
+            _ => {
+                let n = 1 + usize::from(r.u8()) % VS_RUNNING as usize;
+                let now = Instant(net.now);
+                let _ = net.nodes[n - 1].broadcast(now, &[n as u8, steps as u8]);
+                net.flush();
+            }
+        }
+        check_vs_bound(&net);
+    }
+    // The key holder stops: node 4 times out, suspicions expire.
+    let mut waited = 0;
+    while !net.agreed() && waited < 10_000 {
+        net.run_ms(50);
+        waited += 50;
+    }
+    assert!(
+        net.agreed(),
+        "no agreed view of 1..=3 10 s after the key holder stopped: {:?}",
+        net.nodes.iter().map(|n| n.view()).collect::<Vec<_>>()
+    );
+    check_vs_bound(&net);
+    // Honest traffic flows in that view, in one order.
+    for v in &mut net.delivered {
+        v.clear();
+    }
+    for k in 0..6u8 {
+        let n = usize::from(k) % VS_RUNNING as usize;
+        let now = Instant(net.now);
+        net.nodes[n].broadcast(now, &[0xEE, k]).expect("room for a message");
+        net.run_ms(5);
+    }
+    net.run_ms(500);
+    if net.agreed() {
+        let want: Vec<_> = net.delivered[0].iter().filter(|(_, p)| p.first() == Some(&0xEE)).cloned().collect();
+        assert_eq!(want.len(), 6, "messages lost: {:?}", net.delivered[0]);
+        for d in &net.delivered {
+            let got: Vec<_> = d.iter().filter(|(_, p)| p.first() == Some(&0xEE)).cloned().collect();
+            assert_eq!(got, want, "delivery order differs");
+        }
+    }
+}
+
+fn check_vs_bound(net: &VsNet) {
+    for v in &net.nodes {
+        let views = v.stats().views_installed;
+        let bound = views.saturating_mul(MAX_VIEW_JUMP + 1).saturating_add(1);
+        assert!(v.view().id <= bound, "view seq {:#x} after {views} views: past the jump bound", v.view().id);
     }
 }

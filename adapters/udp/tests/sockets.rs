@@ -431,8 +431,8 @@ fn forged_and_replayed_datagrams_are_rejected() {
         while t.elapsed() < Duration::from_millis(400) || captured.len() < 20 {
             assert!(t.elapsed() < Duration::from_secs(5), "captured only {} datagrams of node 1", captured.len());
             if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                // Header: version 0xC1, sender u32 LE.
-                if n > 25 && buf[0] == 0xC1 && buf[1..5] == 1u32.to_le_bytes() {
+                // Header: version 0xC2, sender u32 LE.
+                if n > 25 && buf[0] == 0xC2 && buf[1..5] == 1u32.to_le_bytes() {
                     captured.push(buf[..n].to_vec());
                 }
             }
@@ -450,7 +450,7 @@ fn forged_and_replayed_datagrams_are_rejected() {
             sock.send_to(&d, to).unwrap();
         }
         for i in 0..GARBAGE {
-            sock.send_to(&[0xC1, i as u8, 0, 0, 0, 1, 2, 3], to).unwrap();
+            sock.send_to(&[0xC2, i as u8, 0, 0, 0, 1, 2, 3], to).unwrap();
         }
         for i in 0..UNKNOWN {
             let mut d = captured[0].clone();

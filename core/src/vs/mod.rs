@@ -52,6 +52,8 @@
 //!    XChaCha20-Poly1305 under the cluster key, nonce = sender node id +
 //!    incarnation + datagram counter; a 64-datagram replay window per
 //!    sender; bad datagrams are counted in [`VsStats`] and never applied.
+//!    An authentic datagram naming a view seq more than [`MAX_VIEW_JUMP`]
+//!    past ours is dropped whole too (`vs/view.rs`, "Bounded jumps").
 //! 6. **Wire** (`vs/wire.rs`): small frames batched into datagrams of
 //!    at most [`MAX_DATAGRAM`] bytes; transmissions are rendered from state
 //!    when polled (`vs/tx.rs`), so nothing is ever dropped from a full
@@ -91,11 +93,16 @@
 //!
 //! # View ids
 //!
-//! `view id = (seq << 32) | coordinator node id`, where `seq` is one more
-//! than the highest seq seen by any member of the new view. Ids are strictly
-//! increasing along every node's history and unique across partitions.
-//! A process starts with seq 1 (nothing is persisted), so a restarted node's
-//! boot view id is small; it only ever appears in that node's own history.
+//! A view id is a 64-bit *seq*, one more than the highest view any member
+//! of the new view is in. Ids are strictly increasing along every node's
+//! history; like corosync ring seqs, two partitions may install the same
+//! one (the view is named internally by seq, leader and the leader's
+//! incarnation). A process starts with seq 1 (nothing is persisted), so a
+//! restarted node's boot view id is small; it only ever appears in that
+//! node's own history. A datagram naming a view seq more than
+//! [`MAX_VIEW_JUMP`] past ours is dropped and counted
+//! ([`VsStats::out_of_range`]), so no value a peer sends can bring the seq
+//! near the end of its space (`vs/view.rs`, "Bounded jumps").
 //!
 //! # Driving it
 //!
@@ -112,6 +119,8 @@
 //! locally once the old view's messages were consumed.
 
 mod auth;
+#[cfg(feature = "craft")]
+pub mod craft;
 mod detector;
 mod events;
 mod frag;
@@ -131,6 +140,7 @@ use self::events::{EventQueue, Record};
 pub use self::frag::{chunks_for, FragDiscard, MAX_CHUNKS, MAX_MESSAGE, REASSEMBLY_PAGES};
 use self::frag::{ChunkHdr, Cut, Reassembly, Step, Tracker, FIRST_HDR, MAX_UNIT, MIN_FIRST};
 use self::order::{OrderBuf, SendWindow};
+pub use self::view::MAX_VIEW_JUMP;
 use self::view::{Coord, Flush, View};
 use self::wire::{Frame, Header, Reader, HEADER_LEN, MAX_PLAIN, TAG_LEN};
 use crate::gcs::{self, Confchg, NodeList, QuorumEvent, QuorumMode, RingEvent, MAX_NODES};
@@ -287,6 +297,10 @@ pub struct VsStats {
     pub addr_mismatch: u64,
     /// Our own datagram came back.
     pub loopback: u64,
+    /// Authentic, but names a view seq more than [`MAX_VIEW_JUMP`] past
+    /// ours (only a faulty or hostile key holder sends one): dropped whole,
+    /// before it counts as a sign of life.
+    pub out_of_range: u64,
     /// Datagrams accepted.
     pub datagrams_in: u64,
     /// Datagrams produced.
@@ -334,6 +348,7 @@ pub enum VsRecvError {
     Misdirected,
     AddrMismatch,
     Loopback,
+    OutOfRange,
     /// We left the group; nothing is processed any more (not counted).
     Closed,
 }
@@ -409,8 +424,6 @@ pub struct Vs {
     installed_pid: Option<(NodeId, u32)>,
     /// Never installed a view with others.
     fresh: bool,
-    /// Highest view seq seen anywhere.
-    max_seq: u32,
     flush: Option<Flush>,
     coord: Coord,
     desired_sig: u64,
@@ -463,7 +476,6 @@ impl Vs {
             tx_counter: 0,
             now: Instant(0),
             detector: Detector::new(&nodes, me.node, cfg.fail_timeout_ms),
-            max_seq: view.seq(),
             view,
             view_installed_at: Instant(0),
             installed_pid: None,
@@ -663,6 +675,7 @@ impl Vs {
                     VsRecvError::Misdirected => s.misdirected += 1,
                     VsRecvError::AddrMismatch => s.addr_mismatch += 1,
                     VsRecvError::Loopback => s.loopback += 1,
+                    VsRecvError::OutOfRange => s.out_of_range += 1,
                     VsRecvError::Closed => {}
                 }
                 trace!("vs {}: dropped datagram: {:?}", self.me.node.0, e);
@@ -869,13 +882,21 @@ impl Vs {
         plain.copy_from_slice(cipher);
         self.auth.open(&hdr, plain, tag).map_err(|_| VsRecvError::Forged)?;
 
-        // Authentic from here on: record it before looking inside, so a
-        // malformed (buggy or newer-version) datagram is not retried.
+        // Authentic from here on. A malformed (buggy or newer-version)
+        // datagram is recorded, so it is not retried. One that names a view
+        // seq too far past ours is dropped before it has any effect, not
+        // even liveness: values near the end of the seq space could
+        // otherwise spread and stop view changes (issue 15; `vs/view.rs`,
+        // "Bounded jumps"). A replay of it gets the same verdict.
+        let checked = wire::validate(plain);
+        if checked.is_ok_and(|max_view| max_view > self.view.seq_limit()) {
+            return Err(VsRecvError::OutOfRange);
+        }
         let new_inc = self.detector.commit(idx, hdr.inc, hdr.counter, now);
         if new_inc {
             debug!("vs {}: node {} incarnation {}", self.me.node.0, hdr.sender.0, hdr.inc.0);
         }
-        wire::validate(plain).map_err(|_| VsRecvError::Malformed)?;
+        checked.map_err(|_| VsRecvError::Malformed)?;
         let from = Member { node: hdr.sender, inc: hdr.inc };
         let mut r = Reader::new(plain);
         while !r.is_empty() {

@@ -129,7 +129,7 @@ fn boot_is_singleton_ring_then_own_join() {
 fn views_form_with_fresh_joins() {
     let mut sim = Sim::new(5, 1, Net::CLEAN);
     let v = sim.settle(&[1, 2, 3, 4, 5], 1000);
-    assert_eq!(v & 0xffff_ffff, 1, "leader is the lowest node");
+    assert_eq!(sim.nodes[1].vs.view.leader(), NodeId(1), "leader is the lowest node");
     for n in 1..=5u32 {
         let log = &sim.nodes[n as usize - 1].log;
         // Boot: ring, quorum, own join.
@@ -497,8 +497,7 @@ fn encode(frames: &[Frame<'_>]) -> Vec<u8> {
 
 fn heartbeat_of(view: u64) -> Frame<'static> {
     Frame::Heartbeat(Heartbeat {
-        view: ViewKey { id: view, leader_inc: Incarnation(1) },
-        max_seq: 1,
+        view: ViewKey { id: view, leader: NodeId(1), leader_inc: Incarnation(1) },
         acc_coord: 0,
         acc_counter: 0,
         contig: 0,
@@ -634,11 +633,14 @@ fn random_u64(rng: &mut Rng, views: &[u64]) -> u64 {
 /// A random but well-formed frame.
 fn random_frame(rng: &mut Rng, views: &[u64], payload: &[u8]) -> Vec<u8> {
     let v = |rng: &mut Rng| random_u64(rng, views);
-    let key = |rng: &mut Rng| ViewKey { id: random_u64(rng, views), leader_inc: Incarnation(rng.below(3)) };
+    let key = |rng: &mut Rng| ViewKey {
+        id: random_u64(rng, views).max(1),
+        leader: NodeId(rng.below(5) as u32 + 1),
+        leader_inc: Incarnation(rng.below(3)),
+    };
     let f = match rng.below(11) {
         0 => Frame::Heartbeat(Heartbeat {
             view: key(rng),
-            max_seq: rng.next() as u32,
             acc_coord: rng.below(6) as u32,
             acc_counter: rng.below(4) as u32,
             contig: v(rng),
@@ -672,23 +674,29 @@ fn random_frame(rng: &mut Rng, views: &[u64], payload: &[u8]) -> Vec<u8> {
             counter: rng.below(4) as u32,
             old: key(rng),
             cf: v(rng),
-            max_seq: rng.next() as u32,
             fresh: rng.chance(500),
             leavers: random_members(rng, 5),
         }),
         8 => {
+            // Members 0..k of a proposal in groups 0..n, holder of group g
+            // its first member.
+            let n = 1 + rng.below(3) as u8;
+            let k = n + rng.below(3) as u8;
             let mut groups = heapless::Vec::new();
-            for _ in 0..rng.below(4) {
-                let _ =
-                    groups.push(SyncGroup { old: key(rng), target: v(rng), holder: NodeId(rng.below(5) as u32 + 1) });
+            let mut group_of = heapless::Vec::new();
+            for i in 0..k {
+                let _ = group_of.push(if i < n { i } else { rng.below(u64::from(n)) as u8 });
+            }
+            for g in 0..n {
+                let _ = groups.push(SyncGroup { old: key(rng), target: v(rng), holder: g });
             }
             Frame::Sync(SyncMsg {
                 counter: rng.below(4) as u32,
                 new_view: v(rng),
                 groups,
                 leavers: random_members(rng, 5),
-                fresh_mask: rng.next() as u32,
-                group_of: heapless::Vec::new(),
+                fresh_mask: rng.next() as u32 & ((1 << k) - 1),
+                group_of,
             })
         }
         9 => Frame::SyncDone { counter: rng.below(4) as u32 },
@@ -1453,4 +1461,148 @@ fn a_unit_that_ends_a_message_starts_none_needing_more_pages_than_it_frees() {
         sim.run_for(50);
     }
     assert!(starts_after_an_end > 10, "the case was exercised ({starts_after_an_end} times)");
+}
+
+/// Issue 15, item 10: a key holder announcing view seqs near the end of the
+/// seq space (the old `u32::MAX` freeze, and `u64::MAX` now that seqs are
+/// 64-bit) in every frame that names a view. Every such datagram is dropped
+/// whole and counted in `out_of_range`, by every member; it is no sign of
+/// life (no view change), and the honest cluster keeps installing views
+/// with small seqs afterwards.
+#[test]
+fn near_max_view_seqs_are_dropped_counted_and_never_freeze_view_changes() {
+    let mut sim = Sim::new(4, 15, Net::CLEAN);
+    sim.crash(4);
+    let v0 = sim.settle(&[1, 2, 3], 2000);
+    let seq0 = sim.nodes[0].vs.view.seq();
+    let key0 = sim.nodes[0].vs.view.key;
+    let members0 = sim.nodes[0].vs.view.members.clone();
+    let views0 = sim.nodes[0].vs.stats().views_installed;
+    let limit = seq0 + MAX_VIEW_JUMP;
+    let bad = [u64::MAX, u64::MAX - 1, u64::from(u32::MAX) << 32 | 1, 1 << 63, limit + 1];
+    // As node 4 (configured, not running: any datagram it got accepted
+    // would make it alive and change the view), and as member 2 with its
+    // real incarnation (a fresh counter far ahead of its real ones).
+    let inc2 = sim.nodes[1].inc;
+    let mut counters = [0u64, 0, 1 << 40, 0, 0];
+    let mut sent = [0u64; 4];
+    for (k, &v) in bad.iter().enumerate() {
+        let hostile_key = ViewKey { id: v, leader: NodeId(1), leader_inc: key0.leader_inc };
+        let mut groups = heapless::Vec::new();
+        groups.push(SyncGroup { old: key0, target: 0, holder: 0 }).unwrap();
+        let mut group_of = heapless::Vec::new();
+        group_of.extend_from_slice(&[0, 0, 0]).unwrap();
+        let frames = [
+            Frame::Heartbeat(Heartbeat {
+                view: hostile_key,
+                acc_coord: 0,
+                acc_counter: 0,
+                contig: 0,
+                high: 0,
+                stable: 0,
+                flags: 0,
+            }),
+            Frame::FlushOk(FlushOk { counter: 1, old: hostile_key, cf: 0, fresh: false, leavers: MemberList::new() }),
+            Frame::Sync(SyncMsg {
+                counter: 1,
+                new_view: v,
+                groups,
+                leavers: MemberList::new(),
+                fresh_mask: 0,
+                group_of,
+            }),
+            Frame::Install { counter: 1, view: v },
+            Frame::Data { view: v, sender_seq: 1, payload: b"x" },
+            Frame::Ack { view: v, contig: 1 },
+            Frame::Nak { view: v, lo: 1, hi: 2 },
+            Frame::Resend { view: v, next: 1 },
+            Frame::Seq(SeqFrame { view: v, gseq: 1, stable: 0, origin: NodeId(1), sender_seq: 1, payload: b"x" }),
+        ];
+        for (i, f) in frames.iter().enumerate() {
+            // An honest heartbeat in front: the whole datagram goes.
+            let plain = encode(&[heartbeat_of(seq0), f.clone()]);
+            for (sender, inc) in [(4u32, 77u64 + k as u64), (2, inc2)] {
+                for to in [1u32, 3] {
+                    counters[sender as usize] += 1;
+                    let bytes = seal(&KEY, sender, inc, counters[sender as usize], 0, &plain);
+                    let now = Instant(sim.now);
+                    let r = sim.node(to).vs.handle_datagram(now, None, &bytes);
+                    assert_eq!(r, Err(VsRecvError::OutOfRange), "seq {v:#x}, frame {i}, from {sender} to {to}");
+                    sent[to as usize] += 1;
+                    // The same datagram again: the same verdict.
+                    let r = sim.node(to).vs.handle_datagram(now, None, &bytes);
+                    assert_eq!(r, Err(VsRecvError::OutOfRange));
+                    sent[to as usize] += 1;
+                }
+            }
+            sim.run_for(5);
+        }
+    }
+    sim.run_for(2000);
+    for n in [1u32, 3] {
+        let st = sim.nodes[n as usize - 1].vs.stats();
+        assert_eq!(st.out_of_range, sent[n as usize], "node {n}: {st:?}");
+        assert_eq!(st.malformed + st.forged + st.replayed + st.stale_incarnation, 0, "node {n}: {st:?}");
+    }
+    // No view change: not for node 4 (never alive), not for node 2 (its
+    // real datagrams still pass the replay window).
+    for n in 1..=3usize {
+        assert_eq!(sim.nodes[n - 1].vs.view.key, key0, "node {n} changed its view");
+        assert_eq!(sim.nodes[n - 1].vs.view.members, members0);
+        assert_eq!(sim.nodes[n - 1].vs.stats().views_installed, views0);
+    }
+    assert_eq!(sim.agreed_view(&[1, 2, 3]), Some(v0));
+    // The honest cluster keeps installing views, with small seqs.
+    sim.crash(3);
+    let v1 = sim.settle(&[1, 2], 3000);
+    sim.restart(3);
+    let v2 = sim.settle(&[1, 2, 3], 3000);
+    sim.restart(4);
+    let v3 = sim.settle(&[1, 2, 3, 4], 3000);
+    assert!(v0 < v1 && v1 < v2 && v2 < v3 && v3 < seq0 + 10, "{v0} {v1} {v2} {v3}");
+    check_vs(&all_histories(&sim));
+}
+
+/// The bound is relative to our own view: a seq at exactly the bound is an
+/// ordinary (if odd) value, one past it is dropped.
+#[test]
+fn view_seq_bound_is_inclusive() {
+    let mut sim = Sim::new(3, 16, Net::CLEAN);
+    sim.crash(3);
+    sim.settle(&[1, 2], 2000);
+    let limit = sim.nodes[0].vs.view.seq_limit();
+    let at = encode(&[Frame::Ack { view: limit, contig: 1 }]);
+    let past = encode(&[Frame::Ack { view: limit + 1, contig: 1 }]);
+    let now = Instant(sim.now);
+    let inc2 = sim.nodes[1].inc;
+    let r = sim.node(1).vs.handle_datagram(now, None, &seal(&KEY, 2, inc2, 1 << 40, 0, &past));
+    assert_eq!(r, Err(VsRecvError::OutOfRange));
+    let r = sim.node(1).vs.handle_datagram(now, None, &seal(&KEY, 2, inc2, (1 << 40) + 1, 0, &at));
+    assert_eq!(r, Ok(()));
+    assert_eq!(sim.nodes[0].vs.stats().out_of_range, 1);
+}
+
+/// At the very end of the seq space (unreachable: about 2^32 view changes
+/// of at most `MAX_VIEW_JUMP + 1` each) nothing wraps and nothing panics:
+/// the coordinator refuses to propose past `u64::MAX`, and views stay
+/// strictly increasing.
+#[test]
+fn end_of_seq_space_refuses_instead_of_wrapping() {
+    let mut sim = Sim::new(3, 17, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 2000);
+    for n in 0..3 {
+        sim.nodes[n].vs.view.key.id = u64::MAX - 1;
+    }
+    sim.run_for(1000);
+    assert_eq!(sim.agreed_view(&[1, 2, 3]), Some(u64::MAX - 1));
+    // The last seq is used like any other.
+    sim.crash(3);
+    assert_eq!(sim.settle(&[1, 2], 3000), u64::MAX);
+    // A view without node 2 would need seq u64::MAX + 1: refused, the view
+    // stays, nothing wraps, nothing panics.
+    sim.crash(2);
+    sim.run_for(3000);
+    let v = sim.nodes[0].vs.view();
+    assert_eq!((v.id, v.members), (u64::MAX, ids(&[1, 2])));
+    check_vs(&all_histories(&sim));
 }

@@ -130,7 +130,6 @@ impl Vs {
         let high = if self.is_sequencer() { self.order.next_gseq.saturating_sub(1) } else { self.order.high };
         Heartbeat {
             view: self.view.key,
-            max_seq: self.max_seq,
             acc_coord,
             acc_counter,
             contig: self.order.contig,

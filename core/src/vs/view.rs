@@ -43,13 +43,33 @@
 //!
 //! # View ids and reasons
 //!
-//! A view id is `(seq << 32) | coordinator node id`, where `seq` is one more
-//! than the highest view seq any proposed member has seen (members report it
-//! in `FLUSH_OK`, and learn others' from heartbeats): strictly greater than
-//! any view id seen by any member, unique because the coordinator's node id
-//! is the tiebreak. Internally a view is identified by its id plus the
-//! leader's incarnation, which stays unique even if a whole cluster restarts
-//! and seqs are reused.
+//! A view id is its *seq*, a `u64`: one more than the highest view seq any
+//! proposed member is in (members report their view in `FLUSH_OK`), so
+//! strictly greater than the view of every member of the new view. Two
+//! partitions can install the same seq (as corosync gives both sides of a
+//! split the same ring seq); internally a view is identified by its
+//! [`ViewKey`]: seq, leader (the coordinator that installed it, its lowest
+//! member) and the leader's incarnation, which stays unique across
+//! partitions and whole-cluster restarts (seqs start at 1 again).
+//!
+//! # Bounded jumps (issue 15)
+//!
+//! A seq only ever comes from a view some member installed: there is no
+//! "highest seq seen" learned from heartbeats, and the coordinator takes
+//! one more than the highest old view of the proposal's members. A datagram
+//! that names a view seq more than [`MAX_VIEW_JUMP`] past our own view's
+//! (in any frame: heartbeat, data, flush, sync, install, ...) is dropped
+//! whole before it has any effect (not even liveness) and counted in
+//! `VsStats::out_of_range`. So one heartbeat or one flush answer cannot
+//! carry the group near the end of the seq space: each installed view moves
+//! the seq by at most `MAX_VIEW_JUMP + 1`, and getting from 1 to
+//! `u64::MAX` takes about 2^32 view changes, which no honest cluster makes
+//! (136 years at one per second) and a key holder has to force one by one,
+//! each a visible view change. Honest values are always within the bound: a partition would have
+//! to install 2^32 views apart from us (a fresh process starts at seq 1, so
+//! the same holds for a cluster's total number of views since its oldest
+//! member started). Even at the end of the space nothing wraps: the
+//! coordinator refuses to propose past `u64::MAX` and says so.
 //!
 //! Reasons are decided once, by the coordinator, so every member agrees on
 //! them: a joiner is `Join` if it is a *fresh* process (it never installed a
@@ -64,6 +84,11 @@ use super::{Life, Vs};
 use crate::gcs::{NodeList, MAX_NODES};
 use crate::ids::{Incarnation, Instant, Member, NodeId};
 
+/// How far past our own view's seq a received view seq may be (see the
+/// module docs, "Bounded jumps"); a datagram naming a larger one is dropped
+/// and counted (`VsStats::out_of_range`).
+pub const MAX_VIEW_JUMP: u64 = 1 << 32;
+
 /// An installed view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct View {
@@ -77,18 +102,23 @@ impl View {
     pub fn singleton(me: Member) -> View {
         let mut members = MemberList::new();
         let _ = members.push(me);
-        View { key: ViewKey { id: make_view_id(1, me.node), leader_inc: me.inc }, members }
+        View { key: ViewKey { id: 1, leader: me.node, leader_inc: me.inc }, members }
     }
 
-    /// The view's seq (high 32 bits of the id).
-    pub fn seq(&self) -> u32 {
-        view_seq(self.key.id)
+    /// The view's seq (its id).
+    pub fn seq(&self) -> u64 {
+        self.key.id
     }
 
     /// Leader and sequencer: the coordinator that installed the view, which
-    /// is its lowest member (low 32 bits of the id).
+    /// is its lowest member.
     pub fn leader(&self) -> NodeId {
-        NodeId(self.key.id as u32)
+        self.key.leader
+    }
+
+    /// The highest view seq a received datagram may name.
+    pub fn seq_limit(&self) -> u64 {
+        self.seq().saturating_add(MAX_VIEW_JUMP)
     }
 
     /// Index of `node` in the member list.
@@ -104,14 +134,6 @@ impl View {
     pub fn nodes(&self) -> NodeList {
         self.members.iter().map(|m| m.node).collect()
     }
-}
-
-pub(super) fn make_view_id(seq: u32, leader: NodeId) -> u64 {
-    (u64::from(seq) << 32) | u64::from(leader.0)
-}
-
-pub(super) fn view_seq(id: u64) -> u32 {
-    (id >> 32) as u32
 }
 
 /// A proposal: coordinator (node + incarnation) and its attempt counter.
@@ -162,7 +184,6 @@ pub(super) enum Phase {
 pub(super) struct OkInfo {
     old: ViewKey,
     cf: u64,
-    max_seq: u32,
     fresh: bool,
 }
 
@@ -406,14 +427,7 @@ impl Vs {
                 let _ = leavers.push(*m);
             }
         }
-        Some(FlushOk {
-            counter: f.pid.counter,
-            old: self.view.key,
-            cf: f.cf,
-            max_seq: self.max_seq,
-            fresh: self.fresh,
-            leavers,
-        })
+        Some(FlushOk { counter: f.pid.counter, old: self.view.key, cf: f.cf, fresh: self.fresh, leavers })
     }
 
     pub(super) fn on_propose(&mut self, now: Instant, from: Member, counter: u32, members: MemberList) {
@@ -458,7 +472,7 @@ impl Vs {
         }
         let Some(i) = self.coord.position(from) else { return };
         if let Some(slot) = self.coord.oks.get_mut(i) {
-            *slot = Some(OkInfo { old: ok.old, cf: ok.cf, max_seq: ok.max_seq, fresh: ok.fresh });
+            *slot = Some(OkInfo { old: ok.old, cf: ok.cf, fresh: ok.fresh });
         }
         for l in &ok.leavers {
             if !self.coord.members.contains(l) && !self.coord.leavers.contains(l) {
@@ -472,13 +486,15 @@ impl Vs {
     }
 
     fn coord_build_sync(&mut self, now: Instant) {
-        let mut max_seq = self.max_seq;
+        // One more than every member's view (ours included: the coordinator
+        // is a member). Every `old.id` passed the jump bound on receipt.
+        let mut max_seq = self.view.seq();
         let mut groups: heapless::Vec<SyncGroup, MAX_NODES> = heapless::Vec::new();
         let mut group_of: heapless::Vec<u8, MAX_NODES> = heapless::Vec::new();
         let mut fresh_mask = 0u32;
-        for (i, (m, ok)) in self.coord.members.iter().zip(self.coord.oks.iter()).enumerate() {
+        for (i, (_, ok)) in self.coord.members.iter().zip(self.coord.oks.iter()).enumerate() {
             let Some(ok) = ok else { return };
-            max_seq = max_seq.max(ok.max_seq);
+            max_seq = max_seq.max(ok.old.id);
             if ok.fresh {
                 set_bit(&mut fresh_mask, i);
             }
@@ -487,25 +503,26 @@ impl Vs {
                     if let Some(g) = groups.get_mut(k) {
                         if ok.cf > g.target {
                             g.target = ok.cf;
-                            g.holder = m.node;
+                            g.holder = i as u8; // i < MAX_NODES
                         }
                     }
                     let _ = group_of.push(k as u8);
                 }
                 None => {
                     let _ = group_of.push(groups.len() as u8);
-                    let _ = groups.push(SyncGroup { old: ok.old, target: ok.cf, holder: m.node });
+                    let _ = groups.push(SyncGroup { old: ok.old, target: ok.cf, holder: i as u8 });
                 }
             }
         }
         let Some(seq) = max_seq.checked_add(1) else {
+            // Unreachable in practice (module docs, "Bounded jumps").
             warn!("vs: view sequence space exhausted");
             self.coord.phase = Phase::Idle;
             return;
         };
         let sync = SyncMsg {
             counter: self.coord.counter,
-            new_view: make_view_id(seq, self.me.node),
+            new_view: seq,
             groups,
             leavers: self.coord.leavers.clone(),
             fresh_mask,
@@ -547,6 +564,9 @@ impl Vs {
                 set_bit(&mut trans_mask, i);
             }
         }
+        // The holder is a member of the proposal we are frozen on (the one
+        // this SYNC is for).
+        let Some(holder) = f.members.get(usize::from(g.holder)).map(|m| m.node) else { return };
         if g.target < f.cf {
             // Only a buggy coordinator sends this: ignore it.
             warn!("vs: flush target below our freeze point");
@@ -561,14 +581,13 @@ impl Vs {
         f.sync = Some(SyncState {
             new_view: msg.new_view,
             target: g.target,
-            holder: g.holder,
+            holder,
             fresh_mask: msg.fresh_mask,
             leaver_mask,
             trans_mask,
             done_sent: false,
         });
         self.order.limit = g.target;
-        self.max_seq = self.max_seq.max(view_seq(msg.new_view));
         self.stall_since = None;
         self.check_sync_done(now);
     }
@@ -649,8 +668,8 @@ impl Vs {
         let _ = self.events.push(rec);
         info!("vs {}: installed view {:x} with {} members", self.me.node.0, s.new_view, f.members.len());
         self.installed_pid = Some((f.pid.coord, f.pid.counter));
-        self.view = View { key: ViewKey { id: s.new_view, leader_inc: f.pid.inc }, members: f.members };
-        self.max_seq = self.max_seq.max(self.view.seq());
+        self.view =
+            View { key: ViewKey { id: s.new_view, leader: f.pid.coord, leader_inc: f.pid.inc }, members: f.members };
         self.fresh = false;
         self.view_installed_at = now;
         self.order.reset();
@@ -677,7 +696,6 @@ impl Vs {
 
     /// A heartbeat from a peer (already recorded by the caller).
     pub(super) fn on_heartbeat(&mut self, from: Member, peer_idx: usize, hb: &Heartbeat) {
-        self.max_seq = self.max_seq.max(hb.max_seq).max(view_seq(hb.view.id));
         if hb.view == self.view.key {
             if let Some(i) = self.view.position(from) {
                 if self.is_sequencer() {
@@ -717,14 +735,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn view_ids_order_by_seq_then_leader() {
-        let a = make_view_id(5, NodeId(9));
-        let b = make_view_id(6, NodeId(1));
-        assert!(b > a);
-        assert_eq!(view_seq(b), 6);
+    fn singleton_view_and_seq_limit() {
         let v = View::singleton(Member { node: NodeId(7), inc: Incarnation(3) });
         assert_eq!(v.leader(), NodeId(7));
         assert_eq!(v.seq(), 1);
+        assert_eq!(v.seq_limit(), 1 + MAX_VIEW_JUMP);
+        let end = View { key: ViewKey { id: u64::MAX - 1, ..v.key }, members: v.members.clone() };
+        assert_eq!(end.seq_limit(), u64::MAX);
         assert_eq!(v.position(Member { node: NodeId(7), inc: Incarnation(3) }), Some(0));
         assert_eq!(v.position(Member { node: NodeId(7), inc: Incarnation(4) }), None);
     }

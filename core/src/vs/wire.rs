@@ -30,7 +30,9 @@ use crate::gcs::MAX_NODES;
 use crate::ids::{Incarnation, Member, NodeId};
 
 /// Protocol version byte, first byte of every datagram.
-pub(super) const VERSION: u8 = 0xC1;
+/// (0xC2: 64-bit view seqs, views named by seq + leader + its incarnation,
+/// no `max_seq` fields; issue 15.)
+pub(super) const VERSION: u8 = 0xC2;
 /// Length of the cleartext header.
 pub(super) const HEADER_LEN: usize = 25;
 /// Length of the Poly1305 tag.
@@ -163,6 +165,11 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[cfg(feature = "craft")]
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
         let end = self.pos.checked_add(n).ok_or(Malformed)?;
         let s = self.buf.get(self.pos..end).ok_or(Malformed)?;
@@ -241,23 +248,32 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Identity of an installed view: its id plus the incarnation of the leader
-/// that installed it (the id alone could repeat after a whole-cluster
-/// restart, see the module docs on view ids).
+/// Identity of an installed view: its id (the view seq, see the module docs
+/// of `vs::view`) plus the leader (coordinator and sequencer) that installed
+/// it and the leader's incarnation. Two partitions can install the same seq
+/// (with different leaders), and a whole-cluster restart reuses seqs (with
+/// new incarnations); the key tells them all apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct ViewKey {
     pub id: u64,
+    pub leader: NodeId,
     pub leader_inc: Incarnation,
 }
 
 impl ViewKey {
     fn encode(&self, w: &mut Writer<'_>) -> Result<(), Full> {
         w.u64(self.id)?;
+        w.u32(self.leader.0)?;
         w.u64(self.leader_inc.0)
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<ViewKey, Malformed> {
-        Ok(ViewKey { id: r.u64()?, leader_inc: Incarnation(r.u64()?) })
+        let id = r.u64()?;
+        let leader = r.node()?;
+        if id == 0 {
+            return Err(Malformed);
+        }
+        Ok(ViewKey { id, leader, leader_inc: Incarnation(r.u64()?) })
     }
 }
 
@@ -266,8 +282,6 @@ impl ViewKey {
 pub(super) struct Heartbeat {
     /// The sender's installed view.
     pub view: ViewKey,
-    /// Highest view sequence number the sender has seen.
-    pub max_seq: u32,
     /// Coordinator of the proposal the sender is frozen on (0 = none).
     pub acc_coord: u32,
     pub acc_counter: u32,
@@ -302,7 +316,6 @@ pub(super) struct FlushOk {
     /// Highest message of `old` the member holds contiguously and may have
     /// delivered (its freeze point).
     pub cf: u64,
-    pub max_seq: u32,
     /// The member never installed a view with others.
     pub fresh: bool,
     /// Members of `old` known to have left cleanly.
@@ -315,8 +328,9 @@ pub(super) struct SyncGroup {
     pub old: ViewKey,
     /// Every member of the group delivers exactly the messages 1..=target.
     pub target: u64,
-    /// A member of the group holding all of them.
-    pub holder: NodeId,
+    /// A member of the group holding all of them: its index in the
+    /// proposal's members (on the wire a flag of its `group_of` entry).
+    pub holder: u8,
 }
 
 /// Coordinator -> all: the agreed outcome of the flush.
@@ -328,12 +342,19 @@ pub(super) struct SyncMsg {
     /// Processes that left cleanly (reason `Leave` rather than `NodeDown`).
     pub leavers: MemberList,
     /// Bit i: member i of the proposal is fresh (reason `Join`, not `NodeUp`).
+    /// On the wire a flag of its `group_of` entry.
     pub fresh_mask: u32,
     /// Per member of the proposal: the index in `groups` of the old view it
     /// comes from, so every member knows its transitional set (who moves
     /// with it from its old view).
     pub group_of: heapless::Vec<u8, MAX_NODES>,
 }
+
+/// `group_of` entry on the wire: group index in the low bits, and flags.
+const GROUP_INDEX: u8 = 0x3f;
+const GROUP_HOLDER: u8 = 0x40;
+const GROUP_FRESH: u8 = 0x80;
+const _: () = assert!(MAX_NODES <= GROUP_INDEX as usize);
 
 const T_HEARTBEAT: u8 = 1;
 const T_LEAVE: u8 = 2;
@@ -349,14 +370,15 @@ const T_INSTALL: u8 = 11;
 const T_RESEND: u8 = 12;
 
 /// Encoded sizes, for the compile-time checks below.
-const HEARTBEAT_LEN: usize = 1 + 16 + 4 + 4 + 4 + 8 + 8 + 8 + 1;
+const VIEW_KEY_LEN: usize = 8 + 4 + 8;
+const HEARTBEAT_LEN: usize = 1 + VIEW_KEY_LEN + 4 + 4 + 8 + 8 + 8 + 1;
 const MEMBER_LEN: usize = 12;
 const SEQ_OVERHEAD: usize = 1 + 8 + 8 + 8 + 4 + 8 + 2;
 const DATA_OVERHEAD: usize = 1 + 8 + 8 + 2;
 const PROPOSE_MAX: usize = 1 + 4 + 1 + MAX_NODES * MEMBER_LEN;
-const FLUSH_OK_MAX: usize = 1 + 4 + 16 + 8 + 4 + 1 + 1 + MAX_NODES * MEMBER_LEN;
-const SYNC_GROUP_LEN: usize = 16 + 8 + 4;
-const SYNC_MAX: usize = 1 + 4 + 8 + 1 + MAX_NODES * SYNC_GROUP_LEN + 1 + MAX_NODES * MEMBER_LEN + 4 + 1 + MAX_NODES;
+const FLUSH_OK_MAX: usize = 1 + 4 + VIEW_KEY_LEN + 8 + 1 + 1 + MAX_NODES * MEMBER_LEN;
+const SYNC_GROUP_LEN: usize = VIEW_KEY_LEN + 8;
+const SYNC_MAX: usize = 1 + 4 + 8 + 1 + MAX_NODES * SYNC_GROUP_LEN + 1 + MAX_NODES * MEMBER_LEN + 1 + MAX_NODES;
 
 // Every frame fits in an empty datagram, so the transmit path always makes
 // progress, and the fresh bitmask covers every possible member.
@@ -427,7 +449,7 @@ impl Frame<'_> {
             Frame::Nak { .. } => 1 + 8 + 8 + 8,
             Frame::Ack { .. } => 1 + 8 + 8,
             Frame::Propose { members, .. } => 1 + 4 + 1 + members.len() * MEMBER_LEN,
-            Frame::FlushOk(f) => 1 + 4 + 16 + 8 + 4 + 1 + 1 + f.leavers.len() * MEMBER_LEN,
+            Frame::FlushOk(f) => 1 + 4 + VIEW_KEY_LEN + 8 + 1 + 1 + f.leavers.len() * MEMBER_LEN,
             Frame::Sync(s) => {
                 1 + 4
                     + 8
@@ -435,7 +457,6 @@ impl Frame<'_> {
                     + s.groups.len() * SYNC_GROUP_LEN
                     + 1
                     + s.leavers.len() * MEMBER_LEN
-                    + 4
                     + 1
                     + s.group_of.len()
             }
@@ -453,7 +474,6 @@ impl Frame<'_> {
             Frame::Heartbeat(h) => {
                 w.u8(T_HEARTBEAT)?;
                 h.view.encode(w)?;
-                w.u32(h.max_seq)?;
                 w.u32(h.acc_coord)?;
                 w.u32(h.acc_counter)?;
                 w.u64(h.contig)?;
@@ -498,7 +518,6 @@ impl Frame<'_> {
                 w.u32(f.counter)?;
                 f.old.encode(w)?;
                 w.u64(f.cf)?;
-                w.u32(f.max_seq)?;
                 w.u8(u8::from(f.fresh))?;
                 put_members(w, &f.leavers)
             }
@@ -510,13 +529,18 @@ impl Frame<'_> {
                 for g in &s.groups {
                     g.old.encode(w)?;
                     w.u64(g.target)?;
-                    w.u32(g.holder.0)?;
                 }
                 put_members(w, &s.leavers)?;
-                w.u32(s.fresh_mask)?;
                 w.u8(count_u8(s.group_of.len())?)?;
-                for g in &s.group_of {
-                    w.u8(*g)?;
+                for (i, g) in s.group_of.iter().enumerate() {
+                    let mut b = *g & GROUP_INDEX;
+                    if s.groups.get(usize::from(*g)).is_some_and(|x| usize::from(x.holder) == i) {
+                        b |= GROUP_HOLDER;
+                    }
+                    if i < 32 && s.fresh_mask & (1 << i) != 0 {
+                        b |= GROUP_FRESH;
+                    }
+                    w.u8(b)?;
                 }
                 Ok(())
             }
@@ -543,7 +567,6 @@ impl Frame<'_> {
         Ok(match t {
             T_HEARTBEAT => Frame::Heartbeat(Heartbeat {
                 view: ViewKey::decode(r)?,
-                max_seq: r.u32()?,
                 acc_coord: r.u32()?,
                 acc_counter: r.u32()?,
                 contig: r.u64()?,
@@ -595,7 +618,6 @@ impl Frame<'_> {
                 counter: r.u32()?,
                 old: ViewKey::decode(r)?,
                 cf: r.u64()?,
-                max_seq: r.u32()?,
                 fresh: match r.u8()? {
                     0 => false,
                     1 => true,
@@ -607,21 +629,34 @@ impl Frame<'_> {
                 let counter = r.u32()?;
                 let new_view = r.u64()?;
                 let n = r.count()?;
-                let mut groups = heapless::Vec::new();
+                let mut groups: heapless::Vec<SyncGroup, MAX_NODES> = heapless::Vec::new();
                 for _ in 0..n {
-                    let g = SyncGroup { old: ViewKey::decode(r)?, target: r.u64()?, holder: r.node()? };
+                    // The holder is filled in from `group_of` below.
+                    let g = SyncGroup { old: ViewKey::decode(r)?, target: r.u64()?, holder: u8::MAX };
                     groups.push(g).map_err(|_| Malformed)?;
                 }
                 let leavers = r.members(false)?;
-                let fresh_mask = r.u32()?;
                 let k = r.count()?;
                 let mut group_of = heapless::Vec::new();
-                for _ in 0..k {
-                    let g = r.u8()?;
-                    if usize::from(g) >= groups.len() {
-                        return Err(Malformed);
+                let mut fresh_mask = 0u32;
+                for i in 0..k {
+                    let b = r.u8()?;
+                    let gi = b & GROUP_INDEX;
+                    let g = groups.get_mut(usize::from(gi)).ok_or(Malformed)?;
+                    if b & GROUP_HOLDER != 0 {
+                        // Exactly one holder per group.
+                        if g.holder != u8::MAX {
+                            return Err(Malformed);
+                        }
+                        g.holder = i as u8; // i < k <= MAX_NODES
                     }
-                    group_of.push(g).map_err(|_| Malformed)?;
+                    if b & GROUP_FRESH != 0 {
+                        fresh_mask |= 1 << i; // i < MAX_NODES <= 32
+                    }
+                    group_of.push(gi).map_err(|_| Malformed)?;
+                }
+                if groups.iter().any(|g| g.holder == u8::MAX) {
+                    return Err(Malformed);
                 }
                 Frame::Sync(SyncMsg { counter, new_view, groups, leavers, fresh_mask, group_of })
             }
@@ -658,16 +693,38 @@ fn put_payload(w: &mut Writer<'_>, p: &[u8]) -> Result<(), Full> {
     w.bytes(p)
 }
 
-/// Check that `plain` is a non-empty sequence of well-formed frames.
-pub(super) fn validate(plain: &[u8]) -> Result<(), Malformed> {
+impl Frame<'_> {
+    /// The highest view seq this frame names (0 if it names none): what the
+    /// receiver's jump bound is checked against (`vs/view.rs`, "Bounded
+    /// jumps").
+    pub fn max_view(&self) -> u64 {
+        match self {
+            Frame::Heartbeat(h) => h.view.id,
+            Frame::Leave | Frame::Propose { .. } | Frame::SyncDone { .. } => 0,
+            Frame::Data { view, .. }
+            | Frame::Nak { view, .. }
+            | Frame::Ack { view, .. }
+            | Frame::Install { view, .. }
+            | Frame::Resend { view, .. } => *view,
+            Frame::Seq(s) => s.view,
+            Frame::FlushOk(f) => f.old.id,
+            Frame::Sync(s) => s.groups.iter().map(|g| g.old.id).fold(s.new_view, u64::max),
+        }
+    }
+}
+
+/// Check that `plain` is a non-empty sequence of well-formed frames; returns
+/// the highest view seq any of them names ([`Frame::max_view`]).
+pub(super) fn validate(plain: &[u8]) -> Result<u64, Malformed> {
     let mut r = Reader::new(plain);
     if r.is_empty() {
         return Err(Malformed);
     }
+    let mut max = 0;
     while !r.is_empty() {
-        Frame::decode(&mut r)?;
+        max = max.max(Frame::decode(&mut r)?.max_view());
     }
-    Ok(())
+    Ok(max)
 }
 
 #[cfg(test)]
@@ -697,7 +754,7 @@ mod tests {
 
     #[test]
     fn frames_roundtrip() {
-        let key = ViewKey { id: 5 << 32 | 1, leader_inc: Incarnation(9) };
+        let key = ViewKey { id: 5, leader: NodeId(1), leader_inc: Incarnation(9) };
         let mut members = MemberList::new();
         for n in 1..=MAX_NODES as u32 {
             members.push(m(n, u64::from(n) * 7)).unwrap();
@@ -705,7 +762,6 @@ mod tests {
         let payload = [0xABu8; MAX_UNIT];
         roundtrip(Frame::Heartbeat(Heartbeat {
             view: key,
-            max_seq: 5,
             acc_coord: 1,
             acc_counter: 3,
             contig: 10,
@@ -726,29 +782,35 @@ mod tests {
         roundtrip(Frame::Nak { view: key.id, lo: 1, hi: 4 });
         roundtrip(Frame::Ack { view: key.id, contig: 4 });
         roundtrip(Frame::Propose { counter: 2, members: members.clone() });
-        roundtrip(Frame::FlushOk(FlushOk {
-            counter: 2,
-            old: key,
-            cf: 17,
-            max_seq: 5,
-            fresh: true,
-            leavers: members.clone(),
-        }));
+        roundtrip(Frame::FlushOk(FlushOk { counter: 2, old: key, cf: 17, fresh: true, leavers: members.clone() }));
+        // Every member its own group (the largest SYNC), and two members
+        // sharing one.
         let mut groups = heapless::Vec::new();
-        for n in 1..=MAX_NODES as u32 {
-            groups.push(SyncGroup { old: key, target: u64::from(n), holder: NodeId(n) }).unwrap();
+        let mut group_of = heapless::Vec::new();
+        for n in 0..MAX_NODES as u8 {
+            let old = ViewKey { id: 5 + u64::from(n), leader: NodeId(u32::from(n) + 1), leader_inc: Incarnation(9) };
+            groups.push(SyncGroup { old, target: u64::from(n), holder: n }).unwrap();
+            group_of.push(n).unwrap();
         }
+        let big =
+            SyncMsg { counter: 2, new_view: 6, groups, leavers: members.clone(), group_of, fresh_mask: 0xdead_beef };
+        assert_eq!(Frame::Sync(big.clone()).encoded_len(), SYNC_MAX);
+        roundtrip(Frame::Sync(big));
+        let mut groups = heapless::Vec::new();
+        groups.push(SyncGroup { old: key, target: 3, holder: 1 }).unwrap();
+        let mut group_of = heapless::Vec::new();
+        group_of.extend_from_slice(&[0, 0]).unwrap();
         roundtrip(Frame::Sync(SyncMsg {
             counter: 2,
-            new_view: 6 << 32 | 1,
+            new_view: 6,
             groups,
             leavers: members,
-            group_of: heapless::Vec::new(),
-            fresh_mask: 0xdead_beef,
+            group_of,
+            fresh_mask: 0b10,
         }));
         roundtrip(Frame::SyncDone { counter: 2 });
-        roundtrip(Frame::Install { counter: 2, view: 6 << 32 | 1 });
-        roundtrip(Frame::Resend { view: 6 << 32 | 1, next: 9 });
+        roundtrip(Frame::Install { counter: 2, view: 6 });
+        roundtrip(Frame::Resend { view: 6, next: 9 });
     }
 
     #[test]
@@ -762,6 +824,64 @@ mod tests {
         assert!(Header::decode(&bad).is_err());
         let zero = Header { sender: NodeId(0), ..h }.encode();
         assert!(Header::decode(&zero).is_err());
+    }
+
+    #[test]
+    fn view_keys_and_sync_holders_are_validated() {
+        // A view key with seq 0 or leader 0 is malformed.
+        for (id, leader) in [(0u64, 1u32), (5, 0)] {
+            let mut buf = [0u8; 128];
+            let mut w = Writer::new(&mut buf);
+            w.u8(T_INSTALL).unwrap();
+            w.u32(1).unwrap();
+            w.u64(1).unwrap();
+            w.u8(T_HEARTBEAT).unwrap();
+            w.u64(id).unwrap();
+            w.u32(leader).unwrap();
+            w.bytes(&[0; 8 + 4 + 4 + 8 + 8 + 8 + 1]).unwrap();
+            let len = w.pos();
+            assert_eq!(len, 1 + 4 + 8 + HEARTBEAT_LEN);
+            assert!(validate(&buf[..len]).is_err(), "id {id} leader {leader}");
+        }
+        // `validate` names the highest view of all frames.
+        let key = ViewKey { id: 9, leader: NodeId(2), leader_inc: Incarnation(1) };
+        let mut buf = [0u8; MAX_PLAIN];
+        let mut w = Writer::new(&mut buf);
+        Frame::Ack { view: 4, contig: 1 }.encode(&mut w).unwrap();
+        Frame::Heartbeat(Heartbeat {
+            view: key,
+            acc_coord: 0,
+            acc_counter: 0,
+            contig: 0,
+            high: 0,
+            stable: 0,
+            flags: 0,
+        })
+        .encode(&mut w)
+        .unwrap();
+        Frame::Leave.encode(&mut w).unwrap();
+        let len = w.pos();
+        assert_eq!(validate(&buf[..len]), Ok(9));
+        // A SYNC group needs exactly one holder among the members.
+        let sync = |entries: &[u8]| {
+            let mut buf = [0u8; 128];
+            let mut w = Writer::new(&mut buf);
+            w.u8(T_SYNC).unwrap();
+            w.u32(1).unwrap();
+            w.u64(10).unwrap();
+            w.u8(1).unwrap();
+            key.encode(&mut w).unwrap();
+            w.u64(3).unwrap();
+            w.u8(0).unwrap();
+            w.u8(entries.len() as u8).unwrap();
+            w.bytes(entries).unwrap();
+            let len = w.pos();
+            validate(&buf[..len])
+        };
+        assert_eq!(sync(&[GROUP_HOLDER, GROUP_FRESH]), Ok(10));
+        assert!(sync(&[0, 0]).is_err(), "no holder");
+        assert!(sync(&[GROUP_HOLDER, GROUP_HOLDER]).is_err(), "two holders");
+        assert!(sync(&[GROUP_HOLDER | 1]).is_err(), "no such group");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use cohort_udp::{Net, Udp, UnicastConfig};
 
 use super::udpnet::Switch;
 use super::{check, DemoReport, FS};
-use crate::api::{self, Gen, StatusJson};
+use crate::api::{self, StatusJson};
 use crate::backend::memory::MemoryBackend;
 use crate::config::{BackendConfig, FsConfig, MemoryConfig};
 use crate::engine::{Engine, Env, FsRuntime, RequestKind, Stop, Timings};
@@ -104,15 +104,6 @@ pub struct UdpDemo {
     delivered: u64,
     out: String,
     echo: bool,
-}
-
-/// A UDP view id is `seq << 32 | coordinator`: shown as `seq:coordinator.epoch`.
-fn fmt_gen(g: Gen) -> String {
-    if g.ring >> 32 != 0 {
-        format!("{}:{}.{}", g.ring >> 32, g.ring & 0xffff_ffff, g.epoch)
-    } else {
-        g.to_string()
-    }
 }
 
 fn random_key() -> [u8; 32] {
@@ -192,8 +183,7 @@ impl UdpDemo {
                     continue;
                 }
                 let t = en.t_ms as f64 / 1000.0;
-                let l =
-                    format!("[{t:>7.3}s] n{} gen {:<8} {:<12} {}", en.node, fmt_gen(en.generation), en.kind, en.text);
+                let l = format!("[{t:>7.3}s] n{} gen {:<8} {:<12} {}", en.node, en.generation, en.kind, en.text);
                 self.line(l);
             }
         }
@@ -502,7 +492,7 @@ impl UdpDemo {
              the demo's switch), real time, heartbeat {HEARTBEAT_MS} ms, failure timeout {FAIL_TIMEOUT_MS} ms, \
              memory kernel backends"
         ));
-        self.line("timeline: [time] node  generation(view seq:coordinator.epoch)  kind  what".into());
+        self.line("timeline: [time] node  generation(view seq.epoch)  kind  what".into());
         if let Err(e) = self.story() {
             self.print_new();
             return Err((e, self.out));

@@ -199,7 +199,7 @@ fn stats_line(s: &Stats) -> String {
     let v = &s.vs;
     format!(
         "\"ev\":\"stats\",\"forged\":{},\"replayed\":{},\"malformed\":{},\"oversize\":{},\"misdirected\":{},\
-         \"stale_incarnation\":{},\"unknown_sender\":{},\"addr_mismatch\":{},\"loopback\":{},\"datagrams_in\":{},\
+         \"stale_incarnation\":{},\"unknown_sender\":{},\"addr_mismatch\":{},\"loopback\":{},\"out_of_range\":{},\"datagrams_in\":{},\
          \"datagrams_out\":{},\"retransmits\":{},\"data_retransmits\":{},\"naks_sent\":{},\"flush_repairs\":{},\
          \"duplicates\":{},\"delivered\":{},\"views_installed\":{},\"backpressure\":{},\"frag_deferred\":{},\
          \"frag_dropped_view_change\":{},\"frag_discarded\":{},\"frag_own_lost\":{},\"tx_datagrams\":{},\
@@ -214,6 +214,7 @@ fn stats_line(s: &Stats) -> String {
         v.unknown_sender,
         v.addr_mismatch,
         v.loopback,
+        v.out_of_range,
         v.datagrams_in,
         v.datagrams_out,
         v.retransmits,
