@@ -944,7 +944,22 @@ impl Engine {
             })
         };
         let configured: Vec<String> = self.fs.iter().map(|f| f.cfg.name.clone()).collect();
-        api::status_json(&st, &self.transport, now.saturating_sub(self.started_at), stats, &kernel, &configured)
+        let mut j =
+            api::status_json(&st, &self.transport, now.saturating_sub(self.started_at), stats, &kernel, &configured);
+        // An auxiliary group (a DLM lockspace's membership) has no journals
+        // or mounts of its own: show its lockspace instead.
+        for g in j.groups.iter_mut() {
+            let Some(f) = self.fs.iter().find(|f| f.backend.aux_group() == Some(g.fs.as_str())) else { continue };
+            let Some((state, waits)) = f.backend.aux_status() else { continue };
+            g.phase = if g.synced { "running".into() } else { "syncing".into() };
+            g.kernel = KernelJson { backend: "dlm lockspace".into(), state, ..Default::default() };
+            g.waits_for = match (waits, &g.waits_for) {
+                (_, Some(w)) if !g.synced => Some(w.clone()),
+                (Some(text), _) => Some(api::WaitJson { kind: "lockspace".into(), nodes: vec![], jid: None, text }),
+                (None, _) => None,
+            };
+        }
+        j
     }
 }
 

@@ -114,6 +114,8 @@ pub struct DlmBackend {
     notes: Vec<String>,
     /// Nodes seen in the daemon group since their `comms` entry was made.
     seen: Vec<u32>,
+    /// Why a stopped or joining lockspace does not start yet.
+    waits: Option<String>,
     me: u32,
 }
 
@@ -140,6 +142,7 @@ impl DlmBackend {
             asks: Vec::new(),
             notes: Vec::new(),
             seen: Vec::new(),
+            waits: None,
             me: 0,
         })
     }
@@ -647,8 +650,14 @@ impl Backend for DlmBackend {
             self.ls_state = Ls::Stopped;
         }
         if !ready {
+            self.waits = Some(match &st.gate {
+                _ if !st.synced => format!("every member of {} to stop for the change", self.aux),
+                Err(why) => why.clone(),
+                Ok(()) => String::new(),
+            });
             return;
         }
+        self.waits = None;
         if !matches!(self.ls_state, Ls::Stopped | Ls::Joining) {
             return;
         }
@@ -674,6 +683,21 @@ impl Backend for DlmBackend {
             }
             Err(e) => self.note(format!("{}: lockspace start FAILED: {e}", self.fs)),
         }
+    }
+
+    fn aux_status(&self) -> Option<(String, Option<String>)> {
+        let state = match self.ls_state {
+            Ls::None => "none".to_owned(),
+            Ls::Joining => "joining".to_owned(),
+            Ls::Running(g) => format!("running at {}.{}", g.ring, g.epoch),
+            Ls::Stopped => "stopped".to_owned(),
+            Ls::Leaving => "released".to_owned(),
+        };
+        let waits = match self.ls_state {
+            Ls::Joining | Ls::Stopped => self.waits.clone(),
+            _ => None,
+        };
+        Some((state, waits))
     }
 
     fn take_asks(&mut self) -> Vec<Ask> {

@@ -86,6 +86,12 @@ pub trait Backend {
     /// this node's START for a change goes out).
     fn aux_state(&mut self, _st: &AuxState) {}
 
+    /// For `cohortctl status`: the auxiliary group's kernel object (state,
+    /// and what it waits for, if anything).
+    fn aux_status(&self) -> Option<(String, Option<String>)> {
+        None
+    }
+
     /// The daemon group's members changed (node ids, ascending; called
     /// before anything queued with the change is sent).
     fn cluster_members(&mut self, _members: &[u32]) {}
