@@ -57,6 +57,9 @@ pub struct UdpLink {
     pub udp: cohort_udp::Udp,
     /// A view with other nodes has been reported (see [`Link::found_peers`]).
     pub peers_seen: bool,
+    /// `stale_incarnation` drops already reported, and when.
+    pub stale_reported: u64,
+    pub stale_reported_at: Option<Instant>,
 }
 
 /// A transport failure seen by [`Link::dispatch`].
@@ -82,7 +85,7 @@ pub enum Link {
 impl Link {
     /// A UDP link.
     pub fn udp(udp: cohort_udp::Udp) -> Link {
-        Link::Udp(Box::new(UdpLink { udp, peers_seen: false }))
+        Link::Udp(Box::new(UdpLink { udp, peers_seen: false, stale_reported: 0, stale_reported_at: None }))
     }
 
     /// `"corosync"` or `"udp"` (the `transport` of `status`).
@@ -139,6 +142,22 @@ impl Link {
                     u.udp.handle_readable(now);
                 }
                 u.udp.handle_timeout(now);
+                // A node that lost its state directory comes back with an
+                // older incarnation than the one known here: every datagram
+                // of it is dropped, silently for the protocol. Say so (at
+                // most every 30 s while it goes on).
+                let stale = u.udp.stats().vs.stale_incarnation;
+                let due = u.stale_reported_at.is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 30);
+                if stale > u.stale_reported && due {
+                    tracing::warn!(
+                        dropped = stale - u.stale_reported,
+                        "udp: datagrams from a node with an OLDER incarnation than it had before were dropped: a \
+                         node whose state_dir (incarnation file) was lost or restored from a backup cannot rejoin; \
+                         give it back its incarnation file or a larger one"
+                    );
+                    u.stale_reported = stale;
+                    u.stale_reported_at = Some(now);
+                }
                 Ok(())
             }
         }

@@ -37,15 +37,16 @@ impl Fake {
         for f in ["control", "event_done", "id"] {
             fs::write(base.join("dlm/fs1").join(f), "").unwrap();
         }
-        // mount(8): the kernel's lock_module appears; the mount completes
-        // once `jid` was written.
+        // mount(8): the kernel's lock_module appears (at once, with its
+        // files, as a kobject does); the mount completes once `jid` was written.
         let lm = base.join("gfs2/lab:fs1/lock_module");
+        fs::create_dir_all(base.join("gfs2/lab:fs1")).unwrap();
         script(
             &base.join("mount"),
             &format!(
-                "mkdir -p {lm}\nfor f in first jid block recover withdraw; do : > {lm}/$f; done\n\
-                 echo \"$@\" > {b}/mount.args\n\
-                 for i in $(seq 500); do [ -s {lm}/jid ] && exit 0; sleep 0.01; done\nexit 1\n",
+                "mkdir -p {lm}.new\nfor f in first jid block recover withdraw; do : > {lm}.new/$f; done\n\
+                 mv {lm}.new {lm}\necho \"$@\" > {b}/mount.args\n\
+                 for i in $(seq 3000); do [ -s {lm}/jid ] && exit 0; sleep 0.01; done\nexit 1\n",
                 lm = lm.display(),
                 b = base.display()
             ),
