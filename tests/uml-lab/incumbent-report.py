@@ -2,11 +2,12 @@
 """Numbers and operator-visible lines from one incumbent scenario's logs
 (tests/uml-lab/incumbent collects them). Usage:
 
-    incumbent-report.py DIR T0 LABEL VICTIM [T1]
+    incumbent-report.py DIR T0 LABEL VICTIM [T1 [T2]]
 
 DIR has nodeN/{writer.log,dmesg,corosync.log,dlm_controld.log} and
 switch.log; T0 is the event (power-off or partition, host epoch seconds);
-VICTIM the powered-off node (0: none); T1 the heal (partition scenarios).
+VICTIM the powered-off node (0: none); T1 the heal (partition scenarios),
+T2 the operator's action after the heal.
 Times are seconds relative to T0. Guest clocks are the host's clock (UML);
 kernel and dlm_controld times are mapped from uptime with the clock line
 the collector writes at the top of dmesg.
@@ -15,6 +16,7 @@ import datetime, glob, os, re, sys
 
 d, t0, label, victim = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 t1 = float(sys.argv[5]) if len(sys.argv) > 5 else None
+t2 = float(sys.argv[6]) if len(sys.argv) > 6 else None
 year = datetime.datetime.utcfromtimestamp(t0).year
 day = datetime.datetime.utcfromtimestamp(t0).strftime("%Y-%m-%d")
 
@@ -38,7 +40,8 @@ def read(n, f):
         return []
 
 
-print("== %s (t0 %.3f%s)" % (label, t0, ", heal at %s" % rel(t1) if t1 else ""))
+print("== %s (t0 %.3f%s%s)" % (label, t0, ", heal at %s" % rel(t1) if t1 else "",
+                              ", operator at %s" % rel(t2) if t2 else ""))
 
 key = {}  # event -> first time after t0 (any node)
 
@@ -72,16 +75,23 @@ for n in nodes:
         g, pe, x = max(gaps, key=lambda g: g[0])
         line += "; %d after; longest gap %.2f s from %s to %s (write started %s): unblocked at %s" % (
             len(after), g, rel(pe), rel(x[1]), rel(x[0]), rel(x[1]))
-        if g > 2:
+        if g > 5:
             key["writer node %d unblocked (longest gap %.1f s)" % (n, g)] = x[1]
         if t1:
             mid = [x for x in after if x[1] <= t1]
-            post = [x for x in after if x[1] > t1]
+            post = [x for x in after if x[1] > t1 and (not t2 or x[1] <= t2)]
             line += "; %d writes between partition and heal (last %s), %d after heal (first %s, last %s)" % (
                 len(mid), rel(mid[-1][1]) if mid else "-", len(post), rel(post[0][1]) if post else "-",
                 rel(post[-1][1]) if post else "-")
+            if t2:
+                op = [x for x in after if x[1] > t2]
+                line += "; %d after the operator's action (first %s)" % (len(op), rel(op[0][1]) if op else "-")
+                if op:
+                    key["writer node %d: first write after the operator's action" % n] = op[0][1]
+            if post:
+                key["writer node %d: first write after heal" % n] = post[0][1]
     else:
-        line += "; NO write completed after t0"
+        line += "; NO write completed after t0 (last end %s)" % (rel(w[-1][1]))
     print(line)
 
 # switch
@@ -109,8 +119,8 @@ def clock(n):
 
 
 KERN = re.compile(r"dlm: |gfs2: |corosync|withdraw|fence|Call Trace|blocked for more")
-DLMC = re.compile(r"fence|kill|merge|quorum|stateful|daemon|remove|wait|join|leave|fail|check_|start_kernel|done|error|abort|clear|reject|left|ringid", re.I)
-COROSYNC = re.compile(r"failed|membership|Members|quorum|Quorum|merge|Retransmit|Token|link|host|FAULT|blocked|rejoin|sync", re.I)
+DLMC = re.compile(r"exit|down|abandon|shutdown|fence|kill|merge|quorum|stateful|daemon|remove|wait|join|leave|fail|check_|start_kernel|done|error|abort|clear|reject|left|ringid", re.I)
+COROSYNC = re.compile(r"Killed|exiting|failed|membership|Members|quorum|Quorum|merge|Retransmit|Token|link|host|FAULT|blocked|rejoin|sync", re.I)
 lim = int(os.environ.get("REPORT_LINES", "60"))
 KEYS = [  # (name, log, regex)
     ("corosync: token not received", "corosync", r"Token has not been received"),
@@ -121,7 +131,11 @@ KEYS = [  # (name, log, regex)
     ("dlm_controld: fence request", "dlmc", r"fence request \d+ pid"),
     ("dlm_controld: fence result", "dlmc", r"fence result \d+ pid \d+ result 0"),
     ("dlm_controld: check_fencing done", "dlmc", r"check_fencing done"),
-    ("dlm_controld: kill/stateful merge", "dlmc", r"kill|stateful|merge"),
+    ("dlm_controld: stateful merge", "dlmc", r"stateful merge$"),
+    ("dlm_controld: kill (tell corosync to remove)", "dlmc", r"tell corosync to remove"),
+    ("dlm_controld: cluster is down, exiting", "dlmc", r"cluster is down, exiting"),
+    ("dlm_controld: abandoned lockspace", "dlmc", r"abandoned lockspace"),
+    ("corosync: killed by dlm_controld", "corosync", r"Killed by node"),
     ("kernel: dlm recovery done", "kern", r"dlm: fs1: dlm_recover \d+ generation \d+ done"),
     ("kernel: gfs2 journal replayed", "kern", r"Journal replayed"),
     ("kernel: gfs2 recover done", "kern", r"gfs2: .*recover generation \d+ done"),
@@ -163,8 +177,9 @@ for n in nodes:
                 print("  %s %s" % (rel(t), m.group(2)))
     if k > lim:
         print("  ... %d more" % (k - lim))
-    print("-- node %d dlm_controld after t0 (its clock: whole seconds)" % n)
+    print("-- node %d dlm_controld after t0 (its clock: whole seconds; a repeated line is shown once)" % n)
     k = 0
+    seen = {}
     for l in read(n, "dlm_controld.log"):
         m = re.match(r"(\d+) (.*)", l)
         if not m:
@@ -174,6 +189,10 @@ for n in nodes:
             for name, lg, rx in KEYS:
                 if lg == "dlmc" and re.search(rx, m.group(2)):
                     mark(name, t)
+            txt = re.sub(r"\d{6,}", "N", m.group(2))
+            seen[txt] = seen.get(txt, 0) + 1
+            if seen[txt] > 1:
+                continue
             k += 1
             if k <= lim:
                 print("  %s %s" % (rel(t), m.group(2)))
@@ -190,7 +209,7 @@ for n in nodes:
         except ValueError:
             continue
         body = [l.strip() for l in ls[1:] if l.strip() and not re.match(r"(name|id|flags +0x0+ *$|dlm lockspaces|daemon now|Ring ID)", l.strip())]
-        body = [re.sub(r"\s+", " ", l) for l in body]
+        body = [re.sub(r"\s+", " ", re.sub(r"now \d+ ?", "", l)) for l in body]
         if t >= t0 - 2 and body != last:
             print("  %s | %s" % (rel(t), " | ".join(body)))
         last = body
