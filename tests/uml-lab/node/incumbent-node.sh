@@ -4,7 +4,8 @@
 # live on tmpfs mounted over /etc/corosync and /etc/dlm, logs in /var/log.
 #
 #   incumbent-node.sh config NNODES   write corosync.conf (knet, votequorum) and dlm.conf
-#   incumbent-node.sh start           start corosync, wait for it, start dlm_controld -D
+#   incumbent-node.sh start           start corosync, wait for a quorate membership (30 s at
+#                                     most; not with START_NOWAIT=1), start dlm_controld -D
 #   incumbent-node.sh stop            umount gfs2, stop dlm_controld and corosync
 #   incumbent-node.sh mount | umount
 #   incumbent-node.sh writer-start | writer-stop
@@ -68,6 +69,16 @@ start() {
     pgrep -x corosync >/dev/null || corosync </dev/null >>$L/corosync.stdout 2>&1
     local i
     for ((i = 0; i < 100; i++)); do corosync-cfgtool -s >/dev/null 2>&1 && break; sleep 0.1; done
+    # wait until this corosync is in a quorate membership (it may first form
+    # one of its own: a lockspace joined then makes a second dlm_controld
+    # group that later merges with the cluster's; see INCUMBENT.md, rejoin).
+    # START_NOWAIT=1 skips this (the rejoin-early scenario)
+    if [ "${START_NOWAIT:-0}" != 1 ]; then
+        for ((i = 0; i < 300; i++)); do
+            corosync-quorumtool -s 2>/dev/null | grep -q '^Quorate: *Yes' && break
+            sleep 0.1
+        done
+    fi
     pgrep -x dlm_controld >/dev/null ||
         setsid dlm_controld -D </dev/null >>/var/log/dlm_controld/dlm_controld.log 2>&1 &
     for ((i = 0; i < 100; i++)); do dlm_tool status >/dev/null 2>&1 && break; sleep 0.1; done
