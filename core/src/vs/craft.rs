@@ -94,15 +94,7 @@ pub fn frame(
     let key = ViewKey { id: view, leader, leader_inc };
     let payload: &[u8] = b"\x00\x00\x01\x00craft";
     let f = match kind {
-        Kind::Heartbeat => Frame::Heartbeat(Heartbeat {
-            view: key,
-            acc_coord: 0,
-            acc_counter: 0,
-            contig: 0,
-            high: 0,
-            stable: 0,
-            flags: 0,
-        }),
+        Kind::Heartbeat => Frame::Heartbeat(Heartbeat::bare(key)),
         Kind::FlushOk => {
             Frame::FlushOk(FlushOk { counter: 1, old: key, cf: 0, fresh: false, leavers: MemberList::new() })
         }

@@ -1493,15 +1493,7 @@ fn near_max_view_seqs_are_dropped_counted_and_never_freeze_view_changes() {
         let mut group_of = heapless::Vec::new();
         group_of.extend_from_slice(&[0, 0, 0]).unwrap();
         let frames = [
-            Frame::Heartbeat(Heartbeat {
-                view: hostile_key,
-                acc_coord: 0,
-                acc_counter: 0,
-                contig: 0,
-                high: 0,
-                stable: 0,
-                flags: 0,
-            }),
+            Frame::Heartbeat(Heartbeat::bare(hostile_key)),
             Frame::FlushOk(FlushOk { counter: 1, old: hostile_key, cf: 0, fresh: false, leavers: MemberList::new() }),
             Frame::Sync(SyncMsg {
                 counter: 1,
