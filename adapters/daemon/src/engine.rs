@@ -555,7 +555,7 @@ impl Engine {
                 }
                 KernelOp::MountError(e) => {
                     k.state = "failed".into();
-                    k.last_error = Some(format!("{e:?}"));
+                    k.last_error = Some(mount_error_text(e).to_owned());
                 }
             }
         }
@@ -969,6 +969,17 @@ pub enum RequestKind {
     Unmount,
 }
 
+/// Why the cluster refused a mount, in words.
+pub fn mount_error_text(e: cohort_core::node::MountError) -> &'static str {
+    use cohort_core::node::MountError;
+    match e {
+        MountError::NoFreeJournal => "no free journal (every journal of the filesystem is in use)",
+        MountError::TooManyGroups => "too many mount groups",
+        MountError::KernelFailed => "the kernel mount failed",
+        MountError::Incompatible => "the cluster speaks an incompatible protocol",
+    }
+}
+
 pub fn describe_op(fs: &FsName, op: &KernelOp) -> String {
     match op {
         KernelOp::Block => format!("{fs}: block"),
@@ -980,7 +991,7 @@ pub fn describe_op(fs: &FsName, op: &KernelOp) -> String {
         KernelOp::RecoverJournal(j) => format!("{fs}: recover journal {}", j.0),
         KernelOp::Release => format!("{fs}: release (withdraw finished)"),
         KernelOp::Unmounted => format!("{fs}: unmounted (left the group)"),
-        KernelOp::MountError(e) => format!("{fs}: mount error {e:?}"),
+        KernelOp::MountError(e) => format!("{fs}: mount refused: {}", mount_error_text(*e)),
     }
 }
 
