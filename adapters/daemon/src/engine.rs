@@ -372,6 +372,10 @@ impl Engine {
                         let r = self.feed(self.now, Input::Request(Request::Unmount { fs: g.clone() }), env);
                         if let Err(e) = r {
                             tracing::debug!("{name}: leaving {g}: {e:?}");
+                            // Nothing to wait for: let the kernel go on.
+                            if let Some(f) = self.fs.iter_mut().find(|f| f.cfg.name == name) {
+                                f.backend.aux_left();
+                            }
                         }
                     }
                     (Ask::LeaveFs, _) => {
@@ -505,11 +509,17 @@ impl Engine {
     }
 
     fn kernel_op(&mut self, fs: &FsName, op: KernelOp) {
-        if self.fs.iter().any(|f| f.backend.aux_group() == Some(fs.as_str())) {
+        if let Some(i) = self.fs.iter().position(|f| f.backend.aux_group() == Some(fs.as_str())) {
             // An auxiliary group (a DLM lockspace's membership): its state
-            // goes to the backend in `update_aux`, its kernel operations
-            // mean nothing.
-            tracing::debug!(group = %fs, op = op_name(&op), "auxiliary group operation ignored");
+            // goes to the backend in `update_aux`; of its kernel operations
+            // only "this node left" means something.
+            tracing::debug!(group = %fs, op = op_name(&op), "auxiliary group operation");
+            if matches!(op, KernelOp::Unmounted | KernelOp::Release | KernelOp::MountError(_)) {
+                self.fs[i].backend.aux_left();
+                for n in self.fs[i].backend.take_notes() {
+                    self.note("kernel", n);
+                }
+            }
             return;
         }
         let text = describe_op(fs, &op);

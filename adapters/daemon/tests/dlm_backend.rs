@@ -207,6 +207,10 @@ fn lockspace_follows_its_group_and_the_gate() {
     k.uevent("offline@/kernel/dlm/fs1 LOCKSPACE=fs1");
     let (_, asks) = poll_until(&mut b, "the leave asks", |_, a| a.len() >= 2);
     assert_eq!(asks, vec![Ask::LeaveFs, Ask::LeaveAux]);
+    // The release is answered only once our leave of the group is agreed:
+    // nobody may start a recovery with a member that is going away.
+    assert_eq!(k.ls("event_done"), "", "release answered before the leave was agreed");
+    b.aux_left();
     assert_eq!(k.ls("event_done"), "0");
     assert_eq!(b.kernel_mounted().unwrap(), None, "journal clean: the daemon may leave the group");
     assert!(b.unmount().is_none(), "the daemon's own leave is not another umount");

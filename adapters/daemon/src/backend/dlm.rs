@@ -116,6 +116,11 @@ pub struct DlmBackend {
     seen: Vec<u32>,
     /// Why a stopped or joining lockspace does not start yet.
     waits: Option<String>,
+    /// This node is a member of the lockspace group (last agreed state).
+    aux_member: bool,
+    /// The kernel waits for `event_done` of a release until our leave of
+    /// the group is agreed.
+    release_pending: bool,
     me: u32,
 }
 
@@ -143,6 +148,8 @@ impl DlmBackend {
             notes: Vec::new(),
             seen: Vec::new(),
             waits: None,
+            aux_member: false,
+            release_pending: false,
             me: 0,
         })
     }
@@ -240,28 +247,35 @@ impl DlmBackend {
                 self.asks.push(Ask::JoinAux);
             }
             "offline" => {
-                // The kernel waits for this answer in both join and release.
-                if let Err(e) = self.write_ls("event_done", "0") {
-                    self.note(format!("{}: event_done for the lockspace release: {e}", self.fs));
-                }
+                // The kernel waits for `event_done` before it releases the
+                // lockspace (and shuts its connections down). As dlm_controld
+                // does, answer only once this node's leave of the lockspace
+                // group is agreed ([`Backend::aux_left`]): the others then
+                // drop it from their next lockspace start instead of running
+                // a recovery with a member that is going away (seen on 6.1:
+                // "reset node 4 because shutdown stuck", a midcomms WARNING
+                // and a hung umount on the other node). Not a member: now.
                 let was = self.ls_state;
                 self.ls_state = Ls::Leaving;
                 if self.unmounting && self.mounted {
                     self.clean = true;
                     self.note(format!(
-                        "{}: the kernel flushed the journal and released lockspace {}: leaving the mount group and the \
+                        "{}: the kernel flushed the journal and releases lockspace {}: leaving the mount group and the \
                          lockspace group",
                         self.fs, self.ls
                     ));
                     self.asks.push(Ask::LeaveFs);
                 } else {
                     self.note(format!(
-                        "{}: the kernel released lockspace {}; leaving group {}",
+                        "{}: the kernel releases lockspace {}; leaving group {}",
                         self.fs, self.ls, self.aux
                     ));
                 }
-                if was != Ls::None {
+                if self.aux_member && was != Ls::None {
+                    self.release_pending = true;
                     self.asks.push(Ask::LeaveAux);
+                } else {
+                    self.answer_release();
                 }
             }
             _ => {}
@@ -302,6 +316,14 @@ impl DlmBackend {
                     }
                 }
             }
+        }
+    }
+
+    /// Let the kernel go on with a lockspace release.
+    fn answer_release(&mut self) {
+        self.release_pending = false;
+        if let Err(e) = self.write_ls("event_done", "0") {
+            self.note(format!("{}: event_done for the lockspace release: {e}", self.fs));
         }
     }
 
@@ -627,6 +649,7 @@ impl Backend for DlmBackend {
             Ls::Running(g) => Some(g),
             _ => None,
         };
+        self.aux_member = st.member;
         if !st.member {
             return;
         }
@@ -698,6 +721,13 @@ impl Backend for DlmBackend {
             _ => None,
         };
         Some((state, waits))
+    }
+
+    fn aux_left(&mut self) {
+        self.aux_member = false;
+        if self.release_pending {
+            self.answer_release();
+        }
     }
 
     fn take_asks(&mut self) -> Vec<Ask> {

@@ -96,6 +96,10 @@ pub trait Backend {
     /// before anything queued with the change is sent).
     fn cluster_members(&mut self, _members: &[u32]) {}
 
+    /// This node's leave of the auxiliary group was applied (agreed), or
+    /// could not be asked for.
+    fn aux_left(&mut self) {}
+
     /// What the backend asks of the daemon since the last call.
     fn take_asks(&mut self) -> Vec<Ask> {
         Vec::new()
