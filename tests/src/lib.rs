@@ -7,6 +7,7 @@
 //! truth. See `world.rs` for the model, `invariants/` for the checkers,
 //! `scenario.rs` for the scenario language and `swarm.rs` for random runs.
 
+pub mod explore;
 pub mod invariants;
 pub mod kernel;
 pub mod rng;

@@ -11,7 +11,11 @@
 //! first mounter finishes alone, letting the swarm explore past that bug.
 //!
 //! ```text
+//! cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--cex K]
 //! ```
+//!
+//! `check` explores every interleaving of the model's choice points within
+//! the bounds (see `src/explore.rs`) and exits 1 on a counterexample.
 //!
 //! Exit status: 0 all good, 1 a scenario/seed failed, 2 usage error,
 //! 3 unsupported model.
@@ -26,7 +30,7 @@ use std::time::Instant;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]"
+        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--cex K]"
     );
     ExitCode::from(2)
 }
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("scenario") => scenario_cmd(&args[1..]),
         Some("swarm") => swarm_cmd(&args[1..]),
+        Some("check") => check_cmd(&args[1..]),
         _ => usage(),
     }
 }
@@ -236,5 +241,54 @@ fn swarm_cmd(args: &[String]) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn check_cmd(args: &[String]) -> ExitCode {
+    let mut o = cohort_sim::explore::Options::default();
+    let mut i = 0;
+    while i < args.len() {
+        let val = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match (args[i].as_str(), val) {
+            ("--nodes", Some(n)) if (1..=6).contains(&n) => o.nodes = n as u32,
+            ("--faults", Some(n)) => o.faults = n as u32,
+            ("--depth", Some(n)) => o.depth = n as u32,
+            ("--max-states", Some(n)) => o.max_states = n,
+            ("--cex", Some(n)) if n >= 1 => o.max_cex = n as usize,
+            ("--no-ops", _) => {
+                o.ops = false;
+                i += 1;
+                continue;
+            }
+            ("--no-early-unmount", _) => {
+                o.early_unmount = false;
+                i += 1;
+                continue;
+            }
+            _ => return usage(),
+        }
+        i += 2;
+    }
+    let r = cohort_sim::explore::check(&o);
+    for c in &r.counterexamples {
+        println!("{}", c.render());
+    }
+    println!(
+        "check: nodes={} faults<={} depth<={}: {} transitions explored, {} distinct states, max depth {}, {} terminal, {:.1}s{}",
+        o.nodes,
+        o.faults,
+        o.depth,
+        r.explored,
+        r.distinct,
+        r.max_depth,
+        r.terminal,
+        r.secs,
+        if r.truncated { " (TRUNCATED at --max-states)" } else { "" }
+    );
+    println!("counterexamples={}", r.counterexamples.len());
+    if r.counterexamples.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

@@ -239,6 +239,10 @@ pub struct Daemon {
     pub last_anchored: Option<Generation>,
     pub group_gens: Vec<(GroupId, Generation)>,
     status: Option<std::rc::Rc<Status>>,
+    /// FNV-1a chain over every `(now, input)` this daemon's `Node` handled
+    /// (the explorer's stand-in for the core's state: `Node` is sans-IO and
+    /// deterministic, so equal config + equal input history = equal state).
+    pub hist: u64,
 }
 
 impl Daemon {
@@ -357,6 +361,19 @@ impl Totals {
     }
 }
 
+/// FIFO channel of a queued event for the explorer: events of one channel
+/// happen in queue order; `Some(seq)` = a channel of its own.
+fn explore_channel(seq: u64, ev: &Ev) -> (u8, u64, Option<u64>) {
+    match ev {
+        Ev::Node(n, NodeIn::Cpg(..)) => (0, u64::from(*n), None),
+        Ev::Node(n, NodeIn::Quorum(..)) => (1, u64::from(*n), None),
+        Ev::Sequence(r) => (2, *r as u64, None),
+        Ev::Reconfigure => (3, 0, None),
+        Ev::Datagram { to, from, .. } => (4, u64::from(*to) << 32 | u64::from(*from), None),
+        _ => (9, 0, Some(seq)),
+    }
+}
+
 pub struct World {
     pub cfg: SimConfig,
     pub rng: Rng,
@@ -397,6 +414,8 @@ pub struct World {
     /// udp model: one-way cuts (from, to): datagrams from `from` do not
     /// reach `to` (`cut A>B`; `heal` clears them).
     pub cuts: BTreeSet<(u32, u32)>,
+    /// Explorer: keep every daemon's input-history hash (`Daemon::hist`).
+    pub hash_inputs: bool,
 }
 
 fn node_list(v: &[u32]) -> NodeList {
@@ -478,6 +497,7 @@ impl World {
             view_rings: BTreeMap::new(),
             link_t: vec![0; (n as usize + 1) * (n as usize + 1)],
             cuts: BTreeSet::new(),
+            hash_inputs: false,
         };
         w.cfg.nodes = n;
         w
@@ -549,6 +569,105 @@ impl World {
 
     fn pop_one(&mut self) {
         let Some(((at, _), ev)) = self.queue.pop_first() else { return };
+        self.fire(at, ev);
+    }
+
+    /// The explorer's choice points among queued events (see
+    /// `explore.rs`): the head of every FIFO channel among the events due
+    /// at the earliest queued time.
+    pub fn explore_enabled(&self) -> Vec<(u64, u64)> {
+        let Some((&(t0, _), _)) = self.queue.first_key_value() else { return Vec::new() };
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (&(at, seq), ev) in self.queue.range((t0, 0)..=(t0, u64::MAX)) {
+            if seen.insert(explore_channel(seq, ev)) {
+                out.push((at, seq));
+            }
+        }
+        out
+    }
+
+    /// Describe a queued event (explorer step lists).
+    pub fn explore_describe(&self, key: (u64, u64)) -> String {
+        self.queue.get(&key).map_or_else(|| "?".into(), |ev| format!("{ev:?}"))
+    }
+
+    /// Process one queued event chosen by the explorer.
+    pub fn explore_fire(&mut self, key: (u64, u64)) {
+        if let Some(ev) = self.queue.remove(&key) {
+            self.fire(key.0, ev);
+        }
+    }
+
+    /// A hash of everything in the world that affects its future (see
+    /// `explore.rs`): nodes (the core by its input history), rings, the
+    /// queue per FIFO channel (relative order across channels is not a
+    /// choice the explorer depends on), disks, network, checker state.
+    pub fn state_hash(&self) -> u64 {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(4096);
+        let _ = write!(
+            s,
+            "now={} gs={} nl={} rp={:?} pn={:?} nm={} fs={:?} net={:?} cuts={:?} halted={} v={};",
+            self.now,
+            self.global_seq,
+            self.next_label,
+            self.reset_pending,
+            self.pending_notices,
+            self.next_mount_id,
+            self.fs_names,
+            self.net,
+            self.cuts,
+            self.halted,
+            self.violations.len()
+        );
+        for nd in &self.nodes {
+            let _ = write!(
+                s,
+                "N{} p={} pa={} td={} b={} is={} ms={} r={:?} ib={:?} h={:?} k={:?} m={:?} inj={:?} ",
+                nd.id,
+                nd.powered,
+                nd.paused,
+                nd.transport_dead,
+                nd.boot,
+                nd.inc_store,
+                nd.max_seq,
+                nd.ring,
+                nd.inbox,
+                nd.held,
+                nd.kernel,
+                nd.modes,
+                nd.inj
+            );
+            if let Some(d) = &nd.daemon {
+                let _ = write!(
+                    s,
+                    "D inc={} st={} r={:?} sr={:?} lg={:?} la={:?} gg={:?} h={:x};",
+                    d.inc, d.stateful, d.ring, d.seq_rings, d.last_gen, d.last_anchored, d.group_gens, d.hist
+                );
+            }
+        }
+        for r in &self.rings {
+            let _ = write!(
+                s,
+                "R{} {:?} {:?} {} {} {:?} {} {};",
+                r.seq, r.members, r.group, r.lifetime, r.quorate, r.pending, r.dead, r.last_ts
+            );
+        }
+        let mut chans: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (&(at, seq), ev) in &self.queue {
+            let c = explore_channel(seq, ev);
+            let key = match c {
+                (_, _, Some(_)) => format!("u{at}:{ev:?}"),
+                (k, n, None) => format!("c{k}/{n}"),
+            };
+            chans.entry(key).or_default().push(format!("{at}:{ev:?}"));
+        }
+        let _ = write!(s, "Q{chans:?};D{:?};I{:?}", self.disks, self.inv);
+        crate::explore::fnv(crate::explore::FNV_OFFSET, s.as_bytes())
+    }
+
+    fn fire(&mut self, at: u64, ev: Ev) {
         self.now = at;
         if !ev.is_timer() {
             self.busy -= 1;
@@ -826,6 +945,9 @@ impl World {
         let r = {
             let d = self.nodes[n as usize].daemon.as_mut()?;
             d.status = None;
+            if self.hash_inputs {
+                d.hist = crate::explore::fnv(d.hist, format!("{now:?}|{input:?}").as_bytes());
+            }
             let node = &mut d.node;
             invariants::robustness::guarded(move || node.handle(now, input))
         };
@@ -1486,6 +1608,7 @@ impl World {
             last_anchored: None,
             group_gens: Vec::new(),
             status: None,
+            hist: crate::explore::FNV_OFFSET,
         });
         self.trace(n, What::DaemonStart { inc });
         // The configured cluster (corosync nodelist): enables startup fencing.

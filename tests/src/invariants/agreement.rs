@@ -43,7 +43,7 @@ impl GroupSnap {
 
 pub type Peers = Vec<(u32, Option<u64>, bool)>;
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct State {
     groups: BTreeMap<GroupKey, (u32, GroupSnap)>,
     daemons: BTreeMap<((usize, u64), u32), (u32, Peers)>,

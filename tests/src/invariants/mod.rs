@@ -73,7 +73,7 @@ impl std::fmt::Display for Violation {
 }
 
 /// Checker state that is not ground truth of the world itself.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Invariants {
     pub agreement: agreement::State,
     pub stale: no_stale_merge::State,

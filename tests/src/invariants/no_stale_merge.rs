@@ -26,7 +26,7 @@ struct Pair {
     diverged: bool,
 }
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct State {
     pairs: BTreeMap<(Inst, Inst), Pair>,
 }
