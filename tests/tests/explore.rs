@@ -33,3 +33,17 @@ fn core_bug_23_unmount_before_kernel_mount() {
     }
     assert!(r.counterexamples.is_empty(), "CORE-BUG-23 still there");
 }
+
+/// Replaying a step list rebuilds the same state (the explorer relies on
+/// it), and the hash sees a difference in one node's input history.
+#[test]
+fn replay_is_deterministic_and_hash_sees_inputs() {
+    use cohort_sim::explore::{replay, Choice};
+    let a = replay(3, &[Choice::Mount(1)]);
+    let b = replay(3, &[Choice::Mount(1)]);
+    assert_eq!(a.state_hash(), b.state_hash());
+    let c = replay(3, &[Choice::Mount(2)]);
+    assert_ne!(a.state_hash(), c.state_hash());
+    let s = replay(3, &[]);
+    assert_ne!(a.state_hash(), s.state_hash());
+}
