@@ -612,6 +612,12 @@ impl Node {
                 // A mount that failed waits for its leave: never again.
                 return;
             }
+            if self.d.ops.iter().any(|o| o.gid == gid && matches!(o.kind, OpKind::Unmount | OpKind::Withdraw)) {
+                // The host gave the mount up before its kernel mount started
+                // (CORE-BUG-23): it never starts now, so the leave it asked
+                // for stays a leave of a kernel that has nothing mounted.
+                return;
+            }
             let first = !self.groups[i].first_done;
             if first {
                 // A first mount replays every journal: no node that may

@@ -20,13 +20,13 @@ fn three_nodes_one_fault_small_depth() {
     eprintln!("{} explored, {} distinct, depth {}, {:.1}s", r.explored, r.distinct, r.max_depth, r.secs);
 }
 
-/// CORE-BUG-23 (open): a mount given up by `Unmount` before the kernel
-/// started it still gets `MountFirst`, and the leave goes out again while
-/// the kernel mounts (P9). Passes once fixed.
+/// CORE-BUG-23: a mount given up by `Unmount` before the kernel started it
+/// still got `MountFirst`, and the leave went out again while the kernel
+/// mounted (P9). Fixed: a pending leave of ours starts no kernel mount.
 #[test]
-#[ignore]
 fn core_bug_23_unmount_before_kernel_mount() {
-    let o = Options { nodes: 3, faults: 0, depth: 10, ..Options::default() };
+    // 2 nodes reach it (before the fix: 619 distinct states, 0.1 s in release).
+    let o = Options { nodes: 2, faults: 0, depth: 12, ..Options::default() };
     let r = check(&o);
     for c in &r.counterexamples {
         eprintln!("{}", c.render());
