@@ -14,6 +14,7 @@ pub mod gcs;
 pub mod ids;
 pub mod mount;
 pub mod node;
+pub mod planted;
 pub mod status;
 pub mod vs;
 pub mod wire;

@@ -237,7 +237,8 @@ impl MountGroup {
     /// A START-phase message (START or MountState) must be of the current,
     /// unsynced change and from one of its members: its index.
     fn start_sender(&self, h: &Header) -> Result<usize, crate::node::DropReason> {
-        if h.generation != self.change_gen || self.is_synced() {
+        let gen_ok = h.generation == self.change_gen || crate::planted::on(crate::planted::Bug::NoGenerationCheck);
+        if !gen_ok || self.is_synced() {
             return Err(crate::node::DropReason::OldGeneration);
         }
         self.members.iter().position(|m| m.node == h.sender.node).ok_or(crate::node::DropReason::NotMember)
@@ -661,7 +662,7 @@ impl Node {
             return;
         }
         if g.recoveries.is_empty() {
-            if g.blocked {
+            if g.blocked && !crate::planted::on(crate::planted::Bug::NoUnblock) {
                 let (gid, fs) = (g.gid, g.fs.clone());
                 self.groups[i].blocked = false;
                 self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Unblock });
@@ -783,7 +784,11 @@ impl Node {
                 continue;
             }
             if m.mode.needs_journal() && m.jid.is_none() {
-                let free = (0..g.journals).map(Jid).find(|j| !g.jid_taken(*j));
+                let free = if crate::planted::on(crate::planted::Bug::JidOffByOne) {
+                    (0..g.journals).map(Jid).find(|j| !g.jid_taken(Jid(j.0 + 1)))
+                } else {
+                    (0..g.journals).map(Jid).find(|j| !g.jid_taken(*j))
+                };
                 match free {
                     Some(j) => g.members[k].jid = Some(j),
                     None => g.members[k].no_journal = true,

@@ -11,7 +11,7 @@
 //! first mounter finishes alone, letting the swarm explore past that bug.
 //!
 //! ```text
-//! cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--cex K]
+//! cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]
 //! ```
 //!
 //! `check` explores every interleaving of the model's choice points within
@@ -30,7 +30,7 @@ use std::time::Instant;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--cex K]"
+        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]"
     );
     ExitCode::from(2)
 }
@@ -246,6 +246,7 @@ fn swarm_cmd(args: &[String]) -> ExitCode {
 
 fn check_cmd(args: &[String]) -> ExitCode {
     let mut o = cohort_sim::explore::Options::default();
+    let mut cex_file = None;
     let mut i = 0;
     while i < args.len() {
         let val = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
@@ -265,23 +266,66 @@ fn check_cmd(args: &[String]) -> ExitCode {
                 i += 1;
                 continue;
             }
+            ("--two-node", _) => {
+                o.two_node = true;
+                i += 1;
+                continue;
+            }
+            ("--no-kernel-faults", _) => {
+                o.kernel_faults = false;
+                i += 1;
+                continue;
+            }
+            ("--mounted", _) => {
+                o.mounted = true;
+                i += 1;
+                continue;
+            }
+            ("--no-liveness", _) => {
+                o.liveness = false;
+                i += 1;
+                continue;
+            }
+            ("--cex-file", _) if i + 1 < args.len() => {
+                cex_file = Some(args[i + 1].clone());
+            }
+            ("--plant", _) if i + 1 < args.len() => {
+                if let Err(e) = plant(&args[i + 1]) {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
             _ => return usage(),
         }
         i += 2;
+    }
+    if o.two_node && o.nodes != 2 {
+        eprintln!("--two-node needs --nodes 2");
+        return ExitCode::from(2);
     }
     let r = cohort_sim::explore::check(&o);
     for c in &r.counterexamples {
         println!("{}", c.render());
     }
+    if let (Some(path), Some(c)) = (&cex_file, r.counterexamples.first()) {
+        if let Err(e) = std::fs::write(path, c.render()) {
+            eprintln!("{path}: {e}");
+        } else {
+            println!("counterexample written to {path} (replay: cohort-sim scenario {path} --trace)");
+        }
+    }
     println!(
-        "check: nodes={} faults<={} depth<={}: {} transitions explored, {} distinct states, max depth {}, {} terminal, {:.1}s{}",
+        "check: nodes={}{}{} faults<={} depth<={}: {} transitions explored, {} distinct states, max depth {}, {} terminal, {} liveness checks, {:.1}s{}",
         o.nodes,
+        if o.two_node { " (two_node)" } else { "" },
+        if o.mounted { " (start: fs1 mounted)" } else { "" },
         o.faults,
         o.depth,
         r.explored,
         r.distinct,
         r.max_depth,
         r.terminal,
+        r.live_checked,
         r.secs,
         if r.truncated { " (TRUNCATED at --max-states)" } else { "" }
     );
@@ -291,4 +335,21 @@ fn check_cmd(args: &[String]) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `--plant BUG`: plant one of the core's test-only bugs (feature `planted`).
+#[cfg(feature = "planted")]
+fn plant(name: &str) -> Result<(), String> {
+    use cohort_core::planted::{self, Bug};
+    let bug = Bug::ALL
+        .into_iter()
+        .find(|b| format!("{b:?}").eq_ignore_ascii_case(name))
+        .ok_or_else(|| format!("--plant: one of {:?}", Bug::ALL))?;
+    planted::plant(Some(bug));
+    Ok(())
+}
+
+#[cfg(not(feature = "planted"))]
+fn plant(_name: &str) -> Result<(), String> {
+    Err("--plant needs a build with `--features planted`".into())
 }

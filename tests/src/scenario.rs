@@ -36,6 +36,9 @@
 //! `expect reset` and `expect fenced` compare the set of nodes reset/fenced
 //! since the start or the previous such `expect` (no nodes = none).
 //! `expect live` runs the liveness check of property 6.
+//! A file whose first command is `explore nodes N` is a step list of the
+//! exhaustive explorer (a `cohort-sim check` counterexample, see
+//! `explore::run_text`).
 //! `xfail BUG-ID expect ...` marks an expectation that a known core bug
 //! (tests/CORE_BUGS.md) breaks: it is evaluated and reported, not fatal.
 //! Unlisted nodes in `partition` are isolated, each on its own.
@@ -1067,6 +1070,11 @@ pub fn expect(w: &mut World, e: &Expect) -> Result<(), String> {
 
 /// Run a scenario text. `Err` names the line that failed.
 pub fn run_text(file: &str, text: &str, seed: u64, live_trace: bool) -> Result<Report, Box<ScenarioError>> {
+    // A counterexample of `cohort-sim check` (explorer steps).
+    let first = text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).find(|l| !l.is_empty());
+    if first.is_some_and(|l| l.starts_with("explore ")) {
+        return crate::explore::run_text(file, text, seed);
+    }
     let lines = parse(text).map_err(|(line, msg)| {
         Box::new(ScenarioError {
             file: file.into(),

@@ -599,6 +599,47 @@ impl World {
         }
     }
 
+    /// Whether a queued event has a failing outcome the explorer can choose
+    /// instead (a fence device that reports failure, a kernel mount that
+    /// fails, a journal replay that fails).
+    pub fn explore_failable(&self, key: (u64, u64)) -> bool {
+        match self.queue.get(&key) {
+            Some(Ev::FenceExec { ok, .. }) => *ok,
+            Some(Ev::Node(_, NodeIn::KernelDone { done, .. })) => {
+                matches!(done, KDone::MountResult | KDone::RecoveryDone(_))
+            }
+            _ => false,
+        }
+    }
+
+    /// Process a queued event with its failing outcome (see
+    /// [`World::explore_failable`]).
+    pub fn explore_fire_failed(&mut self, key: (u64, u64)) {
+        let Some(mut ev) = self.queue.remove(&key) else { return };
+        let mut armed = None;
+        match &mut ev {
+            Ev::FenceExec { ok, .. } => *ok = false,
+            Ev::Node(n, NodeIn::KernelDone { fs, done, .. }) => {
+                let recovery = matches!(done, KDone::RecoveryDone(_));
+                let inj = &mut self.nodes[*n as usize].inj;
+                let map = if recovery { &mut inj.recovery_fail } else { &mut inj.mount_error };
+                *map.entry(fs.to_string()).or_default() += 1;
+                armed = Some((*n, fs.to_string(), recovery));
+            }
+            _ => {}
+        }
+        self.fire(key.0, ev);
+        // An injection the event did not consume (a stale result) must not
+        // fail a later operation.
+        if let Some((n, fs, recovery)) = armed {
+            let inj = &mut self.nodes[n as usize].inj;
+            let map = if recovery { &mut inj.recovery_fail } else { &mut inj.mount_error };
+            if map.get(&fs).is_some_and(|k| *k > 0) {
+                Inject::take(map, &fs);
+            }
+        }
+    }
+
     /// A hash of everything in the world that affects its future (see
     /// `explore.rs`): nodes (the core by its input history), rings, the
     /// queue per FIFO channel (relative order across channels is not a
@@ -1234,6 +1275,13 @@ impl World {
                 // leaves a clean journal behind. A mount still running
                 // cannot be unmounted yet: the host refuses.
                 let boot = node.boot;
+                // A withdraw the kernel reported before the umount reaches
+                // the daemon first: cohortd reads the gfs2 `offline`
+                // (withdraw) uevent before the lockspace's `offline` that
+                // ends its umount, on the same netlink socket. Otherwise the
+                // leave would count as clean and the withdrawn journal
+                // would never be replayed (found by `cohort-sim check`).
+                self.deliver_withdraw_first(n, fs.as_str());
                 if let Some(k) = self.nodes[n as usize].kernel.get_mut(fs.as_str()) {
                     if matches!(k.phase, KPhase::Mounting | KPhase::MountingFirst) && !k.withdrawn {
                         return Err(format!("node {n} refuses to unmount {fs}: the kernel is still mounting it"));
@@ -1288,6 +1336,22 @@ impl World {
         match self.step(n, Input::Request(r), what) {
             None => Ok(()),
             Some(e) => Err(format!("node {n} rejected the request: {e:?}")),
+        }
+    }
+
+    /// Process a queued kernel withdraw of `fs` on node `n` now (the host
+    /// passes kernel events on in the order the kernel gave them).
+    fn deliver_withdraw_first(&mut self, n: u32, fs: &str) {
+        let keys: Vec<(u64, u64)> = self
+            .queue
+            .iter()
+            .filter(|(_, ev)| matches!(ev, Ev::Node(m, NodeIn::Withdraw { fs: f, .. }) if *m == n && &**f == fs))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            if let Some(ev) = self.queue.remove(&k) {
+                self.fire(self.now, ev);
+            }
         }
     }
 
