@@ -782,6 +782,14 @@ impl Engine {
                 }
                 return Err(why);
             }
+            // What the kernel reported before the umount (a withdraw) goes
+            // to the core before the leave: a leave counts as clean, and a
+            // withdrawn journal must be replayed (found by `cohort-sim
+            // check`; the simulated host does the same).
+            let mut out = Vec::new();
+            self.fs[i].backend.poll(&mut out);
+            self.kq.extend(out);
+            self.run_kq(env);
         }
         let (req, text) = match what {
             RequestKind::Mount(mode) => {
