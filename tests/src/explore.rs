@@ -221,6 +221,8 @@ pub struct Report {
     pub terminal: u64,
     /// Leaves whose liveness continuation ran.
     pub live_checked: u64,
+    /// Heals of a network split in three or more components (3-way merges).
+    pub merges3: u64,
     pub truncated: bool,
     pub secs: f64,
     pub counterexamples: Vec<Counterexample>,
@@ -543,11 +545,15 @@ impl Explorer {
                 return;
             }
             let (mut cw, mut cb) = if i == last { (parent.take().expect("parent world"), b) } else { self.replay() };
+            let merge3 = c == Choice::Heal && shape(&cw).len() >= 3;
             let applied = apply_caught(&mut cw, &mut cb, &c, self.journals);
             if matches!(applied, Ok(Err(_))) {
                 continue;
             }
             self.r.explored += 1;
+            if merge3 {
+                self.r.merges3 += 1;
+            }
             self.path.push(c);
             let d = depth + 1;
             self.r.max_depth = self.r.max_depth.max(d);

@@ -315,7 +315,7 @@ fn check_cmd(args: &[String]) -> ExitCode {
         }
     }
     println!(
-        "check: nodes={}{}{} faults<={} depth<={}: {} transitions explored, {} distinct states, max depth {}, {} terminal, {} liveness checks, {:.1}s{}",
+        "check: nodes={}{}{} faults<={} depth<={}: {} transitions explored, {} distinct states, max depth {}, {} terminal, {} liveness checks, {} 3-way merges, {:.1}s{}",
         o.nodes,
         if o.two_node { " (two_node)" } else { "" },
         if o.mounted { " (start: fs1 mounted)" } else { "" },
@@ -326,6 +326,7 @@ fn check_cmd(args: &[String]) -> ExitCode {
         r.max_depth,
         r.terminal,
         r.live_checked,
+        r.merges3,
         r.secs,
         if r.truncated { " (TRUNCATED at --max-states)" } else { "" }
     );

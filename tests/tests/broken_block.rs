@@ -16,3 +16,24 @@ fn a_survivor_that_keeps_running_is_caught() {
 fn a_mount_during_recovery_is_caught() {
     must_violate("29-mount-during-recovery.txt", 1, &[Property::BlockedDuringRecovery]);
 }
+
+/// The exhaustive explorer finds it within a few states: two nodes
+/// (two_node), fs1 mounted, one crash.
+#[test]
+fn the_explorer_finds_the_unblocked_survivor() {
+    use cohort_sim::explore::{check, Options};
+    let o = Options {
+        nodes: 2,
+        two_node: true,
+        mounted: true,
+        ops: false,
+        kernel_faults: false,
+        faults: 1,
+        depth: 6,
+        ..Options::default()
+    };
+    let r = check(&o);
+    let c = r.counterexamples.first().unwrap_or_else(|| panic!("not found in {} distinct states", r.distinct));
+    assert_eq!(c.violation.property, Property::BlockedDuringRecovery, "{}", c.render());
+    println!("{} after {} distinct states", c.violation, r.distinct);
+}
