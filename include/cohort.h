@@ -252,6 +252,10 @@ enum CohortMountError
     COHORT_MOUNT_ERROR_TOO_MANY_GROUPS = 2,
     COHORT_MOUNT_ERROR_KERNEL_FAILED = 3,
     COHORT_MOUNT_ERROR_INCOMPATIBLE = 4,
+    /**
+     * The membership was not kept when partitions merged: mount again.
+     */
+    COHORT_MOUNT_ERROR_LOST_IN_MERGE = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -170,6 +170,10 @@ pub enum MountError {
     TooManyGroups,
     KernelFailed,
     Incompatible,
+    /// This node's membership was not kept by a merge (the side it was on
+    /// lost the verdict, or the agreed state no longer lists it): the
+    /// filesystem is given back; mount again.
+    LostInMerge,
 }
 
 /// Things an operator should see.

@@ -1017,6 +1017,7 @@ pub fn expect(w: &mut World, e: &Expect) -> Result<(), String> {
                 "no-free-journal" => MountError::NoFreeJournal,
                 "kernel-failed" => MountError::KernelFailed,
                 "too-many-groups" => MountError::TooManyGroups,
+                "lost-in-merge" => MountError::LostInMerge,
                 _ => MountError::Incompatible,
             };
             if !w.log.mount_errors.iter().any(|(n, f, e)| n == node && f == fs && *e == want) {

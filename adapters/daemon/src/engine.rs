@@ -995,6 +995,7 @@ pub fn mount_error_text(e: cohort_core::node::MountError) -> &'static str {
         MountError::TooManyGroups => "too many mount groups",
         MountError::KernelFailed => "the kernel mount failed",
         MountError::Incompatible => "the cluster speaks an incompatible protocol",
+        MountError::LostInMerge => "the membership was not kept when partitions merged; mount again",
     }
 }
 

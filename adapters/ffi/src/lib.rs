@@ -195,6 +195,8 @@ pub enum CohortMountError {
     TooManyGroups = 2,
     KernelFailed = 3,
     Incompatible = 4,
+    /// The membership was not kept when partitions merged: mount again.
+    LostInMerge = 5,
 }
 
 #[repr(u32)]
@@ -632,6 +634,7 @@ fn effect_out(e: Effect) -> CohortEffect {
                         MountError::TooManyGroups => CohortMountError::TooManyGroups,
                         MountError::KernelFailed => CohortMountError::KernelFailed,
                         MountError::Incompatible => CohortMountError::Incompatible,
+                        MountError::LostInMerge => CohortMountError::LostInMerge,
                     };
                     (CohortKernelOp::MountError, None)
                 }

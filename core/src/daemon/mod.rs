@@ -774,7 +774,7 @@ impl Node {
                 _ => {
                     // We are not a member any more (our mount was lost in a
                     // merge): give the filesystem back.
-                    self.group_abort(i, MountError::Incompatible);
+                    self.group_abort(i, MountError::LostInMerge);
                 }
             }
         }
