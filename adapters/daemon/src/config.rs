@@ -226,6 +226,10 @@ pub struct ExecConfig {
     /// Per-operation hooks (keys: the `OP` names, and [`EXEC_MOUNTED`]).
     pub hooks: BTreeMap<String, PathBuf>,
     pub timeout_ms: u64,
+    /// A file the host creates when the kernel withdrew the filesystem
+    /// (exec has no uevents): cohortd reports the withdraw once and removes
+    /// the file. Checked every [`crate::backend::exec::WITHDRAW_POLL`].
+    pub withdraw_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -392,6 +396,7 @@ struct RawExec {
     #[serde(default)]
     hooks: BTreeMap<String, String>,
     timeout_ms: Option<i64>,
+    withdraw_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -965,10 +970,15 @@ impl Config {
                              /proc/self/mounts)",
                         );
                     }
+                    let withdraw_file = match &e.withdraw_file {
+                        Some(p) => Some(abs_path(&k("exec.withdraw_file"), p)?),
+                        None => None,
+                    };
                     BackendConfig::Exec(ExecConfig {
                         hook,
                         hooks,
                         timeout_ms: ms(&k("exec.timeout_ms"), e.timeout_ms, 60_000, 10, 3_600_000)?,
+                        withdraw_file,
                     })
                 }
                 "memory" => {

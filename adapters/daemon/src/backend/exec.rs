@@ -19,6 +19,10 @@
 //! `timeout_ms` and at most [`MOUNTED_TIMEOUT`]: it must be quick (e.g.
 //! `mountpoint -q /mnt/fs1`). The configuration requires it unless
 //! `mount_point` is set.
+//!
+//! `withdraw_file` (optional): a path the host creates when the kernel
+//! withdrew the filesystem; cohortd looks every [`WITHDRAW_POLL`], reports
+//! `Withdraw` once and removes the file.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -34,6 +38,9 @@ use crate::proc::{run_status_with_timeout, run_with_timeout, Wake, Waker};
 
 /// Upper bound of the `mounted` hook's run time (it blocks the main loop).
 pub const MOUNTED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often `withdraw_file` is looked for.
+pub const WITHDRAW_POLL: Duration = Duration::from_millis(200);
 
 pub struct ExecBackend {
     jobs: mpsc::Sender<KernelOp>,
@@ -127,6 +134,26 @@ impl Backend for ExecBackend {
     fn kernel_mounted(&self) -> Result<Option<String>, String> {
         run_mounted(&self.cfg, &self.name)
     }
+
+    fn poll_interval(&self) -> Option<Duration> {
+        self.cfg.withdraw_file.as_ref().map(|_| WITHDRAW_POLL)
+    }
+
+    /// `withdraw_file`: the host says the kernel withdrew the filesystem.
+    fn poll(&mut self, out: &mut Vec<KernelEvent>) {
+        let Some(p) = &self.cfg.withdraw_file else { return };
+        if p.exists() {
+            match std::fs::remove_file(p) {
+                Ok(()) => {
+                    tracing::error!(fs = %self.name, file = %p.display(), "the host reports a kernel withdraw");
+                    if let Ok(fs) = fs_name(&self.name) {
+                        out.push(KernelEvent::Withdraw { fs });
+                    }
+                }
+                Err(e) => tracing::error!(fs = %self.name, file = %p.display(), "cannot remove withdraw_file: {e}"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +162,30 @@ mod tests {
     use cohort_core::Jid;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Instant;
+
+    #[test]
+    fn withdraw_file_is_reported_once_and_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let wf = d.path().join("withdrawn");
+        let (w, _r) = crate::proc::wake_pair().unwrap();
+        let cfg = ExecConfig {
+            hook: Some(PathBuf::from("/bin/true")),
+            hooks: Default::default(),
+            timeout_ms: 5000,
+            withdraw_file: Some(wf.clone()),
+        };
+        let mut b = ExecBackend::new("fs1", cfg, w);
+        assert_eq!(b.poll_interval(), Some(WITHDRAW_POLL));
+        let mut out = vec![];
+        b.poll(&mut out);
+        assert!(out.is_empty());
+        std::fs::write(&wf, "").unwrap();
+        b.poll(&mut out);
+        assert_eq!(out, vec![KernelEvent::Withdraw { fs: fs_name("fs1").unwrap() }]);
+        assert!(!wf.exists());
+        b.poll(&mut out);
+        assert_eq!(out.len(), 1, "reported once");
+    }
 
     #[test]
     fn hooks_get_env_and_results_come_back_in_order() {
@@ -151,7 +202,7 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
         let (w, r) = crate::proc::wake_pair().unwrap();
-        let cfg = ExecConfig { hook: Some(hook), hooks: Default::default(), timeout_ms: 5000 };
+        let cfg = ExecConfig { hook: Some(hook), hooks: Default::default(), timeout_ms: 5000, withdraw_file: None };
         let mut b = ExecBackend::new("fs1", cfg, w);
         let mut out = vec![];
         for op in [
