@@ -349,3 +349,38 @@ fn failed_block_stops_the_node_and_peers_fence_it() {
     let hooks1 = fs::read_to_string(c.path().join("node1.hooks")).unwrap();
     assert!(hooks1.contains("recover_journal 1") && hooks1.contains("recover_journal 2"), "{hooks1}");
 }
+
+/// exec backend with a `withdraw_file` per node (`node<k>.withdraw`).
+fn exec_fs_withdraw(k: u32, d: &Path) -> String {
+    let wf = format!("withdraw_file = \"{}\"\n", d.join(format!("node{k}.withdraw")).display());
+    exec_fs(k, d).replace(
+        "timeout_ms = 5000\n[filesystem.exec.hooks]",
+        &format!("timeout_ms = 5000\n{wf}[filesystem.exec.hooks]"),
+    )
+}
+
+/// The kernel withdrew fs1 and the operator unmounted right away (before
+/// cohortd's next look at `withdraw_file`): cohortd passes the withdraw to
+/// the core before the leave, so the leave is not taken as clean and node
+/// 1 replays node 2's journal (found as a class by `cohort-sim check`).
+#[test]
+fn a_withdraw_reported_before_an_unmount_goes_first() {
+    let mut c = Cluster::new(2, exec_fs_withdraw);
+    c.start(1);
+    c.start(2);
+    c.mount(1);
+    c.mount(2);
+    for k in 1..=2 {
+        c.wait_status(k, "fs1 on 1,2", T, |s| settled(s, &[1, 2]));
+    }
+    // The kernel withdraws, the operator umounts and asks to leave at once.
+    fs::write(c.path().join("node2.withdraw"), "").unwrap();
+    fs::remove_file(c.path().join("node2.mounted")).unwrap();
+    let _ = c.ctl(2, &["unmount", "fs1"]);
+    c.wait_status(1, "node 2 gone from fs1, nothing to recover", T, |s| {
+        jids(s) == vec![(1, Some(0))] && s.groups.iter().any(|g| g.fs == "fs1" && g.recoveries.is_empty() && !g.blocked)
+    });
+    let hooks1 = fs::read_to_string(c.path().join("node1.hooks")).unwrap();
+    assert!(hooks1.contains("recover_journal 1"), "the withdrawn journal 1 was not replayed by node 1:\n{hooks1}");
+    assert!(c.log_text(2).contains("the host reports a kernel withdraw"), "{}", c.log_text(2));
+}
