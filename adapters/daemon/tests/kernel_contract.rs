@@ -279,14 +279,7 @@ fn sigterm_is_a_failure(c: &mut Cluster, k: u32, why: &str) -> String {
 /// without `Unmount`: the other node fences it and replays its journal.
 #[test]
 fn sigterm_with_a_kernel_mount_is_a_failure_not_a_clean_leave_exec() {
-    let mut c = Cluster::new(2, exec_fs);
-    c.start(1);
-    c.start(2);
-    c.mount(1);
-    c.mount(2);
-    for k in 1..=2 {
-        c.wait_status(k, "fs1 on 1,2", T, |s| settled(s, &[1, 2]));
-    }
+    let mut c = two_mounted(exec_fs);
     let e = c.ctl(2, &["unmount", "fs1"]).expect_err("refused while hooks.mounted says mounted");
     assert!(e.contains("fs1 is still mounted by the kernel (hooks.mounted"), "{e}");
     assert!(e.contains("umount it first"), "{e}");
@@ -350,6 +343,19 @@ fn failed_block_stops_the_node_and_peers_fence_it() {
     assert!(hooks1.contains("recover_journal 1") && hooks1.contains("recover_journal 2"), "{hooks1}");
 }
 
+/// Two nodes with `fs_toml`, both started, fs1 mounted and settled on both.
+fn two_mounted(fs_toml: impl Fn(u32, &Path) -> String) -> Cluster {
+    let mut c = Cluster::new(2, fs_toml);
+    c.start(1);
+    c.start(2);
+    c.mount(1);
+    c.mount(2);
+    for k in 1..=2 {
+        c.wait_status(k, "fs1 on 1,2", T, |s| settled(s, &[1, 2]));
+    }
+    c
+}
+
 /// exec backend with a `withdraw_file` per node (`node<k>.withdraw`).
 fn exec_fs_withdraw(k: u32, d: &Path) -> String {
     let wf = format!("withdraw_file = \"{}\"\n", d.join(format!("node{k}.withdraw")).display());
@@ -365,14 +371,7 @@ fn exec_fs_withdraw(k: u32, d: &Path) -> String {
 /// 1 replays node 2's journal (found as a class by `cohort-sim check`).
 #[test]
 fn a_withdraw_reported_before_an_unmount_goes_first() {
-    let mut c = Cluster::new(2, exec_fs_withdraw);
-    c.start(1);
-    c.start(2);
-    c.mount(1);
-    c.mount(2);
-    for k in 1..=2 {
-        c.wait_status(k, "fs1 on 1,2", T, |s| settled(s, &[1, 2]));
-    }
+    let mut c = two_mounted(exec_fs_withdraw);
     // The kernel withdraws, the operator umounts and asks to leave at once.
     fs::write(c.path().join("node2.withdraw"), "").unwrap();
     fs::remove_file(c.path().join("node2.mounted")).unwrap();
