@@ -20,6 +20,7 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
 
 /// The AEAD under the cluster key.
+#[cfg_attr(feature = "explore", derive(Clone))]
 pub(super) struct Auth {
     cipher: XChaCha20Poly1305,
 }

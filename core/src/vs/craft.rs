@@ -167,3 +167,61 @@ pub fn check_frames(plain: &[u8]) -> Result<u64, ()> {
     assert_eq!(verdict, if plain.is_empty() { Err(()) } else { Ok(max) }, "validate disagrees with decode");
     verdict
 }
+
+/// Frame kinds found by [`open_kinds`], one bit each.
+pub mod kinds {
+    pub const HEARTBEAT: u16 = 1 << 0;
+    pub const LEAVE: u16 = 1 << 1;
+    pub const DATA: u16 = 1 << 2;
+    pub const SEQ: u16 = 1 << 3;
+    pub const NAK: u16 = 1 << 4;
+    pub const ACK: u16 = 1 << 5;
+    pub const PROPOSE: u16 = 1 << 6;
+    pub const FLUSH_OK: u16 = 1 << 7;
+    pub const SYNC: u16 = 1 << 8;
+    pub const SYNC_DONE: u16 = 1 << 9;
+    pub const INSTALL: u16 = 1 << 10;
+    pub const RESEND: u16 = 1 << 11;
+    /// Names, by bit position.
+    pub const NAMES: [&str; 12] =
+        ["hb", "leave", "data", "seq", "nak", "ack", "propose", "flush_ok", "sync", "sync_done", "install", "resend"];
+}
+
+/// Open a datagram sealed under `key` (as a receiver would, without the
+/// replay window) and say which frame kinds it carries ([`kinds`]); `None`
+/// if it does not authenticate or does not parse. For test tools that
+/// classify or describe datagrams (the simulator's udp explorer).
+pub fn open_kinds(key: &[u8; 32], bytes: &[u8]) -> Option<u16> {
+    if bytes.len() <= HEADER_LEN + TAG_LEN || bytes.len() > MAX_DATAGRAM {
+        return None;
+    }
+    let hdr = Header::decode(bytes).ok()?;
+    let body = bytes.get(HEADER_LEN..)?;
+    let plain_len = body.len() - TAG_LEN;
+    let (cipher, tag) = body.split_at(plain_len);
+    let tag: &[u8; TAG_LEN] = tag.try_into().ok()?;
+    let mut buf = [0u8; MAX_PLAIN];
+    let plain = buf.get_mut(..plain_len)?;
+    plain.copy_from_slice(cipher);
+    Auth::new(key).open(&hdr, plain, tag).ok()?;
+    let mut r = Reader::new(plain);
+    let mut k = 0u16;
+    while !r.is_empty() {
+        let f = Frame::decode(&mut r).ok()?;
+        k |= match f {
+            Frame::Heartbeat(_) => kinds::HEARTBEAT,
+            Frame::Leave => kinds::LEAVE,
+            Frame::Data { .. } => kinds::DATA,
+            Frame::Seq(_) => kinds::SEQ,
+            Frame::Nak { .. } => kinds::NAK,
+            Frame::Ack { .. } => kinds::ACK,
+            Frame::Propose { .. } => kinds::PROPOSE,
+            Frame::FlushOk(_) => kinds::FLUSH_OK,
+            Frame::Sync(_) => kinds::SYNC,
+            Frame::SyncDone { .. } => kinds::SYNC_DONE,
+            Frame::Install { .. } => kinds::INSTALL,
+            Frame::Resend { .. } => kinds::RESEND,
+        };
+    }
+    Some(k)
+}

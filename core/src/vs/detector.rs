@@ -35,6 +35,7 @@ pub(super) struct Peer {
 }
 
 /// The peer table (every configured node except ourselves).
+#[cfg_attr(feature = "explore", derive(Clone))]
 pub(super) struct Detector {
     peers: heapless::Vec<Peer, MAX_NODES>,
     fail_ms: u64,

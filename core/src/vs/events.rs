@@ -231,6 +231,7 @@ impl Record {
 }
 
 /// FIFO of installed-but-unpolled views.
+#[cfg_attr(feature = "explore", derive(Clone))]
 pub(super) struct EventQueue {
     q: heapless::Deque<Record, EVENT_RECORDS>,
 }

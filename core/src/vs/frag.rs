@@ -572,6 +572,7 @@ impl Tracker {
 }
 
 /// Receiver side: the tracker plus the page contents.
+#[cfg_attr(feature = "explore", derive(Clone))]
 pub(super) struct Reassembly {
     pub tracker: Tracker,
     pages: [[u8; PAGE]; REASSEMBLY_PAGES],

@@ -406,6 +406,7 @@ struct TxState {
 }
 
 /// The datagram VS transport of one process. See the module docs.
+#[cfg_attr(feature = "explore", derive(Clone))]
 pub struct Vs {
     me: Member,
     configured: usize,

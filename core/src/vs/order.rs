@@ -67,6 +67,7 @@ pub(super) enum Store {
 
 /// The sequenced-message buffer of the current view, plus the sequencer's
 /// bookkeeping when we are the sequencer.
+#[cfg_attr(feature = "explore", derive(Clone))]
 pub(super) struct OrderBuf {
     slots: [Slot; ORDER_WINDOW],
     /// Lowest sequence number still held; slots cover `base..base + W`.
@@ -311,6 +312,7 @@ impl OwnMsg {
 /// chunks of a message until we delivered its last one, see
 /// [`super::frag`]). Sender sequence numbers restart at 1 in every view;
 /// units not popped in a view are renumbered and resent in the next.
+#[cfg_attr(feature = "explore", derive(Clone))]
 pub(super) struct SendWindow {
     q: heapless::Deque<OwnMsg, SEND_WINDOW>,
     next_seq: u64,
