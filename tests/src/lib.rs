@@ -8,6 +8,7 @@
 //! `scenario.rs` for the scenario language and `swarm.rs` for random runs.
 
 pub mod explore;
+pub mod explore_vs;
 pub mod invariants;
 pub mod kernel;
 pub mod rng;

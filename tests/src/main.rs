@@ -12,10 +12,14 @@
 //!
 //! ```text
 //! cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]
+//! cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 12] [--loss 1] [--dup 1] [--msgs 1] [--late 3]
+//!                  [--max-states N] [--cex K] [--no-liveness] [--all-datagrams] [--no-restart] [--early-faults] [--early-sends]
 //! ```
 //!
 //! `check` explores every interleaving of the model's choice points within
-//! the bounds (see `src/explore.rs`) and exits 1 on a counterexample.
+//! the bounds (see `src/explore.rs`; `--model udp`: the view-change protocol
+//! of the real `Vs` transports, see `src/explore_vs.rs`) and exits 1 on a
+//! counterexample.
 //!
 //! Exit status: 0 all good, 1 a scenario/seed failed, 2 usage error,
 //! 3 unsupported model.
@@ -30,7 +34,7 @@ use std::time::Instant;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]"
+        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]\n  cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 12] [--loss 1] [--dup 1] [--msgs 1] [--late 3] [--max-states N] [--cex K] [--no-liveness] [--all-datagrams] [--no-restart] [--early-faults] [--early-sends]"
     );
     ExitCode::from(2)
 }
@@ -245,6 +249,16 @@ fn swarm_cmd(args: &[String]) -> ExitCode {
 }
 
 fn check_cmd(args: &[String]) -> ExitCode {
+    match args.iter().position(|a| a == "--model").map(|i| args.get(i + 1).map(String::as_str)) {
+        None | Some(Some("corosync")) => {}
+        Some(Some("udp")) => return check_udp_cmd(args),
+        _ => return usage(),
+    }
+    let args: Vec<String> = match args.iter().position(|a| a == "--model") {
+        Some(i) => args[..i].iter().chain(&args[i + 2..]).cloned().collect(),
+        None => args.to_vec(),
+    };
+    let args = &args[..];
     let mut o = cohort_sim::explore::Options::default();
     let mut cex_file = None;
     let mut i = 0;
@@ -353,4 +367,68 @@ fn plant(name: &str) -> Result<(), String> {
 #[cfg(not(feature = "planted"))]
 fn plant(_name: &str) -> Result<(), String> {
     Err("--plant needs a build with `--features planted`".into())
+}
+
+fn check_udp_cmd(args: &[String]) -> ExitCode {
+    let mut o = cohort_sim::explore_vs::Options::default();
+    let mut i = 0;
+    while i < args.len() {
+        let val = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        let flag = |o: &mut cohort_sim::explore_vs::Options, f: &str| match f {
+            "--no-liveness" => o.liveness = false,
+            "--all-datagrams" => o.all_datagrams = true,
+            "--no-restart" => o.restart = false,
+            "--early-faults" => o.late_faults = false,
+            "--early-sends" => o.late_sends = false,
+            _ => {}
+        };
+        match (args[i].as_str(), val) {
+            ("--model", _) if args.get(i + 1).is_some_and(|m| m == "udp") => {}
+            ("--nodes", Some(n)) if (2..=5).contains(&n) => o.nodes = n as u32,
+            ("--faults", Some(n)) => o.faults = n as u32,
+            ("--depth", Some(n)) => o.depth = n as u32,
+            ("--loss", Some(n)) => o.loss = n as u32,
+            ("--dup", Some(n)) => o.dup = n as u32,
+            ("--msgs", Some(n)) => o.msgs = n as u32,
+            ("--late", Some(n)) => o.late = n as u32,
+            ("--max-states", Some(n)) => o.max_states = n,
+            ("--cex", Some(n)) if n >= 1 => o.max_cex = n as usize,
+            (f @ ("--no-liveness" | "--all-datagrams" | "--no-restart" | "--early-faults" | "--early-sends"), _) => {
+                flag(&mut o, f);
+                i += 1;
+                continue;
+            }
+            _ => return usage(),
+        }
+        i += 2;
+    }
+    let r = cohort_sim::explore_vs::check(&o);
+    for c in &r.counterexamples {
+        println!("{}", c.render());
+    }
+    println!(
+        "check --model udp: nodes={} faults<={} depth<={} loss<={} dup<={} msgs<={} late<={}{}: {} transitions explored, {} distinct states, max depth {}, {} leaves (settled within {} ms), {} view installs, {:.1}s{}",
+        o.nodes,
+        o.faults,
+        o.depth,
+        o.loss,
+        o.dup,
+        o.msgs,
+        o.late,
+        if o.liveness { "" } else { " (no liveness)" },
+        r.explored,
+        r.distinct,
+        r.max_depth,
+        r.leaves,
+        r.settle_ms_max,
+        r.views,
+        r.secs,
+        if r.truncated { " (TRUNCATED at --max-states)" } else { "" }
+    );
+    println!("counterexamples={}", r.counterexamples.len());
+    if r.counterexamples.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

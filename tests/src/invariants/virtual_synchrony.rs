@@ -19,7 +19,7 @@
 use crate::world::Inst;
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Default, Debug)]
+#[derive(Clone, Default, Debug)]
 pub struct State {
     /// Per sim ring: the longest delivered sequence any member reported.
     canon: BTreeMap<usize, Vec<(u32, u64)>>,
