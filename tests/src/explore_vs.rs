@@ -869,9 +869,19 @@ fn check_here(o: &Options) -> Report {
     e.r
 }
 
-/// Replay a step list from the start state; the first violation, if any
-/// (repro tests).
-pub fn replay(o: &Options, steps: &[Choice]) -> Option<String> {
+/// What a replayed step list did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// Every step was enabled; no property was violated.
+    Clean,
+    /// A property was violated (at the last step replayed).
+    Violation(String),
+    /// Step `k` (0-based) was not enabled (a datagram not in flight).
+    NotEnabled(usize),
+}
+
+/// Replay a step list from the start state (repro tests).
+pub fn replay(o: &Options, steps: &[Choice]) -> Replay {
     let (o, steps) = (o.clone(), steps.to_vec());
     std::thread::Builder::new()
         .stack_size(64 << 20)
@@ -881,13 +891,18 @@ pub fn replay(o: &Options, steps: &[Choice]) -> Option<String> {
         .expect("replay thread")
 }
 
-fn replay_here(o: &Options, steps: &[Choice]) -> Option<String> {
+fn replay_here(o: &Options, steps: &[Choice]) -> Replay {
     let mut w = start(o);
-    for c in steps {
+    for (k, c) in steps.iter().enumerate() {
+        if let Choice::Deliver(dg) | Choice::Drop(dg) | Choice::Dup(dg) = c {
+            if w.find(dg).is_none() {
+                return Replay::NotEnabled(k);
+            }
+        }
         w.apply(c);
         if let Some(v) = w.violation.take() {
-            return Some(v);
+            return Replay::Violation(v);
         }
     }
-    None
+    Replay::Clean
 }

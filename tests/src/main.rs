@@ -407,7 +407,7 @@ fn check_udp_cmd(args: &[String]) -> ExitCode {
         println!("{}", c.render());
     }
     println!(
-        "check --model udp: nodes={} faults<={} depth<={} loss<={} dup<={} msgs<={} late<={}{}: {} transitions explored, {} distinct states, max depth {}, {} leaves (settled within {} ms), {} view installs, {:.1}s{}",
+        "check --model udp: nodes={} faults<={} depth<={} loss<={} dup<={} msgs<={} late<={}{}: {} transitions explored, {} distinct states, max depth {}, {} leaves{}, {} view installs, {:.1}s{}",
         o.nodes,
         o.faults,
         o.depth,
@@ -420,7 +420,7 @@ fn check_udp_cmd(args: &[String]) -> ExitCode {
         r.distinct,
         r.max_depth,
         r.leaves,
-        r.settle_ms_max,
+        if o.liveness { format!(" (each settled within {} ms)", r.settle_ms_max) } else { String::new() },
         r.views,
         r.secs,
         if r.truncated { " (TRUNCATED at --max-states)" } else { "" }

@@ -5,7 +5,7 @@
 //!
 //! `cargo test -p cohort-sim --features broken-vs-flush --test broken_vs`
 
-use cohort_sim::explore_vs::{self, Options};
+use cohort_sim::explore_vs::{self, Options, Replay};
 
 #[test]
 fn explorer_catches_a_flush_without_freeze() {
@@ -18,5 +18,5 @@ fn explorer_catches_a_flush_without_freeze() {
     assert!(c.steps.len() <= 10);
     // The step list is a repro.
     let steps: Vec<_> = c.steps.iter().map(|(s, _)| s.clone()).collect();
-    assert_eq!(explore_vs::replay(&o, &steps).as_deref(), Some(c.violation.as_str()));
+    assert_eq!(explore_vs::replay(&o, &steps), Replay::Violation(c.violation.clone()));
 }
