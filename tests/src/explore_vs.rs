@@ -111,7 +111,7 @@ impl Default for Options {
         Options {
             nodes: 3,
             faults: 1,
-            depth: 12,
+            depth: 8,
             loss: 1,
             dup: 1,
             msgs: 1,

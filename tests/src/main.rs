@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]
-//! cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 12] [--loss 1] [--dup 1] [--msgs 1] [--late 3]
+//! cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 8] [--loss 1] [--dup 1] [--msgs 1] [--late 3]
 //!                  [--max-states N] [--cex K] [--no-liveness] [--all-datagrams] [--no-restart] [--early-faults] [--early-sends]
 //! ```
 //!
@@ -34,7 +34,7 @@ use std::time::Instant;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]\n  cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 12] [--loss 1] [--dup 1] [--msgs 1] [--late 3] [--max-states N] [--cex K] [--no-liveness] [--all-datagrams] [--no-restart] [--early-faults] [--early-sends]"
+        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]\n  cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 8] [--loss 1] [--dup 1] [--msgs 1] [--late 3] [--max-states N] [--cex K] [--no-liveness] [--all-datagrams] [--no-restart] [--early-faults] [--early-sends]"
     );
     ExitCode::from(2)
 }
