@@ -24,15 +24,19 @@
 //!   earliest `next_timeout` of the live members (not before now) and every
 //!   member due by then handles its timeout, in node order. A second tick
 //!   at the same instant moves to the next millisecond. Timers are
-//!   punctual; datagrams may stay in flight across any number of ticks.
+//!   punctual; datagrams may stay in flight across ticks, but a tick taken
+//!   while an enumerated datagram could be delivered counts against `late`.
 //! * **Messages**: `send N` (member N broadcasts a fresh small message), at
 //!   most `msgs` in a run, so view changes have message streams to flush.
 //! * **Faults** (the view-change triggers), at most `faults`: crash of a live
 //!   member (its process stops; datagrams it already sent stay in flight,
 //!   those to it are gone), partition of a healed network into any shape
 //!   (in-flight datagrams across a cut wait; background ones are lost).
-//!   Free recoveries: heal, restart of a crashed member (a new incarnation,
-//!   booting into its singleton view).
+//!   Restart of a crashed member (a new incarnation, booting into its
+//!   singleton view) counts as a fault too; heal is free. The *trigger
+//!   phase*: nothing moves on the network (no delivery, drop, dup or tick)
+//!   before the first fault; sends may come first. Later faults and sends
+//!   may strike at any point (unless `late_faults` / `late_sends` is off).
 //!
 //! After every transition the virtual-synchrony checker of the simulator
 //! (`invariants/virtual_synchrony.rs`: view ids increase per process, total
