@@ -263,6 +263,21 @@ fn check_cmd(args: &[String]) -> ExitCode {
     let mut cex_file = None;
     let mut i = 0;
     while i < args.len() {
+        // Flags without a value.
+        let flag: Option<fn(&mut cohort_sim::explore::Options)> = match args[i].as_str() {
+            "--no-ops" => Some(|o| o.ops = false),
+            "--no-early-unmount" => Some(|o| o.early_unmount = false),
+            "--two-node" => Some(|o| o.two_node = true),
+            "--no-kernel-faults" => Some(|o| o.kernel_faults = false),
+            "--mounted" => Some(|o| o.mounted = true),
+            "--no-liveness" => Some(|o| o.liveness = false),
+            _ => None,
+        };
+        if let Some(set) = flag {
+            set(&mut o);
+            i += 1;
+            continue;
+        }
         let val = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
         match (args[i].as_str(), val) {
             ("--nodes", Some(n)) if (1..=6).contains(&n) => o.nodes = n as u32,
@@ -270,36 +285,6 @@ fn check_cmd(args: &[String]) -> ExitCode {
             ("--depth", Some(n)) => o.depth = n as u32,
             ("--max-states", Some(n)) => o.max_states = n,
             ("--cex", Some(n)) if n >= 1 => o.max_cex = n as usize,
-            ("--no-ops", _) => {
-                o.ops = false;
-                i += 1;
-                continue;
-            }
-            ("--no-early-unmount", _) => {
-                o.early_unmount = false;
-                i += 1;
-                continue;
-            }
-            ("--two-node", _) => {
-                o.two_node = true;
-                i += 1;
-                continue;
-            }
-            ("--no-kernel-faults", _) => {
-                o.kernel_faults = false;
-                i += 1;
-                continue;
-            }
-            ("--mounted", _) => {
-                o.mounted = true;
-                i += 1;
-                continue;
-            }
-            ("--no-liveness", _) => {
-                o.liveness = false;
-                i += 1;
-                continue;
-            }
             ("--cex-file", _) if i + 1 < args.len() => {
                 cex_file = Some(args[i + 1].clone());
             }

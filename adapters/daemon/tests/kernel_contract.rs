@@ -371,7 +371,7 @@ fn exec_fs_withdraw(k: u32, d: &Path) -> String {
 /// 1 replays node 2's journal (found as a class by `cohort-sim check`).
 #[test]
 fn a_withdraw_reported_before_an_unmount_goes_first() {
-    let mut c = two_mounted(exec_fs_withdraw);
+    let c = two_mounted(exec_fs_withdraw);
     // The kernel withdraws, the operator umounts and asks to leave at once.
     fs::write(c.path().join("node2.withdraw"), "").unwrap();
     fs::remove_file(c.path().join("node2.mounted")).unwrap();
