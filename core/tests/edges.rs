@@ -108,3 +108,45 @@ fn every_delivered_message_is_counted_by_what_became_of_it() {
     assert_eq!(s.applied, s0.applied + 1);
     assert_eq!(c.node(1).me().node, NodeId(1));
 }
+
+fn modes(c: &Cluster, at: u32) -> Vec<(u32, Mode)> {
+    let st = c.node(at).status();
+    st.group("fs1").map_or(vec![], |g| g.members.iter().map(|m| (m.node.0, m.mode)).collect())
+}
+
+#[test]
+fn remount_changes_the_mode_everywhere_but_never_into_or_out_of_spectator() {
+    let mut c = mounted(3);
+    c.request(2, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(modes(&c, n), vec![(1, Mode::Rw), (2, Mode::Ro), (3, Mode::Rw)], "node {n}: {:?}", c.log);
+    }
+    // A spectator holds no journal: remounting into one is refused by
+    // everyone (the request is dropped where it is applied).
+    let g0 = c.node(1).generation();
+    c.request(3, Request::Remount { fs: fs1(), mode: Mode::Spectator });
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(modes(&c, n), vec![(1, Mode::Rw), (2, Mode::Ro), (3, Mode::Rw)], "node {n}: {:?}", c.log);
+    }
+    assert_eq!(c.node(1).generation(), g0, "a refused remount is no membership event");
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1)), (3, Some(2))]);
+}
+
+#[test]
+fn a_spectator_cannot_remount_into_a_journal() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2], Mode::Rw);
+    c.mount("fs1", &[3], Mode::Spectator);
+    c.pump();
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1)), (3, None)], "{:?}", c.log);
+    let g0 = c.node(1).generation();
+    c.request(3, Request::Remount { fs: fs1(), mode: Mode::Rw });
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(modes(&c, n), vec![(1, Mode::Rw), (2, Mode::Rw), (3, Mode::Spectator)], "node {n}");
+    }
+    assert_eq!(c.node(1).generation(), g0);
+    assert_eq!(c.jids("fs1", 3), vec![(1, Some(0)), (2, Some(1)), (3, None)]);
+}
