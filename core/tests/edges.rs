@@ -150,3 +150,20 @@ fn a_spectator_cannot_remount_into_a_journal() {
     assert_eq!(c.node(1).generation(), g0);
     assert_eq!(c.jids("fs1", 3), vec![(1, Some(0)), (2, Some(1)), (3, None)]);
 }
+
+#[test]
+fn a_withdraw_releases_the_fs_and_the_others_replay_its_journal_without_fencing() {
+    let mut c = mounted(3);
+    c.log.clear();
+    c.kernel.push_back((2, cohort_core::node::KernelEvent::Withdraw { fs: fs1() }));
+    c.pump();
+    let two: Vec<&String> = c.log.iter().filter(|l| l.starts_with("2: Kernel")).collect();
+    assert!(two.iter().any(|l| l.contains("Release")), "{two:?}");
+    assert!(!two.iter().any(|l| l.contains("Unmounted")), "a withdraw is no clean leave: {two:?}");
+    assert!(c.fenced.is_empty(), "{:?}", c.log);
+    assert!(c.log.iter().any(|l| !l.starts_with("2:") && l.contains("RecoverJournal(Jid(1))")), "{:?}", c.log);
+    for n in [1, 3] {
+        assert_eq!(c.jids("fs1", n), vec![(1, Some(0)), (3, Some(2))], "node {n}");
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
