@@ -167,3 +167,19 @@ fn a_withdraw_releases_the_fs_and_the_others_replay_its_journal_without_fencing(
     }
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn an_unmount_before_the_mount_went_out_cancels_only_that_mount() {
+    let mut c = Cluster::new(3);
+    c.mount("fs2", &[1], Mode::Rw);
+    c.mount("fs1", &[1], Mode::Rw);
+    c.request(1, Request::Unmount { fs: fs1() });
+    c.pump();
+    assert!(c.node(1).status().group("fs1").is_none(), "{:?}", c.log);
+    assert!(!c.log.iter().any(|l| l.contains("fs1") && l.contains("Kernel")), "{:?}", c.log);
+    // The other filesystem's pending mount is not cancelled with it.
+    let st = c.node(1).status();
+    let g = st.group("fs2").expect("fs2 mounted");
+    assert_eq!(g.members.iter().map(|m| (m.node.0, m.mounted)).collect::<Vec<_>>(), vec![(1, true)]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
