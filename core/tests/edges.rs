@@ -183,3 +183,53 @@ fn an_unmount_before_the_mount_went_out_cancels_only_that_mount() {
     assert_eq!(g.members.iter().map(|m| (m.node.0, m.mounted)).collect::<Vec<_>>(), vec![(1, true)]);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+/// The adapter-visible errors (`node N: ...`) logged since `from`.
+fn errors(c: &Cluster, from: usize) -> Vec<String> {
+    c.log[from..].iter().filter(|l| l.starts_with("node ")).cloned().collect()
+}
+
+#[test]
+fn mount_and_remount_requests_are_checked_when_made() {
+    let mut c = Cluster::new(2);
+    let at = c.log.len();
+    c.mount_with("fs1", &[1], Mode::Rw, 0);
+    c.mount_with("fs1", &[1], Mode::Rw, wire::MAX_JOURNALS as u16 + 1);
+    assert_eq!(errors(&c, at), ["node 1: Request(InvalidJournals)", "node 1: Request(InvalidJournals)"]);
+    c.pump();
+    assert!(c.node(1).status().group("fs1").is_none());
+    let at = c.log.len();
+    c.mount_with("fs1", &[1], Mode::Rw, wire::MAX_JOURNALS as u16);
+    assert_eq!(errors(&c, at), Vec::<String>::new());
+    c.pump();
+    assert_eq!(c.node(1).status().group("fs1").map(|g| g.journals), Some(wire::MAX_JOURNALS as u16));
+    let at = c.log.len();
+    c.request(1, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    assert_eq!(errors(&c, at), Vec::<String>::new());
+    c.pump();
+    assert_eq!(modes(&c, 1), vec![(1, Mode::Ro)]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn at_most_max_groups_filesystems_but_a_known_one_can_be_joined() {
+    let mut c = Cluster::new(2);
+    let at = c.log.len();
+    for k in 0..wire::MAX_GROUPS {
+        c.mount(&format!("fs{k}"), &[1], Mode::Rw);
+        c.pump();
+    }
+    assert_eq!(errors(&c, at), Vec::<String>::new());
+    assert_eq!(c.node(1).status().groups.len(), wire::MAX_GROUPS);
+    let at = c.log.len();
+    c.mount("extra", &[1], Mode::Rw);
+    // Node 2 has no group, but the cluster's table of filesystems is full.
+    c.mount("extra", &[2], Mode::Rw);
+    // One in the table can be joined.
+    c.mount("fs0", &[2], Mode::Rw);
+    assert_eq!(errors(&c, at), ["node 1: Request(TooManyGroups)", "node 2: Request(TooManyGroups)"]);
+    c.pump();
+    assert_eq!(c.jids("fs0", 2), vec![(1, Some(0)), (2, Some(1))], "{:?}", c.log);
+    assert!(c.node(2).status().group("extra").is_none());
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
