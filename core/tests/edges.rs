@@ -173,7 +173,11 @@ fn an_unmount_before_the_mount_went_out_cancels_only_that_mount() {
     let mut c = Cluster::new(3);
     c.mount("fs2", &[1], Mode::Rw);
     c.mount("fs1", &[1], Mode::Rw);
+    let at = c.log.len();
     c.request(1, Request::Unmount { fs: fs1() });
+    // Nothing pending for fs9: not mounted (the other pending mounts do not count).
+    c.request(1, Request::Unmount { fs: fs_name("fs9").unwrap() });
+    assert_eq!(errors(&c, at), ["node 1: Request(NotMounted)"]);
     c.pump();
     assert!(c.node(1).status().group("fs1").is_none(), "{:?}", c.log);
     assert!(!c.log.iter().any(|l| l.contains("fs1") && l.contains("Kernel")), "{:?}", c.log);
