@@ -237,3 +237,79 @@ fn at_most_max_groups_filesystems_but_a_known_one_can_be_joined() {
     assert!(c.node(2).status().group("extra").is_none());
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+/// Step until a logged line satisfies `f` (the line is then the last one).
+fn step_until(c: &mut Cluster, f: impl Fn(&str) -> bool) {
+    for _ in 0..100_000 {
+        if c.log.last().is_some_and(|l| f(l)) {
+            return;
+        }
+        let before = c.log.len();
+        if !c.pump_once() {
+            panic!("quiet before the awaited line: {:?}", c.log);
+        }
+        if let Some(k) = c.log[before..].iter().position(|l| f(l)) {
+            c.log.truncate(before + k + 1);
+            return;
+        }
+    }
+    panic!("never came: {:?}", c.log);
+}
+
+/// Power `i` off right now: what it was asked to do never finishes.
+fn crash_now(c: &mut Cluster, i: u32) {
+    c.nodes[i as usize] = None;
+    c.off[i as usize] = true;
+    c.view[i as usize].clear();
+    c.kernel.retain(|(n, _)| *n != i);
+    c.timers.retain(|(_, n, _)| *n != i);
+    c.reconfigure();
+}
+
+#[test]
+fn a_first_mounter_that_dies_mid_mount_is_replaced_by_the_next_rw_member() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    step_until(&mut c, |l| l.starts_with("1: Kernel") && l.contains("MountFirst"));
+    crash_now(&mut c, 1);
+    c.pump();
+    assert!(c.log.iter().any(|l| l.starts_with("2: Kernel") && l.contains("MountFirst")), "{:?}", c.log);
+    assert_eq!(c.fenced.iter().map(|m| m.node.0).collect::<Vec<_>>(), vec![1]);
+    let j = c.jids("fs1", 2);
+    assert_eq!(j.iter().map(|m| m.0).collect::<Vec<_>>(), vec![2, 3], "{j:?}");
+    assert!(j.iter().all(|m| m.1.is_some()), "{j:?}");
+    assert_eq!(c.jids("fs1", 3), j);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn an_ro_member_never_mounts_first() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1], Mode::Ro);
+    c.mount("fs1", &[2, 3], Mode::Rw);
+    c.pump();
+    let first: Vec<&String> = c.log.iter().filter(|l| l.contains("MountFirst")).collect();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].starts_with("2:"), "{first:?}");
+    assert_eq!(c.jids("fs1", 3), vec![(1, Some(0)), (2, Some(1)), (3, Some(2))]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_replayer_that_dies_mid_replay_is_replaced() {
+    let mut c = mounted(3);
+    c.quorum_majority = false;
+    c.crash(3);
+    // Node 1 (lowest mounted rw member) replays node 3's journal...
+    step_until(&mut c, |l| l.contains("RecoverJournal(Jid(2))"));
+    assert!(c.log.last().unwrap().starts_with("1:"), "{:?}", c.log.last());
+    // ...and dies before it reports.
+    crash_now(&mut c, 1);
+    c.pump();
+    let two: Vec<&String> =
+        c.log.iter().filter(|l| l.starts_with("2: Kernel") && l.contains("RecoverJournal")).collect();
+    assert!(two.iter().any(|l| l.contains("Jid(2)")), "node 2 takes over: {:?}", c.log);
+    assert!(two.iter().any(|l| l.contains("Jid(0)")), "and replays node 1's: {:?}", c.log);
+    assert_eq!(c.jids("fs1", 2), vec![(2, Some(1))]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
