@@ -313,3 +313,36 @@ fn a_replayer_that_dies_mid_replay_is_replaced() {
     assert_eq!(c.jids("fs1", 2), vec![(2, Some(1))]);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn status_names_the_members_whose_start_is_missing() {
+    use cohort_core::mount::GroupWait;
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    // Node 3's STARTs are held back.
+    let mut held = vec![];
+    loop {
+        let mut k = 0;
+        while k < c.bus.len() {
+            let (from, b) = &c.bus[k];
+            if *from == 3 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::MountStart) {
+                held.push(c.bus.remove(k).unwrap());
+            } else {
+                k += 1;
+            }
+        }
+        if !c.pump_once() {
+            break;
+        }
+        c.drain(3);
+    }
+    assert!(!held.is_empty());
+    for n in [1, 2] {
+        let st = c.node(n).status();
+        assert_eq!(st.group("fs1").unwrap().wait, GroupWait::Starts(1 << 2), "node {n}");
+    }
+    c.bus.extend(held);
+    c.pump();
+    assert_eq!(c.node(1).status().group("fs1").unwrap().wait, GroupWait::Nothing);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
