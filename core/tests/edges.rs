@@ -346,3 +346,28 @@ fn status_names_the_members_whose_start_is_missing() {
     assert_eq!(c.node(1).status().group("fs1").unwrap().wait, GroupWait::Nothing);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn the_first_mounter_stays_while_others_come_and_go_during_its_first_mount() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[2, 3], Mode::Rw);
+    step_until(&mut c, |l| l.starts_with("2: Kernel") && l.contains("MountFirst"));
+    // Node 2's first mount (with the replay of every journal) takes long.
+    let held: Vec<_> = c.kernel.iter().filter(|(n, _)| *n == 2).cloned().collect();
+    c.kernel.retain(|(n, _)| *n != 2);
+    assert!(held.iter().any(|(_, e)| matches!(e, cohort_core::node::KernelEvent::FirstRecoveryDone { .. })));
+    // Meanwhile node 1 (lower id, rw) joins and node 3 leaves.
+    c.mount("fs1", &[1], Mode::Rw);
+    c.pump();
+    c.request(3, Request::Unmount { fs: fs1() });
+    c.pump();
+    let first: Vec<&String> = c.log.iter().filter(|l| l.contains("MountFirst")).collect();
+    assert_eq!(first.len(), 1, "one first mount at a time: {first:?}");
+    c.kernel.extend(held);
+    c.pump();
+    let first: Vec<&String> = c.log.iter().filter(|l| l.contains("MountFirst")).collect();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(c.log.iter().any(|l| l.starts_with("1: Kernel") && l.contains("Mount(")), "{:?}", c.log);
+    assert_eq!(c.jids("fs1", 1).iter().map(|m| m.0).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
