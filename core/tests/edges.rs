@@ -371,3 +371,75 @@ fn the_first_mounter_stays_while_others_come_and_go_during_its_first_mount() {
     assert_eq!(c.jids("fs1", 1).iter().map(|m| m.0).collect::<Vec<_>>(), vec![1, 2]);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+/// Pump, dropping every message `drop` matches before it is delivered.
+fn pump_dropping(c: &mut Cluster, drop: impl Fn(u32, &Message) -> bool) -> usize {
+    let mut dropped = 0;
+    loop {
+        for i in 1..=c.total {
+            c.drain(i);
+        }
+        let before = c.bus.len();
+        c.bus.retain(|(from, b)| !wire::decode(b).is_ok_and(|m| drop(*from, &m)));
+        dropped += before - c.bus.len();
+        if !c.pump_once() {
+            return dropped;
+        }
+    }
+}
+
+/// Pump while node `n`'s kernel never answers: its results are returned.
+fn pump_kernel_held(c: &mut Cluster, n: u32) -> Vec<(u32, cohort_core::node::KernelEvent)> {
+    let mut held = vec![];
+    loop {
+        for i in 1..=c.total {
+            c.drain(i);
+        }
+        held.extend(c.kernel.iter().filter(|(k, _)| *k == n).cloned());
+        c.kernel.retain(|(k, _)| *k != n);
+        if !c.pump_once() {
+            return held;
+        }
+    }
+}
+
+#[test]
+fn a_member_is_mounted_only_once_its_kernel_mount_finished() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    let held = pump_kernel_held(&mut c, 2);
+    assert_eq!(held.len(), 1, "{held:?}");
+    let mounted = |c: &Cluster, at: u32| -> Vec<(u32, bool)> {
+        let st = c.node(at).status();
+        st.group("fs1").unwrap().members.iter().map(|m| (m.node.0, m.mounted)).collect()
+    };
+    for n in 1..=3 {
+        assert_eq!(mounted(&c, n), vec![(1, true), (2, false), (3, true)], "node {n}");
+    }
+    c.kernel.extend(held);
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(mounted(&c, n), vec![(1, true), (2, true), (3, true)], "node {n}");
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_pending_leave_of_another_fs_does_not_hold_a_mount_back() {
+    let mut c = Cluster::new(2);
+    c.mount("fs2", &[1], Mode::Rw);
+    c.pump();
+    // Node 1's leave of fs2 never gets through (dropped every time it is sent).
+    let fs2 = cohort_core::GroupId::of_fs("fs2");
+    c.request(1, Request::Unmount { fs: fs_name("fs2").unwrap() });
+    c.mount("fs1", &[1], Mode::Rw);
+    let dropped =
+        pump_dropping(&mut c, |from, m| from == 1 && m.header.group == fs2 && m.header.kind == MsgKind::Unmount);
+    assert!(dropped >= 1);
+    assert!(
+        c.log.iter().any(|l| l.starts_with("1: Kernel") && l.contains("fs1") && l.contains("MountFirst")),
+        "{:?}",
+        c.log
+    );
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0))]);
+}
