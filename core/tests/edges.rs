@@ -443,3 +443,38 @@ fn a_pending_leave_of_another_fs_does_not_hold_a_mount_back() {
     );
     assert_eq!(c.jids("fs1", 1), vec![(1, Some(0))]);
 }
+
+#[test]
+fn a_result_of_an_older_replay_attempt_is_not_taken_for_the_current_one() {
+    use cohort_core::ids::{GroupId, Jid};
+    use cohort_core::wire::{Body, Header, RecoveryResult};
+    let mut c = mounted(3);
+    c.recover_ok = false;
+    c.crash(3);
+    // Attempt 0 (node 1) failed; attempt 1 is node 2's, still running.
+    step_until(&mut c, |l| l.starts_with("2: Kernel") && l.contains("RecoverJournal(Jid(2))"));
+    let st = c.node(1).status();
+    let g = st.group("fs1").unwrap();
+    assert_eq!(g.recoveries.to_vec(), vec![(Jid(2), 1)]);
+    // A late or forged "attempt 0 succeeded" from node 1.
+    let stale = Message {
+        header: Header {
+            kind: MsgKind::RecoveryResult,
+            sender: c.node(1).me(),
+            generation: g.generation,
+            group: GroupId::of_fs("fs1"),
+            view: c.node(1).generation().ring,
+        },
+        body: Body::RecoveryResult(RecoveryResult { jid: Jid(2), attempt: 0, ok: true }),
+    };
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&stale, &mut buf).unwrap();
+    c.inject(1, &buf[..n]);
+    for at in [1, 2] {
+        let st = c.node(at).status();
+        assert_eq!(st.group("fs1").unwrap().recoveries.to_vec(), vec![(Jid(2), 1)], "node {at}");
+    }
+    c.pump();
+    assert!(c.node(1).status().group("fs1").unwrap().recoveries.is_empty());
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
