@@ -290,4 +290,9 @@ fn the_acted_digest_sees_every_message_and_the_order() {
     assert_ne!(fold(&[a]), fold(&[a, a]));
     assert_ne!(fold(&[b"12345678"]), fold(&[b"1234567"]), "length");
     assert_eq!(fold(&[a, b, c]), fold(&[a, b, c]), "deterministic");
+    // Every bit of a word counts.
+    let mut seen = std::collections::HashSet::new();
+    for k in 0..64 {
+        assert!(seen.insert(fold(&[&(1u64 << k).to_le_bytes()])), "bit {k}");
+    }
 }
