@@ -85,3 +85,26 @@ fn a_fence_result_settles_only_its_own_target() {
     assert_eq!(pending(&c, 1), Vec::<u32>::new());
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn only_the_failed_node_is_ever_pending_fencing() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.fence_hold = true;
+    c.crash(3);
+    let mut steps = 0;
+    loop {
+        for n in [1, 2] {
+            let p = pending(&c, n);
+            assert!(p.iter().all(|t| *t == 3), "node {n} step {steps}: {p:?}");
+        }
+        steps += 1;
+        if !c.pump_once() {
+            break;
+        }
+    }
+    assert_eq!(pending(&c, 1), vec![3]);
+    c.release_fences(true);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
