@@ -296,3 +296,26 @@ fn the_acted_digest_sees_every_message_and_the_order() {
         assert!(seen.insert(fold(&[&(1u64 << k).to_le_bytes()])), "bit {k}");
     }
 }
+
+/// The stale side holds the lowest node id and has state: it must not
+/// lead the merge cycle (the winners would wait for its snapshot).
+#[test]
+fn a_stale_lowest_node_never_leads_the_merge_cycle() {
+    use cohort_core::status::DaemonWait;
+    let mut c = mounted(3);
+    c.ignore_resets = true;
+    c.fence_hold = true;
+    c.partition(&[&[1], &[2, 3]]);
+    c.heal();
+    assert_eq!(c.reset, vec![1], "{:?}", c.log);
+    assert!(c.alive(1), "the adapter ignored ResetSelf and Kill");
+    for n in [2, 3] {
+        assert_eq!(c.node(n).status().daemon, DaemonWait::Nothing, "node {n}: {}", c.status_dump());
+    }
+    assert_eq!(c.jids("fs1", 2), vec![(2, Some(1)), (3, Some(2))]);
+    c.fence_hold = false;
+    c.release_fences(true);
+    c.pump();
+    assert!(!c.alive(1));
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
