@@ -478,3 +478,23 @@ fn a_result_of_an_older_replay_attempt_is_not_taken_for_the_current_one() {
     assert!(c.node(1).status().group("fs1").unwrap().recoveries.is_empty());
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn one_failure_restarts_every_group_it_was_in() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.mount("fs2", &[1, 2, 3], Mode::Rw);
+    c.mount("fs3", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.crash(3);
+    c.pump();
+    for fs in ["fs1", "fs2", "fs3"] {
+        assert_eq!(c.jids(fs, 1).iter().map(|m| m.0).collect::<Vec<_>>(), vec![1, 2], "{fs}");
+        assert!(
+            c.log.iter().filter(|l| l.contains(fs) && l.contains("RecoverJournal")).count() >= 1,
+            "{fs}: {:?}",
+            c.log
+        );
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
