@@ -271,3 +271,51 @@ fn a_member_lost_and_back_before_any_cycle_keeps_its_mounts() {
     assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1)), (3, Some(2)), (4, Some(3))], "{:?}", c.log);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+/// The `acted` digest of the lineage (messages delivered since the last
+/// completed cycle): two sides that delivered different messages, or the
+/// same ones in another order, must not look alike.
+#[test]
+fn the_acted_digest_sees_every_message_and_the_order() {
+    use cohort_core::daemon::merge::fold_acted;
+    let fold = |msgs: &[&[u8]]| msgs.iter().fold(0u64, |h, m| fold_acted(h, m));
+    let a: &[u8] = b"mount fs1 from 2";
+    let b: &[u8] = b"recovery result jid 3 attempt 0";
+    let c: &[u8] = b"recovery result jid 3 attempt 1";
+    assert_ne!(fold(&[a]), 0, "nothing delivered is 0; something is not");
+    assert_ne!(fold(&[a]), fold(&[b]));
+    assert_ne!(fold(&[b]), fold(&[c]));
+    assert_ne!(fold(&[a, b]), fold(&[b, a]), "order");
+    assert_ne!(fold(&[a, b]), fold(&[c, b]), "history before the last message");
+    assert_ne!(fold(&[a]), fold(&[a, a]));
+    assert_ne!(fold(&[b"12345678"]), fold(&[b"1234567"]), "length");
+    assert_eq!(fold(&[a, b, c]), fold(&[a, b, c]), "deterministic");
+    // Every bit of a word counts.
+    let mut seen = std::collections::HashSet::new();
+    for k in 0..64 {
+        assert!(seen.insert(fold(&[&(1u64 << k).to_le_bytes()])), "bit {k}");
+    }
+}
+
+/// The stale side holds the lowest node id and has state: it must not
+/// lead the merge cycle (the winners would wait for its snapshot).
+#[test]
+fn a_stale_lowest_node_never_leads_the_merge_cycle() {
+    use cohort_core::status::DaemonWait;
+    let mut c = mounted(3);
+    c.ignore_resets = true;
+    c.fence_hold = true;
+    c.partition(&[&[1], &[2, 3]]);
+    c.heal();
+    assert_eq!(c.reset, vec![1], "{:?}", c.log);
+    assert!(c.alive(1), "the adapter ignored ResetSelf and Kill");
+    for n in [2, 3] {
+        assert_eq!(c.node(n).status().daemon, DaemonWait::Nothing, "node {n}: {}", c.status_dump());
+    }
+    assert_eq!(c.jids("fs1", 2), vec![(2, Some(1)), (3, Some(2))]);
+    c.fence_hold = false;
+    c.release_fences(true);
+    c.pump();
+    assert!(!c.alive(1));
+    assert!(c.all_stable(), "{}", c.status_dump());
+}

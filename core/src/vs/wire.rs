@@ -743,6 +743,27 @@ mod tests {
         Member { node: NodeId(n), inc: Incarnation(i) }
     }
 
+    /// The AEAD nonce is sender, incarnation and counter, little-endian,
+    /// zero-padded: distinct datagrams never share one (issue 17: a
+    /// constant nonce survived every functional test, since both ends
+    /// compute it alike).
+    #[test]
+    fn nonces_are_sender_incarnation_counter() {
+        let h = Header { sender: NodeId(3), inc: Incarnation(7), counter: 9, dest: 0 };
+        let mut want = [0u8; 24];
+        want[0..4].copy_from_slice(&3u32.to_le_bytes());
+        want[4..12].copy_from_slice(&7u64.to_le_bytes());
+        want[12..20].copy_from_slice(&9u64.to_le_bytes());
+        assert_eq!(h.nonce(), want);
+        let other =
+            [Header { sender: NodeId(4), ..h }, Header { inc: Incarnation(8), ..h }, Header { counter: 10, ..h }];
+        for o in other {
+            assert_ne!(o.nonce(), h.nonce(), "{o:?}");
+        }
+        // The destination is not part of it.
+        assert_eq!(Header { dest: 2, ..h }.nonce(), h.nonce());
+    }
+
     fn roundtrip(f: Frame<'_>) {
         let mut buf = [0u8; MAX_PLAIN];
         let mut w = Writer::new(&mut buf);

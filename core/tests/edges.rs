@@ -1,0 +1,500 @@
+//! Edge cases of message application that the flows and the simulator do
+//! not reach: replayed, forged and misaddressed messages, and the counters
+//! that say what became of every delivered one. Written against mutants
+//! that survived cargo-mutants (issue 17, BENCHMARKS.md "Mutation testing").
+
+mod common;
+use cohort_core::node::Request;
+use cohort_core::wire::{self, fs_name, Message, Mode, MsgKind};
+use cohort_core::{Incarnation, NodeId};
+use common::Cluster;
+
+fn mounted(n: u32) -> Cluster {
+    let mut c = Cluster::new(n);
+    let all: Vec<u32> = (1..=n).collect();
+    c.mount("fs1", &all, Mode::Rw);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    c
+}
+
+/// Let node `i` send what it has queued and take its first message of kind
+/// `kind` off the bus (undelivered).
+fn take(c: &mut Cluster, i: u32, kind: MsgKind) -> Vec<u8> {
+    c.drain(i);
+    let pos = c
+        .bus
+        .iter()
+        .position(|(f, b)| *f == i && wire::decode(b).map(|m| m.header.kind) == Ok(kind))
+        .unwrap_or_else(|| panic!("node {i} sent no {kind:?}: {:?}", c.log));
+    c.bus.remove(pos).expect("present").1
+}
+
+/// Re-stamp a message with node `at`'s current generation and view.
+fn restamp(c: &Cluster, at: u32, mut m: Message) -> Vec<u8> {
+    let g = c.node(at).generation();
+    m.header.generation = g;
+    m.header.view = g.ring;
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).expect("encodes");
+    buf[..n].to_vec()
+}
+
+fn fs1() -> wire::FsName {
+    fs_name("fs1").unwrap()
+}
+
+#[test]
+fn every_delivered_message_is_counted_by_what_became_of_it() {
+    let mut c = mounted(3);
+    let s0 = c.node(1).stats();
+
+    // Garbage: a wire error, not a delivery.
+    c.inject(2, &[0xde, 0xad, 0xbe, 0xef]);
+    let s = c.node(1).stats();
+    assert_eq!((s.wire_errors, s.delivered), (s0.wire_errors + 1, s0.delivered), "{s:?}");
+
+    // A valid message delivered as another node's: a wire error too.
+    c.request(2, Request::Unmount { fs: fs1() });
+    let unmount = take(&mut c, 2, MsgKind::Unmount);
+    c.inject(3, &unmount);
+    let s = c.node(1).stats();
+    assert_eq!((s.wire_errors, s.delivered), (s0.wire_errors + 2, s0.delivered), "{s:?}");
+
+    // Delivered properly: delivered and applied.
+    c.inject(2, &unmount);
+    let s = c.node(1).stats();
+    assert_eq!((s.delivered, s.applied), (s0.delivered + 1, s0.applied + 1), "{s:?}");
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (3, Some(2))]);
+
+    // Replayed: its generation is gone (the unmount bumped the epoch).
+    c.inject(2, &unmount);
+    let s = c.node(1).stats();
+    assert_eq!((s.delivered, s.applied), (s0.delivered + 2, s0.applied + 1), "{s:?}");
+    assert_eq!(s.dropped_old_generation, s0.dropped_old_generation + 1, "{s:?}");
+    assert_eq!(s.dropped_other, s0.dropped_other, "{s:?}");
+
+    // Re-stamped with the current generation: node 2 is no member any more.
+    let m = wire::decode(&unmount).unwrap();
+    let again = restamp(&c, 1, m.clone());
+    c.inject(2, &again);
+    let s = c.node(1).stats();
+    assert_eq!(s.dropped_other, s0.dropped_other + 1, "{s:?}");
+    assert_eq!(s.dropped_old_generation, s0.dropped_old_generation + 1, "{s:?}");
+
+    // Sent in another view: dropped as such.
+    let mut other = m.clone();
+    other.header.generation = c.node(1).generation();
+    other.header.view = c.node(1).generation().ring + 4;
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&other, &mut buf).unwrap();
+    c.inject(2, &buf[..n]);
+    let s = c.node(1).stats();
+    assert_eq!(s.dropped_other_view, s0.dropped_other_view + 1, "{s:?}");
+    assert_eq!(s.dropped_other, s0.dropped_other + 1, "{s:?}");
+
+    // From an older incarnation of a member: a stale sender, and the
+    // adapter is told.
+    let mut old = m;
+    old.header.sender.inc = Incarnation(0);
+    let old = restamp(&c, 1, old);
+    let before = c.log.len();
+    c.inject(2, &old);
+    c.drain(1);
+    let s = c.node(1).stats();
+    assert_eq!(s.dropped_stale_sender, s0.dropped_stale_sender + 1, "{s:?}");
+    assert_eq!(s.dropped_other, s0.dropped_other + 1, "{s:?}");
+    assert!(c.log[before..].iter().any(|l| l.starts_with("1:") && l.contains("Dropped")), "{:?}", &c.log[before..]);
+    assert_eq!(s.applied, s0.applied + 1);
+    assert_eq!(c.node(1).me().node, NodeId(1));
+}
+
+fn modes(c: &Cluster, at: u32) -> Vec<(u32, Mode)> {
+    let st = c.node(at).status();
+    st.group("fs1").map_or(vec![], |g| g.members.iter().map(|m| (m.node.0, m.mode)).collect())
+}
+
+#[test]
+fn remount_changes_the_mode_everywhere_but_never_into_or_out_of_spectator() {
+    let mut c = mounted(3);
+    c.request(2, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(modes(&c, n), vec![(1, Mode::Rw), (2, Mode::Ro), (3, Mode::Rw)], "node {n}: {:?}", c.log);
+    }
+    // A spectator holds no journal: remounting into one is refused by
+    // everyone (the request is dropped where it is applied).
+    let g0 = c.node(1).generation();
+    c.request(3, Request::Remount { fs: fs1(), mode: Mode::Spectator });
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(modes(&c, n), vec![(1, Mode::Rw), (2, Mode::Ro), (3, Mode::Rw)], "node {n}: {:?}", c.log);
+    }
+    assert_eq!(c.node(1).generation(), g0, "a refused remount is no membership event");
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1)), (3, Some(2))]);
+}
+
+#[test]
+fn a_spectator_cannot_remount_into_a_journal() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2], Mode::Rw);
+    c.mount("fs1", &[3], Mode::Spectator);
+    c.pump();
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (2, Some(1)), (3, None)], "{:?}", c.log);
+    let g0 = c.node(1).generation();
+    c.request(3, Request::Remount { fs: fs1(), mode: Mode::Rw });
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(modes(&c, n), vec![(1, Mode::Rw), (2, Mode::Rw), (3, Mode::Spectator)], "node {n}");
+    }
+    assert_eq!(c.node(1).generation(), g0);
+    assert_eq!(c.jids("fs1", 3), vec![(1, Some(0)), (2, Some(1)), (3, None)]);
+}
+
+#[test]
+fn a_withdraw_releases_the_fs_and_the_others_replay_its_journal_without_fencing() {
+    let mut c = mounted(3);
+    c.log.clear();
+    c.kernel.push_back((2, cohort_core::node::KernelEvent::Withdraw { fs: fs1() }));
+    c.pump();
+    let two: Vec<&String> = c.log.iter().filter(|l| l.starts_with("2: Kernel")).collect();
+    assert!(two.iter().any(|l| l.contains("Release")), "{two:?}");
+    assert!(!two.iter().any(|l| l.contains("Unmounted")), "a withdraw is no clean leave: {two:?}");
+    assert!(c.fenced.is_empty(), "{:?}", c.log);
+    assert!(c.log.iter().any(|l| !l.starts_with("2:") && l.contains("RecoverJournal(Jid(1))")), "{:?}", c.log);
+    for n in [1, 3] {
+        assert_eq!(c.jids("fs1", n), vec![(1, Some(0)), (3, Some(2))], "node {n}");
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn an_unmount_before_the_mount_went_out_cancels_only_that_mount() {
+    let mut c = Cluster::new(3);
+    c.mount("fs2", &[1], Mode::Rw);
+    c.mount("fs1", &[1], Mode::Rw);
+    let at = c.log.len();
+    c.request(1, Request::Unmount { fs: fs1() });
+    // Nothing pending for fs9: not mounted (the other pending mounts do not count).
+    c.request(1, Request::Unmount { fs: fs_name("fs9").unwrap() });
+    assert_eq!(errors(&c, at), ["node 1: Request(NotMounted)"]);
+    c.pump();
+    assert!(c.node(1).status().group("fs1").is_none(), "{:?}", c.log);
+    assert!(!c.log.iter().any(|l| l.contains("fs1") && l.contains("Kernel")), "{:?}", c.log);
+    // The other filesystem's pending mount is not cancelled with it.
+    let st = c.node(1).status();
+    let g = st.group("fs2").expect("fs2 mounted");
+    assert_eq!(g.members.iter().map(|m| (m.node.0, m.mounted)).collect::<Vec<_>>(), vec![(1, true)]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+/// The adapter-visible errors (`node N: ...`) logged since `from`.
+fn errors(c: &Cluster, from: usize) -> Vec<String> {
+    c.log[from..].iter().filter(|l| l.starts_with("node ")).cloned().collect()
+}
+
+#[test]
+fn mount_and_remount_requests_are_checked_when_made() {
+    let mut c = Cluster::new(2);
+    let at = c.log.len();
+    c.mount_with("fs1", &[1], Mode::Rw, 0);
+    c.mount_with("fs1", &[1], Mode::Rw, wire::MAX_JOURNALS as u16 + 1);
+    assert_eq!(errors(&c, at), ["node 1: Request(InvalidJournals)", "node 1: Request(InvalidJournals)"]);
+    c.pump();
+    assert!(c.node(1).status().group("fs1").is_none());
+    let at = c.log.len();
+    c.mount_with("fs1", &[1], Mode::Rw, wire::MAX_JOURNALS as u16);
+    assert_eq!(errors(&c, at), Vec::<String>::new());
+    c.pump();
+    assert_eq!(c.node(1).status().group("fs1").map(|g| g.journals), Some(wire::MAX_JOURNALS as u16));
+    let at = c.log.len();
+    c.request(1, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    assert_eq!(errors(&c, at), Vec::<String>::new());
+    c.pump();
+    assert_eq!(modes(&c, 1), vec![(1, Mode::Ro)]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn at_most_max_groups_filesystems_but_a_known_one_can_be_joined() {
+    let mut c = Cluster::new(2);
+    let at = c.log.len();
+    for k in 0..wire::MAX_GROUPS {
+        c.mount(&format!("fs{k}"), &[1], Mode::Rw);
+        c.pump();
+    }
+    assert_eq!(errors(&c, at), Vec::<String>::new());
+    assert_eq!(c.node(1).status().groups.len(), wire::MAX_GROUPS);
+    let at = c.log.len();
+    c.mount("extra", &[1], Mode::Rw);
+    // Node 2 has no group, but the cluster's table of filesystems is full.
+    c.mount("extra", &[2], Mode::Rw);
+    // One in the table can be joined.
+    c.mount("fs0", &[2], Mode::Rw);
+    assert_eq!(errors(&c, at), ["node 1: Request(TooManyGroups)", "node 2: Request(TooManyGroups)"]);
+    c.pump();
+    assert_eq!(c.jids("fs0", 2), vec![(1, Some(0)), (2, Some(1))], "{:?}", c.log);
+    assert!(c.node(2).status().group("extra").is_none());
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+/// Step until a logged line satisfies `f` (the line is then the last one).
+fn step_until(c: &mut Cluster, f: impl Fn(&str) -> bool) {
+    for _ in 0..100_000 {
+        if c.log.last().is_some_and(|l| f(l)) {
+            return;
+        }
+        let before = c.log.len();
+        if !c.pump_once() {
+            panic!("quiet before the awaited line: {:?}", c.log);
+        }
+        if let Some(k) = c.log[before..].iter().position(|l| f(l)) {
+            c.log.truncate(before + k + 1);
+            return;
+        }
+    }
+    panic!("never came: {:?}", c.log);
+}
+
+/// Power `i` off right now: what it was asked to do never finishes.
+fn crash_now(c: &mut Cluster, i: u32) {
+    c.nodes[i as usize] = None;
+    c.off[i as usize] = true;
+    c.view[i as usize].clear();
+    c.kernel.retain(|(n, _)| *n != i);
+    c.timers.retain(|(_, n, _)| *n != i);
+    c.reconfigure();
+}
+
+#[test]
+fn a_first_mounter_that_dies_mid_mount_is_replaced_by_the_next_rw_member() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    step_until(&mut c, |l| l.starts_with("1: Kernel") && l.contains("MountFirst"));
+    crash_now(&mut c, 1);
+    c.pump();
+    assert!(c.log.iter().any(|l| l.starts_with("2: Kernel") && l.contains("MountFirst")), "{:?}", c.log);
+    assert_eq!(c.fenced.iter().map(|m| m.node.0).collect::<Vec<_>>(), vec![1]);
+    let j = c.jids("fs1", 2);
+    assert_eq!(j.iter().map(|m| m.0).collect::<Vec<_>>(), vec![2, 3], "{j:?}");
+    assert!(j.iter().all(|m| m.1.is_some()), "{j:?}");
+    assert_eq!(c.jids("fs1", 3), j);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn an_ro_member_never_mounts_first() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1], Mode::Ro);
+    c.mount("fs1", &[2, 3], Mode::Rw);
+    c.pump();
+    let first: Vec<&String> = c.log.iter().filter(|l| l.contains("MountFirst")).collect();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].starts_with("2:"), "{first:?}");
+    assert_eq!(c.jids("fs1", 3), vec![(1, Some(0)), (2, Some(1)), (3, Some(2))]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_replayer_that_dies_mid_replay_is_replaced() {
+    let mut c = mounted(3);
+    c.quorum_majority = false;
+    c.crash(3);
+    // Node 1 (lowest mounted rw member) replays node 3's journal...
+    step_until(&mut c, |l| l.contains("RecoverJournal(Jid(2))"));
+    assert!(c.log.last().unwrap().starts_with("1:"), "{:?}", c.log.last());
+    // ...and dies before it reports.
+    crash_now(&mut c, 1);
+    c.pump();
+    let two: Vec<&String> =
+        c.log.iter().filter(|l| l.starts_with("2: Kernel") && l.contains("RecoverJournal")).collect();
+    assert!(two.iter().any(|l| l.contains("Jid(2)")), "node 2 takes over: {:?}", c.log);
+    assert!(two.iter().any(|l| l.contains("Jid(0)")), "and replays node 1's: {:?}", c.log);
+    assert_eq!(c.jids("fs1", 2), vec![(2, Some(1))]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn status_names_the_members_whose_start_is_missing() {
+    use cohort_core::mount::GroupWait;
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    // Node 3's STARTs are held back.
+    let mut held = vec![];
+    loop {
+        let mut k = 0;
+        while k < c.bus.len() {
+            let (from, b) = &c.bus[k];
+            if *from == 3 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::MountStart) {
+                held.push(c.bus.remove(k).unwrap());
+            } else {
+                k += 1;
+            }
+        }
+        if !c.pump_once() {
+            break;
+        }
+        c.drain(3);
+    }
+    assert!(!held.is_empty());
+    for n in [1, 2] {
+        let st = c.node(n).status();
+        assert_eq!(st.group("fs1").unwrap().wait, GroupWait::Starts(1 << 2), "node {n}");
+    }
+    c.bus.extend(held);
+    c.pump();
+    assert_eq!(c.node(1).status().group("fs1").unwrap().wait, GroupWait::Nothing);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn the_first_mounter_stays_while_others_come_and_go_during_its_first_mount() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[2, 3], Mode::Rw);
+    step_until(&mut c, |l| l.starts_with("2: Kernel") && l.contains("MountFirst"));
+    // Node 2's first mount (with the replay of every journal) takes long.
+    let held: Vec<_> = c.kernel.iter().filter(|(n, _)| *n == 2).cloned().collect();
+    c.kernel.retain(|(n, _)| *n != 2);
+    assert!(held.iter().any(|(_, e)| matches!(e, cohort_core::node::KernelEvent::FirstRecoveryDone { .. })));
+    // Meanwhile node 1 (lower id, rw) joins and node 3 leaves.
+    c.mount("fs1", &[1], Mode::Rw);
+    c.pump();
+    c.request(3, Request::Unmount { fs: fs1() });
+    c.pump();
+    let first: Vec<&String> = c.log.iter().filter(|l| l.contains("MountFirst")).collect();
+    assert_eq!(first.len(), 1, "one first mount at a time: {first:?}");
+    c.kernel.extend(held);
+    c.pump();
+    let first: Vec<&String> = c.log.iter().filter(|l| l.contains("MountFirst")).collect();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(c.log.iter().any(|l| l.starts_with("1: Kernel") && l.contains("Mount(")), "{:?}", c.log);
+    assert_eq!(c.jids("fs1", 1).iter().map(|m| m.0).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+/// Pump, dropping every message `drop` matches before it is delivered.
+fn pump_dropping(c: &mut Cluster, drop: impl Fn(u32, &Message) -> bool) -> usize {
+    let mut dropped = 0;
+    loop {
+        for i in 1..=c.total {
+            c.drain(i);
+        }
+        let before = c.bus.len();
+        c.bus.retain(|(from, b)| !wire::decode(b).is_ok_and(|m| drop(*from, &m)));
+        dropped += before - c.bus.len();
+        if !c.pump_once() {
+            return dropped;
+        }
+    }
+}
+
+/// Pump while node `n`'s kernel never answers: its results are returned.
+fn pump_kernel_held(c: &mut Cluster, n: u32) -> Vec<(u32, cohort_core::node::KernelEvent)> {
+    let mut held = vec![];
+    loop {
+        for i in 1..=c.total {
+            c.drain(i);
+        }
+        held.extend(c.kernel.iter().filter(|(k, _)| *k == n).cloned());
+        c.kernel.retain(|(k, _)| *k != n);
+        if !c.pump_once() {
+            return held;
+        }
+    }
+}
+
+#[test]
+fn a_member_is_mounted_only_once_its_kernel_mount_finished() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    let held = pump_kernel_held(&mut c, 2);
+    assert_eq!(held.len(), 1, "{held:?}");
+    let mounted = |c: &Cluster, at: u32| -> Vec<(u32, bool)> {
+        let st = c.node(at).status();
+        st.group("fs1").unwrap().members.iter().map(|m| (m.node.0, m.mounted)).collect()
+    };
+    for n in 1..=3 {
+        assert_eq!(mounted(&c, n), vec![(1, true), (2, false), (3, true)], "node {n}");
+    }
+    c.kernel.extend(held);
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(mounted(&c, n), vec![(1, true), (2, true), (3, true)], "node {n}");
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_pending_leave_of_another_fs_does_not_hold_a_mount_back() {
+    let mut c = Cluster::new(2);
+    c.mount("fs2", &[1], Mode::Rw);
+    c.pump();
+    // Node 1's leave of fs2 never gets through (dropped every time it is sent).
+    let fs2 = cohort_core::GroupId::of_fs("fs2");
+    c.request(1, Request::Unmount { fs: fs_name("fs2").unwrap() });
+    c.mount("fs1", &[1], Mode::Rw);
+    let dropped =
+        pump_dropping(&mut c, |from, m| from == 1 && m.header.group == fs2 && m.header.kind == MsgKind::Unmount);
+    assert!(dropped >= 1);
+    assert!(
+        c.log.iter().any(|l| l.starts_with("1: Kernel") && l.contains("fs1") && l.contains("MountFirst")),
+        "{:?}",
+        c.log
+    );
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0))]);
+}
+
+#[test]
+fn a_result_of_an_older_replay_attempt_is_not_taken_for_the_current_one() {
+    use cohort_core::ids::{GroupId, Jid};
+    use cohort_core::wire::{Body, Header, RecoveryResult};
+    let mut c = mounted(3);
+    c.recover_ok = false;
+    c.crash(3);
+    // Attempt 0 (node 1) failed; attempt 1 is node 2's, still running.
+    step_until(&mut c, |l| l.starts_with("2: Kernel") && l.contains("RecoverJournal(Jid(2))"));
+    let st = c.node(1).status();
+    let g = st.group("fs1").unwrap();
+    assert_eq!(g.recoveries.to_vec(), vec![(Jid(2), 1)]);
+    // A late or forged "attempt 0 succeeded" from node 1.
+    let stale = Message {
+        header: Header {
+            kind: MsgKind::RecoveryResult,
+            sender: c.node(1).me(),
+            generation: g.generation,
+            group: GroupId::of_fs("fs1"),
+            view: c.node(1).generation().ring,
+        },
+        body: Body::RecoveryResult(RecoveryResult { jid: Jid(2), attempt: 0, ok: true }),
+    };
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&stale, &mut buf).unwrap();
+    c.inject(1, &buf[..n]);
+    for at in [1, 2] {
+        let st = c.node(at).status();
+        assert_eq!(st.group("fs1").unwrap().recoveries.to_vec(), vec![(Jid(2), 1)], "node {at}");
+    }
+    c.pump();
+    assert!(c.node(1).status().group("fs1").unwrap().recoveries.is_empty());
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn one_failure_restarts_every_group_it_was_in() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.mount("fs2", &[1, 2, 3], Mode::Rw);
+    c.mount("fs3", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.crash(3);
+    c.pump();
+    for fs in ["fs1", "fs2", "fs3"] {
+        assert_eq!(c.jids(fs, 1).iter().map(|m| m.0).collect::<Vec<_>>(), vec![1, 2], "{fs}");
+        assert!(
+            c.log.iter().filter(|l| l.contains(fs) && l.contains("RecoverJournal")).count() >= 1,
+            "{fs}: {:?}",
+            c.log
+        );
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}

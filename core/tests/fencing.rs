@@ -1,0 +1,110 @@
+//! Fencing edge cases: who fences after repeated failures when a node
+//! joined meanwhile, answers for fences never asked, and results for one
+//! of several pending targets. Written against mutants that survived
+//! cargo-mutants (issue 17).
+
+mod common;
+use cohort_core::node::{FenceInputError, Input};
+use cohort_core::wire::Mode;
+use cohort_core::{HandleError, Instant};
+use common::Cluster;
+
+fn pending(c: &Cluster, at: u32) -> Vec<u32> {
+    c.node(at).status().fencing.iter().map(|f| f.target.node.0).collect()
+}
+
+#[test]
+fn a_node_that_joined_after_the_failure_never_fences_it() {
+    let mut c = Cluster::empty(4);
+    for i in 1..=3 {
+        c.start(i, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.fence_hold = true;
+    c.crash(3);
+    c.start(4, 1);
+    c.pump();
+    // Actors: the old members 1 and 2, by failed attempts; never node 4.
+    let mut actors = vec![];
+    for _ in 0..4 {
+        assert_eq!(c.held.len(), 1, "{:?}", c.log);
+        actors.push(c.held[0].0);
+        c.release_fences(false);
+    }
+    assert_eq!(actors, vec![1, 2, 1, 2], "{:?}", c.log);
+    c.release_fences(true);
+}
+
+#[test]
+fn an_answer_for_a_fence_never_asked_for_is_refused() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.fence_hold = true;
+    c.crash(3);
+    c.pump();
+    assert_eq!(c.held.len(), 1);
+    let (actor, target) = c.held[0];
+    assert_eq!((actor, target.node.0), (1, 3));
+    // The adapter answers for node 2, which nobody asked to fence.
+    let other = c.node(2).me();
+    let now = Instant(c.now);
+    let r = c.nodes[1].as_mut().unwrap().handle(now, Input::Fenced { target: other, ok: true });
+    assert_eq!(r, Err(HandleError::Fence(FenceInputError::NotRequested)));
+    c.pump();
+    assert_eq!(pending(&c, 1), vec![3], "node 3 is still to be fenced");
+    assert!(c.fenced.is_empty());
+    assert!(!c.log.iter().any(|l| l.contains("RecoverJournal")), "{:?}", c.log);
+    c.release_fences(true);
+    assert_eq!(pending(&c, 1), Vec::<u32>::new());
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_fence_result_settles_only_its_own_target() {
+    let mut c = Cluster::new(5);
+    c.mount("fs1", &[1, 2, 3, 4, 5], Mode::Rw);
+    c.pump();
+    c.fence_hold = true;
+    c.crash(4);
+    c.crash(5);
+    c.pump();
+    let held = std::mem::take(&mut c.held);
+    assert_eq!(held.iter().map(|h| h.1.node.0).collect::<Vec<_>>(), vec![4, 5], "{:?}", c.log);
+    // Only node 5's fencing succeeds.
+    c.held = held.iter().filter(|h| h.1.node.0 == 5).copied().collect();
+    c.release_fences(true);
+    for n in 1..=3 {
+        assert_eq!(pending(&c, n), vec![4], "node {n}");
+    }
+    assert!(!c.log.iter().any(|l| l.contains("RecoverJournal")), "node 4's journal waits: {:?}", c.log);
+    c.held = held.iter().filter(|h| h.1.node.0 == 4).copied().collect();
+    c.release_fences(true);
+    assert_eq!(pending(&c, 1), Vec::<u32>::new());
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn only_the_failed_node_is_ever_pending_fencing() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.fence_hold = true;
+    c.crash(3);
+    let mut steps = 0;
+    loop {
+        for n in [1, 2] {
+            let p = pending(&c, n);
+            assert!(p.iter().all(|t| *t == 3), "node {n} step {steps}: {p:?}");
+        }
+        steps += 1;
+        if !c.pump_once() {
+            break;
+        }
+    }
+    assert_eq!(pending(&c, 1), vec![3]);
+    c.release_fences(true);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
