@@ -301,7 +301,8 @@ pub fn start_of(su: &Setup) -> World {
     w
 }
 
-fn set_partitions(items: &[u32]) -> Vec<Vec<Vec<u32>>> {
+/// Every set partition of `items` (each block in ascending order).
+pub(crate) fn set_partitions(items: &[u32]) -> Vec<Vec<Vec<u32>>> {
     let Some((first, rest)) = items.split_first() else { return vec![Vec::new()] };
     let mut out = Vec::new();
     for p in set_partitions(rest) {

@@ -58,6 +58,7 @@
 //! network multiset, the partition and the budgets used. `Vs` is cloned
 //! (cohort-core's test-only `explore` feature) to branch.
 
+use crate::explore::set_partitions;
 use crate::explore::{fnv, FNV_OFFSET};
 use crate::invariants::{robustness, virtual_synchrony};
 use crate::world::Inst;
@@ -700,22 +701,6 @@ impl W {
             self.agreed().err().unwrap_or_else(|| "view still changing".into())
         ))
     }
-}
-
-fn set_partitions(items: &[u32]) -> Vec<Vec<Vec<u32>>> {
-    let Some((first, rest)) = items.split_first() else { return vec![Vec::new()] };
-    let mut out = Vec::new();
-    for p in set_partitions(rest) {
-        for i in 0..p.len() {
-            let mut q = p.clone();
-            q[i].insert(0, *first);
-            out.push(q);
-        }
-        let mut q = p.clone();
-        q.insert(0, vec![*first]);
-        out.push(q);
-    }
-    out
 }
 
 #[derive(Clone, Debug)]

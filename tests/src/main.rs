@@ -329,12 +329,7 @@ fn check_cmd(args: &[String]) -> ExitCode {
         r.secs,
         if r.truncated { " (TRUNCATED at --max-states)" } else { "" }
     );
-    println!("counterexamples={}", r.counterexamples.len());
-    if r.counterexamples.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    verdict(r.counterexamples.len())
 }
 
 /// `--plant BUG`: plant one of the core's test-only bugs (feature `planted`).
@@ -410,8 +405,13 @@ fn check_udp_cmd(args: &[String]) -> ExitCode {
         r.secs,
         if r.truncated { " (TRUNCATED at --max-states)" } else { "" }
     );
-    println!("counterexamples={}", r.counterexamples.len());
-    if r.counterexamples.is_empty() {
+    verdict(r.counterexamples.len())
+}
+
+/// The last line of a check and its exit code: 1 with a counterexample.
+fn verdict(counterexamples: usize) -> ExitCode {
+    println!("counterexamples={counterexamples}");
+    if counterexamples == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
