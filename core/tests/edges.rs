@@ -498,3 +498,44 @@ fn one_failure_restarts_every_group_it_was_in() {
     }
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn a_full_effect_queue_pushes_back_even_when_the_send_queue_is_empty() {
+    use cohort_core::node::{Input, EFFECTS_PER_INPUT, EFFECT_CAP};
+    use cohort_core::{HandleError, Instant};
+    let mut c = mounted(3);
+    c.drain(1);
+    c.drain(2);
+    c.drain(3);
+    // A message from an older incarnation of node 2: each delivery makes
+    // one `Dropped` notice and sends nothing.
+    c.request(2, Request::Unmount { fs: fs1() });
+    let unmount = take(&mut c, 2, MsgKind::Unmount);
+    let mut old = wire::decode(&unmount).unwrap();
+    old.header.sender.inc = Incarnation(0);
+    let old = restamp(&c, 1, old);
+    let now = Instant(c.now);
+    let n = c.nodes[1].as_mut().unwrap();
+    let mut accepted = 0;
+    let refused = loop {
+        match n.handle(now, Input::Deliver { from: NodeId(2), bytes: &old }) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= EFFECT_CAP, "never pushed back");
+    };
+    assert_eq!(refused, HandleError::Backpressure);
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let mut sends = 0;
+    while n.poll_transmit(&mut buf).is_some() {
+        sends += 1;
+    }
+    let mut effects = 0;
+    while n.poll_effect().is_some() {
+        effects += 1;
+    }
+    assert_eq!(sends, 0, "only effects were queued");
+    assert_eq!(effects, accepted, "one notice per delivery, none lost");
+    assert!(effects > EFFECT_CAP - EFFECTS_PER_INPUT, "{effects}");
+    assert!(n.handle(now, Input::Deliver { from: NodeId(2), bytes: &old }).is_ok(), "drained: accepted again");
+}
