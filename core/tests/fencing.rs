@@ -108,3 +108,32 @@ fn only_the_failed_node_is_ever_pending_fencing() {
     c.release_fences(true);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn a_later_fence_result_keeps_the_record_of_an_earlier_target() {
+    use cohort_core::wire::{self, Body, MsgKind};
+    let mut c = Cluster::new(5);
+    c.mount("fs1", &[1, 2, 3, 4, 5], Mode::Rw);
+    c.pump();
+    c.crash(5);
+    c.pump();
+    c.crash(4);
+    c.pump();
+    let fenced: Vec<u32> = c.fenced.iter().map(|m| m.node.0).collect();
+    assert_eq!(fenced, vec![5, 4], "{:?}", c.log);
+    assert!(pending(&c, 1).is_empty(), "{:?}", c.log);
+    // The next cycle's start of node 1 still names both fenced members.
+    c.crash(3);
+    c.drain(1);
+    let start = c
+        .bus
+        .iter()
+        .filter(|(f, _)| *f == 1)
+        .filter_map(|(_, b)| wire::decode(b).ok())
+        .find(|m| m.header.kind == MsgKind::DaemonStart)
+        .unwrap_or_else(|| panic!("node 1 sent no start: {:?}", c.log));
+    let Body::DaemonStart(s) = start.body else { panic!("{start:?}") };
+    let mut names: Vec<u32> = s.fenced.iter().map(|m| m.node.0).collect();
+    names.sort();
+    assert_eq!(names, vec![4, 5], "{s:?}");
+}
