@@ -1598,3 +1598,43 @@ fn end_of_seq_space_refuses_instead_of_wrapping() {
     assert_eq!((v.id, v.members), (u64::MAX, ids(&[1, 2])));
     check_vs(&all_histories(&sim));
 }
+
+/// The view ids a node installed, in order (its own confchgs' views).
+fn view_members(log: &[(u64, Logged)]) -> Vec<NodeList> {
+    confchgs(log).into_iter().map(|c| c.members).collect()
+}
+
+#[test]
+fn a_proposal_while_installing_does_not_undo_the_committed_install() {
+    let mut sim = Sim::new(3, 11, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    // Node 2's application stops polling: a message of the old view waits
+    // in it, so a committed INSTALL cannot be applied yet.
+    sim.node(2).hold_events = true;
+    sim.broadcast(1, b"old view").unwrap();
+    sim.run_for(20);
+    sim.crash(3);
+    let mut t = 0;
+    while !(sim.agreed_view(&[1, 2]).is_none()
+        && sim.nodes[1].vs.installing()
+        && sim.nodes[0].vs.view().members == ids(&[1, 2]))
+    {
+        sim.run_for(10);
+        t += 10;
+        assert!(t < 2000, "node 2 never installing: {:?}", sim.views());
+    }
+    // Node 3 comes back: node 1 proposes a view with it while node 2
+    // still installs the previous one.
+    sim.restart(3);
+    sim.run_for(300);
+    assert!(sim.nodes[1].vs.installing(), "{:?}", sim.views());
+    sim.node(2).hold_events = false;
+    sim.settle(&[1, 2, 3], 5000);
+    sim.run_for(300);
+    let v1 = view_members(&sim.nodes[0].log);
+    let v2 = view_members(&sim.nodes[1].log);
+    assert!(v2.contains(&ids(&[1, 2])), "node 2 installed the view it committed to: {v2:?}");
+    // The same views after each one's boot singleton.
+    assert_eq!(v1[1..], v2[1..]);
+    check_vs(&all_histories(&sim));
+}
