@@ -1638,3 +1638,45 @@ fn a_proposal_while_installing_does_not_undo_the_committed_install() {
     assert_eq!(v1[1..], v2[1..]);
     check_vs(&all_histories(&sim));
 }
+
+/// The SYNC frames in the datagrams `tap` captured.
+fn sync_frames(captured: &[(NodeId, Dest, Vec<u8>)]) -> Vec<SyncMsg> {
+    let auth = super::auth::Auth::new(&KEY);
+    let mut out = Vec::new();
+    for (_, _, bytes) in captured {
+        let hdr = Header::decode(bytes).unwrap();
+        let body = &bytes[HEADER_LEN..];
+        let (cipher, tag) = body.split_at(body.len() - TAG_LEN);
+        let mut plain = cipher.to_vec();
+        auth.open(&hdr, &mut plain, tag.try_into().unwrap()).unwrap();
+        let mut r = super::wire::Reader::new(&plain);
+        while !r.is_empty() {
+            if let Frame::Sync(s) = Frame::decode(&mut r).unwrap() {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_sync_names_each_clean_leaver_once() {
+    let mut sim = Sim::new(4, 12, Net::CLEAN);
+    sim.settle(&[1, 2, 3, 4], 1000);
+    sim.tap = Some(Vec::new());
+    let now = Instant(sim.now);
+    sim.node(4).vs.leave(now);
+    sim.settle(&[1, 2, 3], 1000);
+    let syncs = sync_frames(&sim.tap.take().unwrap());
+    assert!(!syncs.is_empty());
+    // The coordinator and both other members report node 4 as a leaver in
+    // their FLUSH_OKs; the SYNC lists it once.
+    for s in &syncs {
+        let nodes: Vec<u32> = s.leavers.iter().map(|m| m.node.0).collect();
+        assert_eq!(nodes, std::vec![4], "{s:?}");
+    }
+    for n in 1..=3 {
+        let l = reasons(&sim.nodes[n - 1].log, false);
+        assert_eq!(l, std::vec![MemberReason { node: NodeId(4), reason: Reason::Leave }]);
+    }
+}
