@@ -539,3 +539,43 @@ fn a_full_effect_queue_pushes_back_even_when_the_send_queue_is_empty() {
     assert!(effects > EFFECT_CAP - EFFECTS_PER_INPUT, "{effects}");
     assert!(n.handle(now, Input::Deliver { from: NodeId(2), bytes: &old }).is_ok(), "drained: accepted again");
 }
+
+#[test]
+fn an_old_member_keeps_its_own_state_over_a_description_of_it() {
+    use cohort_core::node::Input;
+    use cohort_core::wire::Body;
+    use cohort_core::Instant;
+    let mut c = Cluster::empty(3);
+    for i in 1..=3 {
+        c.start(i, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2], Mode::Rw);
+    c.pump();
+    assert_eq!(c.jids("fs1", 2), vec![(1, Some(0)), (2, Some(1))]);
+    // Node 3 joins: node 1, the lowest old member, describes the group.
+    c.request(3, Request::Mount { fs: fs1(), mode: Mode::Rw, journals: 8 });
+    c.drain(3);
+    c.pump_once();
+    let state = take(&mut c, 1, MsgKind::MountState);
+    // A description that disagrees with what the old members hold (the
+    // journals of 1 and 2 swapped) reaches old member 2 first: an old
+    // member does not take a description, its own state stands.
+    let mut m = wire::decode(&state).unwrap();
+    let Body::MountState(s) = &mut m.body else { panic!("{m:?}") };
+    assert_eq!(s.members.len(), 2, "{s:?}");
+    let (a, b) = (s.members[0].jid, s.members[1].jid);
+    s.members[0].jid = b;
+    s.members[1].jid = a;
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    let now = Instant(c.now);
+    let r = c.nodes[2].as_mut().unwrap().handle(now, Input::Deliver { from: NodeId(1), bytes: &buf[..n] });
+    assert_eq!(r, Ok(()));
+    c.inject(1, &state);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    for at in 1..=3 {
+        assert_eq!(c.jids("fs1", at), vec![(1, Some(0)), (2, Some(1)), (3, Some(2))], "at node {at}");
+    }
+}
