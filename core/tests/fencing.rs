@@ -137,3 +137,34 @@ fn a_later_fence_result_keeps_the_record_of_an_earlier_target() {
     names.sort();
     assert_eq!(names, vec![4, 5], "{s:?}");
 }
+
+#[test]
+fn a_fence_answer_not_yet_agreed_survives_a_daemon_cycle() {
+    let mut c = Cluster::empty(5);
+    for i in 1..=4 {
+        c.start(i, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2, 3, 4], Mode::Rw);
+    c.pump();
+    c.fence_hold = true;
+    c.crash(4);
+    c.pump();
+    assert_eq!(c.held.len(), 1, "{:?}", c.log);
+    let (actor, target) = c.held.remove(0);
+    // The agent answers; before the result is agreed, a node joins and a
+    // new daemon cycle starts (the result sent in the old view is lost).
+    let now = Instant(c.now);
+    let r = c.nodes[actor as usize].as_mut().unwrap().handle(now, Input::Fenced { target, ok: true });
+    assert_eq!(r, Ok(()));
+    c.start(5, 1);
+    c.pump();
+    // The answer is kept through the cycle and agreed: no second fence.
+    assert!(c.held.is_empty(), "fenced again: {:?}", c.held);
+    let fences = c.log.iter().filter(|l| l.contains("Fence {") && l.contains("NodeId(4)")).count();
+    assert_eq!(fences, 1, "{:?}", c.log);
+    for n in 1..=3 {
+        assert!(pending(&c, n).is_empty(), "node {n}: {:?}", c.log);
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
