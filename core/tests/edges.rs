@@ -579,3 +579,48 @@ fn an_old_member_keeps_its_own_state_over_a_description_of_it() {
         assert_eq!(c.jids("fs1", at), vec![(1, Some(0)), (2, Some(1)), (3, Some(2))], "at node {at}");
     }
 }
+
+#[test]
+fn a_mounted_filesystem_missing_from_the_agreed_snapshot_is_released() {
+    use cohort_core::wire::Body;
+    let mut c = Cluster::empty(4);
+    for i in 1..=3 {
+        c.start(i, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    // Node 4 joins; the leader's snapshot for the cycle reaches the others
+    // without fs1 (as after a merge that did not keep it).
+    c.start(4, 1);
+    let pos = loop {
+        for i in 1..=4 {
+            c.drain(i);
+        }
+        let found = c
+            .bus
+            .iter()
+            .position(|(f, b)| *f == 1 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonSync));
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(c.pump_once(), "no DaemonSync: {:?}", c.log);
+    };
+    let mut m = wire::decode(&c.bus[pos].1).unwrap();
+    let Body::DaemonSync(s) = &mut m.body else { panic!("{m:?}") };
+    assert_eq!(s.groups.len(), 1, "{s:?}");
+    s.groups.clear();
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    c.bus[pos].1 = buf[..n].to_vec();
+    let before = c.log.len();
+    c.pump();
+    let log = &c.log[before..];
+    // The kernels hold fs1 mounted: it is released, not failed as a mount.
+    for i in 1..=3 {
+        let ops: Vec<&String> = log.iter().filter(|l| l.starts_with(&format!("{i}: Kernel"))).collect();
+        assert!(ops.iter().any(|l| l.contains("op: Release")), "node {i}: {ops:?}");
+        assert!(!ops.iter().any(|l| l.contains("MountError")), "node {i}: {ops:?}");
+    }
+}
