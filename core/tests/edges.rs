@@ -498,3 +498,129 @@ fn one_failure_restarts_every_group_it_was_in() {
     }
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn a_full_effect_queue_pushes_back_even_when_the_send_queue_is_empty() {
+    use cohort_core::node::{Input, EFFECTS_PER_INPUT, EFFECT_CAP};
+    use cohort_core::{HandleError, Instant};
+    let mut c = mounted(3);
+    c.drain(1);
+    c.drain(2);
+    c.drain(3);
+    // A message from an older incarnation of node 2: each delivery makes
+    // one `Dropped` notice and sends nothing.
+    c.request(2, Request::Unmount { fs: fs1() });
+    let unmount = take(&mut c, 2, MsgKind::Unmount);
+    let mut old = wire::decode(&unmount).unwrap();
+    old.header.sender.inc = Incarnation(0);
+    let old = restamp(&c, 1, old);
+    let now = Instant(c.now);
+    let n = c.nodes[1].as_mut().unwrap();
+    let mut accepted = 0;
+    let refused = loop {
+        match n.handle(now, Input::Deliver { from: NodeId(2), bytes: &old }) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= EFFECT_CAP, "never pushed back");
+    };
+    assert_eq!(refused, HandleError::Backpressure);
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let mut sends = 0;
+    while n.poll_transmit(&mut buf).is_some() {
+        sends += 1;
+    }
+    let mut effects = 0;
+    while n.poll_effect().is_some() {
+        effects += 1;
+    }
+    assert_eq!(sends, 0, "only effects were queued");
+    assert_eq!(effects, accepted, "one notice per delivery, none lost");
+    assert!(effects > EFFECT_CAP - EFFECTS_PER_INPUT, "{effects}");
+    assert!(n.handle(now, Input::Deliver { from: NodeId(2), bytes: &old }).is_ok(), "drained: accepted again");
+}
+
+#[test]
+fn an_old_member_keeps_its_own_state_over_a_description_of_it() {
+    use cohort_core::node::Input;
+    use cohort_core::wire::Body;
+    use cohort_core::Instant;
+    let mut c = Cluster::empty(3);
+    for i in 1..=3 {
+        c.start(i, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2], Mode::Rw);
+    c.pump();
+    assert_eq!(c.jids("fs1", 2), vec![(1, Some(0)), (2, Some(1))]);
+    // Node 3 joins: node 1, the lowest old member, describes the group.
+    c.request(3, Request::Mount { fs: fs1(), mode: Mode::Rw, journals: 8 });
+    c.drain(3);
+    c.pump_once();
+    let state = take(&mut c, 1, MsgKind::MountState);
+    // A description that disagrees with what the old members hold (the
+    // journals of 1 and 2 swapped) reaches old member 2 first: an old
+    // member does not take a description, its own state stands.
+    let mut m = wire::decode(&state).unwrap();
+    let Body::MountState(s) = &mut m.body else { panic!("{m:?}") };
+    assert_eq!(s.members.len(), 2, "{s:?}");
+    let (a, b) = (s.members[0].jid, s.members[1].jid);
+    s.members[0].jid = b;
+    s.members[1].jid = a;
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    let now = Instant(c.now);
+    let r = c.nodes[2].as_mut().unwrap().handle(now, Input::Deliver { from: NodeId(1), bytes: &buf[..n] });
+    assert_eq!(r, Ok(()));
+    c.inject(1, &state);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    for at in 1..=3 {
+        assert_eq!(c.jids("fs1", at), vec![(1, Some(0)), (2, Some(1)), (3, Some(2))], "at node {at}");
+    }
+}
+
+#[test]
+fn a_mounted_filesystem_missing_from_the_agreed_snapshot_is_released() {
+    use cohort_core::wire::Body;
+    let mut c = Cluster::empty(4);
+    for i in 1..=3 {
+        c.start(i, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    // Node 4 joins; the leader's snapshot for the cycle reaches the others
+    // without fs1 (as after a merge that did not keep it).
+    c.start(4, 1);
+    let pos = loop {
+        for i in 1..=4 {
+            c.drain(i);
+        }
+        let found = c
+            .bus
+            .iter()
+            .position(|(f, b)| *f == 1 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonSync));
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(c.pump_once(), "no DaemonSync: {:?}", c.log);
+    };
+    let mut m = wire::decode(&c.bus[pos].1).unwrap();
+    let Body::DaemonSync(s) = &mut m.body else { panic!("{m:?}") };
+    assert_eq!(s.groups.len(), 1, "{s:?}");
+    s.groups.clear();
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    c.bus[pos].1 = buf[..n].to_vec();
+    let before = c.log.len();
+    c.pump();
+    let log = &c.log[before..];
+    // The kernels hold fs1 mounted: it is released, not failed as a mount.
+    for i in 1..=3 {
+        let ops: Vec<&String> = log.iter().filter(|l| l.starts_with(&format!("{i}: Kernel"))).collect();
+        assert!(ops.iter().any(|l| l.contains("op: Release")), "node {i}: {ops:?}");
+        assert!(!ops.iter().any(|l| l.contains("MountError")), "node {i}: {ops:?}");
+    }
+}

@@ -108,3 +108,109 @@ fn only_the_failed_node_is_ever_pending_fencing() {
     c.release_fences(true);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+#[test]
+fn a_later_fence_result_keeps_the_record_of_an_earlier_target() {
+    use cohort_core::wire::{self, Body, MsgKind};
+    let mut c = Cluster::new(5);
+    c.mount("fs1", &[1, 2, 3, 4, 5], Mode::Rw);
+    c.pump();
+    c.crash(5);
+    c.pump();
+    c.crash(4);
+    c.pump();
+    let fenced: Vec<u32> = c.fenced.iter().map(|m| m.node.0).collect();
+    assert_eq!(fenced, vec![5, 4], "{:?}", c.log);
+    assert!(pending(&c, 1).is_empty(), "{:?}", c.log);
+    // The next cycle's start of node 1 still names both fenced members.
+    c.crash(3);
+    c.drain(1);
+    let start = c
+        .bus
+        .iter()
+        .filter(|(f, _)| *f == 1)
+        .filter_map(|(_, b)| wire::decode(b).ok())
+        .find(|m| m.header.kind == MsgKind::DaemonStart)
+        .unwrap_or_else(|| panic!("node 1 sent no start: {:?}", c.log));
+    let Body::DaemonStart(s) = start.body else { panic!("{start:?}") };
+    let mut names: Vec<u32> = s.fenced.iter().map(|m| m.node.0).collect();
+    names.sort();
+    assert_eq!(names, vec![4, 5], "{s:?}");
+}
+
+#[test]
+fn a_fence_answer_not_yet_agreed_survives_a_daemon_cycle() {
+    let mut c = Cluster::empty(5);
+    for i in 1..=4 {
+        c.start(i, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2, 3, 4], Mode::Rw);
+    c.pump();
+    c.fence_hold = true;
+    c.crash(4);
+    c.pump();
+    assert_eq!(c.held.len(), 1, "{:?}", c.log);
+    let (actor, target) = c.held.remove(0);
+    // The agent answers; before the result is agreed, a node joins and a
+    // new daemon cycle starts (the result sent in the old view is lost).
+    let now = Instant(c.now);
+    let r = c.nodes[actor as usize].as_mut().unwrap().handle(now, Input::Fenced { target, ok: true });
+    assert_eq!(r, Ok(()));
+    c.start(5, 1);
+    c.pump();
+    // The answer is kept through the cycle and agreed: no second fence.
+    assert!(c.held.is_empty(), "fenced again: {:?}", c.held);
+    let fences = c.log.iter().filter(|l| l.contains("Fence {") && l.contains("NodeId(4)")).count();
+    assert_eq!(fences, 1, "{:?}", c.log);
+    for n in 1..=3 {
+        assert!(pending(&c, n).is_empty(), "node {n}: {:?}", c.log);
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn an_agreed_attempt_count_above_ours_moves_the_actor_but_keeps_our_running_fence() {
+    use cohort_core::wire::{self, Body, MsgKind};
+    let mut c = Cluster::empty(5);
+    for i in 1..=4 {
+        c.start(i, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2, 3, 4], Mode::Rw);
+    c.pump();
+    c.fence_hold = true;
+    c.crash(4);
+    c.pump();
+    assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
+    // A node joins; node 2's start reports one failed attempt more than
+    // node 1 and 3 counted (as a member that saw a failure the others did
+    // not). The agreed count is the maximum: attempt 1, whose actor is
+    // node 2. Node 1's agent is still running for attempt 0.
+    c.start(5, 1);
+    c.drain(2);
+    let pos = c
+        .bus
+        .iter()
+        .position(|(f, b)| *f == 2 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonStart))
+        .unwrap_or_else(|| panic!("node 2 sent no start: {:?}", c.log));
+    let mut m = wire::decode(&c.bus[pos].1).unwrap();
+    let Body::DaemonStart(s) = &mut m.body else { panic!("{m:?}") };
+    assert_eq!(s.fence_pending.len(), 1, "{s:?}");
+    s.fence_pending[0].attempts = 1;
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    c.bus[pos].1 = buf[..n].to_vec();
+    c.pump();
+    let mut actors: Vec<u32> = c.held.iter().map(|h| h.0).collect();
+    actors.sort();
+    assert_eq!(actors, vec![1, 2], "node 2 acts for attempt 1: {:?}", c.log);
+    // Node 1's answer is still taken (its request stays in flight).
+    let before = c.log.len();
+    c.release_fences(true);
+    assert!(!c.log[before..].iter().any(|l| l.contains("NotRequested")), "{:?}", &c.log[before..]);
+    for n in 1..=3 {
+        assert!(pending(&c, n).is_empty(), "node {n}: {:?}", c.log);
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}

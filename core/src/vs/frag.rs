@@ -868,6 +868,36 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_counts_the_pages_the_sender_already_holds() {
+        // Senders 0 and 1 hold all eight pages with open messages.
+        let mut t = Tracker::new();
+        let (big, stored) = units_of(1, MAX_MESSAGE, MAX_UNIT - FIRST_HDR);
+        let need_big = pages_for(stored as u16);
+        assert_eq!(need_big, 4);
+        t.commit(0, &big[0]);
+        t.commit(1, &big[0]);
+        assert_eq!(t.free_pages(), 0);
+        // Sender 0 abandons its message for a new one as large: its own four
+        // pages are enough (free + held), nobody else's are taken.
+        let (again, _) = units_of(2, MAX_MESSAGE, MAX_UNIT - FIRST_HDR);
+        let r = record(&again[0], 0).unwrap();
+        assert_eq!(t.classify(0, &r), Plan { step: Step::Start, abort: true });
+        assert_eq!(t.classify(2, &r), Plan { step: Step::Discard(FragDiscard::Overflow), abort: false });
+        // Sequencer: sender 3 waits for two pages; sender 0 restarting with
+        // a two-page message still leaves them (0 free + 4 held >= 2 + 2).
+        let (two, stored2) = units_of(7, 2000, MAX_UNIT - FIRST_HDR);
+        assert_eq!(pages_for(stored2 as u16), 2);
+        assert_eq!(t.admit(3, &two[0]), Admit::Defer { first: true });
+        assert_eq!(t.waiter, Some((3, 2)));
+        let (mine, _) = units_of(8, 2000, MAX_UNIT - FIRST_HDR);
+        assert_eq!(t.admit(0, &mine[0]), Admit::Yes, "its own pages leave the waiter's");
+        assert_eq!(t.waiter, Some((3, 2)));
+        t.commit(0, &mine[0]);
+        assert_eq!(t.free_pages(), 2);
+        assert_eq!(t.admit(3, &two[0]), Admit::Yes);
+    }
+
+    #[test]
     fn a_unit_is_admitted_with_the_pages_its_earlier_records_free() {
         let mut t = Tracker::new();
         // Senders 0 and 1 hold all eight pages.

@@ -78,6 +78,8 @@ pub struct SimNode {
     /// Logs of earlier incarnations.
     pub old_logs: Vec<Vec<(u64, Logged)>>,
     pub recv_errors: BTreeMap<std::string::String, u64>,
+    /// The application does not poll events (its deliveries wait).
+    pub hold_events: bool,
 }
 
 struct Packet {
@@ -125,6 +127,7 @@ impl Sim {
                 log: Vec::new(),
                 old_logs: Vec::new(),
                 recv_errors: BTreeMap::new(),
+                hold_events: false,
             })
             .collect();
         let n = n as usize;
@@ -242,6 +245,9 @@ impl Sim {
                         self.in_flight.push(Packet { at, seq: self.pkt_seq, from, to, bytes: bytes.to_vec() });
                     }
                 }
+            }
+            if self.nodes[i].hold_events {
+                continue;
             }
             while let Some(ev) = self.nodes[i].vs.poll_event(&mut payload) {
                 let entry = match ev {

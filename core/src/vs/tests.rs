@@ -1598,3 +1598,85 @@ fn end_of_seq_space_refuses_instead_of_wrapping() {
     assert_eq!((v.id, v.members), (u64::MAX, ids(&[1, 2])));
     check_vs(&all_histories(&sim));
 }
+
+/// The view ids a node installed, in order (its own confchgs' views).
+fn view_members(log: &[(u64, Logged)]) -> Vec<NodeList> {
+    confchgs(log).into_iter().map(|c| c.members).collect()
+}
+
+#[test]
+fn a_proposal_while_installing_does_not_undo_the_committed_install() {
+    let mut sim = Sim::new(3, 11, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    // Node 2's application stops polling: a message of the old view waits
+    // in it, so a committed INSTALL cannot be applied yet.
+    sim.node(2).hold_events = true;
+    sim.broadcast(1, b"old view").unwrap();
+    sim.run_for(20);
+    sim.crash(3);
+    let mut t = 0;
+    while !(sim.agreed_view(&[1, 2]).is_none()
+        && sim.nodes[1].vs.installing()
+        && sim.nodes[0].vs.view().members == ids(&[1, 2]))
+    {
+        sim.run_for(10);
+        t += 10;
+        assert!(t < 2000, "node 2 never installing: {:?}", sim.views());
+    }
+    // Node 3 comes back: node 1 proposes a view with it while node 2
+    // still installs the previous one.
+    sim.restart(3);
+    sim.run_for(300);
+    assert!(sim.nodes[1].vs.installing(), "{:?}", sim.views());
+    sim.node(2).hold_events = false;
+    sim.settle(&[1, 2, 3], 5000);
+    sim.run_for(300);
+    let v1 = view_members(&sim.nodes[0].log);
+    let v2 = view_members(&sim.nodes[1].log);
+    assert!(v2.contains(&ids(&[1, 2])), "node 2 installed the view it committed to: {v2:?}");
+    // The same views after each one's boot singleton.
+    assert_eq!(v1[1..], v2[1..]);
+    check_vs(&all_histories(&sim));
+}
+
+/// The SYNC frames in the datagrams `tap` captured.
+fn sync_frames(captured: &[(NodeId, Dest, Vec<u8>)]) -> Vec<SyncMsg> {
+    let auth = super::auth::Auth::new(&KEY);
+    let mut out = Vec::new();
+    for (_, _, bytes) in captured {
+        let hdr = Header::decode(bytes).unwrap();
+        let body = &bytes[HEADER_LEN..];
+        let (cipher, tag) = body.split_at(body.len() - TAG_LEN);
+        let mut plain = cipher.to_vec();
+        auth.open(&hdr, &mut plain, tag.try_into().unwrap()).unwrap();
+        let mut r = super::wire::Reader::new(&plain);
+        while !r.is_empty() {
+            if let Frame::Sync(s) = Frame::decode(&mut r).unwrap() {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_sync_names_each_clean_leaver_once() {
+    let mut sim = Sim::new(4, 12, Net::CLEAN);
+    sim.settle(&[1, 2, 3, 4], 1000);
+    sim.tap = Some(Vec::new());
+    let now = Instant(sim.now);
+    sim.node(4).vs.leave(now);
+    sim.settle(&[1, 2, 3], 1000);
+    let syncs = sync_frames(&sim.tap.take().unwrap());
+    assert!(!syncs.is_empty());
+    // The coordinator and both other members report node 4 as a leaver in
+    // their FLUSH_OKs; the SYNC lists it once.
+    for s in &syncs {
+        let nodes: Vec<u32> = s.leavers.iter().map(|m| m.node.0).collect();
+        assert_eq!(nodes, std::vec![4], "{s:?}");
+    }
+    for n in 1..=3 {
+        let l = reasons(&sim.nodes[n - 1].log, false);
+        assert_eq!(l, std::vec![MemberReason { node: NodeId(4), reason: Reason::Leave }]);
+    }
+}
