@@ -9,15 +9,6 @@ use cohort_core::wire::{self, fs_name, Message, Mode, MsgKind};
 use cohort_core::{Incarnation, NodeId};
 use common::Cluster;
 
-fn mounted(n: u32) -> Cluster {
-    let mut c = Cluster::new(n);
-    let all: Vec<u32> = (1..=n).collect();
-    c.mount("fs1", &all, Mode::Rw);
-    c.pump();
-    assert!(c.all_stable(), "{}", c.status_dump());
-    c
-}
-
 /// Let node `i` send what it has queued and take its first message of kind
 /// `kind` off the bus (undelivered).
 fn take(c: &mut Cluster, i: u32, kind: MsgKind) -> Vec<u8> {
@@ -46,7 +37,7 @@ fn fs1() -> wire::FsName {
 
 #[test]
 fn every_delivered_message_is_counted_by_what_became_of_it() {
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     let s0 = c.node(1).stats();
 
     // Garbage: a wire error, not a delivery.
@@ -116,7 +107,7 @@ fn modes(c: &Cluster, at: u32) -> Vec<(u32, Mode)> {
 
 #[test]
 fn remount_changes_the_mode_everywhere_but_never_into_or_out_of_spectator() {
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     c.request(2, Request::Remount { fs: fs1(), mode: Mode::Ro });
     c.pump();
     for n in 1..=3 {
@@ -153,7 +144,7 @@ fn a_spectator_cannot_remount_into_a_journal() {
 
 #[test]
 fn a_withdraw_releases_the_fs_and_the_others_replay_its_journal_without_fencing() {
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     c.log.clear();
     c.kernel.push_back((2, cohort_core::node::KernelEvent::Withdraw { fs: fs1() }));
     c.pump();
@@ -297,7 +288,7 @@ fn an_ro_member_never_mounts_first() {
 
 #[test]
 fn a_replayer_that_dies_mid_replay_is_replaced() {
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     c.quorum_majority = false;
     c.crash(3);
     // Node 1 (lowest mounted rw member) replays node 3's journal...
@@ -448,7 +439,7 @@ fn a_pending_leave_of_another_fs_does_not_hold_a_mount_back() {
 fn a_result_of_an_older_replay_attempt_is_not_taken_for_the_current_one() {
     use cohort_core::ids::{GroupId, Jid};
     use cohort_core::wire::{Body, Header, RecoveryResult};
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     c.recover_ok = false;
     c.crash(3);
     // Attempt 0 (node 1) failed; attempt 1 is node 2's, still running.
@@ -503,7 +494,7 @@ fn one_failure_restarts_every_group_it_was_in() {
 fn a_full_effect_queue_pushes_back_even_when_the_send_queue_is_empty() {
     use cohort_core::node::{Input, EFFECTS_PER_INPUT, EFFECT_CAP};
     use cohort_core::{HandleError, Instant};
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     c.drain(1);
     c.drain(2);
     c.drain(3);
@@ -583,13 +574,7 @@ fn an_old_member_keeps_its_own_state_over_a_description_of_it() {
 #[test]
 fn a_mounted_filesystem_missing_from_the_agreed_snapshot_is_released() {
     use cohort_core::wire::Body;
-    let mut c = Cluster::empty(4);
-    for i in 1..=3 {
-        c.start(i, 1);
-    }
-    c.pump();
-    c.mount("fs1", &[1, 2, 3], Mode::Rw);
-    c.pump();
+    let mut c = Cluster::mounted_of(4, 3);
     assert!(c.all_stable(), "{}", c.status_dump());
     // Node 4 joins; the leader's snapshot for the cycle reaches the others
     // without fs1 (as after a merge that did not keep it).

@@ -15,13 +15,7 @@ fn pending(c: &Cluster, at: u32) -> Vec<u32> {
 
 #[test]
 fn a_node_that_joined_after_the_failure_never_fences_it() {
-    let mut c = Cluster::empty(4);
-    for i in 1..=3 {
-        c.start(i, 1);
-    }
-    c.pump();
-    c.mount("fs1", &[1, 2, 3], Mode::Rw);
-    c.pump();
+    let mut c = Cluster::mounted_of(4, 3);
     c.fence_hold = true;
     c.crash(3);
     c.start(4, 1);
@@ -140,13 +134,7 @@ fn a_later_fence_result_keeps_the_record_of_an_earlier_target() {
 
 #[test]
 fn a_fence_answer_not_yet_agreed_survives_a_daemon_cycle() {
-    let mut c = Cluster::empty(5);
-    for i in 1..=4 {
-        c.start(i, 1);
-    }
-    c.pump();
-    c.mount("fs1", &[1, 2, 3, 4], Mode::Rw);
-    c.pump();
+    let mut c = Cluster::mounted_of(5, 4);
     c.fence_hold = true;
     c.crash(4);
     c.pump();
@@ -172,13 +160,7 @@ fn a_fence_answer_not_yet_agreed_survives_a_daemon_cycle() {
 #[test]
 fn an_agreed_attempt_count_above_ours_moves_the_actor_but_keeps_our_running_fence() {
     use cohort_core::wire::{self, Body, MsgKind};
-    let mut c = Cluster::empty(5);
-    for i in 1..=4 {
-        c.start(i, 1);
-    }
-    c.pump();
-    c.mount("fs1", &[1, 2, 3, 4], Mode::Rw);
-    c.pump();
+    let mut c = Cluster::mounted_of(5, 4);
     c.fence_hold = true;
     c.crash(4);
     c.pump();

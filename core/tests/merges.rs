@@ -5,18 +5,9 @@ mod common;
 use cohort_core::wire::{self, Body, Mode};
 use common::Cluster;
 
-fn mounted(n: u32) -> Cluster {
-    let mut c = Cluster::new(n);
-    let all: Vec<u32> = (1..=n).collect();
-    c.mount("fs1", &all, Mode::Rw);
-    c.pump();
-    assert!(c.all_stable(), "{}", c.status_dump());
-    c
-}
-
 #[test]
 fn quorate_side_wins_and_the_isolated_stale_node_resets() {
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     c.fence_hold = true; // heal before fencing completes
     c.partition(&[&[1, 2], &[3]]);
     assert_eq!(c.held.len(), 1, "node 1 asked to fence 3: {:?}", c.log);
@@ -42,7 +33,7 @@ fn quorate_side_wins_and_the_isolated_stale_node_resets() {
 
 #[test]
 fn even_two_two_split_resolves_to_the_lowest_node_side_only() {
-    let mut c = mounted(4);
+    let mut c = Cluster::mounted(4);
     c.fence_hold = true;
     c.partition(&[&[1, 2], &[3, 4]]);
     // Neither half is quorate: nobody fences, nobody recovers.
@@ -69,7 +60,7 @@ fn even_two_two_split_resolves_to_the_lowest_node_side_only() {
 
 #[test]
 fn three_way_merge_keeps_one_partition() {
-    let mut c = mounted(5);
+    let mut c = Cluster::mounted(5);
     c.fence_hold = true;
     c.partition(&[&[1, 2], &[3], &[4, 5]]);
     c.heal();
@@ -88,7 +79,7 @@ fn three_way_merge_keeps_one_partition() {
 
 #[test]
 fn bigger_quorate_side_wins_over_lower_node_ids() {
-    let mut c = mounted(5);
+    let mut c = Cluster::mounted(5);
     c.fence_hold = true;
     c.partition(&[&[1, 2], &[3, 4, 5]]);
     c.heal();
@@ -126,7 +117,7 @@ fn two_node_cluster_side_that_fenced_wins() {
 
 #[test]
 fn merge_after_clean_restart_is_not_reset() {
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     c.fence_hold = true;
     c.partition(&[&[1, 2], &[3]]);
     c.crash(3);
@@ -194,7 +185,7 @@ fn identical_member_sets_are_told_apart_by_generation() {
 #[test]
 fn a_node_that_cannot_speak_the_cluster_protocol_is_told_and_stops() {
     use cohort_core::{Config, Incarnation, NodeId};
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     c.crash(3);
     let mut cfg = Config::new(NodeId(3), Incarnation(2));
     cfg.proto_min = 2;
@@ -232,7 +223,7 @@ fn newcomers_adopt_the_highest_common_version() {
 #[test]
 fn a_stale_node_that_does_not_go_away_never_stalls_the_cluster() {
     use cohort_core::status::DaemonWait;
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     c.ignore_resets = true;
     c.fence_hold = true;
     c.partition(&[&[1, 2], &[3]]);
@@ -259,7 +250,7 @@ fn a_member_lost_and_back_before_any_cycle_keeps_its_mounts() {
     // Node 3 drops out and comes back (same process) before any daemon
     // cycle completed without it: nothing was decided without it, so it
     // stays in its groups and its journal is not replayed under it.
-    let mut c = mounted(4);
+    let mut c = Cluster::mounted(4);
     c.log.clear();
     c.net[3] = 1;
     c.reconfigure();
@@ -302,7 +293,7 @@ fn the_acted_digest_sees_every_message_and_the_order() {
 #[test]
 fn a_stale_lowest_node_never_leads_the_merge_cycle() {
     use cohort_core::status::DaemonWait;
-    let mut c = mounted(3);
+    let mut c = Cluster::mounted(3);
     c.ignore_resets = true;
     c.fence_hold = true;
     c.partition(&[&[1], &[2, 3]]);

@@ -64,6 +64,27 @@ impl Cluster {
         c
     }
 
+    /// `total` configured nodes, the first `running` started (incarnation
+    /// 1) with `fs1` mounted rw on all of them.
+    pub fn mounted_of(total: u32, running: u32) -> Cluster {
+        let mut c = Cluster::empty(total);
+        for i in 1..=running {
+            c.start(i, 1);
+        }
+        c.pump();
+        let on: Vec<u32> = (1..=running).collect();
+        c.mount("fs1", &on, Mode::Rw);
+        c.pump();
+        c
+    }
+
+    /// `n` nodes, `fs1` mounted rw on every one, everything stable.
+    pub fn mounted(n: u32) -> Cluster {
+        let c = Cluster::mounted_of(n, n);
+        assert!(c.all_stable(), "{}", c.status_dump());
+        c
+    }
+
     pub fn empty(n: u32) -> Cluster {
         Cluster {
             nodes: (0..=n).map(|_| None).collect(),
