@@ -120,6 +120,35 @@ pub struct MountGroup {
 }
 
 impl MountGroup {
+    /// A group we just joined at `gen`: no members yet, nothing synced,
+    /// the kernel idle.
+    pub fn new(gid: GroupId, fs: FsName, journals: u16, gen: Generation) -> MountGroup {
+        MountGroup {
+            gid,
+            fs,
+            journals,
+            members: heapless::Vec::new(),
+            change_gen: gen,
+            synced_gen: None,
+            start_sent: false,
+            adopted: false,
+            saw_old: false,
+            digest_cache: None,
+            first_done: false,
+            first_mounter: None,
+            recoveries: heapless::Vec::new(),
+            kstate: KState::Idle,
+            blocked: false,
+            local_first_done: false,
+            local_mount_ok: false,
+            recovering: None,
+            recovery_outcome: None,
+            recovery_timer: None,
+            error: None,
+            withdrawn: false,
+        }
+    }
+
     pub fn me(&self, me: NodeId) -> Option<&GMember> {
         self.members.iter().find(|m| m.node == me)
     }
@@ -388,30 +417,7 @@ impl Node {
     /// Create our local group once our mount request was applied.
     pub(crate) fn group_create(&mut self, l: &Logical, gen: Generation) {
         let me = self.cfg.node;
-        let mut g = MountGroup {
-            gid: l.gid,
-            fs: l.fs.clone(),
-            journals: l.journals,
-            members: heapless::Vec::new(),
-            change_gen: gen,
-            synced_gen: None,
-            start_sent: false,
-            adopted: false,
-            saw_old: false,
-            digest_cache: None,
-            first_done: false,
-            first_mounter: None,
-            recoveries: heapless::Vec::new(),
-            kstate: KState::Idle,
-            blocked: false,
-            local_first_done: false,
-            local_mount_ok: false,
-            recovering: None,
-            recovery_outcome: None,
-            recovery_timer: None,
-            error: None,
-            withdrawn: false,
-        };
+        let mut g = MountGroup::new(l.gid, l.fs.clone(), l.journals, gen);
         for (n, mode) in l.members.iter() {
             let inc = if *n == me { self.cfg.incarnation } else { self.peer_inc(*n) };
             let _ = g.members.push(GMember::joining(*n, inc, *mode));

@@ -23,30 +23,12 @@ fn member(node: u32, jid: Option<u16>, mode: Mode, mounted: bool) -> GMember {
 }
 
 fn group() -> MountGroup {
-    let mut g = MountGroup {
-        gid: GroupId::of_fs("fs1"),
-        fs: fs_name("fs1").unwrap(),
-        journals: 8,
-        members: heapless::Vec::new(),
-        change_gen: Generation { ring: 8, epoch: 1 },
-        synced_gen: Some(Generation { ring: 8, epoch: 1 }),
-        start_sent: false,
-        adopted: true,
-        saw_old: false,
-        digest_cache: None,
-        first_done: true,
-        first_mounter: None,
-        recoveries: heapless::Vec::new(),
-        kstate: KState::Mounted,
-        blocked: false,
-        local_first_done: false,
-        local_mount_ok: false,
-        recovering: None,
-        recovery_outcome: None,
-        recovery_timer: None,
-        error: None,
-        withdrawn: false,
-    };
+    let gen = Generation { ring: 8, epoch: 1 };
+    let mut g = MountGroup::new(GroupId::of_fs("fs1"), fs_name("fs1").unwrap(), 8, gen);
+    g.synced_gen = Some(gen);
+    g.adopted = true;
+    g.first_done = true;
+    g.kstate = KState::Mounted;
     g.members.push(member(1, Some(0), Mode::Rw, true)).unwrap();
     g.members.push(member(2, Some(1), Mode::Rw, true)).unwrap();
     g.recoveries

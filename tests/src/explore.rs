@@ -109,6 +109,25 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The smallest search around one failure of a mounted journal: two
+    /// nodes under two_node quorum, fs1 mounted on both, no operator
+    /// requests and no failing fence/kernel outcomes, `faults` faults up to
+    /// `depth` (how the planted and broken-core tests find their bugs).
+    pub fn mounted_pair(faults: u32, depth: u32) -> Options {
+        Options {
+            nodes: 2,
+            two_node: true,
+            mounted: true,
+            ops: false,
+            kernel_faults: false,
+            faults,
+            depth,
+            ..Options::default()
+        }
+    }
+}
+
 /// Simulated time the liveness continuation may take (as the swarm's).
 pub const LIVENESS_MS: u64 = 60_000;
 
@@ -442,10 +461,39 @@ fn apply(w: &mut World, b: &mut Budget, c: &Choice, journals: u16) -> Result<(),
     Ok(())
 }
 
+/// States seen (by hash) with the smallest depth each was reached at: a
+/// state is explored again only when reached at a smaller depth (its
+/// subtree then reaches deeper).
+#[derive(Default)]
+pub(crate) struct Seen(HashMap<u64, u32>);
+
+/// What [`Seen::visit`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Visit {
+    /// A distinct state, never reached before.
+    New,
+    /// Reached before, deeper: explore it again.
+    Shallower,
+    /// Reached before at this depth or less: nothing new below.
+    Old,
+}
+
+impl Seen {
+    pub(crate) fn visit(&mut self, key: u64, depth: u32) -> Visit {
+        let v = match self.0.get(&key) {
+            Some(&seen) if seen <= depth => return Visit::Old,
+            Some(_) => Visit::Shallower,
+            None => Visit::New,
+        };
+        self.0.insert(key, depth);
+        v
+    }
+}
+
 struct Explorer {
     o: Options,
     journals: u16,
-    visited: HashMap<u64, u32>,
+    visited: Seen,
     r: Report,
     path: Vec<Choice>,
 }
@@ -561,16 +609,11 @@ impl Explorer {
             if let Some(v) = applied.err().or_else(|| cw.violations.first().cloned()) {
                 self.counterexample(v, false);
             } else {
-                let k = Self::key(&cw, &cb);
-                let fresh = match self.visited.get(&k) {
-                    Some(&seen) => seen > d,
-                    None => {
-                        self.r.distinct += 1;
-                        true
-                    }
-                };
-                if fresh {
-                    self.visited.insert(k, d);
+                let seen = self.visited.visit(Self::key(&cw, &cb), d);
+                if seen == Visit::New {
+                    self.r.distinct += 1;
+                }
+                if seen != Visit::Old {
                     if self.o.max_states > 0 && self.r.distinct >= self.o.max_states {
                         self.r.truncated = true;
                     } else if d < self.o.depth {
@@ -630,12 +673,12 @@ pub fn check(o: &Options) -> Report {
     let su = Setup::of(o);
     let w = start_of(&su);
     let journals = w.cfg.journals;
-    let mut e = Explorer { o: o.clone(), journals, visited: HashMap::new(), r: Report::default(), path: Vec::new() };
+    let mut e = Explorer { o: o.clone(), journals, visited: Seen::default(), r: Report::default(), path: Vec::new() };
     if let Some(v) = w.violations.first().cloned() {
         e.counterexample(v, false);
     } else {
         let b = su.budget();
-        e.visited.insert(Explorer::key(&w, &b), 0);
+        e.visited.visit(Explorer::key(&w, &b), 0);
         e.r.distinct = 1;
         e.dfs(w, b, 0);
     }

@@ -58,15 +58,15 @@
 //! network multiset, the partition and the budgets used. `Vs` is cloned
 //! (cohort-core's test-only `explore` feature) to branch.
 
-use crate::explore::set_partitions;
 use crate::explore::{fnv, FNV_OFFSET};
+use crate::explore::{set_partitions, Seen, Visit};
 use crate::invariants::{robustness, virtual_synchrony};
 use crate::world::Inst;
 use cohort_core::gcs::{NodeList, QuorumMode};
 use cohort_core::ids::{Incarnation, Instant, NodeId};
 use cohort_core::vs::craft::{self, kinds};
 use cohort_core::vs::{Dest, Vs, VsConfig, VsEvent, VsRecvError, MAX_DATAGRAM, MAX_MESSAGE};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Instant as WallClock;
 
@@ -761,7 +761,7 @@ fn start(o: &Options) -> W {
 
 struct Explorer {
     o: Options,
-    visited: HashMap<u64, u32>,
+    visited: Seen,
     r: Report,
     path: Vec<(Choice, String)>,
 }
@@ -796,18 +796,13 @@ impl Explorer {
             if let Some(v) = cw.violation.take() {
                 self.cex(v);
             } else {
-                let k = cw.key();
-                let fresh = match self.visited.get(&k) {
-                    Some(&seen) => seen > d,
-                    None => {
-                        self.r.distinct += 1;
-                        let views = cw.rings.iter().map(|r| r.reporters.len()).sum::<usize>();
-                        self.r.views += (views - views_before) as u64;
-                        true
-                    }
-                };
-                if fresh {
-                    self.visited.insert(k, d);
+                let seen = self.visited.visit(cw.key(), d);
+                if seen == Visit::New {
+                    self.r.distinct += 1;
+                    let views = cw.rings.iter().map(|r| r.reporters.len()).sum::<usize>();
+                    self.r.views += (views - views_before) as u64;
+                }
+                if seen != Visit::Old {
                     if self.o.max_states > 0 && self.r.distinct >= self.o.max_states {
                         self.r.truncated = true;
                     } else if d < self.o.depth {
@@ -843,14 +838,14 @@ pub fn check(o: &Options) -> Report {
 fn check_here(o: &Options) -> Report {
     let t0 = WallClock::now();
     let mut w = start(o);
-    let mut e = Explorer { o: o.clone(), visited: HashMap::new(), r: Report::default(), path: Vec::new() };
+    let mut e = Explorer { o: o.clone(), visited: Seen::default(), r: Report::default(), path: Vec::new() };
     e.r.start_t = w.now;
     if let Some(v) = w.violation.take() {
         e.cex(format!("in the start state: {v}"));
     } else if let Err(m) = w.agreed() {
         e.cex(format!("the start state did not settle: {m}"));
     } else {
-        e.visited.insert(w.key(), 0);
+        e.visited.visit(w.key(), 0);
         e.r.distinct = 1;
         e.dfs(&w, 0);
     }

@@ -22,16 +22,7 @@ fn a_mount_during_recovery_is_caught() {
 #[test]
 fn the_explorer_finds_the_unblocked_survivor() {
     use cohort_sim::explore::{check, Options};
-    let o = Options {
-        nodes: 2,
-        two_node: true,
-        mounted: true,
-        ops: false,
-        kernel_faults: false,
-        faults: 1,
-        depth: 6,
-        ..Options::default()
-    };
+    let o = Options::mounted_pair(1, 6);
     let r = check(&o);
     let c = r.counterexamples.first().unwrap_or_else(|| panic!("not found in {} distinct states", r.distinct));
     assert_eq!(c.violation.property, Property::BlockedDuringRecovery, "{}", c.render());

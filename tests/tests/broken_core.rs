@@ -57,7 +57,7 @@ fn the_binary_exits_non_zero() {
 #[test]
 fn the_explorer_finds_the_stale_merge() {
     use cohort_sim::explore::{check, Options};
-    let o = Options { nodes: 2, two_node: true, mounted: true, ops: false, faults: 2, depth: 10, ..Options::default() };
+    let o = Options { kernel_faults: true, ..Options::mounted_pair(2, 10) };
     let r = check(&o);
     let c = r.counterexamples.first().unwrap_or_else(|| panic!("not found in {} distinct states", r.distinct));
     assert!(

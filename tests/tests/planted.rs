@@ -16,32 +16,8 @@ fn opts(bug: Bug) -> (Options, Property) {
     match bug {
         Bug::JidOffByOne => (Options { nodes: 3, faults: 0, depth: 8, ..d }, Property::JournalExclusivity),
         Bug::NoGenerationCheck => (Options { nodes: 3, faults: 1, depth: 8, ..d }, Property::JournalExclusivity),
-        Bug::SkipFenceWait => (
-            Options {
-                nodes: 2,
-                two_node: true,
-                mounted: true,
-                ops: false,
-                kernel_faults: false,
-                faults: 1,
-                depth: 12,
-                ..d
-            },
-            Property::RecoveryBeforeReuse,
-        ),
-        Bug::NoUnblock => (
-            Options {
-                nodes: 2,
-                two_node: true,
-                mounted: true,
-                ops: false,
-                kernel_faults: false,
-                faults: 1,
-                depth: 6,
-                ..d
-            },
-            Property::Liveness,
-        ),
+        Bug::SkipFenceWait => (Options::mounted_pair(1, 12), Property::RecoveryBeforeReuse),
+        Bug::NoUnblock => (Options::mounted_pair(1, 6), Property::Liveness),
     }
 }
 
