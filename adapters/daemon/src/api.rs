@@ -48,6 +48,11 @@ pub enum Request {
     Unmount {
         fs: String,
     },
+    /// `mode`: `ro` or `rw`.
+    Remount {
+        fs: String,
+        mode: String,
+    },
     Log {
         #[serde(default)]
         follow: bool,
@@ -178,6 +183,13 @@ pub struct KernelJson {
     pub first: bool,
     pub blocked: bool,
     pub last_error: Option<String>,
+    /// The mode the kernel has the filesystem mounted in (`rw`, `ro`,
+    /// `spectator`), while mounted.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// A `cohortctl remount` in progress: what it waits for.
+    #[serde(default)]
+    pub remount: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -452,8 +464,17 @@ pub fn render_status(s: &StatusJson) -> String {
                     g.fs.clone(),
                     g.generation.to_string(),
                     g.phase.clone(),
-                    format!("{}{}", g.kernel.state, if g.kernel.blocked { ",blocked" } else { "" }),
-                    g.waits_for.as_ref().map_or("-".to_owned(), |w| w.text.clone()),
+                    format!(
+                        "{}{}{}",
+                        g.kernel.state,
+                        g.kernel.mode.as_ref().map_or(String::new(), |m| format!(",{m}")),
+                        if g.kernel.blocked { ",blocked" } else { "" }
+                    ),
+                    match (&g.waits_for, &g.kernel.remount) {
+                        (Some(w), _) => w.text.clone(),
+                        (None, Some(r)) => format!("remount: {r}"),
+                        (None, None) => "-".to_owned(),
+                    },
                 ]
             })
             .collect();

@@ -254,6 +254,10 @@ pub const EXEC_OPS: &[&str] = &[
     "mount_error",
 ];
 
+/// The exec backend's remount (`cohortctl remount`; `MODE=ro|rw`;
+/// optional: without it and without a default `hook`, remount is refused).
+pub const EXEC_REMOUNT: &str = "remount";
+
 /// The exec backend's query hook (`hooks.mounted`, never the default
 /// `hook`): exit 0 = the kernel still has the filesystem mounted, 1 = not.
 pub const EXEC_MOUNTED: &str = "mounted";
@@ -938,10 +942,13 @@ impl Config {
                     let mut hooks = BTreeMap::new();
                     for (op, cmd) in e.hooks {
                         let key = k(&format!("exec.hooks.{op}"));
-                        if !EXEC_OPS.contains(&op.as_str()) && op != EXEC_MOUNTED {
+                        if !EXEC_OPS.contains(&op.as_str()) && op != EXEC_MOUNTED && op != EXEC_REMOUNT {
                             return err(
                                 key,
-                                format!("unknown operation (known: {}, {EXEC_MOUNTED})", EXEC_OPS.join(", ")),
+                                format!(
+                                    "unknown operation (known: {}, {EXEC_REMOUNT}, {EXEC_MOUNTED})",
+                                    EXEC_OPS.join(", ")
+                                ),
                             );
                         }
                         let p = abs_path(&key, &cmd)?;

@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
+use cohort_core::wire::Mode;
 use cohort_core::Member;
 #[cfg(feature = "corosync")]
 use cohort_corosync::Corosync;
@@ -592,6 +593,7 @@ impl Loop {
                             engine.fenced(now, target, why, result, &stderr, &mut env)
                         }
                         Wake::Backend => engine.poll_backends(now, &mut env),
+                        Wake::Remounted { fs, mode, result } => engine.remounted(now, &fs, mode, result, &mut env),
                         Wake::Hook { fs, op, result } => match result {
                             Ok(()) => tracing::debug!(fs, op, "hook done"),
                             Err(e) => engine.hook_failed(now, &fs, op, e),
@@ -756,6 +758,10 @@ impl Loop {
                 self.request(now, &fs, RequestKind::Mount(m))
             }
             Request::Unmount { fs } => self.request(now, &fs, RequestKind::Unmount),
+            Request::Remount { fs, mode } => match api::parse_mode(&mode) {
+                Some(m @ (Mode::Ro | Mode::Rw)) => self.request(now, &fs, RequestKind::Remount(m)),
+                _ => json!({"ok": false, "error": format!("remount mode must be ro or rw (got {mode:?})")}),
+            },
             Request::Log { follow, since, limit } => {
                 let log = self.engine.log();
                 let mut entries = log.since(since);
@@ -783,6 +789,9 @@ impl Loop {
             let text = match what {
                 RequestKind::Mount(m) => format!("mount of {fs} ({}) requested", crate::config::mode_name(m)),
                 RequestKind::Unmount => format!("unmount of {fs} requested"),
+                RequestKind::Remount(_) => {
+                    return json!({"ok": false, "error": format!("{fs} is not mounted here (the transport is still finding its peers)")});
+                }
             };
             self.engine.note("request", format!("{text} (held until the udp transport has found its peers)"));
             self.held.push((fs.to_owned(), what));

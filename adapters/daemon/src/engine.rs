@@ -23,7 +23,7 @@ use cohort_core::{Config as CoreConfig, GroupId, Incarnation, Instant, Member, N
 use tracing::Level;
 
 use crate::api::{self, Gen, KernelJson, StatsJson, StatusJson};
-use crate::backend::{failure_event, op_name, Ask, AuxState, Backend};
+use crate::backend::{failure_event, op_name, Ask, AuxState, Backend, Remounted};
 use crate::config::{mode_name, FsConfig};
 use crate::eventlog::EventLog;
 use crate::fence::FenceWhy;
@@ -63,13 +63,54 @@ pub struct FsRuntime {
     pub name: FsName,
     pub backend: Box<dyn Backend>,
     pub kernel: KernelJson,
+    /// The mode of the last mount request (what the kernel mounts).
+    requested: Mode,
+    /// The kernel's mode while mounted.
+    mode: Option<Mode>,
+    remount: Option<RemountStep>,
+}
+
+/// A `cohortctl remount` in progress. The order is the core's contract
+/// (and the simulated host's): rw -> ro remounts the kernel first (its
+/// journal is flushed clean) and then tells the cluster; ro -> rw tells the
+/// cluster first and remounts the kernel once the change is agreed, so the
+/// kernel never writes as a member the others still take for read-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RemountStep {
+    /// The kernel remounts to this mode; then the cluster is told.
+    KernelFirst(Mode),
+    /// The cluster was asked; the kernel remounts once it agreed.
+    Agreeing(Mode),
+    /// Agreed; the kernel remounts.
+    KernelAfter(Mode),
+}
+
+impl RemountStep {
+    fn text(self) -> String {
+        match self {
+            RemountStep::KernelFirst(m) => format!("the kernel remounts {} before the cluster is told", mode_name(m)),
+            RemountStep::Agreeing(m) => format!("the cluster agrees on {}; then the kernel remounts", mode_name(m)),
+            RemountStep::KernelAfter(m) => format!("agreed; the kernel remounts {}", mode_name(m)),
+        }
+    }
 }
 
 impl FsRuntime {
     pub fn new(cfg: FsConfig, backend: Box<dyn Backend>) -> Result<FsRuntime, String> {
         let name = fs_name(&cfg.name).map_err(|_| format!("invalid filesystem name {:?}", cfg.name))?;
         let kernel = KernelJson { backend: backend.kind().to_owned(), state: "idle".into(), ..Default::default() };
-        Ok(FsRuntime { cfg, name, backend, kernel })
+        let requested = cfg.mode;
+        Ok(FsRuntime { cfg, name, backend, kernel, requested, mode: None, remount: None })
+    }
+
+    fn set_mode(&mut self, mode: Option<Mode>) {
+        self.mode = mode;
+        self.kernel.mode = mode.map(|m| mode_name(m).to_owned());
+    }
+
+    fn set_remount(&mut self, step: Option<RemountStep>) {
+        self.remount = step;
+        self.kernel.remount = step.map(RemountStep::text);
     }
 
     /// Mounted (or mounting) from the kernel's point of view.
@@ -288,7 +329,157 @@ impl Engine {
         self.drain(env);
         self.run_kq(env);
         self.run_asks(env);
+        self.advance_remounts(now, env);
         result
+    }
+
+    /// `cohortctl remount FS ro|rw` (see [`RemountStep`] for the order).
+    fn request_remount(&mut self, now: u64, i: usize, mode: Mode, env: &mut dyn Env) -> Result<String, String> {
+        let fs = self.fs[i].cfg.name.clone();
+        let f = &self.fs[i];
+        let refuse = if mode == Mode::Spectator {
+            Some("remount goes between ro and rw: a spectator holds no journal (umount, then mount --spectator)".into())
+        } else if self.stop.is_some() {
+            Some("the daemon is stopping".into())
+        } else if let Some(step) = f.remount {
+            Some(format!("a remount of {fs} is already in progress ({})", step.text()))
+        } else if f.kernel.state != "mounted" {
+            Some(format!("{fs} is not mounted here (kernel: {})", f.kernel.state))
+        } else if f.kernel.last_error.as_deref() == Some("withdrawn") {
+            Some(format!("{fs} was withdrawn by the kernel: umount it"))
+        } else {
+            match f.mode {
+                Some(Mode::Spectator) => Some(format!(
+                    "{fs} is mounted as a spectator (no journal): umount it and mount it {}",
+                    mode_name(mode)
+                )),
+                Some(m) if m == mode => Some(format!("{fs} is already mounted {}", mode_name(mode))),
+                None => Some(format!("{fs} is not mounted here")),
+                Some(_) => None,
+            }
+        };
+        if let Some(why) = refuse {
+            self.note("request", format!("remount of {fs} ({}) rejected: {why}", mode_name(mode)));
+            return Err(why);
+        }
+        let text = format!("remount of {fs} ({}) requested", mode_name(mode));
+        self.note("request", text.clone());
+        if mode == Mode::Ro {
+            match self.fs[i].backend.remount(mode) {
+                Err(e) => {
+                    self.note("error", format!("remount of {fs} ro: {e}; it stays rw"));
+                    Err(e)
+                }
+                Ok(Remounted::Done) => {
+                    self.fs[i].set_mode(Some(mode));
+                    self.remount_agree(now, i, mode, env)?;
+                    Ok(format!("{fs} remounted ro; the cluster was told"))
+                }
+                Ok(Remounted::Pending) => {
+                    self.fs[i].set_remount(Some(RemountStep::KernelFirst(mode)));
+                    Ok(format!("{text}: the kernel remounts ro, then the cluster is told"))
+                }
+            }
+        } else {
+            self.remount_agree(now, i, mode, env)?;
+            Ok(format!("{text}: the kernel remounts rw once the cluster agreed"))
+        }
+    }
+
+    /// Ask the cluster for this node's new mode of filesystem `i`.
+    fn remount_agree(&mut self, now: u64, i: usize, mode: Mode, env: &mut dyn Env) -> Result<(), String> {
+        let fs = self.fs[i].cfg.name.clone();
+        let req = Request::Remount { fs: self.fs[i].name.clone(), mode };
+        if mode == Mode::Rw {
+            // Before the feed: the change may be agreed within it.
+            self.fs[i].set_remount(Some(RemountStep::Agreeing(mode)));
+        }
+        match self.feed(now, Input::Request(req), env) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.fs[i].set_remount(None);
+                let why = match e {
+                    RequestError::NotMounted => format!("{fs} is not a member of its mount group here"),
+                    RequestError::Busy => format!("a request for {fs} is already in progress (or it withdrew)"),
+                    e => format!("{e:?}"),
+                };
+                let kernel = self.fs[i].mode.map(mode_name).unwrap_or("not mounted");
+                self.note(
+                    "error",
+                    format!("remount of {fs} ({}): the cluster refused: {why} (kernel: {kernel})", mode_name(mode)),
+                );
+                Err(why)
+            }
+        }
+    }
+
+    /// Remounts waiting for the cluster's agreement: remount the kernel once
+    /// this node's new mode is agreed.
+    fn advance_remounts(&mut self, now: u64, env: &mut dyn Env) {
+        if !self.fs.iter().any(|f| matches!(f.remount, Some(RemountStep::Agreeing(_)))) {
+            return;
+        }
+        let st = self.node.status();
+        for i in 0..self.fs.len() {
+            let Some(RemountStep::Agreeing(mode)) = self.fs[i].remount else { continue };
+            let fs = self.fs[i].cfg.name.clone();
+            let g = st.group(&fs);
+            match g.and_then(|g| g.members.iter().find(|m| m.node == st.node).map(|m| (g.synced, m.mode))) {
+                Some((true, m)) if m == mode => {}
+                Some(_) => continue,
+                None => {
+                    self.fs[i].set_remount(None);
+                    self.note("request", format!("{fs}: remount abandoned: this node is no longer in the group"));
+                    continue;
+                }
+            }
+            self.note("request", format!("{fs}: the cluster agreed on {}; remounting the kernel", mode_name(mode)));
+            self.fs[i].set_remount(Some(RemountStep::KernelAfter(mode)));
+            match self.fs[i].backend.remount(mode) {
+                Ok(Remounted::Pending) => {}
+                Ok(Remounted::Done) => self.remounted(now, &fs, mode, Ok(()), env),
+                Err(e) => self.remounted(now, &fs, mode, Err(e), env),
+            }
+        }
+    }
+
+    /// A backend's kernel remount finished.
+    pub fn remounted(&mut self, now: u64, fs: &str, mode: Mode, result: Result<(), String>, env: &mut dyn Env) {
+        self.tick(now);
+        let Some(i) = self.fs.iter().position(|f| f.cfg.name == fs) else { return };
+        let step = self.fs[i].remount;
+        self.fs[i].set_remount(None);
+        let m = mode_name(mode);
+        match (step, result) {
+            (Some(RemountStep::KernelFirst(_)), Ok(())) => {
+                self.fs[i].set_mode(Some(mode));
+                self.note("kernel", format!("{fs}: remounted {m}; telling the cluster"));
+                let _ = self.remount_agree(now, i, mode, env);
+            }
+            (Some(RemountStep::KernelFirst(_)), Err(e)) => {
+                self.note(
+                    "error",
+                    format!("{fs}: remount {m} FAILED in the kernel: {e}; it stays rw, the cluster was not told"),
+                );
+            }
+            (Some(RemountStep::KernelAfter(_)), Ok(())) => {
+                self.fs[i].set_mode(Some(mode));
+                self.note("kernel", format!("{fs}: remounted {m}"));
+            }
+            (Some(RemountStep::KernelAfter(_)), Err(e)) => {
+                // The cluster takes this node for rw while its kernel is
+                // ro: tell it ro again (an ro member is never asked to
+                // replay a journal).
+                self.note(
+                    "error",
+                    format!("{fs}: remount {m} FAILED in the kernel: {e}; telling the cluster ro again"),
+                );
+                let _ = self.remount_agree(now, i, Mode::Ro, env);
+            }
+            (_, r) => {
+                self.log_only("kernel", format!("{fs}: a remount {m} finished after it was abandoned ({r:?})"));
+            }
+        }
     }
 
     /// Hand the auxiliary groups' agreed state to their backends.
@@ -534,6 +725,21 @@ impl Engine {
             }
             return;
         };
+        match op {
+            KernelOp::MountFirst(_) | KernelOp::Mount(_) => {
+                let m = self.fs[i].requested;
+                self.fs[i].set_mode(Some(m));
+            }
+            KernelOp::MountSpectator => self.fs[i].set_mode(Some(Mode::Spectator)),
+            KernelOp::Release | KernelOp::Unmounted | KernelOp::MountError(_) => {
+                self.fs[i].set_mode(None);
+                if let Some(step) = self.fs[i].remount {
+                    self.note("request", format!("{fs}: remount abandoned ({}): the filesystem left", step.text()));
+                    self.fs[i].set_remount(None);
+                }
+            }
+            _ => {}
+        }
         {
             let k = &mut self.fs[i].kernel;
             match op {
@@ -746,6 +952,9 @@ impl Engine {
             let known: Vec<&str> = self.fs.iter().map(|f| f.cfg.name.as_str()).collect();
             return Err(format!("filesystem {fs:?} is not configured (configured: {})", known.join(", ")));
         };
+        if let RequestKind::Remount(mode) = what {
+            return self.request_remount(now, i, mode, env);
+        }
         let name = self.fs[i].name.clone();
         let journals = self.fs[i].cfg.journals;
         if what == RequestKind::Unmount && self.stop.is_none() {
@@ -796,14 +1005,20 @@ impl Engine {
                 (Request::Mount { fs: name, mode, journals }, format!("mount of {fs} ({}) requested", mode_name(mode)))
             }
             RequestKind::Unmount => (Request::Unmount { fs: name }, format!("unmount of {fs} requested")),
+            RequestKind::Remount(_) => return Err("internal error: a remount is not a membership request".into()),
         };
         if self.stop.is_some() {
             return Err("the daemon is stopping".into());
         }
         self.note("request", text.clone());
+        let before = self.fs[i].requested;
+        if let RequestKind::Mount(m) = what {
+            self.fs[i].requested = m;
+        }
         match self.feed(now, Input::Request(req), env) {
             Ok(()) => Ok(text),
             Err(e) => {
+                self.fs[i].requested = before;
                 let why = match e {
                     RequestError::AlreadyMounted => format!("{fs} is already mounted (or being mounted) here"),
                     RequestError::NotMounted => format!("{fs} is not mounted here"),
@@ -985,6 +1200,8 @@ impl Engine {
 pub enum RequestKind {
     Mount(Mode),
     Unmount,
+    /// ro <-> rw.
+    Remount(Mode),
 }
 
 /// Why the cluster refused a mount, in words.
@@ -1156,5 +1373,58 @@ mod tests {
         c.run_until(5000);
         assert!(c.fences.is_empty(), "{:?}", c.fences);
         assert_eq!(c.kernel_state(0), "mounted");
+    }
+
+    /// Node `i`'s mode of fs1 in its agreed group state.
+    fn agreed_mode(c: &Cluster, i: usize, of: u32) -> Option<Mode> {
+        let st = c.engines[i].node().status();
+        st.group("fs1").and_then(|g| g.members.iter().find(|m| m.node == NodeId(of)).map(|m| m.mode))
+    }
+
+    #[test]
+    fn remount_orders_the_kernel_and_the_cluster() {
+        let mut c = Cluster::new(None);
+        c.with(0, |e, env| e.request(0, "fs1", RequestKind::Mount(Mode::Rw), env).map(|_| ()).unwrap());
+        c.with(1, |e, env| e.request(0, "fs1", RequestKind::Mount(Mode::Rw), env).map(|_| ()).unwrap());
+        c.run_until(2000);
+        assert_eq!(c.kernel_state(0), "mounted");
+        assert_eq!(c.engines[0].filesystems()[0].kernel.mode.as_deref(), Some("rw"));
+        let req = |c: &mut Cluster, m: Mode| {
+            let now = c.now;
+            let mut r = Err(String::new());
+            c.with(0, |e, env| r = e.request(now, "fs1", RequestKind::Remount(m), env));
+            r
+        };
+        // Refused: the mode it has, a spectator, an unknown filesystem.
+        assert!(req(&mut c, Mode::Rw).unwrap_err().contains("already mounted rw"));
+        assert!(req(&mut c, Mode::Spectator).unwrap_err().contains("spectator holds no journal"));
+        let mut r = Ok(String::new());
+        c.with(0, |e, env| r = e.request(0, "nope", RequestKind::Remount(Mode::Ro), env));
+        assert!(r.unwrap_err().contains("not configured"));
+
+        // rw -> ro: the (memory) kernel first, then the cluster agrees.
+        req(&mut c, Mode::Ro).unwrap();
+        assert_eq!(c.engines[0].filesystems()[0].kernel.mode.as_deref(), Some("ro"));
+        c.run_until(3000);
+        for i in 0..2 {
+            assert_eq!(agreed_mode(&c, i, 1), Some(Mode::Ro), "node {} sees node 1 ro", i + 1);
+        }
+        assert!(c.engines[0].filesystems()[0].kernel.remount.is_none());
+        assert!(req(&mut c, Mode::Ro).unwrap_err().contains("already mounted ro"));
+
+        // ro -> rw: the kernel stays ro until the cluster agreed.
+        req(&mut c, Mode::Rw).unwrap();
+        let k = &c.engines[0].filesystems()[0].kernel;
+        assert_eq!(k.mode.as_deref(), Some("ro"), "rw before the cluster agreed");
+        assert!(k.remount.as_deref().is_some_and(|t| t.contains("cluster agrees")), "{k:?}");
+        assert!(req(&mut c, Mode::Ro).unwrap_err().contains("already in progress"));
+        c.run_until(4000);
+        let k = &c.engines[0].filesystems()[0].kernel;
+        assert_eq!(k.mode.as_deref(), Some("rw"));
+        assert!(k.remount.is_none());
+        assert_eq!(agreed_mode(&c, 1, 1), Some(Mode::Rw));
+        let log: Vec<String> = c.engines[0].log().since(0).into_iter().map(|e| e.text).collect();
+        let at = |t: &str| log.iter().position(|l| l.contains(t)).unwrap_or_else(|| panic!("{t:?} not in {log:?}"));
+        assert!(at("the cluster agreed on rw; remounting the kernel") < at("fs1: remounted rw"));
     }
 }

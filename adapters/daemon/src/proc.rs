@@ -103,6 +103,8 @@ pub enum Wake {
     Backend,
     /// An exec hook without a kernel event finished (for the log).
     Hook { fs: String, op: &'static str, result: Result<(), String> },
+    /// A kernel remount (exec backend) finished.
+    Remounted { fs: String, mode: cohort_core::wire::Mode, result: Result<(), String> },
     /// The fence agent finished; `stderr`: what it wrote there.
     Fenced { target: Member, why: FenceWhy, result: Result<(), String>, stderr: String, took_ms: u64 },
 }

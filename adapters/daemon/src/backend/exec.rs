@@ -20,6 +20,10 @@
 //! `mountpoint -q /mnt/fs1`). The configuration requires it unless
 //! `mount_point` is set.
 //!
+//! `cohortctl remount` runs `hooks.remount` (else `hook`) with
+//! `OP=remount` and `MODE=ro|rw` (exit 0 = the kernel has the new mode),
+//! in order after the operations before it.
+//!
 //! `withdraw_file` (optional): a path the host creates when the kernel
 //! withdrew the filesystem; cohortd looks every [`WITHDRAW_POLL`], reports
 //! `Withdraw` once and removes the file.
@@ -30,10 +34,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use cohort_core::node::{KernelEvent, KernelOp};
-use cohort_core::wire::{fs_name, FsName};
+use cohort_core::wire::{fs_name, FsName, Mode};
 
-use super::{op_jid, op_name, Backend};
-use crate::config::{ExecConfig, EXEC_MOUNTED};
+use super::{op_jid, op_name, Backend, Remounted};
+use crate::config::{mode_name, ExecConfig, EXEC_MOUNTED, EXEC_REMOUNT};
 use crate::proc::{run_status_with_timeout, run_with_timeout, Wake, Waker};
 
 /// Upper bound of the `mounted` hook's run time (it blocks the main loop).
@@ -43,19 +47,34 @@ pub const MOUNTED_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WITHDRAW_POLL: Duration = Duration::from_millis(200);
 
 pub struct ExecBackend {
-    jobs: mpsc::Sender<KernelOp>,
+    jobs: mpsc::Sender<Job>,
     name: String,
     cfg: ExecConfig,
 }
 
+/// What the worker runs, in order.
+enum Job {
+    Op(KernelOp),
+    /// `OP=remount`, `MODE=ro|rw`.
+    Remount(Mode),
+}
+
 impl ExecBackend {
     pub fn new(fs: &str, cfg: ExecConfig, waker: Waker) -> ExecBackend {
-        let (tx, rx) = mpsc::channel::<KernelOp>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let name = fs.to_owned();
         let (own_name, own_cfg) = (name.clone(), cfg.clone());
         let fsn: FsName = fs_name(fs).unwrap_or_default();
         let spawned = std::thread::Builder::new().name(format!("exec-{fs}")).spawn(move || {
-            for op in rx {
+            for job in rx {
+                let op = match job {
+                    Job::Op(op) => op,
+                    Job::Remount(mode) => {
+                        let result = run_remount(&cfg, &name, mode);
+                        waker.wake(Wake::Remounted { fs: name.clone(), mode, result });
+                        continue;
+                    }
+                };
                 let result = run_hook(&cfg, &name, &op);
                 match (&op, &result) {
                     (KernelOp::MountFirst(_), Ok(())) => {
@@ -116,13 +135,32 @@ fn run_hook(cfg: &ExecConfig, fs: &str, op: &KernelOp) -> Result<(), String> {
         .map_err(|e| format!("hook {} (OP={name}): {e}", hook.display()))
 }
 
+/// `hooks.remount` (else `hook`) with `OP=remount`, `MODE=ro|rw`.
+fn run_remount(cfg: &ExecConfig, fs: &str, mode: Mode) -> Result<(), String> {
+    let Some(hook) = hook_for(cfg, EXEC_REMOUNT) else { return Err(format!("no hook configured for {EXEC_REMOUNT}")) };
+    let mut cmd = Command::new(&hook);
+    cmd.env("FS", fs).env("OP", EXEC_REMOUNT).env("JID", "").env("MODE", mode_name(mode));
+    run_with_timeout(&mut cmd, Duration::from_millis(cfg.timeout_ms))
+        .map_err(|e| format!("hook {} (OP={EXEC_REMOUNT} MODE={}): {e}", hook.display(), mode_name(mode)))
+}
+
 impl Backend for ExecBackend {
     fn kind(&self) -> &'static str {
         "exec"
     }
 
     fn apply(&mut self, op: KernelOp, _out: &mut Vec<KernelEvent>) -> Result<(), String> {
-        self.jobs.send(op).map_err(|_| "the exec worker thread is gone".to_owned())
+        self.jobs.send(Job::Op(op)).map_err(|_| "the exec worker thread is gone".to_owned())
+    }
+
+    /// Runs after the operations queued before it; the result comes as
+    /// `Wake::Remounted`.
+    fn remount(&mut self, mode: Mode) -> Result<Remounted, String> {
+        if hook_for(&self.cfg, EXEC_REMOUNT).is_none() {
+            return Err(format!("no hook configured for {EXEC_REMOUNT} (exec.hooks.{EXEC_REMOUNT} or exec.hook)"));
+        }
+        self.jobs.send(Job::Remount(mode)).map_err(|_| "the exec worker thread is gone".to_owned())?;
+        Ok(Remounted::Pending)
     }
 
     /// `hooks.mounted`; without it (then `mount_point` is configured, which
@@ -241,5 +279,36 @@ mod tests {
             std::fs::read_to_string(&log).unwrap(),
             "set_jid fs1 0\nmount_first fs1 0\nrecover_journal fs1 2\nrecover_journal fs1 5\n"
         );
+    }
+
+    #[test]
+    fn remount_runs_the_hook_in_order_with_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let hook = d.path().join("hook.sh");
+        std::fs::write(
+            &hook,
+            format!("#!/bin/sh\necho \"$OP $MODE\" >> {}\n[ \"$MODE\" = rw ] && exit 3\nexit 0\n", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (w, r) = crate::proc::wake_pair().unwrap();
+        let cfg = ExecConfig { hook: Some(hook), hooks: Default::default(), timeout_ms: 5000, withdraw_file: None };
+        let mut b = ExecBackend::new("fs1", cfg, w);
+        let mut out = vec![];
+        b.apply(KernelOp::Unblock, &mut out).unwrap();
+        assert_eq!(b.remount(Mode::Ro), Ok(Remounted::Pending));
+        assert_eq!(b.remount(Mode::Rw), Ok(Remounted::Pending));
+        let t = Instant::now();
+        let mut got = vec![];
+        while got.len() < 2 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+            got.extend(r.drain().into_iter().filter_map(|w| match w {
+                Wake::Remounted { fs, mode, result } => Some((fs, mode, result.is_ok())),
+                _ => None,
+            }));
+        }
+        assert_eq!(got, vec![("fs1".to_owned(), Mode::Ro, true), ("fs1".to_owned(), Mode::Rw, false)]);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "unblock \nremount ro\nremount rw\n");
     }
 }

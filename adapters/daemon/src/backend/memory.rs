@@ -9,9 +9,9 @@
 //! what the daemon does for a real kernel that still has the mount.
 
 use cohort_core::node::{KernelEvent, KernelOp};
-use cohort_core::wire::{fs_name, FsName};
+use cohort_core::wire::{fs_name, FsName, Mode};
 
-use super::Backend;
+use super::{Backend, Remounted};
 use crate::config::MemoryConfig;
 
 pub struct MemoryBackend {
@@ -69,6 +69,14 @@ impl Backend for MemoryBackend {
             KernelOp::Block | KernelOp::Unblock | KernelOp::SetJid(_) => {}
         }
         Ok(())
+    }
+
+    /// The stand-in kernel changes mode at once.
+    fn remount(&mut self, _mode: Mode) -> Result<Remounted, String> {
+        if !self.mounted {
+            return Err(format!("{} is not mounted by the memory backend", self.fs));
+        }
+        Ok(Remounted::Done)
     }
 
     fn kernel_mounted(&self) -> Result<Option<String>, String> {

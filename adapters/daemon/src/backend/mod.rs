@@ -24,6 +24,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use cohort_core::node::{KernelEvent, KernelOp};
+use cohort_core::wire::Mode;
 use cohort_core::Generation;
 
 use crate::config::{BackendConfig, FsConfig};
@@ -118,6 +119,26 @@ pub trait Backend {
     fn unmount(&mut self) -> Option<Result<String, String>> {
         None
     }
+
+    /// `cohortctl remount`: remount the kernel's filesystem `mode` (ro or
+    /// rw; the engine orders it against the cluster's agreement: rw -> ro
+    /// remounts the kernel first, ro -> rw once the change is agreed).
+    /// [`Remounted::Pending`]: the result comes later as
+    /// [`crate::proc::Wake::Remounted`]. `Err`: it could not be done or
+    /// started (the kernel keeps its mode).
+    fn remount(&mut self, _mode: Mode) -> Result<Remounted, String> {
+        Err(format!(
+            "the {} backend cannot remount a filesystem: umount it and mount it again with the other mode",
+            self.kind()
+        ))
+    }
+}
+
+/// How a backend's remount went, as far as it knows at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Remounted {
+    Done,
+    Pending,
 }
 
 /// Requests of a backend to the daemon.

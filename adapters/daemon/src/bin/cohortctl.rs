@@ -6,6 +6,7 @@
 //!   members [--json]                    the daemon group's members
 //!   mount FS [--ro|--spectator] [--wait SECS]
 //!   unmount FS [--wait SECS]
+//!   remount FS ro|rw [--wait SECS]        ro: the kernel first, then the cluster; rw: the cluster agrees first
 //!   log [--follow] [--json] [--since SEQ] [--last N]
 //! ```
 //!
@@ -28,6 +29,7 @@ const USAGE: &str = "usage: cohortctl [--socket PATH | --config FILE] COMMAND
   members [--json]
   mount FS [--ro|--spectator] [--wait SECS]
   unmount FS [--wait SECS]
+  remount FS ro|rw [--wait SECS]
   log [--follow] [--json] [--since SEQ] [--last N]";
 
 fn usage(msg: &str) -> ! {
@@ -258,6 +260,34 @@ fn main() {
                     });
                     println!("{fs} unmounted");
                 }
+            }
+        }
+        "remount" => {
+            let wait = num(value("--wait", &mut args), "--wait");
+            if args.len() != 2 {
+                usage("remount needs a filesystem name and ro or rw");
+            }
+            let (fs, mode) = (args[0].clone(), args[1].clone());
+            if mode != "ro" && mode != "rw" {
+                usage(&format!("remount goes to ro or rw (got {mode:?})"));
+            }
+            let v = Conn::open(&path).call(&Request::Remount { fs: fs.clone(), mode: mode.clone() });
+            println!("{}", v["message"].as_str().unwrap_or("ok"));
+            if let Some(secs) = wait {
+                wait_for(&path, secs, &format!("{fs} to be remounted {mode}"), |s| {
+                    let Some(g) = s.groups.iter().find(|g| g.fs == fs) else {
+                        return Err(format!("{fs} is no longer mounted here"));
+                    };
+                    match (&g.kernel.remount, g.kernel.mode.as_deref()) {
+                        (Some(_), _) => Ok(false),
+                        (None, Some(m)) if m == mode => Ok(true),
+                        (None, m) => Err(format!(
+                            "the remount did not complete (the kernel has {fs} {}): see `cohortctl log`",
+                            m.unwrap_or("not mounted")
+                        )),
+                    }
+                });
+                println!("{fs} remounted {mode}");
             }
         }
         "log" => {
