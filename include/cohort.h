@@ -135,6 +135,11 @@ enum CohortResult
      */
     COHORT_RESULT_ERR_DROPPED_SELF = -24,
     /**
+     * Another filesystem this node knows of has the same group id (a
+     * 31-bit hash of the name): rename one.
+     */
+    COHORT_RESULT_ERR_NAME_COLLISION = -25,
+    /**
      * A Rust panic was caught; the node is poisoned.
      */
     COHORT_RESULT_ERR_PANIC = -98,
@@ -256,6 +261,10 @@ enum CohortMountError
      * The membership was not kept when partitions merged: mount again.
      */
     COHORT_MOUNT_ERROR_LOST_IN_MERGE = 5,
+    /**
+     * Another filesystem of the cluster has the same group id: rename one.
+     */
+    COHORT_MOUNT_ERROR_NAME_COLLISION = 6,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -330,6 +339,10 @@ enum CohortDropReason
      * Sent in another transport view than the one it was delivered in.
      */
     COHORT_DROP_REASON_OTHER_VIEW = 6,
+    /**
+     * A mount of a filesystem whose group id is another filesystem's.
+     */
+    COHORT_DROP_REASON_NAME_COLLISION = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -5,7 +5,7 @@ use crate::daemon::{DaemonPhase, Logical, OpKind};
 use crate::ids::{GroupId, Member, NodeId};
 use crate::mount::Removal;
 use crate::node::{DeliverError, DropReason, KernelOp, Node, Notice, Out, Request, RequestError};
-use crate::wire::{self, Body, Header, Message, MountReq, WireError, MAX_GROUPS, MAX_JOURNALS};
+use crate::wire::{self, Body, FsName, Header, Message, MountReq, WireError, MAX_GROUPS, MAX_JOURNALS};
 
 impl Node {
     pub(crate) fn on_deliver(&mut self, from: NodeId, bytes: &[u8]) -> Result<(), DeliverError> {
@@ -117,6 +117,19 @@ impl Node {
                 match li {
                     Some(li) => {
                         let l = &mut self.d.logical[li];
+                        if l.fs != req.fs {
+                            // Two names, one group id: never one group (their
+                            // journals are different disks' journals).
+                            if sender == me {
+                                self.op_done(gid);
+                                self.effect(crate::node::Effect::Kernel {
+                                    group: gid,
+                                    fs: req.fs.clone(),
+                                    op: KernelOp::MountError(crate::node::MountError::NameCollision),
+                                });
+                            }
+                            return Err(DropReason::NameCollision);
+                        }
                         if l.contains(sender) {
                             return Err(DropReason::NotMember);
                         }
@@ -214,6 +227,13 @@ impl Node {
                     return Err(RequestError::InvalidJournals);
                 }
                 let gid = GroupId::of_fs(&fs);
+                let other_name = |n: &FsName| *n != fs;
+                if self.group_slot(gid).is_some_and(|i| other_name(&self.groups[i].fs))
+                    || self.d.logical(gid).is_some_and(|l| other_name(&l.fs))
+                    || self.d.ops.iter().any(|o| o.gid == gid && other_name(&o.fs))
+                {
+                    return Err(RequestError::NameCollision);
+                }
                 if self.group_slot(gid).is_some() {
                     return Err(RequestError::AlreadyMounted);
                 }
@@ -294,8 +314,8 @@ impl Node {
                 let s = self.build_daemon_sync();
                 enc(K::DaemonSync, cur, GroupId::DAEMON, Some(&s), buf)
             }
-            Out::Op { slot, gen } => {
-                let op = self.d.ops.get(usize::from(*slot))?;
+            Out::Op { gid, gen } => {
+                let op = self.d.ops.iter().find(|o| o.gid == *gid)?;
                 if *gen != cur || op.sent_at != Some(cur) {
                     return None;
                 }
@@ -315,38 +335,38 @@ impl Node {
                 }
                 enc(K::FenceResult, cur, GroupId::DAEMON, Some(res), buf)
             }
-            Out::MountStart { slot, gen } => {
-                let g = self.groups.get(usize::from(*slot))?;
+            Out::MountStart { gid, gen } => {
+                let g = self.groups.iter().find(|g| g.gid == *gid)?;
                 if g.change_gen != *gen || g.is_synced() {
                     return None;
                 }
                 let s = g.build_start(self.cfg.node, g.synced_gen.is_some());
                 enc(K::MountStart, *gen, g.gid, Some(&s), buf)
             }
-            Out::MountState { slot, gen } => {
-                let g = self.groups.get(usize::from(*slot))?;
+            Out::MountState { gid, gen } => {
+                let g = self.groups.iter().find(|g| g.gid == *gid)?;
                 if g.change_gen != *gen || g.is_synced() {
                     return None;
                 }
                 let s = g.build_state();
                 enc(K::MountState, *gen, g.gid, Some(&s), buf)
             }
-            Out::MountDone { slot, gen, ok } => {
-                let g = self.groups.get(usize::from(*slot))?;
+            Out::MountDone { gid, gen, ok } => {
+                let g = self.groups.iter().find(|g| g.gid == *gid)?;
                 if g.change_gen != *gen {
                     return None;
                 }
                 enc(K::MountDone, *gen, g.gid, Some(ok), buf)
             }
-            Out::FirstDone { slot, gen } => {
-                let g = self.groups.get(usize::from(*slot))?;
+            Out::FirstDone { gid, gen } => {
+                let g = self.groups.iter().find(|g| g.gid == *gid)?;
                 if g.change_gen != *gen {
                     return None;
                 }
                 enc(K::FirstDone, *gen, g.gid, None, buf)
             }
-            Out::RecoveryResult { slot, gen, res } => {
-                let g = self.groups.get(usize::from(*slot))?;
+            Out::RecoveryResult { gid, gen, res } => {
+                let g = self.groups.iter().find(|g| g.gid == *gid)?;
                 if g.change_gen != *gen {
                     return None;
                 }

@@ -368,7 +368,7 @@ impl Node {
         None
     }
 
-    pub fn group_wait(&self, i: usize) -> GroupWait {
+    pub(crate) fn group_wait(&self, i: usize) -> GroupWait {
         let Some(g) = self.groups.get(i) else { return GroupWait::Nothing };
         if !g.is_synced() {
             if !g.start_sent {
@@ -577,9 +577,9 @@ impl Node {
                 let gen = g.change_gen;
                 let describe = g.synced_gen.is_some() && g.describer() == Some(me);
                 if describe {
-                    self.send(Out::MountState { slot: i as u8, gen });
+                    self.send(Out::MountState { gid: self.groups[i].gid, gen });
                 }
-                self.send(Out::MountStart { slot: i as u8, gen });
+                self.send(Out::MountStart { gid: self.groups[i].gid, gen });
             }
             return;
         }
@@ -599,13 +599,13 @@ impl Node {
             )
         };
         if local_mount_ok && !mounted_agreed {
-            self.send(Out::MountDone { slot: i as u8, gen, ok: true });
+            self.send(Out::MountDone { gid: self.groups[i].gid, gen, ok: true });
         }
         if local_first_done && !first_done {
-            self.send(Out::FirstDone { slot: i as u8, gen });
+            self.send(Out::FirstDone { gid: self.groups[i].gid, gen });
         }
         if let Some((jid, attempt, ok)) = outcome {
-            self.send(Out::RecoveryResult { slot: i as u8, gen, res: RecoveryResult { jid, attempt, ok } });
+            self.send(Out::RecoveryResult { gid: self.groups[i].gid, gen, res: RecoveryResult { jid, attempt, ok } });
         }
         if self.groups[i].withdrawn {
             // A withdrawn kernel does nothing more until it is released.

@@ -174,6 +174,9 @@ pub enum MountError {
     /// lost the verdict, or the agreed state no longer lists it): the
     /// filesystem is given back; mount again.
     LostInMerge,
+    /// Another filesystem of the cluster has the same group id (a 31-bit
+    /// hash of the name, [`crate::GroupId::of_fs`]): rename one.
+    NameCollision,
 }
 
 /// Things an operator should see.
@@ -229,6 +232,8 @@ pub enum DropReason {
     StaleSender,
     NotMember,
     NotSynced,
+    /// A mount of a filesystem whose group id is another filesystem's.
+    NameCollision,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,6 +301,9 @@ pub enum RequestError {
     /// A request for this filesystem is already in flight (or its kernel
     /// withdrew it: the withdraw leaves the group, nothing else may).
     Busy,
+    /// Another filesystem this node knows of has the same group id (a
+    /// 31-bit hash of the name): rename one.
+    NameCollision,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,13 +326,13 @@ pub enum FenceInputError {
 pub(crate) enum Out {
     DaemonStart { gen: Generation },
     DaemonSync { gen: Generation },
-    Op { slot: u8, gen: Generation },
+    Op { gid: GroupId, gen: Generation },
     FenceResult { gen: Generation, res: FenceResult },
-    MountStart { slot: u8, gen: Generation },
-    MountState { slot: u8, gen: Generation },
-    MountDone { slot: u8, gen: Generation, ok: bool },
-    FirstDone { slot: u8, gen: Generation },
-    RecoveryResult { slot: u8, gen: Generation, res: RecoveryResult },
+    MountStart { gid: GroupId, gen: Generation },
+    MountState { gid: GroupId, gen: Generation },
+    MountDone { gid: GroupId, gen: Generation, ok: bool },
+    FirstDone { gid: GroupId, gen: Generation },
+    RecoveryResult { gid: GroupId, gen: Generation, res: RecoveryResult },
 }
 
 /// Timer kinds (high byte of the token).
@@ -481,14 +489,14 @@ impl Node {
             return;
         }
         // A newer descriptor supersedes an older one of the same kind and
-        // slot (it would render to nothing anyway): this bounds the queue.
+        // group (it would render to nothing anyway): this bounds the queue.
         let supersedes = |x: &Out| match (x, &o) {
             (Out::DaemonStart { .. }, Out::DaemonStart { .. }) | (Out::DaemonSync { .. }, Out::DaemonSync { .. }) => {
                 true
             }
-            (Out::Op { slot: a, .. }, Out::Op { slot: b, .. })
-            | (Out::MountStart { slot: a, .. }, Out::MountStart { slot: b, .. })
-            | (Out::MountState { slot: a, .. }, Out::MountState { slot: b, .. }) => a == b,
+            (Out::Op { gid: a, .. }, Out::Op { gid: b, .. })
+            | (Out::MountStart { gid: a, .. }, Out::MountStart { gid: b, .. })
+            | (Out::MountState { gid: a, .. }, Out::MountState { gid: b, .. }) => a == b,
             _ => false,
         };
         if self.outbox.iter().any(supersedes) {

@@ -1018,6 +1018,7 @@ pub fn expect(w: &mut World, e: &Expect) -> Result<(), String> {
                 "kernel-failed" => MountError::KernelFailed,
                 "too-many-groups" => MountError::TooManyGroups,
                 "lost-in-merge" => MountError::LostInMerge,
+                "name-collision" => MountError::NameCollision,
                 _ => MountError::Incompatible,
             };
             if !w.log.mount_errors.iter().any(|(n, f, e)| n == node && f == fs && *e == want) {

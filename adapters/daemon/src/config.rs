@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use cohort_core::gcs::MAX_NODES;
 use cohort_core::wire::{self, Mode, MAX_GROUPS, MAX_JOURNALS};
+use cohort_core::GroupId;
 use serde::Deserialize;
 
 pub const DEFAULT_PATH: &str = "/etc/cohort/cohort.toml";
@@ -1013,6 +1014,26 @@ impl Config {
                 mode,
             });
         }
+        // Every group this daemon makes (a filesystem's, a DLM lockspace's)
+        // is keyed by a 31-bit hash of its name: two names with one key
+        // would be refused at mount (`NameCollision`); say so now.
+        let mut groups: Vec<(String, usize)> = Vec::new();
+        for (i, f) in filesystems.iter().enumerate() {
+            groups.push((f.name.clone(), i));
+            if matches!(f.backend, BackendConfig::Dlm(_)) {
+                groups.push((crate::backend::dlm::aux_group_name(&f.name), i));
+            }
+        }
+        for (a, (na, _)) in groups.iter().enumerate() {
+            for (nb, j) in groups.iter().skip(a + 1) {
+                if GroupId::of_fs(na) == GroupId::of_fs(nb) {
+                    return err(
+                        format!("filesystem[{j}].name"),
+                        format!("group {nb:?} has the same group id as {na:?} (a 31-bit hash of the name): rename one"),
+                    );
+                }
+            }
+        }
         Ok(Config {
             node_id,
             transport,
@@ -1166,6 +1187,10 @@ mod tests {
             (
                 "[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"memory\"\n[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"memory\"\n",
                 "filesystem[1].name: \"a\" is configured twice",
+            ),
+            (
+                "[[filesystem]]\nname = \"fs188883\"\njournals = 2\nbackend = \"memory\"\n[[filesystem]]\nname = \"fs632435\"\njournals = 2\nbackend = \"memory\"\n",
+                "filesystem[1].name: group \"fs632435\" has the same group id as \"fs188883\" (a 31-bit hash of the name): rename one",
             ),
             ("bogus = 1\n", "unknown field `bogus`"),
             ("node_id = \"one\"\n", "line 1 (`node_id = \"one\"`)"),

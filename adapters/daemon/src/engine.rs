@@ -1024,6 +1024,10 @@ impl Engine {
                     RequestError::NotMounted => format!("{fs} is not mounted here"),
                     RequestError::Busy => format!("a request for {fs} is already in progress"),
                     RequestError::TooManyGroups => "too many mount groups".into(),
+                    RequestError::NameCollision => format!(
+                        "another filesystem this node knows of has the same group id as {fs} (a 31-bit hash of the \
+                         name): rename one"
+                    ),
                     RequestError::InvalidName => format!("invalid filesystem name {fs:?}"),
                     RequestError::InvalidJournals => format!("invalid journal count {journals}"),
                 };
@@ -1213,6 +1217,9 @@ pub fn mount_error_text(e: cohort_core::node::MountError) -> &'static str {
         MountError::KernelFailed => "the kernel mount failed",
         MountError::Incompatible => "the cluster speaks an incompatible protocol",
         MountError::LostInMerge => "the membership was not kept when partitions merged; mount again",
+        MountError::NameCollision => {
+            "another filesystem of the cluster has the same group id (a 31-bit hash of the name): rename one"
+        }
     }
 }
 

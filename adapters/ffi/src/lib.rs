@@ -108,6 +108,9 @@ pub enum CohortResult {
     ErrFenceNotRequested = -23,
     /// A confchg left this node out of the members without a left entry.
     ErrDroppedSelf = -24,
+    /// Another filesystem this node knows of has the same group id (a
+    /// 31-bit hash of the name): rename one.
+    ErrNameCollision = -25,
     /// A Rust panic was caught; the node is poisoned.
     ErrPanic = -98,
     /// An earlier call panicked: this node must be re-initialised.
@@ -197,6 +200,8 @@ pub enum CohortMountError {
     Incompatible = 4,
     /// The membership was not kept when partitions merged: mount again.
     LostInMerge = 5,
+    /// Another filesystem of the cluster has the same group id: rename one.
+    NameCollision = 6,
 }
 
 #[repr(u32)]
@@ -233,6 +238,8 @@ pub enum CohortDropReason {
     Disagreement = 5,
     /// Sent in another transport view than the one it was delivered in.
     OtherView = 6,
+    /// A mount of a filesystem whose group id is another filesystem's.
+    NameCollision = 7,
 }
 
 /// Any `Effect`, flattened: `kind` says which fields mean something; the
@@ -484,6 +491,7 @@ fn map_error(e: HandleError) -> CohortResult {
             RequestError::AlreadyMounted => CohortResult::ErrAlreadyMounted,
             RequestError::NotMounted => CohortResult::ErrNotMounted,
             RequestError::TooManyGroups => CohortResult::ErrTooManyGroups,
+            RequestError::NameCollision => CohortResult::ErrNameCollision,
             RequestError::Busy => CohortResult::ErrBusy,
         },
         HandleError::Kernel(KernelError::UnknownFs) => CohortResult::ErrUnknownFs,
@@ -635,6 +643,7 @@ fn effect_out(e: Effect) -> CohortEffect {
                         MountError::KernelFailed => CohortMountError::KernelFailed,
                         MountError::Incompatible => CohortMountError::Incompatible,
                         MountError::LostInMerge => CohortMountError::LostInMerge,
+                        MountError::NameCollision => CohortMountError::NameCollision,
                     };
                     (CohortKernelOp::MountError, None)
                 }
@@ -713,6 +722,7 @@ fn effect_out(e: Effect) -> CohortEffect {
                         DropReason::NotSynced => CohortDropReason::NotSynced,
                         DropReason::Disagreement => CohortDropReason::Disagreement,
                         DropReason::OtherView => CohortDropReason::OtherView,
+                        DropReason::NameCollision => CohortDropReason::NameCollision,
                     };
                 }
             }

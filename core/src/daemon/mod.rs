@@ -767,7 +767,7 @@ impl Node {
             let gid = self.groups[i].gid;
             let snapshot = self.d.logical(gid).cloned();
             match snapshot {
-                Some(l) if l.contains(me) => {
+                Some(l) if l.contains(me) && l.fs == self.groups[i].fs => {
                     self.group_membership(i, gen, &l, None);
                     i += 1;
                 }
@@ -789,10 +789,11 @@ impl Node {
             return;
         }
         let gen = self.barrier.current();
-        for slot in 0..self.d.ops.len() {
-            if self.d.ops[slot].sent_at != Some(gen) {
-                self.d.ops[slot].sent_at = Some(gen);
-                self.send(Out::Op { slot: slot as u8, gen });
+        for i in 0..self.d.ops.len() {
+            if self.d.ops[i].sent_at != Some(gen) {
+                self.d.ops[i].sent_at = Some(gen);
+                let gid = self.d.ops[i].gid;
+                self.send(Out::Op { gid, gen });
             }
         }
     }
