@@ -240,7 +240,12 @@ impl Node {
                 if self.d.ops.iter().any(|o| o.gid == gid) {
                     return Err(RequestError::Busy);
                 }
-                if self.groups.len() >= MAX_GROUPS
+                // Mounts being requested count: one pending op per group
+                // (existing or requested) then always fits the op table,
+                // so the node's own leave (after a failed mount) never fails
+                // to queue.
+                let requested = self.d.ops.iter().filter(|o| matches!(o.kind, OpKind::Mount { .. })).count();
+                if self.groups.len() + requested >= MAX_GROUPS
                     || (self.d.logical(gid).is_none() && self.d.logical.len() >= MAX_GROUPS)
                 {
                     return Err(RequestError::TooManyGroups);

@@ -817,7 +817,7 @@ impl Node {
                 fs: fs.clone(),
                 op: KernelOp::MountError(MountError::NoFreeJournal),
             });
-            self.queue_op(gid, fs, OpKind::Unmount);
+            self.queue_leave(gid, fs);
         }
         self.group_kick(i);
     }
@@ -931,7 +931,7 @@ impl Node {
                         fs: fs.clone(),
                         op: KernelOp::MountError(MountError::KernelFailed),
                     });
-                    self.queue_op(gid, fs, OpKind::Unmount);
+                    self.queue_leave(gid, fs);
                     return Ok(());
                 }
             }

@@ -229,6 +229,26 @@ fn at_most_max_groups_filesystems_but_a_known_one_can_be_joined() {
     assert!(c.all_stable(), "{}", c.status_dump());
 }
 
+#[test]
+fn mounts_being_requested_count_against_the_group_table() {
+    // One group short of full, two mounts requested together: the second
+    // is refused at once (it could not get a group), not accepted and
+    // lost, and the op table always has room for a leave.
+    let mut c = Cluster::new(1);
+    for k in 0..wire::MAX_GROUPS - 1 {
+        c.mount(&format!("fs{k}"), &[1], Mode::Rw);
+        c.pump();
+    }
+    let at = c.log.len();
+    c.mount("last", &[1], Mode::Rw);
+    c.mount("one-too-many", &[1], Mode::Rw);
+    assert_eq!(errors(&c, at), ["node 1: Request(TooManyGroups)"]);
+    c.pump();
+    assert_eq!(c.node(1).status().groups.len(), wire::MAX_GROUPS);
+    assert!(c.node(1).status().group("last").is_some());
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
 /// Step until a logged line satisfies `f` (the line is then the last one).
 fn step_until(c: &mut Cluster, f: impl Fn(&str) -> bool) {
     for _ in 0..100_000 {

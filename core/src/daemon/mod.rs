@@ -818,6 +818,17 @@ impl Node {
         true
     }
 
+    /// Leave a group whose mount failed. Always fits: the op table holds
+    /// one op per group, and mounts being requested count against the
+    /// group table (`on_request`); a pending withdraw leaves anyway.
+    pub(crate) fn queue_leave(&mut self, gid: GroupId, fs: FsName) {
+        let queued = self.queue_op(gid, fs, OpKind::Unmount);
+        invariant!(
+            queued || self.d.ops.iter().any(|o| o.gid == gid && o.kind == OpKind::Withdraw),
+            "a leave after a failed mount did not fit the op table"
+        );
+    }
+
     /// Re-evaluate everything that waits for a condition.
     pub(crate) fn kick(&mut self) {
         if self.stopped {
