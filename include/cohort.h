@@ -343,6 +343,18 @@ enum CohortDropReason
      * A mount of a filesystem whose group id is another filesystem's.
      */
     COHORT_DROP_REASON_NAME_COLLISION = 7,
+    /**
+     * A mount from a member the group already has.
+     */
+    COHORT_DROP_REASON_ALREADY_MEMBER = 8,
+    /**
+     * The group's member table (or the cluster's group table) is full.
+     */
+    COHORT_DROP_REASON_TABLE_FULL = 9,
+    /**
+     * The message does not apply to what it names.
+     */
+    COHORT_DROP_REASON_INAPPLICABLE = 10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

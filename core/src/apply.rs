@@ -48,6 +48,7 @@ impl Node {
                     DropReason::StaleSender => self.stats.dropped_stale_sender += 1,
                     _ => self.stats.dropped_other += 1,
                 }
+                self.stats.last_drop = Some(reason);
                 trace!("dropped message from {}", from.0);
                 if reason == DropReason::StaleSender {
                     self.notify(Notice::Dropped { reason });
@@ -131,11 +132,11 @@ impl Node {
                             return Err(DropReason::NameCollision);
                         }
                         if l.contains(sender) {
-                            return Err(DropReason::NotMember);
+                            return Err(DropReason::AlreadyMember);
                         }
                         let pos = l.members.iter().position(|m| m.0 > sender).unwrap_or(l.members.len());
                         if l.members.insert(pos, (sender, req.mode)).is_err() {
-                            return Err(DropReason::NotMember);
+                            return Err(DropReason::TableFull);
                         }
                     }
                     None => {
@@ -151,7 +152,7 @@ impl Node {
                                     op: KernelOp::MountError(crate::node::MountError::TooManyGroups),
                                 });
                             }
-                            return Err(DropReason::NotMember);
+                            return Err(DropReason::TableFull);
                         }
                     }
                 }
@@ -175,12 +176,12 @@ impl Node {
                 };
                 if !m.1.needs_journal() || !mode.needs_journal() {
                     // Spectators cannot remount into a journal and back.
-                    return Err(DropReason::NotMember);
+                    return Err(DropReason::Inapplicable);
                 }
                 m.1 = *mode;
                 cause = None;
             }
-            _ => return Err(DropReason::NotMember),
+            _ => return Err(DropReason::Inapplicable),
         }
         let gen = self.barrier.bump_epoch();
         let logical = self.d.logical.iter().find(|g| g.gid == gid).cloned();

@@ -851,7 +851,7 @@ impl Node {
             }
             Body::FirstDone => {
                 if g.first_mounter() != Some(h.sender.node) {
-                    return Err(DropReason::NotMember);
+                    return Err(DropReason::Inapplicable);
                 }
                 g.first_done = true;
                 g.first_mounter = None;
@@ -886,7 +886,7 @@ impl Node {
                     }
                 }
             }
-            _ => return Err(DropReason::NotMember),
+            _ => return Err(DropReason::Inapplicable),
         }
         self.groups[i].assign_actors();
         self.group_kick(i);

@@ -234,6 +234,13 @@ pub enum DropReason {
     NotSynced,
     /// A mount of a filesystem whose group id is another filesystem's.
     NameCollision,
+    /// A mount from a member the group already has.
+    AlreadyMember,
+    /// The group's member table (or the cluster's group table) is full.
+    TableFull,
+    /// The message does not apply to what it names (a spectator's remount,
+    /// a first-done from a member that is not the first mounter).
+    Inapplicable,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -363,6 +370,8 @@ pub struct Stats {
     pub dropped_other_view: u64,
     pub dropped_stale_sender: u64,
     pub dropped_other: u64,
+    /// Why the last dropped message was dropped.
+    pub last_drop: Option<DropReason>,
     pub wire_errors: u64,
     /// Old members' STARTs whose state digest differed from ours: a peer
     /// disagrees about a group (a bug or a forged message); it is not

@@ -4,7 +4,7 @@
 //! that survived cargo-mutants (issue 17, BENCHMARKS.md "Mutation testing").
 
 mod common;
-use cohort_core::node::Request;
+use cohort_core::node::{DropReason, Request};
 use cohort_core::wire::{self, fs_name, Message, Mode, MsgKind};
 use cohort_core::{Incarnation, NodeId};
 use common::Cluster;
@@ -628,4 +628,28 @@ fn a_mounted_filesystem_missing_from_the_agreed_snapshot_is_released() {
         assert!(ops.iter().any(|l| l.contains("op: Release")), "node {i}: {ops:?}");
         assert!(!ops.iter().any(|l| l.contains("MountError")), "node {i}: {ops:?}");
     }
+}
+
+#[test]
+fn drops_name_their_precise_reason() {
+    let mut c = Cluster::mounted(2);
+    // A mount from a member the group already has.
+    c.request(2, Request::Unmount { fs: fs1() });
+    let unmount = take(&mut c, 2, MsgKind::Unmount);
+    let mut m = wire::decode(&unmount).unwrap();
+    m.header.kind = MsgKind::Mount;
+    m.body = wire::Body::Mount(wire::MountReq { fs: fs1(), mode: Mode::Rw, journals: 8 });
+    c.inject(2, &restamp(&c, 1, m.clone()));
+    assert_eq!(c.node(1).stats().last_drop, Some(DropReason::AlreadyMember));
+    // A remount of a journal holder to spectator does not apply.
+    m.header.kind = MsgKind::Remount;
+    m.body = wire::Body::Remount(Mode::Spectator);
+    c.inject(2, &restamp(&c, 1, m.clone()));
+    assert_eq!(c.node(1).stats().last_drop, Some(DropReason::Inapplicable));
+    // An unmount from a node that is no member.
+    m.header.kind = MsgKind::Unmount;
+    m.body = wire::Body::Unmount;
+    c.inject(2, &restamp(&c, 1, m.clone()));
+    c.inject(2, &restamp(&c, 1, m));
+    assert_eq!(c.node(1).stats().last_drop, Some(DropReason::NotMember));
 }

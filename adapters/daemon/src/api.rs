@@ -202,7 +202,28 @@ pub struct StatsJson {
     pub dropped_other_view: u64,
     pub dropped_stale_sender: u64,
     pub dropped_other: u64,
+    /// Why the last dropped message was dropped (`not-member`,
+    /// `old-generation`, ...).
+    #[serde(default)]
+    pub last_drop: Option<String>,
     pub wire_errors: u64,
+}
+
+/// A drop reason in the words the status and the log use.
+pub fn drop_reason_name(r: cohort_core::node::DropReason) -> &'static str {
+    use cohort_core::node::DropReason as D;
+    match r {
+        D::Disagreement => "disagreement",
+        D::OldGeneration => "old-generation",
+        D::OtherView => "other-view",
+        D::StaleSender => "stale-sender",
+        D::NotMember => "not-member",
+        D::NotSynced => "not-synced",
+        D::NameCollision => "name-collision",
+        D::AlreadyMember => "already-member",
+        D::TableFull => "table-full",
+        D::Inapplicable => "inapplicable",
+    }
 }
 
 pub fn parse_mode(s: &str) -> Option<Mode> {

@@ -832,7 +832,7 @@ impl Engine {
             Notice::FenceFailed { target, attempt } => {
                 format!("fencing {} failed (attempt {attempt}); the next actor retries", fmt_member(*target))
             }
-            Notice::Dropped { reason } => format!("message dropped: {reason:?}"),
+            Notice::Dropped { reason } => format!("message dropped: {}", api::drop_reason_name(*reason)),
         }
     }
 
@@ -1171,6 +1171,7 @@ impl Engine {
             dropped_other_view: s.dropped_other_view,
             dropped_stale_sender: s.dropped_stale_sender,
             dropped_other: s.dropped_other,
+            last_drop: s.last_drop.map(|r| api::drop_reason_name(r).to_owned()),
             wire_errors: s.wire_errors,
         };
         let kernel = |fs: &str| {

@@ -240,6 +240,12 @@ pub enum CohortDropReason {
     OtherView = 6,
     /// A mount of a filesystem whose group id is another filesystem's.
     NameCollision = 7,
+    /// A mount from a member the group already has.
+    AlreadyMember = 8,
+    /// The group's member table (or the cluster's group table) is full.
+    TableFull = 9,
+    /// The message does not apply to what it names.
+    Inapplicable = 10,
 }
 
 /// Any `Effect`, flattened: `kind` says which fields mean something; the
@@ -723,6 +729,9 @@ fn effect_out(e: Effect) -> CohortEffect {
                         DropReason::Disagreement => CohortDropReason::Disagreement,
                         DropReason::OtherView => CohortDropReason::OtherView,
                         DropReason::NameCollision => CohortDropReason::NameCollision,
+                        DropReason::AlreadyMember => CohortDropReason::AlreadyMember,
+                        DropReason::TableFull => CohortDropReason::TableFull,
+                        DropReason::Inapplicable => CohortDropReason::Inapplicable,
                     };
                 }
             }
