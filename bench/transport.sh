@@ -2,7 +2,7 @@
 # Transport benchmark: cohort UDP (the core's VS protocol over multicast)
 # against corosync CPG (through the cohort-corosync adapter), on the same
 # 3-node network-namespace topology (a bridge, 192.0.2.K/24), with the same
-# client (adapters/udp/src/bin/cohort-udp-bench.rs) for both.
+# client (bench/transport/src/main.rs) for both.
 #
 #   bench/transport.sh            build, run everything, print a markdown table
 #
@@ -33,7 +33,7 @@ LAB="$ROOT/tests/corosync-lab/cluster.sh"
 REPS=${REPS:-3}
 N64=${N64:-20000}
 N1400=${N1400:-5000}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/bench/transport/target}"
 BIN="$CARGO_TARGET_DIR/release/cohort-udp-bench"
 PREFIX="cb$$"
 WORK=$(mktemp -d /tmp/cohort-transport-bench.XXXXXX)
@@ -60,8 +60,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building cohort-udp-bench (release, --features corosync)"
-(cd "$ROOT" && cargo build -q --release -p cohort-udp --features corosync --bin cohort-udp-bench)
+log "building cohort-udp-bench (release; bench/transport, links corosync's client libraries)"
+cargo build -q --release --manifest-path "$ROOT/bench/transport/Cargo.toml"
 [ -x "$BIN" ] || die "no $BIN after the build"
 
 mono() { "$BIN" mono; }

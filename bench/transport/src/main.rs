@@ -1,6 +1,6 @@
 //! cohort-udp-bench: one benchmark client, the same logic over either
 //! transport (cohort UDP or corosync CPG through `cohort-corosync`), driven
-//! by `bench/transport.sh`. Build with `--features corosync`.
+//! by `bench/transport.sh` (its own crate under bench/transport: it links corosync).
 //!
 //! ```text
 //! cohort-udp-bench mono                     print CLOCK_MONOTONIC in ms
@@ -145,7 +145,7 @@ impl Bus for CpgBus {
     fn try_send(&mut self, payload: &[u8]) -> Result<bool, String> {
         match self.0.send(payload) {
             Ok(()) => Ok(true),
-            Err(cohort_corosync::Error::SendBusy { .. }) => Ok(false),
+            Err(cohort_corosync::Error::SendBacklogFull { .. }) => Ok(false),
             Err(e) => Err(e.to_string()),
         }
     }
