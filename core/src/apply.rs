@@ -1,6 +1,7 @@
 //! Delivered messages and operator requests: validation, the generation
 //! rule, and application in agreed order.
 
+use crate::bounded::PushBounded;
 use crate::daemon::{DaemonPhase, Logical, OpKind};
 use crate::ids::{GroupId, Member, NodeId};
 use crate::mount::Removal;
@@ -142,7 +143,7 @@ impl Node {
                     None => {
                         let mut l =
                             Logical { gid, fs: req.fs.clone(), journals: req.journals, members: heapless::Vec::new() };
-                        let _ = l.members.push((sender, req.mode));
+                        l.members.push_bounded((sender, req.mode));
                         if self.d.logical.push(l).is_err() {
                             if sender == me {
                                 self.op_done(gid);

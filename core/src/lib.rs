@@ -7,6 +7,7 @@ mod fmt;
 
 mod apply;
 pub mod barrier;
+mod bounded;
 pub mod daemon;
 #[cfg(feature = "embassy")]
 pub mod embassy;

@@ -31,6 +31,7 @@
 //! may have been written before a remount to ro). Spectators hold no
 //! journal and never recover.
 
+use crate::bounded::PushBounded;
 use crate::daemon::{DaemonPhase, Logical, OpKind};
 use crate::gcs::MAX_NODES;
 use crate::ids::{Generation, GroupId, Incarnation, Jid, Member, NodeId};
@@ -287,7 +288,7 @@ impl MountGroup {
             recoveries: self.recoveries.clone(),
         };
         for m in self.members.iter().filter(|m| !m.new) {
-            let _ = s.members.push(MemberDesc {
+            s.members.push_bounded(MemberDesc {
                 member: Member { node: m.node, inc: m.inc },
                 mode: m.mode,
                 jid: m.jid,
@@ -420,7 +421,7 @@ impl Node {
         let mut g = MountGroup::new(l.gid, l.fs.clone(), l.journals, gen);
         for (n, mode) in l.members.iter() {
             let inc = if *n == me { self.cfg.incarnation } else { self.peer_inc(*n) };
-            let _ = g.members.push(GMember::joining(*n, inc, *mode));
+            g.members.push_bounded(GMember::joining(*n, inc, *mode));
         }
         if self.groups.push(g).is_err() {
             return;

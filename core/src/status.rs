@@ -1,6 +1,7 @@
 //! A fixed-size snapshot of what this node knows and what everything waits
 //! for: the host daemon prints it (`cohortctl status`).
 
+use crate::bounded::PushBounded;
 use crate::daemon::DaemonPhase;
 use crate::gcs::MAX_NODES;
 use crate::ids::{Generation, GroupId, Incarnation, Jid, Member, NodeId};
@@ -117,7 +118,7 @@ impl Node {
         let mut members = heapless::Vec::new();
         for p in self.d.peers.iter() {
             let stale = p.inc.is_some_and(|inc| self.d.is_stale(Member { node: p.node, inc }));
-            let _ = members.push(PeerStatus {
+            members.push_bounded(PeerStatus {
                 node: p.node,
                 inc: p.inc,
                 started: p.start.is_some(),
@@ -127,7 +128,7 @@ impl Node {
         }
         let mut fencing = heapless::Vec::new();
         for f in self.d.fence.iter() {
-            let _ = fencing.push(FenceStatus {
+            fencing.push_bounded(FenceStatus {
                 target: f.target,
                 attempts: f.attempts,
                 actor: self.fence_actor(f.attempts),
@@ -137,13 +138,13 @@ impl Node {
         for (i, g) in self.groups.iter().enumerate() {
             let mut gm = heapless::Vec::new();
             for m in g.members.iter() {
-                let _ = gm.push(GroupMemberStatus { node: m.node, mode: m.mode, jid: m.jid, mounted: m.mounted });
+                gm.push_bounded(GroupMemberStatus { node: m.node, mode: m.mode, jid: m.jid, mounted: m.mounted });
             }
             let mut rec = heapless::Vec::new();
             for r in g.recoveries.iter() {
-                let _ = rec.push((r.jid, r.attempts));
+                rec.push_bounded((r.jid, r.attempts));
             }
-            let _ = groups.push(GroupStatus {
+            groups.push_bounded(GroupStatus {
                 group: g.gid,
                 fs: g.fs.clone(),
                 journals: g.journals,

@@ -10,6 +10,7 @@
 //! comes back with a new incarnation has restarted cleanly: its fencing is
 //! cancelled.
 
+use crate::bounded::PushBounded;
 use crate::gcs::MAX_NODES;
 use crate::ids::{Member, NodeId};
 use crate::node::{Effect, FenceInputError, Node, Notice, Out, TimerToken, TIMER_FENCE};
@@ -58,7 +59,7 @@ impl Node {
                 Some(r) => FenceRec { in_flight: r.in_flight, timer: r.timer, ..fresh },
                 None => fresh,
             };
-            let _ = next.push(rec);
+            next.push_bounded(rec);
         }
         next.sort_unstable_by_key(|r| r.target.node);
         self.d.fence = next;
@@ -148,7 +149,7 @@ impl Node {
             if let Some(e) = self.d.fenced.iter_mut().find(|x| x.node == m.node) {
                 *e = m;
             } else {
-                let _ = self.d.fenced.push(m);
+                self.d.fenced.push_bounded(m);
             }
             self.notify(Notice::Fenced { target: r.target });
             self.kick();

@@ -38,6 +38,7 @@
 //! others resets (`ResetSelf` on itself, `Kill` from the lowest winner as a
 //! backup).
 
+use crate::bounded::PushBounded;
 use crate::gcs::MAX_NODES;
 use crate::ids::{Generation, NodeId};
 
@@ -109,7 +110,7 @@ pub fn resolve(members: &[MergeInput]) -> Verdict {
             match lineages.iter_mut().find(|(g, _)| *g == m.lineage) {
                 Some((_, mask)) => *mask |= 1 << i,
                 None => {
-                    let _ = lineages.push((m.lineage, 1 << i));
+                    lineages.push_bounded((m.lineage, 1 << i));
                 }
             }
         }
@@ -261,7 +262,7 @@ mod tests {
                 let mut v: heapless::Vec<MergeInput, MAX_NODES> = heapless::Vec::new();
                 let mut c = code;
                 for i in 0..n {
-                    let _ = v.push(m(i as u32 + 1, u64::from(c % 3) + 1, None));
+                    v.push_bounded(m(i as u32 + 1, u64::from(c % 3) + 1, None));
                     c /= 3;
                 }
                 let r = resolve(&v);

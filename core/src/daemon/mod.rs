@@ -30,6 +30,7 @@
 pub mod fence;
 pub mod merge;
 
+use crate::bounded::PushBounded;
 use crate::gcs::{self, Change, NodeList, MAX_NODES};
 use crate::ids::{Generation, GroupId, Incarnation, Member, NodeId};
 use crate::node::{DropReason, Effect, MountError, Node, Notice, Out};
@@ -101,7 +102,7 @@ impl Logical {
     pub fn nodes(&self) -> NodeList {
         let mut l = NodeList::new();
         for m in self.members.iter() {
-            let _ = l.push(m.0);
+            l.push_bounded(m.0);
         }
         l
     }
@@ -216,7 +217,7 @@ impl DaemonState {
     pub fn members(&self) -> NodeList {
         let mut l = NodeList::new();
         for p in self.peers.iter() {
-            let _ = l.push(p.node);
+            l.push_bounded(p.node);
         }
         l
     }
@@ -329,7 +330,7 @@ impl Node {
             let Some(pos) = self.d.peers.iter().position(|p| p.node == l.node) else { continue };
             let peer = self.d.peers.remove(pos);
             if !self.d.departed.iter().any(|d| d.node == l.node) {
-                let _ = self.d.departed.push(Member { node: l.node, inc: peer.inc.unwrap_or(Incarnation(0)) });
+                self.d.departed.push_bounded(Member { node: l.node, inc: peer.inc.unwrap_or(Incarnation(0)) });
             }
             let in_group = self.d.in_any_group(l.node);
             if let Some(inc) = peer.inc {
@@ -358,7 +359,7 @@ impl Node {
                     start: None,
                 },
             };
-            let _ = kept.push(peer);
+            kept.push_bounded(peer);
         }
         // Peers that vanished without a left entry count as failed too.
         let vanished: heapless::Vec<Member, MAX_NODES> = self
@@ -385,7 +386,7 @@ impl Node {
                 continue;
             }
             let inc = self.d.peers.iter().find(|p| p.node == n).and_then(|p| p.inc).unwrap_or(Incarnation(0));
-            let _ = self.d.departed.push(Member { node: n, inc });
+            self.d.departed.push_bounded(Member { node: n, inc });
         }
         self.d.peers = kept;
         // The oldest member is the reference for the numbering.
@@ -420,7 +421,7 @@ impl Node {
         if anchored {
             for p in self.d.peers.iter() {
                 if let Some(j) = p.joined_at {
-                    let _ = joiners.push((p.node, j));
+                    joiners.push_bounded((p.node, j));
                 }
             }
         }
@@ -431,7 +432,7 @@ impl Node {
         let fenced_mask = crate::wire::mask_of(&members, |n| self.d.fenced.iter().any(|f| f.node == n));
         let mut fence_pending = heapless::Vec::new();
         for f in self.d.fence.iter() {
-            let _ = fence_pending.push(PendingFence { target: f.target, attempts: f.attempts });
+            fence_pending.push_bounded(PendingFence { target: f.target, attempts: f.attempts });
         }
         let fenced = self.d.fenced.clone();
         DaemonStart {
@@ -476,10 +477,10 @@ impl Node {
                         continue;
                     }
                 }
-                let _ = snap.members.push((*n, *mode));
+                snap.members.push_bounded((*n, *mode));
             }
             if !snap.members.is_empty() {
-                let _ = groups.push(snap);
+                groups.push_bounded(snap);
             }
         }
         DaemonSync { groups }
@@ -592,7 +593,7 @@ impl Node {
         let mut inputs: heapless::Vec<merge::MergeInput, MAX_NODES> = heapless::Vec::new();
         for (i, (node, s)) in starts.iter().enumerate() {
             let compatible = excluded & (1 << i) == 0;
-            let _ = inputs.push(merge::MergeInput {
+            inputs.push_bounded(merge::MergeInput {
                 node: *node,
                 has_state: s.has_state && compatible,
                 lineage: s.lineage,
@@ -667,7 +668,7 @@ impl Node {
             let done =
                 self.d.fenced_union.iter().chain(self.d.fenced.iter()).any(|f| f.node == m.node && f.inc >= m.inc);
             if !cancelled && !done {
-                let _ = keep.push(*p);
+                keep.push_bounded(*p);
             }
         }
         // Startup fencing: a group in which nobody completed a cycle before
@@ -678,7 +679,7 @@ impl Node {
         if cold {
             for n in self.d.configured.clone().iter() {
                 if !starts.iter().any(|(m, _)| m == n) && !keep.iter().any(|k| k.target.node == *n) {
-                    let _ = keep.push(PendingFence { target: Member { node: *n, inc: Incarnation(0) }, attempts: 0 });
+                    keep.push_bounded(PendingFence { target: Member { node: *n, inc: Incarnation(0) }, attempts: 0 });
                 }
             }
         }
@@ -741,11 +742,11 @@ impl Node {
             };
             for (n, mode) in g.members.iter() {
                 if self.d.peer(*n).is_some() {
-                    let _ = l.members.push((*n, *mode));
+                    l.members.push_bounded((*n, *mode));
                 }
             }
             if !l.members.is_empty() && !logical.iter().any(|x: &Logical| x.gid == l.gid) {
-                let _ = logical.push(l);
+                logical.push_bounded(l);
             }
         }
         self.d.logical = logical;
