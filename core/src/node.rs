@@ -245,6 +245,7 @@ pub enum DropReason {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use = "an effect the host drops is an action never taken"]
 pub enum Effect {
     SetTimer {
         token: TimerToken,
@@ -403,14 +404,17 @@ impl Node {
         Member { node: self.cfg.node, inc: self.cfg.incarnation }
     }
 
+    #[must_use]
     pub fn generation(&self) -> Generation {
         self.barrier.current()
     }
 
+    #[must_use]
     pub fn stats(&self) -> Stats {
         self.stats
     }
 
+    #[must_use]
     pub fn is_stopped(&self) -> bool {
         self.stopped
     }
@@ -459,6 +463,7 @@ impl Node {
     }
 
     /// Next effect to execute, in order.
+    #[must_use]
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
     }
@@ -466,6 +471,7 @@ impl Node {
     /// Encode the next message to multicast in the daemon group (agreed
     /// order) into `buf` (at least [`crate::wire::MAX_MESSAGE`] bytes is always
     /// enough). Returns its length.
+    #[must_use]
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
         while let Some(out) = self.outbox.pop_front() {
             match self.render_into(&out, buf) {
@@ -482,6 +488,7 @@ impl Node {
     }
 
     /// Are there effects or messages waiting?
+    #[must_use]
     pub fn has_output(&self) -> bool {
         !self.effects.is_empty() || !self.outbox.is_empty()
     }

@@ -103,6 +103,7 @@ impl Node {
         self.groups.iter().any(|g| g.fs.as_str() == fs && !g.recoveries.is_empty())
     }
 
+    #[must_use]
     pub fn status(&self) -> Status {
         let gen = self.barrier.current();
         let daemon = if self.stopped {
