@@ -68,6 +68,33 @@ pub struct FsRuntime {
     /// The kernel's mode while mounted.
     mode: Option<Mode>,
     remount: Option<RemountStep>,
+    /// What the kernel does with the filesystem (`kernel.state` in words).
+    state: KernelState,
+    /// The kernel withdrew it (until it is released or unmounted).
+    withdrawn: bool,
+}
+
+/// The kernel side of one filesystem, as cohortd drives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelState {
+    Idle,
+    Mounting,
+    Mounted,
+    /// Given back after a withdraw or a reset.
+    Released,
+    Failed,
+}
+
+impl KernelState {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelState::Idle => "idle",
+            KernelState::Mounting => "mounting",
+            KernelState::Mounted => "mounted",
+            KernelState::Released => "released",
+            KernelState::Failed => "failed",
+        }
+    }
 }
 
 /// A `cohortctl remount` in progress. The order is the core's contract
@@ -98,9 +125,23 @@ impl RemountStep {
 impl FsRuntime {
     pub fn new(cfg: FsConfig, backend: Box<dyn Backend>) -> Result<FsRuntime, String> {
         let name = fs_name(&cfg.name).map_err(|_| format!("invalid filesystem name {:?}", cfg.name))?;
-        let kernel = KernelJson { backend: backend.kind().to_owned(), state: "idle".into(), ..Default::default() };
+        let state = KernelState::Idle;
+        let kernel =
+            KernelJson { backend: backend.kind().to_owned(), state: state.name().into(), ..Default::default() };
         let requested = cfg.mode;
-        Ok(FsRuntime { cfg, name, backend, kernel, requested, mode: None, remount: None })
+        Ok(FsRuntime { cfg, name, backend, kernel, requested, mode: None, remount: None, state, withdrawn: false })
+    }
+
+    pub fn state(&self) -> KernelState {
+        self.state
+    }
+
+    fn set_state(&mut self, s: KernelState) {
+        self.state = s;
+        self.kernel.state = s.name().into();
+        if matches!(s, KernelState::Idle | KernelState::Released | KernelState::Mounting) {
+            self.withdrawn = false;
+        }
     }
 
     fn set_mode(&mut self, mode: Option<Mode>) {
@@ -115,7 +156,7 @@ impl FsRuntime {
 
     /// Mounted (or mounting) from the kernel's point of view.
     pub fn active(&self) -> bool {
-        matches!(self.kernel.state.as_str(), "mounting" | "mounted")
+        matches!(self.state, KernelState::Mounting | KernelState::Mounted)
     }
 
     /// Does the kernel still have this filesystem mounted? Asks the host:
@@ -343,9 +384,9 @@ impl Engine {
             Some("the daemon is stopping".into())
         } else if let Some(step) = f.remount {
             Some(format!("a remount of {fs} is already in progress ({})", step.text()))
-        } else if f.kernel.state != "mounted" {
-            Some(format!("{fs} is not mounted here (kernel: {})", f.kernel.state))
-        } else if f.kernel.last_error.as_deref() == Some("withdrawn") {
+        } else if f.state != KernelState::Mounted {
+            Some(format!("{fs} is not mounted here (kernel: {})", f.state.name()))
+        } else if f.withdrawn {
             Some(format!("{fs} was withdrawn by the kernel: umount it"))
         } else {
             match f.mode {
@@ -740,6 +781,15 @@ impl Engine {
             }
             _ => {}
         }
+        match op {
+            KernelOp::MountFirst(_) | KernelOp::Mount(_) | KernelOp::MountSpectator => {
+                self.fs[i].set_state(KernelState::Mounting)
+            }
+            KernelOp::Release => self.fs[i].set_state(KernelState::Released),
+            KernelOp::Unmounted => self.fs[i].set_state(KernelState::Idle),
+            KernelOp::MountError(_) => self.fs[i].set_state(KernelState::Failed),
+            _ => {}
+        }
         {
             let k = &mut self.fs[i].kernel;
             match op {
@@ -747,30 +797,25 @@ impl Engine {
                 KernelOp::Unblock => k.blocked = false,
                 KernelOp::SetJid(j) => k.jid = Some(j.0),
                 KernelOp::MountFirst(j) | KernelOp::Mount(j) => {
-                    k.state = "mounting".into();
                     k.first = matches!(op, KernelOp::MountFirst(_));
                     k.jid = Some(j.0);
                     k.last_error = None;
                 }
                 KernelOp::MountSpectator => {
-                    k.state = "mounting".into();
                     k.first = false;
                     k.jid = None;
                     k.last_error = None;
                 }
                 KernelOp::RecoverJournal(_) => {}
                 KernelOp::Release => {
-                    k.state = "released".into();
                     k.blocked = false;
                 }
                 KernelOp::Unmounted => {
-                    k.state = "idle".into();
                     k.blocked = false;
                     k.jid = None;
                     k.first = false;
                 }
                 KernelOp::MountError(e) => {
-                    k.state = "failed".into();
                     k.last_error = Some(mount_error_text(e).to_owned());
                 }
             }
@@ -792,17 +837,20 @@ impl Engine {
     }
 
     fn apply_kernel_view(&mut self, k: &KernelEvent) {
-        let (fs, f): (&FsName, fn(&mut KernelJson)) = match k {
-            KernelEvent::MountResult { fs, ok: true } => (fs, |k| k.state = "mounted".into()),
-            KernelEvent::MountResult { fs, ok: false } => (fs, |k| {
-                k.state = "failed".into();
-                k.last_error = Some("mount failed".into());
+        let (fs, f): (&FsName, fn(&mut FsRuntime)) = match k {
+            KernelEvent::MountResult { fs, ok: true } => (fs, |f| f.set_state(KernelState::Mounted)),
+            KernelEvent::MountResult { fs, ok: false } => (fs, |f| {
+                f.set_state(KernelState::Failed);
+                f.kernel.last_error = Some("mount failed".into());
             }),
-            KernelEvent::Withdraw { fs } => (fs, |k| k.last_error = Some("withdrawn".into())),
+            KernelEvent::Withdraw { fs } => (fs, |f| {
+                f.withdrawn = true;
+                f.kernel.last_error = Some("withdrawn".into());
+            }),
             _ => return,
         };
         if let Some(r) = self.fs.iter_mut().find(|r| r.name == *fs) {
-            f(&mut r.kernel);
+            f(r);
         }
     }
 
@@ -1138,7 +1186,7 @@ impl Engine {
             self.note("kernel", format!("{name}: release ({reason})"));
             let mut out = Vec::new();
             match self.fs[i].backend.apply(KernelOp::Release, &mut out) {
-                Ok(()) => self.fs[i].kernel.state = "released".into(),
+                Ok(()) => self.fs[i].set_state(KernelState::Released),
                 Err(e) => self.note("error", format!("{name}: release FAILED: {e}")),
             }
         }
@@ -1344,8 +1392,8 @@ mod tests {
             self.now = until;
         }
 
-        fn kernel_state(&self, i: usize) -> String {
-            self.engines[i].filesystems()[0].kernel.state.clone()
+        fn kernel_state(&self, i: usize) -> KernelState {
+            self.engines[i].filesystems()[0].state()
         }
     }
 
@@ -1358,11 +1406,11 @@ mod tests {
         c.with(0, |e, env| e.request(10, "fs1", RequestKind::Mount(Mode::Rw), env).map(|_| ()).unwrap());
         c.run_until(400);
         assert!(c.fences.is_empty(), "fenced before the grace period: {:?}", c.fences);
-        assert_ne!(c.kernel_state(0), "mounted", "first mount before startup fencing");
+        assert_ne!(c.kernel_state(0), KernelState::Mounted, "first mount before startup fencing");
         c.run_until(2000);
         let [(actor, target, known_inc)] = c.fences[..] else { panic!("expected one fence: {:?}", c.fences) };
         assert_eq!((target.node, target.inc, known_inc), (NodeId(3), Incarnation(0), false));
-        assert_ne!(c.kernel_state(0), "mounted", "first mount while node 3 may still hold the filesystem");
+        assert_ne!(c.kernel_state(0), KernelState::Mounted, "first mount while node 3 may still hold the filesystem");
         let log: Vec<String> = c.engines[actor as usize - 1].log().since(0).into_iter().map(|e| e.text).collect();
         assert!(log.iter().any(|t| t == "configured cluster nodes [1,2,3] (startup fencing on)"), "{log:?}");
         assert!(
@@ -1372,7 +1420,7 @@ mod tests {
         let now = c.now;
         c.with(actor as usize - 1, |e, env| e.fenced(now, target, FenceWhy::Fence, Ok(()), "", env));
         c.run_until(3000);
-        assert_eq!(c.kernel_state(0), "mounted");
+        assert_eq!(c.kernel_state(0), KernelState::Mounted);
         assert!(c.engines[0].filesystems()[0].kernel.first, "node 1 is the first mounter");
 
         // Without a nodelist: no startup fencing, the mount goes ahead.
@@ -1380,7 +1428,7 @@ mod tests {
         c.with(0, |e, env| e.request(0, "fs1", RequestKind::Mount(Mode::Rw), env).map(|_| ()).unwrap());
         c.run_until(5000);
         assert!(c.fences.is_empty(), "{:?}", c.fences);
-        assert_eq!(c.kernel_state(0), "mounted");
+        assert_eq!(c.kernel_state(0), KernelState::Mounted);
     }
 
     /// Node `i`'s mode of fs1 in its agreed group state.
@@ -1395,7 +1443,7 @@ mod tests {
         c.with(0, |e, env| e.request(0, "fs1", RequestKind::Mount(Mode::Rw), env).map(|_| ()).unwrap());
         c.with(1, |e, env| e.request(0, "fs1", RequestKind::Mount(Mode::Rw), env).map(|_| ()).unwrap());
         c.run_until(2000);
-        assert_eq!(c.kernel_state(0), "mounted");
+        assert_eq!(c.kernel_state(0), KernelState::Mounted);
         assert_eq!(c.engines[0].filesystems()[0].kernel.mode.as_deref(), Some("rw"));
         let req = |c: &mut Cluster, m: Mode| {
             let now = c.now;
