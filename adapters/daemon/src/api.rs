@@ -53,6 +53,8 @@ pub enum Request {
         fs: String,
         mode: String,
     },
+    /// Prometheus text (`text`).
+    Metrics,
     Log {
         #[serde(default)]
         follow: bool,
@@ -223,6 +225,21 @@ pub fn drop_reason_name(r: cohort_core::node::DropReason) -> &'static str {
         D::AlreadyMember => "already-member",
         D::TableFull => "table-full",
         D::Inapplicable => "inapplicable",
+    }
+}
+
+impl Request {
+    /// The `cmd` name (metrics label).
+    pub fn command(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Members => "members",
+            Request::Mount { .. } => "mount",
+            Request::Unmount { .. } => "unmount",
+            Request::Remount { .. } => "remount",
+            Request::Metrics => "metrics",
+            Request::Log { .. } => "log",
+        }
     }
 }
 

@@ -406,6 +406,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
         seen_hangups: 0,
         cfg: cfg.clone(),
         opts,
+        requests: Default::default(),
     };
     lp.startup();
     let r = lp.run();
@@ -442,6 +443,8 @@ struct Loop {
     /// The configuration in force (SIGHUP compares the file with it).
     cfg: Config,
     opts: RunOptions,
+    /// Control requests answered, by command and outcome (metrics).
+    requests: crate::metrics::Requests,
 }
 
 impl Loop {
@@ -744,7 +747,21 @@ impl Loop {
     }
 
     fn answer(&mut self, id: u64, r: Request, now: u64) -> serde_json::Value {
+        let cmd = r.command();
+        let v = self.answer_inner(id, r, now);
+        let ok = v["ok"].as_bool().unwrap_or(false);
+        *self.requests.entry((cmd.to_owned(), ok)).or_default() += 1;
+        v
+    }
+
+    fn answer_inner(&mut self, id: u64, r: Request, now: u64) -> serde_json::Value {
         match r {
+            Request::Metrics => {
+                let st = self.engine.status_json(now);
+                let udp = self.link.udp_stats();
+                let text = crate::metrics::render(&st, self.engine.counters(), udp.as_ref(), &self.requests);
+                json!({"ok": true, "text": text})
+            }
             Request::Status => json!({"ok": true, "status": self.engine.status_json(now)}),
             Request::Members => {
                 let s = self.engine.status_json(now);

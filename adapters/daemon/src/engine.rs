@@ -208,6 +208,9 @@ pub struct Engine {
     now: u64,
     /// The daemon group's members last told to the backends.
     cluster_seen: Vec<u32>,
+    counters: crate::metrics::Counters,
+    /// Journal replays this node's kernel runs: (fs, jid, started at ms).
+    replays: Vec<(FsName, u16, u64)>,
 }
 
 fn fmt_member(m: Member) -> String {
@@ -245,7 +248,14 @@ impl Engine {
             started_at: now,
             now,
             cluster_seen: Vec::new(),
+            counters: Default::default(),
+            replays: Vec::new(),
         }
+    }
+
+    /// What `cohortctl metrics` reports.
+    pub fn counters(&self) -> &crate::metrics::Counters {
+        &self.counters
     }
 
     pub fn node(&self) -> &Node {
@@ -696,11 +706,13 @@ impl Engine {
             Effect::SetTimer { token, at } => self.timers.push(Reverse((at.0, token.0))),
             Effect::Kernel { fs, op, .. } => self.kernel_op(&fs, op),
             Effect::Fence { target } => {
+                self.counters.fence_attempts += 1;
                 self.note("fence", format!("fencing {}: running the fence agent", fmt_member(target)));
                 // Incarnation 0: startup fencing of a node never seen (unknown).
                 env.fence(target, target.inc.0 != 0, FenceWhy::Fence);
             }
             Effect::Kill { node } => {
+                self.counters.kills += 1;
                 self.note(
                     "fence",
                     format!("stale-merge backup: making sure node {} resets (fence agent, reason kill)", node.0),
@@ -708,6 +720,7 @@ impl Engine {
                 env.fence(Member { node, inc: Incarnation(0) }, false, FenceWhy::Kill);
             }
             Effect::ResetSelf => {
+                self.counters.resets += 1;
                 self.note(
                     "error",
                     "RESET: this node lost a stale-merge verdict (its state diverged while partitioned); \
@@ -726,6 +739,12 @@ impl Engine {
                 self.stop = Some(Stop::Incompatible { ours_min, ours_max, cluster });
             }
             Effect::Notify(n) => {
+                match n {
+                    Notice::DaemonSynced { .. } => self.counters.daemon_syncs += 1,
+                    Notice::GroupSynced { .. } => self.counters.group_syncs += 1,
+                    Notice::StaleMerge { .. } => self.counters.stale_merges += 1,
+                    _ => {}
+                }
                 let t = self.describe_notice(&n);
                 let level = match n {
                     Notice::StaleMerge { .. }
@@ -820,6 +839,10 @@ impl Engine {
                 }
             }
         }
+        if let KernelOp::RecoverJournal(j) = op {
+            self.replays.retain(|(f, jid, _)| !(f == fs && *jid == j.0));
+            self.replays.push((fs.clone(), j.0, self.now));
+        }
         let mut out = Vec::new();
         let r = self.fs[i].backend.apply(op, &mut out);
         if let Err(e) = r {
@@ -837,6 +860,23 @@ impl Engine {
     }
 
     fn apply_kernel_view(&mut self, k: &KernelEvent) {
+        match k {
+            KernelEvent::MountResult { ok: false, .. } => self.counters.mount_failures += 1,
+            KernelEvent::Withdraw { .. } => self.counters.withdraws += 1,
+            KernelEvent::RecoveryDone { fs, jid, ok } => {
+                if *ok {
+                    self.counters.recoveries_ok += 1;
+                } else {
+                    self.counters.recoveries_failed += 1;
+                }
+                if let Some(p) = self.replays.iter().position(|(f, j, _)| f == fs && *j == jid.0) {
+                    let took = self.now.saturating_sub(self.replays.remove(p).2);
+                    self.counters.recovery_ms_sum += took;
+                    self.counters.recovery_ms_max = self.counters.recovery_ms_max.max(took);
+                }
+            }
+            _ => {}
+        }
         let (fs, f): (&FsName, fn(&mut FsRuntime)) = match k {
             KernelEvent::MountResult { fs, ok: true } => (fs, |f| f.set_state(KernelState::Mounted)),
             KernelEvent::MountResult { fs, ok: false } => (fs, |f| {
@@ -890,6 +930,9 @@ impl Engine {
         self.tick(now);
         if let Some(t) = describe(&ev) {
             self.note("change", t);
+        }
+        if matches!(ev, TransportEvent::Ring(_)) {
+            self.counters.views += 1;
         }
         // What an operator must see at WARN: nodes lost (not a clean leave)
         // and quorum lost.
@@ -989,6 +1032,9 @@ impl Engine {
             }
         }
         if why == FenceWhy::Fence {
+            if !ok {
+                self.counters.fence_failures += 1;
+            }
             let _ = self.feed(now, Input::Fenced { target, ok }, env);
         }
     }

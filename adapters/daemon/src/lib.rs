@@ -23,6 +23,7 @@ pub mod eventlog;
 pub mod exit;
 pub mod fence;
 pub mod incarnation;
+pub mod metrics;
 pub mod nodelist;
 pub mod proc;
 pub mod transport;

@@ -88,6 +88,15 @@ impl Link {
         Link::Udp(Box::new(UdpLink { udp, peers_seen: false, stale_reported: 0, stale_reported_at: None }))
     }
 
+    /// The UDP transport's counters (`None` over corosync).
+    pub fn udp_stats(&self) -> Option<cohort_udp::Stats> {
+        match self {
+            #[cfg(feature = "corosync")]
+            Link::Corosync(_) => None,
+            Link::Udp(u) => Some(u.udp.stats()),
+        }
+    }
+
     /// `"corosync"` or `"udp"` (the `transport` of `status`).
     pub fn name(&self) -> &'static str {
         match self {

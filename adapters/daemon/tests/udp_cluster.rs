@@ -299,6 +299,20 @@ fn three_cohortd_over_udp_on_loopback() {
     assert!(c.fence_log().contains("target=3 inc=1 reason=fence mode=ok"), "{}", c.fence_log());
     timing("phase 2: pause -> fenced (killed) + journal 2 recovered + unblocked", t);
 
+    // `cohortctl metrics`: what happened so far, in Prometheus text.
+    let sample = |text: &str, series: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
+        line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+    };
+    let m: Vec<String> = (1..=2).map(|k| c.ctl(k, &["metrics"]).unwrap_or_else(|e| panic!("{e}"))).collect();
+    let both = |series: &str| sample(&m[0], series) + sample(&m[1], series);
+    assert!(both("cohort_fence_attempts_total") >= 2.0, "startup fence of 3, then its pause: {m:?}");
+    assert!(both("cohort_journal_recoveries_total{result=\"ok\"}") >= 1.0, "{m:?}");
+    assert_eq!(sample(&m[0], "cohort_quorate"), 1.0, "{}", m[0]);
+    assert!(sample(&m[0], "cohort_udp_datagrams_received_total") > 0.0, "{}", m[0]);
+    assert!(sample(&m[0], "cohort_views_installed_total") >= 2.0, "{}", m[0]);
+    assert_eq!(sample(&m[0], "cohort_control_requests_total{command=\"mount\",result=\"ok\"}"), 1.0, "{}", m[0]);
+
     // ---- phase 3: node 3 restarts (incarnation 2) and mounts again
     let t = Instant::now();
     c.start(3);

@@ -7,6 +7,7 @@
 //!   mount FS [--ro|--spectator] [--wait SECS]
 //!   unmount FS [--wait SECS]
 //!   remount FS ro|rw [--wait SECS]        ro: the kernel first, then the cluster; rw: the cluster agrees first
+//!   metrics                             Prometheus text format (node_exporter textfile collector)
 //!   log [--follow] [--json] [--since SEQ] [--last N]
 //! ```
 //!
@@ -30,6 +31,7 @@ const USAGE: &str = "usage: cohortctl [--socket PATH | --config FILE] COMMAND
   mount FS [--ro|--spectator] [--wait SECS]
   unmount FS [--wait SECS]
   remount FS ro|rw [--wait SECS]
+  metrics
   log [--follow] [--json] [--since SEQ] [--last N]";
 
 fn usage(msg: &str) -> ! {
@@ -261,6 +263,13 @@ fn main() {
                     println!("{fs} unmounted");
                 }
             }
+        }
+        "metrics" => {
+            if let Some(a) = args.first() {
+                usage(&format!("unexpected argument {a:?}"));
+            }
+            let v = Conn::open(&path).call(&Request::Metrics);
+            print!("{}", v["text"].as_str().unwrap_or_default());
         }
         "remount" => {
             let wait = num(value("--wait", &mut args), "--wait");
