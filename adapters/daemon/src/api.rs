@@ -453,13 +453,37 @@ pub fn render_members(s: &StatusJson) -> String {
     table(&["NODE", "INCARNATION", "STARTED", "FLAGS"], &rows)
 }
 
-pub fn render_status(s: &StatusJson) -> String {
-    let mut out = String::new();
-    let q = match s.quorate {
+fn quorum_text(s: &StatusJson) -> &'static str {
+    match s.quorate {
         Some(true) => "quorate",
         Some(false) => "NOT quorate",
         None => "quorum unknown",
-    };
+    }
+}
+
+/// One line for systemd's `STATUS=`: what the node waits for, in the words
+/// of `cohortctl status`.
+pub fn status_line(s: &StatusJson) -> String {
+    let mut parts = vec![match &s.daemon.waits_for {
+        Some(w) => format!("daemon group: {w}"),
+        None => format!("{} members at generation {}, {}", s.members.len(), s.generation, quorum_text(s)),
+    }];
+    if !s.fencing.is_empty() {
+        let t: Vec<String> = s.fencing.iter().map(|f| f.node.to_string()).collect();
+        parts.push(format!("fencing node {}", t.join(", ")));
+    }
+    for g in &s.groups {
+        parts.push(match &g.waits_for {
+            Some(w) => format!("{} {}, waits for {}", g.fs, g.phase, w.text),
+            None => format!("{} {}", g.fs, g.phase),
+        });
+    }
+    parts.join("; ")
+}
+
+pub fn render_status(s: &StatusJson) -> String {
+    let mut out = String::new();
+    let q = quorum_text(s);
     out.push_str(&format!(
         "node {} (incarnation {}), transport {}, generation {}{}, {}, protocol {}\n",
         s.node,

@@ -54,6 +54,7 @@ use crate::exit::Fatal;
 use crate::fence::{FenceAgent, FenceWhy};
 use crate::incarnation;
 use crate::nodelist;
+use crate::notify::Notifier;
 use crate::proc::{mounted_at, wake_pair, Wake, Waker};
 use crate::transport::{udp_adapter_config, Link, LinkError};
 
@@ -321,6 +322,8 @@ pub struct RunOptions {
 
 /// Run the daemon until it stops. `Ok(())` is a clean stop.
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
+    // Before any thread starts: it takes the variables out of the environment.
+    let notify = Notifier::from_env();
     let _lock = lock_state_dir(&cfg)?;
     let (waker, wake_rx) = wake_pair().map_err(|e| Fatal::Startup(format!("cannot create the wake pipe: {e}")))?;
     let mut fs_rt = Vec::new();
@@ -407,6 +410,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
         cfg: cfg.clone(),
         opts,
         requests: Default::default(),
+        notify,
+        status_at: None,
     };
     lp.startup();
     let r = lp.run();
@@ -445,6 +450,9 @@ struct Loop {
     opts: RunOptions,
     /// Control requests answered, by command and outcome (metrics).
     requests: crate::metrics::Requests,
+    /// systemd: READY, STATUS, WATCHDOG, STOPPING.
+    notify: Notifier,
+    status_at: Option<StdInstant>,
 }
 
 impl Loop {
@@ -505,6 +513,7 @@ impl Loop {
     fn run(&mut self) -> Result<(), Fatal> {
         let mut last_backend_poll = 0u64;
         loop {
+            self.tell_systemd();
             let now = (self.clock)();
             {
                 let Loop { link, engine, fencer, waker, .. } = self;
@@ -533,6 +542,9 @@ impl Loop {
             }
             if let Some(h) = self.hold_until {
                 timeout = timeout.min(h.saturating_sub(now));
+            }
+            if let Some(d) = self.notify.next_ping(StdInstant::now()) {
+                timeout = timeout.min(d.as_millis() as u64);
             }
             let mut backend_interval: Option<u64> = None;
             for f in self.engine.filesystems() {
@@ -696,7 +708,23 @@ impl Loop {
         }
     }
 
+    /// systemd: the watchdog ping, and READY/STATUS at most every 100 ms.
+    fn tell_systemd(&mut self) {
+        if !self.notify.active() {
+            return;
+        }
+        let t = StdInstant::now();
+        self.notify.watchdog(t);
+        if self.status_at.is_some_and(|a| t.duration_since(a) < Duration::from_millis(100)) {
+            return;
+        }
+        self.status_at = Some(t);
+        let s = self.engine.status_json((self.clock)());
+        self.notify.update(s.daemon.phase == "complete", &api::status_line(&s));
+    }
+
     fn on_signal(&mut self, now: u64) -> Result<(), Fatal> {
+        self.notify.stopping("stop signal");
         let busy = self.engine.busy_filesystems();
         if busy.is_empty() {
             self.engine.note("info", "signal: stopping (nothing mounted)".into());

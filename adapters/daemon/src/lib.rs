@@ -25,5 +25,6 @@ pub mod fence;
 pub mod incarnation;
 pub mod metrics;
 pub mod nodelist;
+pub mod notify;
 pub mod proc;
 pub mod transport;

@@ -61,6 +61,59 @@ fn bad_config_names_the_key() {
     assert!(last_line(&o).contains("/nonexistent/cohort.toml: cannot read"), "{}", last_line(&o));
 }
 
+/// Started by systemd with `Type=notify` and `WatchdogSec=`: READY=1 once
+/// the daemon group synced, STATUS= in words, WATCHDOG=1 pings at half the
+/// interval, STOPPING=1 on SIGTERM; the variables are not passed on.
+#[test]
+fn systemd_notify_ready_status_watchdog_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let d = tempfile::tempdir().unwrap();
+    let ports = [free_udp_port(), free_udp_port()];
+    let cfg = udp_config(d.path(), 1, &ports);
+    let sock_path = d.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let mut child = Command::new(COHORTD)
+        .arg("--config")
+        .arg(&cfg)
+        .env("COHORT_LOG", "off")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let t = std::time::Instant::now();
+    let pings = |g: &[String]| g.iter().filter(|m| *m == "WATCHDOG=1").count();
+    while t.elapsed() < std::time::Duration::from_secs(20)
+        && !(got.iter().any(|m| m.starts_with("READY=1")) && pings(&got) >= 3)
+    {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let ready = got.iter().find(|m| m.starts_with("READY=1")).unwrap_or_else(|| panic!("no READY=1: {got:?}"));
+    assert!(ready.contains("STATUS=1 members at generation "), "{ready:?}");
+    let first_status = got.iter().position(|m| m.starts_with("STATUS=")).unwrap();
+    let ready_at = got.iter().position(|m| m.starts_with("READY=1")).unwrap();
+    assert!(first_status < ready_at, "a status before READY: {got:?}");
+    assert!(got[first_status].contains("daemon group: joining"), "{got:?}");
+    assert!(pings(&got) >= 3, "{got:?}");
+    // Pinged at about half of 400 ms, not in a busy loop.
+    assert!(pings(&got) <= 2 + (t.elapsed().as_millis() / 150) as usize, "{got:?}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    let mut rest = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(rest.iter().any(|m| m.starts_with("STOPPING=1")), "{rest:?}");
+}
+
 #[cfg(feature = "corosync")] // the config uses the default transport, corosync
 #[test]
 fn check_mode_validates_only() {
