@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -96,5 +96,6 @@ fn udp_demo_binary_exits_zero() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--transport must be \"sim\" or \"udp\""));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("invalid value 'tcp' for '--transport") && err.contains("possible values: sim, udp"), "{err}");
 }

@@ -1,19 +1,6 @@
-//! `cohortctl`: talk to cohortd over its control socket.
-//!
-//! ```text
-//! cohortctl [--socket PATH | --config FILE] COMMAND
-//!   status [--json]                     nodes, generation, quorum, groups, journals, what everything waits for
-//!   members [--json]                    the daemon group's members
-//!   mount FS [--ro|--spectator] [--wait SECS]
-//!   unmount FS [--wait SECS]
-//!   remount FS ro|rw [--wait SECS]        ro: the kernel first, then the cluster; rw: the cluster agrees first
-//!   metrics                             Prometheus text format (node_exporter textfile collector)
-//!   log [--follow] [--json] [--since SEQ] [--last N]
-//! ```
-//!
-//! The socket is `--socket`, else `$COHORT_SOCKET`, else `<state_dir>/cohortd.sock`
-//! of `--config` (default /etc/cohort/cohort.toml), else /var/lib/cohort/cohortd.sock.
-//! Exit status: 0 ok, 1 the daemon refused or a wait failed, 2 usage, 3 cannot reach the daemon.
+//! `cohortctl`: talk to cohortd over its control socket. The command line
+//! is [`cohortd::cli::Cohortctl`] (`cohortctl --help`, `cohortctl help
+//! COMMAND`, man pages cohortctl(8) and cohortctl-COMMAND(8)).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -24,21 +11,6 @@ use std::time::{Duration, Instant};
 use cohortd::api::{self, LogEntry, Request, StatusJson};
 use cohortd::config::{Config, DEFAULT_PATH, DEFAULT_STATE_DIR, SOCKET_NAME};
 use serde_json::Value;
-
-const USAGE: &str = "usage: cohortctl [--socket PATH | --config FILE] COMMAND
-  status [--json]
-  members [--json]
-  mount FS [--ro|--spectator] [--wait SECS]
-  unmount FS [--wait SECS]
-  remount FS ro|rw [--wait SECS]
-  metrics
-  log [--follow] [--json] [--since SEQ] [--last N]";
-
-fn usage(msg: &str) -> ! {
-    eprintln!("cohortctl: {msg}");
-    eprintln!("{USAGE}");
-    exit(2)
-}
 
 fn die(code: i32, msg: &str) -> ! {
     eprintln!("cohortctl: {msg}");
@@ -143,146 +115,65 @@ fn wait_for(path: &PathBuf, secs: u64, what: &str, done: impl Fn(&StatusJson) ->
 }
 
 fn main() {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut sock = None;
-    let mut config = None;
-    while let Some(a) = args.first().cloned() {
-        match a.as_str() {
-            "--socket" | "-s" => {
-                args.remove(0);
-                sock =
-                    Some(PathBuf::from(if args.is_empty() { usage("--socket needs a PATH") } else { args.remove(0) }));
+    use clap::Parser;
+    use cohortd::cli::{Cohortctl, CtlCommand};
+    let args = Cohortctl::parse();
+    let path = socket_path(args.socket, args.config);
+    match args.command {
+        CtlCommand::Status { json } => {
+            let s = status(&path);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).expect("serializes"));
+            } else {
+                print!("{}", api::render_status(&s));
             }
-            "--config" | "-c" => {
-                args.remove(0);
-                config =
-                    Some(PathBuf::from(if args.is_empty() { usage("--config needs a FILE") } else { args.remove(0) }));
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                exit(0)
-            }
-            _ => break,
         }
-    }
-    if args.is_empty() {
-        usage("no command");
-    }
-    let cmd = args.remove(0);
-    let flag = |name: &str, args: &mut Vec<String>| -> bool {
-        if let Some(p) = args.iter().position(|a| a == name) {
-            args.remove(p);
-            true
-        } else {
-            false
-        }
-    };
-    let value = |name: &str, args: &mut Vec<String>| -> Option<String> {
-        let p = args.iter().position(|a| a == name)?;
-        args.remove(p);
-        if p >= args.len() {
-            usage(&format!("{name} needs a value"));
-        }
-        Some(args.remove(p))
-    };
-    let num = |s: Option<String>, name: &str| -> Option<u64> {
-        s.map(|v| v.parse().unwrap_or_else(|_| usage(&format!("{name}: not a number: {v:?}"))))
-    };
-    let path = socket_path(sock, config);
-    match cmd.as_str() {
-        "status" | "members" => {
-            let json = flag("--json", &mut args);
-            if let Some(a) = args.first() {
-                usage(&format!("unexpected argument {a:?}"));
-            }
-            if cmd == "status" {
+        CtlCommand::Members { json } => {
+            let mut v = Conn::open(&path).call(&Request::Members);
+            if json {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("ok");
+                }
+                println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+            } else {
                 let s = status(&path);
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&s).expect("serializes"));
-                } else {
-                    print!("{}", api::render_status(&s));
-                }
-            } else {
-                let mut v = Conn::open(&path).call(&Request::Members);
-                if json {
-                    if let Some(o) = v.as_object_mut() {
-                        o.remove("ok");
-                    }
-                    println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
-                } else {
-                    let s = status(&path);
-                    print!("node {} generation {}\n{}", s.node, s.generation, api::render_members(&s));
-                }
+                print!("node {} generation {}\n{}", s.node, s.generation, api::render_members(&s));
             }
         }
-        "mount" | "unmount" => {
-            let ro = flag("--ro", &mut args);
-            let spectator = flag("--spectator", &mut args);
-            let wait = num(value("--wait", &mut args), "--wait");
-            if args.len() != 1 {
-                usage(&format!("{cmd} needs exactly one filesystem name"));
-            }
-            let fs = args.remove(0);
-            if ro && spectator {
-                usage("--ro and --spectator exclude each other");
-            }
-            let req = if cmd == "mount" {
-                let mode = if ro {
-                    "ro"
-                } else if spectator {
-                    "spectator"
-                } else {
-                    "rw"
-                };
-                Request::Mount { fs: fs.clone(), mode: mode.into() }
+        CtlCommand::Mount { fs, ro, spectator, wait } => {
+            let mode = if ro {
+                "ro"
+            } else if spectator {
+                "spectator"
             } else {
-                if ro || spectator {
-                    usage("unmount takes no mode");
-                }
-                Request::Unmount { fs: fs.clone() }
+                "rw"
             };
-            let v = Conn::open(&path).call(&req);
+            let v = Conn::open(&path).call(&Request::Mount { fs: fs.clone(), mode: mode.into() });
             println!("{}", v["message"].as_str().unwrap_or("ok"));
-            if let Some(secs) = wait {
-                if cmd == "mount" {
-                    wait_for(&path, secs, &format!("{fs} to be mounted"), |s| {
-                        match s.groups.iter().find(|g| g.fs == fs) {
-                            Some(g) if g.mounted_here && g.kernel.state == "mounted" => Ok(true),
-                            Some(g) if g.kernel.state == "failed" => Err(format!(
-                                "mount of {fs} failed: {}",
-                                g.kernel.last_error.clone().unwrap_or_default()
-                            )),
-                            _ => Ok(false),
-                        }
-                    });
-                    println!("{fs} mounted");
-                } else {
-                    wait_for(&path, secs, &format!("{fs} to be unmounted"), |s| {
-                        Ok(!s.groups.iter().any(|g| g.fs == fs))
-                    });
-                    println!("{fs} unmounted");
-                }
+            if let Some(secs) = wait.wait {
+                wait_for(&path, secs, &format!("{fs} to be mounted"), |s| match s.groups.iter().find(|g| g.fs == fs) {
+                    Some(g) if g.mounted_here && g.kernel.state == "mounted" => Ok(true),
+                    Some(g) if g.kernel.state == "failed" => {
+                        Err(format!("mount of {fs} failed: {}", g.kernel.last_error.clone().unwrap_or_default()))
+                    }
+                    _ => Ok(false),
+                });
+                println!("{fs} mounted");
             }
         }
-        "metrics" => {
-            if let Some(a) = args.first() {
-                usage(&format!("unexpected argument {a:?}"));
-            }
-            let v = Conn::open(&path).call(&Request::Metrics);
-            print!("{}", v["text"].as_str().unwrap_or_default());
-        }
-        "remount" => {
-            let wait = num(value("--wait", &mut args), "--wait");
-            if args.len() != 2 {
-                usage("remount needs a filesystem name and ro or rw");
-            }
-            let (fs, mode) = (args[0].clone(), args[1].clone());
-            if mode != "ro" && mode != "rw" {
-                usage(&format!("remount goes to ro or rw (got {mode:?})"));
-            }
-            let v = Conn::open(&path).call(&Request::Remount { fs: fs.clone(), mode: mode.clone() });
+        CtlCommand::Unmount { fs, wait } => {
+            let v = Conn::open(&path).call(&Request::Unmount { fs: fs.clone() });
             println!("{}", v["message"].as_str().unwrap_or("ok"));
-            if let Some(secs) = wait {
+            if let Some(secs) = wait.wait {
+                wait_for(&path, secs, &format!("{fs} to be unmounted"), |s| Ok(!s.groups.iter().any(|g| g.fs == fs)));
+                println!("{fs} unmounted");
+            }
+        }
+        CtlCommand::Remount { fs, mode, wait } => {
+            let mode = mode.name();
+            let v = Conn::open(&path).call(&Request::Remount { fs: fs.clone(), mode: mode.into() });
+            println!("{}", v["message"].as_str().unwrap_or("ok"));
+            if let Some(secs) = wait.wait {
                 wait_for(&path, secs, &format!("{fs} to be remounted {mode}"), |s| {
                     let Some(g) = s.groups.iter().find(|g| g.fs == fs) else {
                         return Err(format!("{fs} is no longer mounted here"));
@@ -299,14 +190,11 @@ fn main() {
                 println!("{fs} remounted {mode}");
             }
         }
-        "log" => {
-            let follow = flag("--follow", &mut args) | flag("-f", &mut args);
-            let json = flag("--json", &mut args);
-            let since = num(value("--since", &mut args), "--since").unwrap_or(0);
-            let last = num(value("--last", &mut args), "--last").unwrap_or(0) as usize;
-            if let Some(a) = args.first() {
-                usage(&format!("unexpected argument {a:?}"));
-            }
+        CtlCommand::Metrics => {
+            let v = Conn::open(&path).call(&Request::Metrics);
+            print!("{}", v["text"].as_str().unwrap_or_default());
+        }
+        CtlCommand::Log { follow, json, since, last } => {
             let mut c = Conn::open(&path);
             if follow {
                 let _ = c.writer.set_read_timeout(None);
@@ -330,6 +218,5 @@ fn main() {
                 v = c.recv();
             }
         }
-        _ => usage(&format!("unknown command {cmd:?}")),
     }
 }

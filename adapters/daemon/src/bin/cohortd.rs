@@ -1,27 +1,14 @@
-//! `cohortd`: the cohort host daemon.
-//!
-//! ```text
-//! cohortd [--config FILE]     run (default /etc/cohort/cohort.toml)
-//! cohortd --check [--config FILE]   validate the configuration and exit
-//! cohortd demo                three daemons in one process, simulated network and time
-//! cohortd demo --transport udp   the same over real UDP sockets on loopback, real time
-//! ```
+//! `cohortd`: the cohort host daemon. The command line is
+//! [`cohortd::cli::Cohortd`] (`cohortd --help`, man page cohortd(8)).
 //!
 //! Logs go to stderr (`COHORT_LOG` or `RUST_LOG`, tracing env-filter syntax;
 //! else the configuration's `log_level`, re-read on SIGHUP; default `info`). A fatal error ends with one line `cohortd: <reason>` and
 //! a non-zero exit status (see `cohortd::exit`).
 
-use std::path::PathBuf;
 use std::process::exit;
 
-use cohortd::config::{Config, DEFAULT_PATH};
+use cohortd::config::Config;
 use cohortd::exit::{Fatal, FATAL, OK};
-
-fn usage(msg: &str) -> ! {
-    eprintln!("cohortd: {msg}");
-    eprintln!("usage: cohortd [--config FILE] [--check] | cohortd demo [--transport sim|udp]");
-    exit(FATAL)
-}
 
 /// The log filter given by the environment (`COHORT_LOG`, then `RUST_LOG`),
 /// which takes precedence over the configuration's `log_level`.
@@ -63,42 +50,25 @@ fn fatal(f: &Fatal) -> ! {
 }
 
 fn main() {
-    let mut config = PathBuf::from(DEFAULT_PATH);
-    let mut check = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "demo" => {
-                let _ = init_logging("off");
-                let transport = match (args.next().as_deref(), args.next()) {
-                    (None, _) => "sim".to_owned(),
-                    (Some("--transport"), Some(t)) => t,
-                    (Some(a), _) => usage(&format!("demo: unknown argument {a:?} (demo [--transport sim|udp])")),
-                };
-                if let Some(a) = args.next() {
-                    usage(&format!("demo: unexpected argument {a:?}"));
-                }
-                exit(match transport.as_str() {
-                    "sim" => cohortd::demo::main(true),
-                    "udp" => cohortd::demo::udp::main(true),
-                    t => usage(&format!("demo: --transport must be \"sim\" or \"udp\" (got {t:?})")),
-                });
-            }
-            "--config" | "-c" => {
-                config = args.next().map(PathBuf::from).unwrap_or_else(|| usage("--config needs a FILE"))
-            }
-            "--check" => check = true,
-            "--version" | "-V" => {
-                println!("cohortd {}", env!("CARGO_PKG_VERSION"));
-                exit(OK)
-            }
-            "-h" | "--help" => {
-                println!("usage: cohortd [--config FILE] [--check] | cohortd demo [--transport sim|udp]");
-                exit(OK)
-            }
-            _ => usage(&format!("unknown argument {a:?}")),
+    use clap::Parser;
+    use cohortd::cli::{Cohortd, CohortdCommand, DemoTransport};
+    let args = Cohortd::try_parse().unwrap_or_else(|e| {
+        // --help and --version exit 0; a usage error is a start refused
+        // (exit 1, so systemd does not restart it).
+        if e.use_stderr() {
+            let _ = e.print();
+            exit(FATAL)
         }
+        e.exit()
+    });
+    if let Some(CohortdCommand::Demo { transport }) = args.command {
+        let _ = init_logging("off");
+        exit(match transport {
+            DemoTransport::Sim => cohortd::demo::main(true),
+            DemoTransport::Udp => cohortd::demo::udp::main(true),
+        });
     }
+    let (config, check) = (args.config, args.check);
     let handle = init_logging("info");
     let cfg = Config::load(&config).unwrap_or_else(|e| fatal(&Fatal::Config(e.to_string())));
     // A transport this build lacks (corosync without the `corosync` feature)
