@@ -658,16 +658,35 @@ impl Engine {
         match e {
             HandleError::Stopped => tracing::debug!("input after the node stopped, ignored"),
             HandleError::Deliver(DeliverError::Wire(w)) => {
-                self.note("error", format!("undecodable message dropped: {w:?}"))
+                self.note("error", format!("undecodable message dropped: {}", wire_error_text(w)))
             }
             HandleError::Deliver(DeliverError::SenderMismatch) => {
                 self.note("error", "message whose header names another sender dropped".into())
             }
-            HandleError::Fence(f) => {
-                self.note("fence", format!("fence result not applied ({f:?}): no longer requested"))
+            HandleError::Fence(cohort_core::node::FenceInputError::NotRequested) => {
+                self.note("fence", "fence result not applied: that fencing is no longer requested".into())
             }
-            HandleError::Kernel(k) => self.note("error", format!("kernel event not applied: {k:?}")),
-            other => self.note("error", format!("input rejected: {other:?}")),
+            HandleError::Kernel(cohort_core::node::KernelError::UnknownFs) => {
+                self.note("error", "kernel event not applied: no mount group for that filesystem".into())
+            }
+            HandleError::Kernel(cohort_core::node::KernelError::Unexpected) => {
+                self.note("error", "kernel event not applied: the group did not ask the kernel for it".into())
+            }
+            HandleError::Barrier(b) => {
+                let why = match b {
+                    cohort_core::barrier::BarrierError::NoRingYet => "a membership change before the first ring",
+                    cohort_core::barrier::BarrierError::RingWentBack => "a ring id went backwards",
+                    cohort_core::barrier::BarrierError::TooManyEntries => "more joined/left entries than nodes",
+                    cohort_core::barrier::BarrierError::DroppedSelf => {
+                        "a membership change that dropped this node without saying it left"
+                    }
+                };
+                self.note("error", format!("transport event rejected: {why}"))
+            }
+            HandleError::Backpressure => {
+                self.note("error", "input not taken: the node's queues are full (will be retried)".into())
+            }
+            HandleError::Request(r) => self.note("error", format!("request rejected: {r:?}")),
         }
     }
 
@@ -942,7 +961,7 @@ impl Engine {
                     .left
                     .iter()
                     .filter(|m| m.reason != Reason::Leave)
-                    .map(|m| format!("node {} ({:?})", m.node.0, m.reason))
+                    .map(|m| format!("node {} ({})", m.node.0, crate::transport::reason_text(m.reason)))
                     .collect();
                 if !lost.is_empty() {
                     self.note_at(
@@ -1301,6 +1320,23 @@ pub enum RequestKind {
     Unmount,
     /// ro <-> rw.
     Remount(Mode),
+}
+
+/// A wire decoding error in words.
+pub fn wire_error_text(w: cohort_core::wire::WireError) -> String {
+    use cohort_core::wire::WireError as W;
+    match w {
+        W::Truncated => "truncated".into(),
+        W::Oversize => "too large".into(),
+        W::BadMagic => "not a cohort message (bad magic)".into(),
+        W::UnsupportedVersion(v) => format!("unsupported wire version {v}"),
+        W::UnknownType(t) => format!("unknown message type {t}"),
+        W::InvalidSender => "invalid sender".into(),
+        W::Body => "the body does not decode".into(),
+        W::Trailing => "bytes after the body".into(),
+        W::Invalid(why) => format!("invalid: {why}"),
+        W::BufferTooSmall => "buffer too small".into(),
+    }
 }
 
 /// Why the cluster refused a mount, in words.

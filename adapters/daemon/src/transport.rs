@@ -274,8 +274,20 @@ pub fn fmt_nodes(l: &NodeList) -> String {
     format!("[{}]", v.join(","))
 }
 
+/// A membership change reason in words (corosync's CPG reasons).
+pub fn reason_text(r: cohort_core::gcs::Reason) -> &'static str {
+    use cohort_core::gcs::Reason;
+    match r {
+        Reason::Join => "join",
+        Reason::Leave => "clean leave",
+        Reason::NodeDown => "node down",
+        Reason::NodeUp => "node up (merge)",
+        Reason::ProcDown => "process down",
+    }
+}
+
 pub fn fmt_reasons(l: &ReasonList) -> String {
-    let v: Vec<String> = l.iter().map(|m| format!("{} {:?}", m.node.0, m.reason)).collect();
+    let v: Vec<String> = l.iter().map(|m| format!("{} {}", m.node.0, reason_text(m.reason))).collect();
     format!("[{}]", v.join(", "))
 }
 
