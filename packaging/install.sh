@@ -18,6 +18,7 @@ trap 'rm -rf "$tmp"' EXIT
 install -D -m 755 "$bin/cohortd" "$dest/usr/sbin/cohortd"
 install -D -m 755 "$bin/cohortctl" "$dest/usr/sbin/cohortctl"
 install -D -m 644 "$here/cohortd.service" "$dest/usr/lib/systemd/system/cohortd.service"
+install -D -m 755 "$here/ocf/cohortd" "$dest/usr/lib/ocf/resource.d/cohort/cohortd"
 install -D -m 644 "$here/cohortd-udp.conf" "$dest/usr/share/doc/cohort/cohortd-udp.conf"
 install -D -m 644 "$here/cohort.toml.example" "$dest/usr/share/doc/cohort/cohort.toml.example"
 for m in "$tmp"/man8/*.8; do
