@@ -104,6 +104,38 @@ pub struct StatusJson {
     pub idle_filesystems: Vec<String>,
     pub last_merge_partitions: u8,
     pub stats: StatsJson,
+    /// The transport's link view (UDP transport; `null` over corosync:
+    /// `corosync-cfgtool -s` shows its links).
+    #[serde(default)]
+    pub link: Option<LinkJson>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkJson {
+    /// The transport's installed view: its members and how long ago it was
+    /// installed.
+    pub view_members: Vec<u32>,
+    pub view_age_ms: u64,
+    /// Every configured peer.
+    pub peers: Vec<PeerLinkJson>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLinkJson {
+    pub node: u32,
+    pub address: Option<String>,
+    /// The UDP transport's incarnation of that node (not cohortd's: it
+    /// changes with every transport start, and names its datagrams).
+    pub transport_incarnation: Option<u64>,
+    /// Milliseconds since an authenticated datagram of it arrived; `null`:
+    /// never.
+    pub last_heard_ms: Option<u64>,
+    /// `up` (heard within the failure timeout) or `down`.
+    pub link: String,
+    /// This incarnation announced a clean leave.
+    pub left: bool,
+    /// Heard but excluded from views for a while.
+    pub suspected: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -388,6 +420,7 @@ pub fn status_json(
         idle_filesystems: idle,
         last_merge_partitions: st.last_merge_partitions,
         stats,
+        link: None,
     }
 }
 
@@ -450,7 +483,56 @@ pub fn render_members(s: &StatusJson) -> String {
             vec![m.node.to_string(), opt(m.incarnation), yes(m.started), flags.join(",")]
         })
         .collect();
-    table(&["NODE", "INCARNATION", "STARTED", "FLAGS"], &rows)
+    let mut out = table(&["NODE", "INCARNATION", "STARTED", "FLAGS"], &rows);
+    out.push_str(
+        "FLAGS: self = this node; state = holds cluster state (was synced); STALE = an older incarnation of a node \
+         that restarted; fence-pending = must be fenced before its journals are touched\n",
+    );
+    out
+}
+
+/// The transport's links, like `corosync-cfgtool -s`.
+pub fn render_link(s: &StatusJson) -> String {
+    let Some(l) = &s.link else {
+        return format!("transport {}: links: see `corosync-cfgtool -s`\n", s.transport);
+    };
+    let nodes: Vec<String> = l.view_members.iter().map(|n| n.to_string()).collect();
+    let mut out = format!(
+        "transport {}: view [{}] installed {:.1} s ago\n",
+        s.transport,
+        nodes.join(","),
+        l.view_age_ms as f64 / 1000.0
+    );
+    let rows: Vec<Vec<String>> = l
+        .peers
+        .iter()
+        .map(|p| {
+            let mut flags = vec![];
+            if l.view_members.contains(&p.node) {
+                flags.push("in-view");
+            }
+            if p.left {
+                flags.push("left");
+            }
+            if p.suspected {
+                flags.push("SUSPECTED");
+            }
+            vec![
+                p.node.to_string(),
+                p.address.clone().unwrap_or_else(|| "-".into()),
+                opt(p.transport_incarnation),
+                p.last_heard_ms.map_or_else(|| "never".into(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0)),
+                p.link.clone(),
+                flags.join(","),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["PEER", "ADDRESS", "UDP-INCARNATION", "LAST-HEARD", "LINK", "FLAGS"], &rows));
+    out.push_str(
+        "LINK: up = heard within the failure timeout. FLAGS: in-view = member of the installed view; left = \
+         this incarnation left cleanly; SUSPECTED = heard but kept out of views for a while\n",
+    );
+    out
 }
 
 fn quorum_text(s: &StatusJson) -> &'static str {
@@ -505,6 +587,8 @@ pub fn render_status(s: &StatusJson) -> String {
     }
     out.push('\n');
     out.push_str(&render_members(s));
+    out.push('\n');
+    out.push_str(&render_link(s));
     if !s.fencing.is_empty() {
         out.push('\n');
         let rows: Vec<Vec<String>> = s

@@ -790,7 +790,11 @@ impl Loop {
                 let text = crate::metrics::render(&st, self.engine.counters(), udp.as_ref(), &self.requests);
                 json!({"ok": true, "text": text})
             }
-            Request::Status => json!({"ok": true, "status": self.engine.status_json(now)}),
+            Request::Status => {
+                let mut st = self.engine.status_json(now);
+                st.link = self.link.link_json();
+                json!({"ok": true, "status": st})
+            }
             Request::Members => {
                 let s = self.engine.status_json(now);
                 json!({"ok": true, "node": s.node, "generation": s.generation, "quorate": s.quorate,

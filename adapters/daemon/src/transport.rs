@@ -88,6 +88,36 @@ impl Link {
         Link::Udp(Box::new(UdpLink { udp, peers_seen: false, stale_reported: 0, stale_reported_at: None }))
     }
 
+    /// The link view of `cohortctl status` (`None` over corosync).
+    pub fn link_json(&self) -> Option<crate::api::LinkJson> {
+        match self {
+            #[cfg(feature = "corosync")]
+            Link::Corosync(_) => None,
+            Link::Udp(u) => {
+                let now = std::time::Instant::now();
+                let peers = u
+                    .udp
+                    .links(now)
+                    .into_iter()
+                    .map(|l| crate::api::PeerLinkJson {
+                        node: l.node.0,
+                        address: l.addr.map(|a| a.to_string()),
+                        transport_incarnation: l.incarnation,
+                        last_heard_ms: l.last_heard.map(|d| d.as_millis() as u64),
+                        link: if l.up { "up" } else { "down" }.into(),
+                        left: l.left,
+                        suspected: l.suspected,
+                    })
+                    .collect();
+                Some(crate::api::LinkJson {
+                    view_members: u.udp.view().members.iter().map(|n| n.0).collect(),
+                    view_age_ms: now.saturating_duration_since(u.udp.view_since()).as_millis() as u64,
+                    peers,
+                })
+            }
+        }
+    }
+
     /// The UDP transport's counters (`None` over corosync).
     pub fn udp_stats(&self) -> Option<cohort_udp::Stats> {
         match self {

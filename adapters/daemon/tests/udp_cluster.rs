@@ -271,6 +271,18 @@ fn three_cohortd_over_udp_on_loopback() {
         assert_eq!((s.node, s.incarnation, s.transport.as_str(), s.quorate), (k, 1, "udp", Some(true)));
         assert_eq!(s.groups[0].kernel.first, k == 1);
     }
+    // The link view: every peer up, with its address and incarnation.
+    let link = c.status(1).link.expect("a link view over udp");
+    assert_eq!(link.view_members, vec![1, 2, 3]);
+    let peers: Vec<(u32, bool, bool, &str)> = link
+        .peers
+        .iter()
+        .map(|p| (p.node, p.address.is_some(), p.transport_incarnation.is_some(), p.link.as_str()))
+        .collect();
+    assert_eq!(peers, vec![(2, true, true, "up"), (3, true, true, "up")], "{link:?}");
+    assert!(link.peers.iter().all(|p| p.last_heard_ms.is_some_and(|ms| ms < 5000)), "{link:?}");
+    let text = c.ctl(1, &["status"]).unwrap();
+    assert!(text.contains("transport udp: view [1,2,3] installed") && text.contains("LINK: up = "), "{text}");
     timing("phase 1: fs1 mounted on 1,2,3 (jids 0,1,2)", t);
     c.note("phase 1 ok");
 

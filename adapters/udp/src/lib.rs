@@ -246,6 +246,23 @@ pub struct Udp {
     rx_pool: Vec<Vec<u8>>,
     stats: Stats,
     last_tx_error: Option<io::ErrorKind>,
+    /// When the current view was installed.
+    view_since: Instant,
+}
+
+/// One configured peer for an operator's link view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub node: NodeId,
+    /// Unicast: configured; multicast: learned (`None` until heard).
+    pub addr: Option<SocketAddr>,
+    pub incarnation: Option<u64>,
+    /// Time since an authenticated datagram of it arrived (`None`: never).
+    pub last_heard: Option<Duration>,
+    /// Heard within the failure timeout, not left, not suspected.
+    pub up: bool,
+    pub left: bool,
+    pub suspected: bool,
 }
 
 impl std::fmt::Debug for Udp {
@@ -395,6 +412,7 @@ impl Udp {
             rx_pool: Vec::new(),
             stats: Stats::default(),
             last_tx_error: None,
+            view_since: Instant::now(),
         };
         let now = Instant::now();
         me.vs.handle_timeout(me.core_now(now));
@@ -415,6 +433,29 @@ impl Udp {
     /// The installed view.
     pub fn view(&self) -> VsView {
         self.vs.view()
+    }
+
+    /// When the installed view was installed.
+    pub fn view_since(&self) -> Instant {
+        self.view_since
+    }
+
+    /// Every configured peer: address, incarnation, last heard, up.
+    pub fn links(&self, now: Instant) -> Vec<LinkStatus> {
+        let cnow = self.core_now(now);
+        self.vs
+            .peer_links(cnow)
+            .iter()
+            .map(|l| LinkStatus {
+                node: l.node,
+                addr: self.addrs.get(&l.node).copied(),
+                incarnation: l.inc.map(|i| i.0),
+                last_heard: l.last_heard.map(|t| Duration::from_millis(cnow.0.saturating_sub(t.0))),
+                up: l.alive,
+                left: l.left,
+                suspected: l.suspected,
+            })
+            .collect()
     }
 
     /// The address of the sending/unicast socket.
@@ -654,6 +695,7 @@ impl Udp {
             while let Some(ev) = self.vs.poll_event(&mut self.payload) {
                 let ev = match ev {
                     VsEvent::Ring(r) => {
+                        self.view_since = Instant::now();
                         info!(node = self.vs.node().0, ring = format!("{:x}", r.ring), members = ?ids(&r.members), "new view");
                         UdpEvent::Ring(r)
                     }

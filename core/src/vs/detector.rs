@@ -109,6 +109,24 @@ impl Detector {
         p.inc.is_some() && !p.left && now < p.last_heard.plus_ms(self.fail_ms) && now >= p.suspect_until
     }
 
+    /// Every configured peer as an operator's link view sees it.
+    pub fn links(&self, now: Instant) -> heapless::Vec<super::PeerLink, MAX_NODES> {
+        let mut v = heapless::Vec::new();
+        for p in self.peers.iter() {
+            let l = super::PeerLink {
+                node: p.node,
+                inc: p.inc,
+                last_heard: p.inc.map(|_| p.last_heard),
+                alive: self.alive(p, now),
+                left: p.left,
+                suspected: now < p.suspect_until,
+            };
+            // Same capacity as the peer table.
+            crate::bounded::PushBounded::push_bounded(&mut v, l);
+        }
+        v
+    }
+
     /// Is this exact member (node and incarnation) alive?
     #[cfg(test)]
     pub fn is_alive(&self, m: Member, now: Instant) -> bool {

@@ -274,6 +274,23 @@ pub struct VsView {
     pub members: NodeList,
 }
 
+/// One configured peer as this node sees it (an operator's link view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PeerLink {
+    pub node: NodeId,
+    /// The incarnation of its newest authenticated datagram.
+    pub inc: Option<Incarnation>,
+    /// When an authenticated datagram of it last arrived (`None`: never).
+    pub last_heard: Option<Instant>,
+    /// Heard within the failure timeout, not left, not suspected.
+    pub alive: bool,
+    /// This incarnation announced a clean leave.
+    pub left: bool,
+    /// Excluded from views for a while (heard, but not taking part).
+    pub suspected: bool,
+}
+
 /// Counters. Every rejected datagram increments exactly one of the first
 /// group.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -541,6 +558,11 @@ impl Vs {
     /// The installed view.
     pub fn view(&self) -> VsView {
         VsView { id: self.view.key.id, members: self.view.nodes() }
+    }
+
+    /// Every configured peer: incarnation, last heard, alive.
+    pub fn peer_links(&self, now: Instant) -> heapless::Vec<PeerLink, MAX_NODES> {
+        self.detector.links(now)
     }
 
     /// Our node id.
