@@ -528,7 +528,11 @@ impl Engine {
                 let _ = self.remount_agree(now, i, Mode::Ro, env);
             }
             (_, r) => {
-                self.log_only("kernel", format!("{fs}: a remount {m} finished after it was abandoned ({r:?})"));
+                let how = match r {
+                    Ok(()) => "ok".to_owned(),
+                    Err(e) => format!("failed: {e}"),
+                };
+                self.log_only("kernel", format!("{fs}: a remount {m} finished after it was abandoned ({how})"));
             }
         }
     }
@@ -930,14 +934,20 @@ impl Engine {
             Notice::JournalRecovered { group, jid } => {
                 format!("{}: journal {} recovered", self.fs_of_group(*group), jid.0)
             }
+            // Attempts are counted from 0 on the wire, from 1 in words.
             Notice::JournalRecoveryFailed { group, jid, attempt } => format!(
-                "{}: recovery of journal {} failed (attempt {attempt}); the next member retries",
+                "{}: recovery of journal {} failed (attempt {}); the next member retries",
                 self.fs_of_group(*group),
-                jid.0
+                jid.0,
+                u32::from(*attempt) + 1
             ),
             Notice::Fenced { target } => format!("{} fenced", fmt_member(*target)),
             Notice::FenceFailed { target, attempt } => {
-                format!("fencing {} failed (attempt {attempt}); the next actor retries", fmt_member(*target))
+                format!(
+                    "fencing {} failed (attempt {}); the next actor retries",
+                    fmt_member(*target),
+                    u32::from(*attempt) + 1
+                )
             }
             Notice::Dropped { reason } => format!("message dropped: {}", api::drop_reason_name(*reason)),
         }
