@@ -158,6 +158,22 @@ impl Host {
         Host { nodes, alive, bus: VecDeque::new(), answers: VecDeque::new(), log: vec![], now: 0, lazy: None }
     }
 
+    /// Node 1's daemon starts alone in ring 8, then node 2's joins; both
+    /// stable.
+    fn start_two(&mut self) {
+        let join = |n| CohortMemberReason { node: n, reason: CohortReason::Join as u32 };
+        self.alive[1] = false;
+        self.ring(1, 8, &[1, 2]);
+        self.confchg(1, &[1], &[join(1)], &[]);
+        self.pump();
+        self.alive[1] = true;
+        self.ring(2, 8, &[1, 2]);
+        self.confchg(1, &[1, 2], &[join(2)], &[]);
+        self.confchg(2, &[1, 2], &[join(2)], &[]);
+        self.pump();
+        assert!(self.status(1).stable && self.status(2).stable, "{:#?}", self.log);
+    }
+
     fn node(&self, n: u32) -> *mut CohortNode {
         self.nodes[n as usize - 1]
     }
@@ -293,17 +309,7 @@ fn two_nodes_mount_then_one_fails_and_is_fenced_and_recovered() {
     let mut mems = [Mem::new(), Mem::new()];
     let nodes: Vec<*mut CohortNode> = mems.iter_mut().enumerate().map(|(i, m)| init(m, i as u32 + 1, 1)).collect();
     let mut h = Host::new(nodes, vec![true, false]);
-
-    let join = |n| CohortMemberReason { node: n, reason: CohortReason::Join as u32 };
-    h.ring(1, 8, &[1, 2]);
-    h.confchg(1, &[1], &[join(1)], &[]);
-    h.pump();
-    h.alive[1] = true;
-    h.ring(2, 8, &[1, 2]);
-    h.confchg(1, &[1, 2], &[join(2)], &[]);
-    h.confchg(2, &[1, 2], &[join(2)], &[]);
-    h.pump();
-    assert!(h.status(1).stable && h.status(2).stable, "{:#?}", h.log);
+    h.start_two();
 
     for n in 1..=2 {
         let r = unsafe { cohort_request_mount(h.node(n), h.now, FS, CohortMode::Rw as u32, 2) };
@@ -348,18 +354,8 @@ fn a_host_that_drains_late_loses_nothing() {
     // lost or land on another (descriptors are keyed by group id).
     let mut mems = [Mem::new(), Mem::new()];
     let nodes: Vec<*mut CohortNode> = mems.iter_mut().enumerate().map(|(i, m)| init(m, i as u32 + 1, 1)).collect();
-    let mut h = Host::new(nodes, vec![true, true]);
-    let join = |n| CohortMemberReason { node: n, reason: CohortReason::Join as u32 };
-    h.alive[1] = false;
-    h.ring(1, 8, &[1, 2]);
-    h.confchg(1, &[1], &[join(1)], &[]);
-    h.pump();
-    h.alive[1] = true;
-    h.ring(2, 8, &[1, 2]);
-    h.confchg(1, &[1, 2], &[join(2)], &[]);
-    h.confchg(2, &[1, 2], &[join(2)], &[]);
-    h.pump();
-    assert!(h.status(1).stable && h.status(2).stable, "{:#?}", h.log);
+    let mut h = Host::new(nodes, vec![true, false]);
+    h.start_two();
     h.lazy = Some(1);
     let names = [c"a", c"b", c"c"];
     for f in names {

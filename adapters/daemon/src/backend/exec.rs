@@ -225,23 +225,25 @@ mod tests {
         assert_eq!(out.len(), 1, "reported once");
     }
 
-    #[test]
-    fn hooks_get_env_and_results_come_back_in_order() {
+    /// An exec backend for fs1 whose default hook runs `body` (sh, with
+    /// `$LOG` naming a log file; exit 0 after it): the temp dir (keep it),
+    /// the log path, the backend and its wake receiver.
+    fn backend_with_hook(body: &str) -> (tempfile::TempDir, PathBuf, ExecBackend, crate::proc::WakeReceiver) {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("log");
         let hook = d.path().join("hook.sh");
-        std::fs::write(
-            &hook,
-            format!(
-                "#!/bin/sh\necho \"$OP $FS $JID\" >> {}\n[ \"$OP\" = recover_journal ] && [ \"$JID\" = 5 ] && exit 1\nexit 0\n",
-                log.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&hook, format!("#!/bin/sh\nLOG={}\n{body}\nexit 0\n", log.display())).unwrap();
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
         let (w, r) = crate::proc::wake_pair().unwrap();
         let cfg = ExecConfig { hook: Some(hook), hooks: Default::default(), timeout_ms: 5000, withdraw_file: None };
-        let mut b = ExecBackend::new("fs1", cfg, w);
+        (d, log, ExecBackend::new("fs1", cfg, w), r)
+    }
+
+    #[test]
+    fn hooks_get_env_and_results_come_back_in_order() {
+        let (_d, log, mut b, r) = backend_with_hook(
+            "echo \"$OP $FS $JID\" >> \"$LOG\"\n[ \"$OP\" = recover_journal ] && [ \"$JID\" = 5 ] && exit 1",
+        );
         let mut out = vec![];
         for op in [
             KernelOp::SetJid(Jid(0)),
@@ -283,18 +285,7 @@ mod tests {
 
     #[test]
     fn remount_runs_the_hook_in_order_with_mode() {
-        let d = tempfile::tempdir().unwrap();
-        let log = d.path().join("log");
-        let hook = d.path().join("hook.sh");
-        std::fs::write(
-            &hook,
-            format!("#!/bin/sh\necho \"$OP $MODE\" >> {}\n[ \"$MODE\" = rw ] && exit 3\nexit 0\n", log.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let (w, r) = crate::proc::wake_pair().unwrap();
-        let cfg = ExecConfig { hook: Some(hook), hooks: Default::default(), timeout_ms: 5000, withdraw_file: None };
-        let mut b = ExecBackend::new("fs1", cfg, w);
+        let (_d, log, mut b, r) = backend_with_hook("echo \"$OP $MODE\" >> \"$LOG\"\n[ \"$MODE\" = rw ] && exit 3");
         let mut out = vec![];
         b.apply(KernelOp::Unblock, &mut out).unwrap();
         assert_eq!(b.remount(Mode::Ro), Ok(Remounted::Pending));
