@@ -5,7 +5,7 @@ use crate::bounded::PushBounded;
 use crate::daemon::{DaemonPhase, Logical, OpKind};
 use crate::ids::{GroupId, Member, NodeId};
 use crate::mount::Removal;
-use crate::node::{DeliverError, DropReason, KernelOp, Node, Notice, Out, Request, RequestError};
+use crate::node::{DeliverError, DropReason, KernelOp, MountError, Node, Notice, Out, Request, RequestError};
 use crate::wire::{self, Body, FsName, Header, Message, MountReq, WireError, MAX_GROUPS, MAX_JOURNALS};
 
 impl Node {
@@ -122,15 +122,7 @@ impl Node {
                         if l.fs != req.fs {
                             // Two names, one group id: never one group (their
                             // journals are different disks' journals).
-                            if sender == me {
-                                self.op_done(gid);
-                                self.effect(crate::node::Effect::Kernel {
-                                    group: gid,
-                                    fs: req.fs.clone(),
-                                    op: KernelOp::MountError(crate::node::MountError::NameCollision),
-                                });
-                            }
-                            return Err(DropReason::NameCollision);
+                            return Err(self.refuse_mount(sender, gid, &req.fs, MountError::NameCollision));
                         }
                         if l.contains(sender) {
                             return Err(DropReason::AlreadyMember);
@@ -145,15 +137,7 @@ impl Node {
                             Logical { gid, fs: req.fs.clone(), journals: req.journals, members: heapless::Vec::new() };
                         l.members.push_bounded((sender, req.mode));
                         if self.d.logical.push(l).is_err() {
-                            if sender == me {
-                                self.op_done(gid);
-                                self.effect(crate::node::Effect::Kernel {
-                                    group: gid,
-                                    fs: req.fs.clone(),
-                                    op: KernelOp::MountError(crate::node::MountError::TooManyGroups),
-                                });
-                            }
-                            return Err(DropReason::TableFull);
+                            return Err(self.refuse_mount(sender, gid, &req.fs, MountError::TooManyGroups));
                         }
                     }
                 }
@@ -215,6 +199,19 @@ impl Node {
         self.resend_ops();
         self.kick();
         Ok(())
+    }
+
+    /// A mount that cannot be applied: the sender's own request ends with
+    /// the kernel told why; every member drops it alike.
+    fn refuse_mount(&mut self, sender: NodeId, gid: GroupId, fs: &FsName, e: MountError) -> DropReason {
+        if sender == self.cfg.node {
+            self.op_done(gid);
+            self.effect(crate::node::Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::MountError(e) });
+        }
+        match e {
+            MountError::NameCollision => DropReason::NameCollision,
+            _ => DropReason::TableFull,
+        }
     }
 
     fn op_done(&mut self, gid: GroupId) {
