@@ -256,7 +256,16 @@ impl Node {
             }
             Request::Unmount { fs } => {
                 let gid = GroupId::of_fs(&fs);
-                if self.group_slot(gid).is_some_and(|i| self.groups[i].withdrawn) {
+                if let Some(i) = self.group_slot(gid).filter(|&i| self.groups[i].withdrawn) {
+                    if self.groups[i].recovering.take().is_some() {
+                        // The withdraw waited for our kernel's replay to
+                        // end, and the host unmounted instead: an unmounted
+                        // kernel does no I/O and never reports, so the
+                        // replay ended unfinished. The withdraw goes out
+                        // now; the others replay that journal again
+                        // (CORE-BUG-25: waited forever).
+                        return self.group_send_withdraw(i).map_err(|_| RequestError::Busy);
+                    }
                     // The kernel withdrew: the group is left by the withdraw.
                     return Err(RequestError::Busy);
                 }

@@ -895,7 +895,7 @@ impl Node {
     }
 
     /// Our withdrawn kernel does no replay any more: ask to leave.
-    fn group_send_withdraw(&mut self, i: usize) -> Result<(), KernelError> {
+    pub(crate) fn group_send_withdraw(&mut self, i: usize) -> Result<(), KernelError> {
         let (gid, fs) = (self.groups[i].gid, self.groups[i].fs.clone());
         if !self.queue_op(gid, fs, OpKind::Withdraw) {
             return Err(KernelError::Unexpected);

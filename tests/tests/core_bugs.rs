@@ -143,3 +143,8 @@ fn bug21_mount_again_after_failed_mount() {
 fn bug22_remount_replaces_withdraw() {
     run("bug22-remount-replaces-withdraw.txt", 1528702);
 }
+
+#[test]
+fn bug25_withdraw_mid_replay_unmount() {
+    run("bug25-withdraw-mid-replay-unmount.txt", 1);
+}
