@@ -970,3 +970,44 @@ fn a_start_of_a_superseded_change_is_never_sent() {
     assert_eq!(modes(&c, 1), vec![(1, Mode::Rw), (3, Mode::Ro)]);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+/// The journal of a failed incarnation waits for the fencing of that
+/// incarnation (or an older one), not for a later incarnation's: here node
+/// 4 came back, holds only fs2 and fails again while its new fencing
+/// hangs; the replay of its old fs1 journal goes on.
+#[test]
+fn an_old_incarnations_journal_does_not_wait_for_a_later_incarnations_fencing() {
+    use cohort_core::node::KernelEvent;
+    let mut c = Cluster::mounted(4);
+    // Node 4 fails and is fenced; node 2's replay of its journal (the second
+    // attempt: node 1's first one fails) is held.
+    c.recover_ok = false;
+    c.crash(4);
+    let held = run_until_held(&mut c, 2, |l| l.starts_with("2: Kernel") && l.contains("RecoverJournal(Jid(3))"));
+    assert!(matches!(held[..], [(2, KernelEvent::RecoveryDone { ok: true, .. })]), "{held:?}");
+    // Node 4 comes back (incarnation 2), mounts fs2 only, and fails again;
+    // its fencing now hangs.
+    c.start(4, 2);
+    c.mount("fs2", &[4], Mode::Rw);
+    c.pump();
+    assert!(c.node(4).status().group("fs2").is_some_and(|g| g.mounted_here), "{}", c.status_dump());
+    c.fence_hold = true;
+    c.crash(4);
+    c.pump();
+    assert_eq!(c.held.iter().map(|(_, t)| (t.node.0, t.inc.0)).collect::<Vec<_>>(), vec![(4, 2)], "{:?}", c.log);
+    // Node 2's replay failed after all: the third attempt is node 3's.
+    let at = c.log.len();
+    let (_, ev) = held[0].clone();
+    let KernelEvent::RecoveryDone { fs, jid, .. } = ev else { unreachable!() };
+    c.kernel.push_back((2, KernelEvent::RecoveryDone { fs, jid, ok: false }));
+    c.pump();
+    assert!(
+        c.log[at..].iter().any(|l| l.starts_with("3: Kernel") && l.contains("RecoverJournal(Jid(3))")),
+        "{:?}",
+        &c.log[at..]
+    );
+    assert!(c.node(1).status().group("fs1").unwrap().recoveries.is_empty());
+    c.fence_hold = false;
+    c.release_fences(true);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
