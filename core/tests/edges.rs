@@ -1011,3 +1011,31 @@ fn an_old_incarnations_journal_does_not_wait_for_a_later_incarnations_fencing() 
     c.release_fences(true);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+/// Only the lowest old member describes the group to a joiner (the others
+/// hold the same agreed state; one description is enough).
+#[test]
+fn one_old_member_describes_the_group_to_a_joiner() {
+    let mut c = Cluster::new(4);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.mount("fs1", &[4], Mode::Rw);
+    let mut states = vec![];
+    loop {
+        let before = c.bus.len();
+        for i in 1..=4 {
+            c.drain(i);
+        }
+        for (f, b) in c.bus.iter().skip(before) {
+            if wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::MountState) {
+                states.push(*f);
+            }
+        }
+        if !c.pump_once() {
+            break;
+        }
+    }
+    assert_eq!(states, vec![1]);
+    assert_eq!(c.jids("fs1", 4), vec![(1, Some(0)), (2, Some(1)), (3, Some(2)), (4, Some(3))]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
