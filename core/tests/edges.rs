@@ -653,3 +653,433 @@ fn drops_name_their_precise_reason() {
     c.inject(2, &restamp(&c, 1, m));
     assert_eq!(c.node(1).stats().last_drop, Some(DropReason::NotMember));
 }
+
+// Second mutation sample (issue 17): shards 1/2 of the safety-critical
+// files and 1/25 of the rest, run against the tests above; each test below
+// kills survivors of that sample (BENCHMARKS.md, "Mutation testing").
+
+/// Pump until a logged line satisfies `f`; node `n`'s kernel answers
+/// queued by then are taken out (unanswered) and returned.
+fn run_until_held(c: &mut Cluster, n: u32, f: impl Fn(&str) -> bool) -> Vec<(u32, cohort_core::node::KernelEvent)> {
+    let from = c.log.len();
+    loop {
+        for i in 1..=c.total {
+            c.drain(i);
+        }
+        if c.log[from..].iter().any(|l| f(l)) {
+            let held: Vec<_> = c.kernel.iter().filter(|(k, _)| *k == n).cloned().collect();
+            c.kernel.retain(|(k, _)| *k != n);
+            return held;
+        }
+        assert!(c.pump_once(), "quiet before the awaited line: {:?}", c.log);
+    }
+}
+
+#[test]
+fn no_start_goes_out_while_a_journal_owner_awaits_fencing() {
+    use cohort_core::mount::GroupWait;
+    let mut c = Cluster::mounted(3);
+    c.fence_hold = true;
+    c.crash(3);
+    c.pump();
+    assert_eq!(c.held.len(), 1, "{:?}", c.log);
+    for n in [1, 2] {
+        let st = c.node(n).status();
+        let g = st.group("fs1").unwrap();
+        assert!(!g.synced, "node {n}: the change syncs only after the fencing: {g:?}");
+        assert_eq!(g.wait, GroupWait::Fencing(NodeId(3)), "node {n}");
+    }
+    assert!(!c.log.iter().any(|l| l.contains("RecoverJournal")), "{:?}", c.log);
+    c.release_fences(true);
+    c.pump();
+    assert!(c.log.iter().any(|l| l.starts_with("1: Kernel") && l.contains("RecoverJournal(Jid(2))")), "{:?}", c.log);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_running_replay_keeps_its_replayer_when_another_member_fails() {
+    use cohort_core::node::KernelEvent;
+    let mut c = Cluster::mounted(5);
+    // Attempt 0 at node 5's journal (node 1) fails; attempt 1 is node 2's.
+    c.recover_ok = false;
+    c.crash(5);
+    // Node 2's replay runs long.
+    let held = run_until_held(&mut c, 2, |l| l.starts_with("2: Kernel") && l.contains("RecoverJournal(Jid(4))"));
+    assert!(matches!(held[..], [(2, KernelEvent::RecoveryDone { .. })]), "{held:?}");
+    // Node 1 fails meanwhile: the rotation over [2, 3, 4] would now pick
+    // node 3 for attempt 1, but node 2 may still be in the replay.
+    let before = c.log.len();
+    c.crash(1);
+    c.pump();
+    let others: Vec<&String> =
+        c.log[before..].iter().filter(|l| !l.starts_with("2:") && l.contains("RecoverJournal(Jid(4))")).collect();
+    assert!(others.is_empty(), "a second replay of journal 4 while node 2's runs: {others:?}");
+    c.kernel.extend(held);
+    c.pump();
+    assert!(c.log.iter().any(|l| l.contains("RecoverJournal(Jid(0))")), "{:?}", c.log);
+    assert_eq!(c.jids("fs1", 2), vec![(2, Some(1)), (3, Some(2)), (4, Some(3))]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+fn blocks(c: &Cluster, from: usize, n: u32) -> usize {
+    let p = format!("{n}: Kernel");
+    c.log[from..].iter().filter(|l| l.starts_with(&p) && l.contains("op: Block")).count()
+}
+
+#[test]
+fn a_join_or_a_clean_leave_does_not_block_the_mounted_kernels() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2], Mode::Rw);
+    c.pump();
+    let at = c.log.len();
+    c.mount("fs1", &[3], Mode::Rw);
+    c.pump();
+    c.request(2, Request::Unmount { fs: fs1() });
+    c.pump();
+    c.request(1, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(blocks(&c, at, n), 0, "node {n}: {:?}", &c.log[at..]);
+    }
+    assert!(!c.log[at..].iter().any(|l| l.contains("Unblock")), "{:?}", &c.log[at..]);
+    assert_eq!(c.jids("fs1", 1), vec![(1, Some(0)), (3, Some(2))]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_second_failure_during_the_first_ones_fencing_blocks_only_once() {
+    let mut c = Cluster::mounted(5);
+    c.fence_hold = true;
+    let at = c.log.len();
+    c.crash(5);
+    c.pump();
+    c.crash(4);
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(blocks(&c, at, n), 1, "node {n}: {:?}", &c.log[at..]);
+    }
+    c.fence_hold = false;
+    c.release_fences(true);
+    c.pump();
+    for n in 1..=3 {
+        assert_eq!(blocks(&c, at, n), 1, "node {n}: {:?}", &c.log[at..]);
+        let p = format!("{n}: Kernel");
+        let unblocks = c.log[at..].iter().filter(|l| l.starts_with(&p) && l.contains("op: Unblock")).count();
+        assert_eq!(unblocks, 1, "node {n}: {:?}", &c.log[at..]);
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_message_only_one_member_delivered_makes_it_another_partition() {
+    use cohort_core::node::Input;
+    use cohort_core::wire::{Body, Header};
+    use cohort_core::{GroupId, Instant};
+    let mut c = Cluster::mounted_of(4, 3);
+    // Node 3 alone delivers a (valid) message from node 2, sent in another
+    // view: dropped, but part of what node 3 delivered since the last cycle.
+    let g = c.node(3).generation();
+    let m = Message {
+        header: Header {
+            kind: MsgKind::Unmount,
+            sender: c.node(2).me(),
+            generation: g,
+            group: GroupId::of_fs("fs1"),
+            view: g.ring + 4,
+        },
+        body: Body::Unmount,
+    };
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    let now = Instant(c.now);
+    let r = c.nodes[3].as_mut().unwrap().handle(now, Input::Deliver { from: NodeId(2), bytes: &buf[..n] });
+    assert_eq!(r, Ok(()));
+    assert_eq!(c.node(3).stats().dropped_other_view, 1);
+    // Node 4 starts: a daemon cycle, whose starts carry the lineage.
+    c.start(4, 1);
+    let mut acted = vec![];
+    for i in 1..=3 {
+        let s = take(&mut c, i, MsgKind::DaemonStart);
+        let Body::DaemonStart(s) = wire::decode(&s).unwrap().body else { panic!() };
+        acted.push(s.acted);
+    }
+    assert_eq!(acted[0], acted[1], "{acted:?}");
+    assert_ne!(acted[0], 0, "{acted:?}");
+    assert_ne!(acted[2], acted[0], "{acted:?}");
+}
+
+#[test]
+fn when_two_new_filesystems_race_for_the_last_slot_only_the_later_requester_fails() {
+    let mut c = Cluster::new(2);
+    for k in 0..wire::MAX_GROUPS - 1 {
+        c.mount(&format!("fs{k}"), &[1], Mode::Rw);
+        c.pump();
+    }
+    let at = c.log.len();
+    // Both pass the check when made; node 1's is applied first.
+    c.mount("a", &[1], Mode::Rw);
+    c.mount("b", &[2], Mode::Rw);
+    assert_eq!(errors(&c, at), Vec::<String>::new());
+    c.pump();
+    let errs: Vec<&String> = c.log[at..].iter().filter(|l| l.contains("TooManyGroups")).collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("2: Kernel") && errs[0].contains("MountError"), "{errs:?}");
+    assert!(c.node(1).status().group("a").is_some());
+    assert!(c.node(2).status().group("b").is_none());
+    assert!(c.all_stable(), "{}", c.status_dump());
+    // Node 2's request is done with: a new one can be made.
+    let at = c.log.len();
+    c.mount("b", &[2], Mode::Rw);
+    assert_eq!(errors(&c, at), ["node 2: Request(TooManyGroups)"]);
+}
+
+/// What a node queued for an older generation is replaced by what it
+/// queues for the newer one (one request, one state, one start), and
+/// nothing else queued is lost on the way.
+#[test]
+fn messages_queued_again_replace_their_older_copies_and_nothing_else_is_lost() {
+    let mut c = Cluster::mounted(3);
+    // Node 1 asks for fs2 (queued at g0, not sent yet)...
+    c.mount("fs2", &[1], Mode::Rw);
+    // ...and two membership changes of fs1 are applied before node 1 sends:
+    // node 2 leaves (g1; node 1 queues its fs1 state and start and resends
+    // its request), node 3 remounts ro (g2: again).
+    c.request(2, Request::Unmount { fs: fs1() });
+    let u2 = take(&mut c, 2, MsgKind::Unmount);
+    c.inject(2, &u2);
+    c.request(3, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    let r3 = take(&mut c, 3, MsgKind::Remount);
+    c.inject(3, &r3);
+    let g2 = c.node(1).generation();
+    assert_eq!(g2.epoch, c.node(3).generation().epoch);
+    c.drain(1);
+    let sent: Vec<Message> = c.bus.iter().filter(|(f, _)| *f == 1).map(|(_, b)| wire::decode(b).unwrap()).collect();
+    let kinds: Vec<MsgKind> = sent.iter().map(|m| m.header.kind).collect();
+    let count = |k: MsgKind| kinds.iter().filter(|x| **x == k).count();
+    assert_eq!((count(MsgKind::Mount), count(MsgKind::MountState), count(MsgKind::MountStart)), (1, 1, 1), "{kinds:?}");
+    for m in &sent {
+        assert_eq!(m.header.generation, g2, "{m:?}");
+    }
+    c.pump();
+    assert_eq!(modes(&c, 1), vec![(1, Mode::Rw), (3, Mode::Ro)]);
+    assert!(c.node(1).status().group("fs2").is_some());
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_joiner_whose_only_old_member_fails_before_the_sync_starts_the_group_afresh() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1], Mode::Rw);
+    c.pump();
+    // Node 2 joins; node 1 describes the group, node 2 adopts the
+    // description, but node 2's own start never arrives...
+    c.mount("fs1", &[2], Mode::Rw);
+    let dropped = pump_dropping(&mut c, |from, m| from == 2 && m.header.kind == MsgKind::MountStart);
+    assert!(dropped > 0);
+    assert!(!c.node(2).status().group("fs1").unwrap().synced);
+    // ...and node 1 fails. Node 2 never completed a change: what it adopted
+    // is not its own; alone, it mounts first (replaying every journal,
+    // node 1's included, after node 1 is fenced) with the lowest journal.
+    let at = c.log.len();
+    c.crash(1);
+    c.pump();
+    let two: Vec<&String> = c.log[at..].iter().filter(|l| l.starts_with("2: Kernel")).collect();
+    assert!(two.iter().any(|l| l.contains("MountFirst(Jid(0))")), "{two:?}");
+    assert!(!two.iter().any(|l| l.contains("RecoverJournal") || l.contains("op: Mount(")), "{two:?}");
+    assert_eq!(c.fenced.iter().map(|m| m.node.0).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(c.jids("fs1", 2), vec![(2, Some(0))]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_kernel_blocked_while_mounting_is_unblocked_only_after_its_mount() {
+    use cohort_core::node::KernelEvent;
+    let mut c = Cluster::new(4);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.mount("fs1", &[4], Mode::Rw);
+    let held = run_until_held(&mut c, 4, |l| l.starts_with("4: Kernel") && l.contains("op: Mount("));
+    assert!(matches!(held[..], [(4, KernelEvent::MountResult { ok: true, .. })]), "{held:?}");
+    // Node 3 fails while node 4 mounts: node 4 blocks; node 1 replays
+    // journal 2 meanwhile.
+    let at = c.log.len();
+    c.crash(3);
+    c.pump();
+    assert_eq!(blocks(&c, at, 4), 1, "{:?}", &c.log[at..]);
+    assert!(c.log[at..].iter().any(|l| l.starts_with("1: Kernel") && l.contains("RecoverJournal(Jid(2))")));
+    assert!(c.node(1).status().group("fs1").unwrap().recoveries.is_empty());
+    assert!(!c.log[at..].iter().any(|l| l.starts_with("4:") && l.contains("Unblock")), "{:?}", &c.log[at..]);
+    c.kernel.extend(held);
+    c.pump();
+    let four: Vec<&String> = c.log[at..].iter().filter(|l| l.starts_with("4: Kernel")).collect();
+    assert!(four.last().is_some_and(|l| l.contains("op: Unblock")), "{four:?}");
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+#[test]
+fn a_digest_mismatch_is_counted_and_the_change_waits() {
+    use cohort_core::mount::GroupWait;
+    use cohort_core::wire::Body;
+    let mut c = Cluster::mounted(3);
+    let m1 = c.node(1).stats().digest_mismatches;
+    c.request(3, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    // Node 2's start for the change describes another state.
+    let pos = loop {
+        for i in 1..=3 {
+            c.drain(i);
+        }
+        let found = c
+            .bus
+            .iter()
+            .position(|(f, b)| *f == 2 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::MountStart));
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(c.pump_once(), "no MountStart: {:?}", c.log);
+    };
+    let mut m = wire::decode(&c.bus[pos].1).unwrap();
+    let Body::MountStart(s) = &mut m.body else { panic!("{m:?}") };
+    assert!(s.old);
+    s.digest ^= 1;
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    c.bus[pos].1 = buf[..n].to_vec();
+    c.pump();
+    assert_eq!(c.node(1).stats().digest_mismatches, m1 + 1);
+    assert_eq!(c.node(3).stats().digest_mismatches, 1);
+    for n in [1, 3] {
+        assert_eq!(c.node(n).status().group("fs1").unwrap().wait, GroupWait::Starts(1 << 1), "node {n}");
+    }
+}
+
+#[test]
+fn a_description_naming_a_non_member_is_refused() {
+    use cohort_core::wire::{Body, MemberDesc};
+    use cohort_core::Member;
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1], Mode::Rw);
+    c.pump();
+    c.request(2, Request::Mount { fs: fs1(), mode: Mode::Rw, journals: 8 });
+    c.drain(2);
+    c.pump_once();
+    let state = take(&mut c, 1, MsgKind::MountState);
+    let mut m = wire::decode(&state).unwrap();
+    let Body::MountState(s) = &mut m.body else { panic!("{m:?}") };
+    assert_eq!(s.members.len(), 1, "{s:?}");
+    // Node 3 is no member of fs1.
+    let mut d: MemberDesc = s.members[0];
+    d.member = Member { node: NodeId(3), inc: Incarnation(1) };
+    d.jid = Some(cohort_core::Jid(5));
+    s.members.push(d).unwrap();
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    let d0 = c.node(2).stats().dropped_other;
+    c.inject(1, &buf[..n]);
+    assert_eq!(c.node(2).stats().dropped_other, d0 + 1, "{:?}", c.node(2).stats());
+    c.pump();
+    // Without the description node 2 cannot sync the change.
+    assert!(!c.node(2).status().group("fs1").unwrap().synced, "{}", c.status_dump());
+}
+
+/// A START (and state) queued for a change that a newer one superseded
+/// before it went out is not sent, even while the newer change's own START
+/// waits (here for quorum).
+#[test]
+fn a_start_of_a_superseded_change_is_never_sent() {
+    use cohort_core::gcs::QuorumEvent;
+    use cohort_core::node::Input;
+    use cohort_core::Instant;
+    let mut c = Cluster::mounted(3);
+    c.request(2, Request::Unmount { fs: fs1() });
+    let u2 = take(&mut c, 2, MsgKind::Unmount);
+    c.request(3, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    let r3 = take(&mut c, 3, MsgKind::Remount);
+    // g1: node 2 leaves; node 1 queues its state and start for g1.
+    c.inject(2, &u2);
+    // Node 1 hears that its ring lost quorum, then node 3's remount is
+    // applied (g2): node 1's start for g2 waits for quorum.
+    let ring = c.node(1).generation().ring;
+    let q = |quorate| Input::Quorum(QuorumEvent { ring, quorate, members: common::list(&[1, 2, 3]) });
+    c.nodes[1].as_mut().unwrap().handle(Instant(c.now), q(false)).unwrap();
+    let r3 = restamp(&c, 1, wire::decode(&r3).unwrap());
+    c.inject(3, &r3);
+    c.drain(1);
+    let sent: Vec<Message> = c.bus.iter().filter(|(f, _)| *f == 1).map(|(_, b)| wire::decode(b).unwrap()).collect();
+    assert!(
+        !sent.iter().any(|m| matches!(m.header.kind, MsgKind::MountStart | MsgKind::MountState)),
+        "node 1 sent the start of a superseded change: {sent:?}"
+    );
+    c.nodes[1].as_mut().unwrap().handle(Instant(c.now), q(true)).unwrap();
+    c.pump();
+    assert_eq!(modes(&c, 1), vec![(1, Mode::Rw), (3, Mode::Ro)]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+/// The journal of a failed incarnation waits for the fencing of that
+/// incarnation (or an older one), not for a later incarnation's: here node
+/// 4 came back, holds only fs2 and fails again while its new fencing
+/// hangs; the replay of its old fs1 journal goes on.
+#[test]
+fn an_old_incarnations_journal_does_not_wait_for_a_later_incarnations_fencing() {
+    use cohort_core::node::KernelEvent;
+    let mut c = Cluster::mounted(4);
+    // Node 4 fails and is fenced; node 2's replay of its journal (the second
+    // attempt: node 1's first one fails) is held.
+    c.recover_ok = false;
+    c.crash(4);
+    let held = run_until_held(&mut c, 2, |l| l.starts_with("2: Kernel") && l.contains("RecoverJournal(Jid(3))"));
+    assert!(matches!(held[..], [(2, KernelEvent::RecoveryDone { ok: true, .. })]), "{held:?}");
+    // Node 4 comes back (incarnation 2), mounts fs2 only, and fails again;
+    // its fencing now hangs.
+    c.start(4, 2);
+    c.mount("fs2", &[4], Mode::Rw);
+    c.pump();
+    assert!(c.node(4).status().group("fs2").is_some_and(|g| g.mounted_here), "{}", c.status_dump());
+    c.fence_hold = true;
+    c.crash(4);
+    c.pump();
+    assert_eq!(c.held.iter().map(|(_, t)| (t.node.0, t.inc.0)).collect::<Vec<_>>(), vec![(4, 2)], "{:?}", c.log);
+    // Node 2's replay failed after all: the third attempt is node 3's.
+    let at = c.log.len();
+    let (_, ev) = held[0].clone();
+    let KernelEvent::RecoveryDone { fs, jid, .. } = ev else { unreachable!() };
+    c.kernel.push_back((2, KernelEvent::RecoveryDone { fs, jid, ok: false }));
+    c.pump();
+    assert!(
+        c.log[at..].iter().any(|l| l.starts_with("3: Kernel") && l.contains("RecoverJournal(Jid(3))")),
+        "{:?}",
+        &c.log[at..]
+    );
+    assert!(c.node(1).status().group("fs1").unwrap().recoveries.is_empty());
+    c.fence_hold = false;
+    c.release_fences(true);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+/// Only the lowest old member describes the group to a joiner (the others
+/// hold the same agreed state; one description is enough).
+#[test]
+fn one_old_member_describes_the_group_to_a_joiner() {
+    let mut c = Cluster::new(4);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.mount("fs1", &[4], Mode::Rw);
+    let mut states = vec![];
+    loop {
+        let before = c.bus.len();
+        for i in 1..=4 {
+            c.drain(i);
+        }
+        for (f, b) in c.bus.iter().skip(before) {
+            if wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::MountState) {
+                states.push(*f);
+            }
+        }
+        if !c.pump_once() {
+            break;
+        }
+    }
+    assert_eq!(states, vec![1]);
+    assert_eq!(c.jids("fs1", 4), vec![(1, Some(0)), (2, Some(1)), (3, Some(2)), (4, Some(3))]);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}

@@ -196,3 +196,39 @@ fn an_agreed_attempt_count_above_ours_moves_the_actor_but_keeps_our_running_fenc
     }
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+/// A success counts whatever attempt it names (it covers every attempt):
+/// one result settles the fencing everywhere. (Second mutation sample,
+/// issue 17.)
+#[test]
+fn a_successful_fence_result_counts_whatever_attempt_it_names() {
+    use cohort_core::wire::{self, Body, MsgKind};
+    let mut c = Cluster::mounted(3);
+    c.fence_hold = true;
+    c.crash(3);
+    c.pump();
+    let (actor, target) = c.held.pop().expect("a fence request");
+    assert_eq!((actor, target.node.0), (1, 3));
+    let now = Instant(c.now);
+    c.nodes[1].as_mut().unwrap().handle(now, Input::Fenced { target, ok: true }).unwrap();
+    c.drain(1);
+    let pos = c
+        .bus
+        .iter()
+        .position(|(f, b)| *f == 1 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::FenceResult))
+        .unwrap_or_else(|| panic!("no fence result: {:?}", c.log));
+    let mut m = wire::decode(&c.bus[pos].1).unwrap();
+    let Body::FenceResult(r) = &mut m.body else { panic!("{m:?}") };
+    assert_eq!((r.attempt, r.ok), (0, true));
+    r.attempt = 2;
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    c.bus.remove(pos);
+    c.inject(1, &buf[..n]);
+    for n in [1, 2] {
+        assert!(pending(&c, n).is_empty(), "node {n}: {:?}", c.node(n).status().fencing);
+    }
+    c.fence_hold = false;
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+}

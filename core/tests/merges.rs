@@ -310,3 +310,51 @@ fn a_stale_lowest_node_never_leads_the_merge_cycle() {
     assert!(!c.alive(1));
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+/// The length step of the `acted` fold keeps every bit too: two messages
+/// of one length whose states before it differ in a bit the length has set
+/// do not collide. (Second mutation sample, issue 17.)
+#[test]
+fn the_acted_digest_length_step_loses_no_bit() {
+    use cohort_core::daemon::merge::fold_acted;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    const BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    // PRIME is odd, so invertible modulo 2^64 (Newton's iteration).
+    let mut inv = PRIME;
+    for _ in 0..6 {
+        inv = inv.wrapping_mul(2u64.wrapping_sub(PRIME.wrapping_mul(inv)));
+    }
+    assert_eq!(PRIME.wrapping_mul(inv), 1);
+    // A 16-byte message (a zero word, then one chosen word) whose state
+    // before the length step is `t`.
+    let h1 = BASIS.wrapping_mul(PRIME);
+    let msg = |t: u64| {
+        let mut m = vec![0u8; 8];
+        m.extend_from_slice(&(t.wrapping_mul(inv) ^ h1).to_le_bytes());
+        m
+    };
+    let t = 0x1234_5678_9abc_def0u64 & !16;
+    let (a, b) = (msg(t), msg(t | 16));
+    assert_ne!(a, b);
+    assert_ne!(fold_acted(0, &a), fold_acted(0, &b));
+}
+
+/// Rule 2 of the verdict: of two stateful partitions of equal size, the one
+/// that completed a daemon cycle in a quorate ring after the split wins,
+/// though the other holds the lowest node id. Node 5 runs no daemon but is
+/// powered: it makes 3, 4 (and 5) the quorate side. (Second mutation
+/// sample, issue 17.)
+#[test]
+fn of_two_equal_sides_the_one_that_stayed_quorate_wins() {
+    let mut c = Cluster::mounted_of(5, 4);
+    c.fence_hold = true; // the quorate side's fencing of 1 and 2 never ends
+    c.ignore_resets = true;
+    c.partition(&[&[1, 2], &[3, 4, 5]]);
+    for n in [1, 3] {
+        assert_eq!(c.node(n).status().quorate, Some(n == 3), "node {n}");
+    }
+    c.heal();
+    let mut reset = c.reset.clone();
+    reset.sort();
+    assert_eq!(reset, vec![1, 2], "{:?}", c.log);
+}

@@ -1680,3 +1680,70 @@ fn a_sync_names_each_clean_leaver_once() {
         assert_eq!(l, std::vec![MemberReason { node: NodeId(4), reason: Reason::Leave }]);
     }
 }
+
+/// `datagram_id` (what an adapter orders its sockets' datagrams by, and
+/// learns an address from after acceptance) reads the sender, its
+/// incarnation and the datagram counter from a sealed datagram's cleartext
+/// header; anything that does not parse has none. (Second mutation
+/// sample, issue 17.)
+#[test]
+fn datagram_id_reads_the_cleartext_header() {
+    let mut vs = Vs::new(config(2, 7, 3)).unwrap();
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut seen = Vec::new();
+    let mut now = 0;
+    while seen.len() < 2 && now < 10_000 {
+        vs.handle_timeout(Instant(now));
+        while let Some(t) = vs.poll_transmit(&mut buf) {
+            seen.push(datagram_id(&buf[..t.len]).expect("a sealed datagram has an id"));
+        }
+        now += 10;
+    }
+    assert!(seen.len() >= 2, "{seen:?}");
+    for d in &seen {
+        assert_eq!((d.sender, d.incarnation), (NodeId(2), Incarnation(7)), "{d:?}");
+    }
+    assert!(seen[1].counter > seen[0].counter, "{seen:?}");
+    assert_eq!(datagram_id(&buf[..3]), None);
+}
+
+/// View events the application has not taken yet are never overwritten:
+/// with its event queue full a node waits with the next install until the
+/// application polls. (Second mutation sample, issue 17.)
+#[test]
+fn an_application_that_stops_polling_loses_no_view() {
+    let mut sim = Sim::new(4, 13, Net::CLEAN);
+    sim.settle(&[1, 2, 3, 4], 1000);
+    sim.node(2).hold_events = true;
+    sim.crash(4);
+    sim.run_for(1000);
+    sim.crash(3);
+    sim.run_for(1000);
+    sim.restart(3);
+    sim.run_for(1000);
+    sim.restart(4);
+    sim.run_for(1000);
+    sim.node(2).hold_events = false;
+    sim.settle(&[1, 2, 3, 4], 5000);
+    sim.run_for(300);
+    let v1 = view_members(&sim.nodes[0].log);
+    let v2 = view_members(&sim.nodes[1].log);
+    assert_eq!(v1.last(), v2.last(), "{v1:?} {v2:?}");
+    assert!(v2.len() >= 2, "{v2:?}");
+    check_vs(&all_histories(&sim));
+}
+
+/// A leave with nothing of ours queued takes effect at once (the deadline
+/// only bounds the wait for queued messages). (Second mutation sample,
+/// issue 17.)
+#[test]
+fn a_leave_with_nothing_queued_is_immediate() {
+    let mut sim = Sim::new(3, 14, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    assert!(!sim.nodes[2].vs.is_closed());
+    let now = Instant(sim.now);
+    sim.node(3).vs.leave(now);
+    assert!(sim.nodes[2].vs.is_closed());
+    sim.settle(&[1, 2], 1000);
+    assert_eq!(reasons(&sim.nodes[0].log, false), std::vec![MemberReason { node: NodeId(3), reason: Reason::Leave }]);
+}
