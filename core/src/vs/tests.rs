@@ -1887,3 +1887,41 @@ fn a_member_silent_in_the_sync_phase_is_suspected_alone() {
     let fail_ms = sim.nodes[0].vs.fail_ms;
     assert!(first < cut + fail_ms * 3 / 2, "view at {first}, cut at {cut}, fail_ms {fail_ms}");
 }
+
+/// INSTALL goes only to members that missed it: a former coordinator that
+/// answers a new coordinator's proposal does not repeat its own last
+/// INSTALL in its FLUSH_OK / SYNC_DONE datagrams (issue 17: `&` -> `|` in
+/// `fill_node`'s straggler check survived; receivers ignore such a stale
+/// INSTALL, so only the wire shows it).
+#[test]
+fn a_former_coordinator_sends_no_stale_install() {
+    let mut sim = Sim::new(3, 17, Net::CLEAN);
+    sim.crash(1);
+    sim.settle(&[2, 3], 2000);
+    assert!(sim.nodes[1].vs.coord.last_install.is_some(), "node 2 installed {{2, 3}}");
+    sim.tap = Some(Vec::new());
+    sim.restart(1);
+    sim.settle(&[1, 2, 3], 2000);
+    let captured = sim.tap.take().unwrap();
+    let auth = super::auth::Auth::new(&KEY);
+    let (mut unicasts, mut installs) = (0, 0);
+    for (from, dest, bytes) in &captured {
+        if from.0 != 2 || !matches!(dest, Dest::Node(_)) {
+            continue;
+        }
+        unicasts += 1;
+        let hdr = Header::decode(bytes).unwrap();
+        let body = &bytes[HEADER_LEN..];
+        let (cipher, tag) = body.split_at(body.len() - TAG_LEN);
+        let mut plain = cipher.to_vec();
+        auth.open(&hdr, &mut plain, tag.try_into().unwrap()).unwrap();
+        let mut r = super::wire::Reader::new(&plain);
+        while !r.is_empty() {
+            if let Frame::Install { .. } = Frame::decode(&mut r).unwrap() {
+                installs += 1;
+            }
+        }
+    }
+    assert!(unicasts > 0, "node 2 answered node 1's proposal");
+    assert_eq!(installs, 0, "INSTALL frames in node 2's {unicasts} unicasts");
+}
