@@ -113,4 +113,18 @@ mod tests {
         assert_ne!(GroupId::of_fs("fs1"), GroupId::of_fs("fs2"));
         assert_eq!(GroupId::of_fs("fs1"), GroupId::of_fs("fs1"));
     }
+
+    /// Group ids are odd, so never 0 (`DAEMON`), whatever the hash (issue
+    /// 17: `h | 1` -> `h ^ 1` survived; it makes every odd hash even).
+    #[test]
+    fn group_ids_are_odd_fnv1a_hashes() {
+        for name in ["", "a", "b", "fs1", "fs2", "home", "data:0", "x.y-z_1"] {
+            let mut h: u32 = 0x811c_9dc5;
+            for b in name.as_bytes() {
+                h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+            }
+            assert_eq!(GroupId::of_fs(name), GroupId(h | 1), "{name}");
+            assert_eq!(GroupId::of_fs(name).0 & 1, 1, "{name}");
+        }
+    }
 }

@@ -568,3 +568,27 @@ impl Node {
         self.outbox.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The send-queue check pushes back only when fewer than
+    /// `SENDS_PER_INPUT` slots are left: with exactly that many, an input is
+    /// still taken (issue 17: `<` -> `==` survived; no test filled the
+    /// send queue to the bound).
+    #[test]
+    fn the_send_queue_pushes_back_below_the_room_one_input_needs() {
+        let mut n = Node::new(Config::new(NodeId(1), Incarnation(1)));
+        let quiet = |n: &mut Node| n.handle(Instant(0), Input::Nodelist(NodeList::new()));
+        let filler = Out::FirstDone { gid: GroupId::of_fs("fs1"), gen: Generation::ZERO };
+        while OUTBOX_CAP - n.outbox.len() > SENDS_PER_INPUT {
+            n.outbox.push_back(filler.clone()).unwrap();
+        }
+        let queued = n.outbox.len();
+        assert_ne!(quiet(&mut n), Err(HandleError::Backpressure), "room for one input left");
+        n.outbox.truncate(queued);
+        n.outbox.push_back(filler).unwrap();
+        assert_eq!(quiet(&mut n), Err(HandleError::Backpressure));
+    }
+}

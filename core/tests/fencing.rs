@@ -4,8 +4,8 @@
 //! cargo-mutants (issue 17).
 
 mod common;
-use cohort_core::node::{FenceInputError, Input};
-use cohort_core::wire::Mode;
+use cohort_core::node::{FenceInputError, Input, Request};
+use cohort_core::wire::{fs_name, Mode};
 use cohort_core::{HandleError, Instant};
 use common::Cluster;
 
@@ -231,4 +231,65 @@ fn a_successful_fence_result_counts_whatever_attempt_it_names() {
     c.fence_hold = false;
     c.pump();
     assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+/// A member with a mounted filesystem that leaves the membership without a
+/// `left` entry (a GCS that only reports the new member list) is fenced
+/// as a failed one (issue 17: `p.node != me` -> `==` in `on_change`'s
+/// "vanished" filter survived; no test dropped the left entries).
+#[test]
+fn a_member_that_vanishes_without_a_left_entry_is_fenced() {
+    let mut c = Cluster::new(3);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    c.omit_left = true;
+    c.fence_hold = true;
+    c.crash(3);
+    c.pump();
+    assert_eq!(pending(&c, 1), vec![3], "{:?}", c.log);
+    assert_eq!(c.held.len(), 1);
+    assert_eq!(c.held[0].1.node.0, 3);
+    c.release_fences(true);
+    assert_eq!(pending(&c, 1), Vec::<u32>::new());
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+/// So is one that holds no filesystem any more but had state (it mounted
+/// and unmounted one): its daemon state counts, as for a failure with a
+/// `left` entry (issue 17: `has_state || in_any_group` -> `&&` survived).
+#[test]
+fn a_member_with_state_but_no_group_that_vanishes_is_fenced() {
+    let mut c = Cluster::mounted_of(4, 3);
+    // A daemon cycle after the mount: the starts report node 3's state.
+    c.start(4, 1);
+    c.pump();
+    c.request(3, Request::Unmount { fs: fs_name("fs1").unwrap() });
+    c.pump();
+    assert!(c.node(3).status().group("fs1").is_none(), "{}", c.status_dump());
+    c.omit_left = true;
+    c.fence_hold = true;
+    c.crash(3);
+    c.pump();
+    assert_eq!(pending(&c, 1), vec![3], "{:?}", c.log);
+    c.release_fences(true);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+/// A failure in a cluster that completed cycles but never had a mount is
+/// no cold start: the failed node, without state, is not fenced (issue 17:
+/// `!old && !has_state` -> `!old || !has_state` in `daemon_all_started`
+/// survived; it takes such a cluster for a cold one and fences every
+/// configured node that is missing).
+#[test]
+fn a_failure_in_a_cluster_without_mounts_fences_nobody() {
+    let mut c = Cluster::new(3);
+    c.pump();
+    c.crash(3);
+    for _ in 0..20 {
+        c.pump();
+        c.now += 60_000;
+        c.pump();
+    }
+    assert!(c.held.is_empty() && c.fenced.is_empty(), "{:?}", c.log);
+    assert_eq!(pending(&c, 1), Vec::<u32>::new());
 }

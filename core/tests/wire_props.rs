@@ -1054,3 +1054,47 @@ fn known_bug_stop_with_queued_sends_underflows_in_debug() {
     ];
     made_up_messages_case(1, steps).unwrap();
 }
+
+/// A filesystem name outside `[A-Za-z0-9_.:-]`, or an empty one, is refused
+/// on decode, in a Mount request and in a DaemonSync group (issue 17:
+/// `valid_fs` -> `Ok(())` survived every test, since only valid names were
+/// ever encoded).
+#[test]
+fn a_message_with_an_invalid_filesystem_name_is_refused() {
+    fn patched(m: &Message, bad: &[u8]) -> Vec<u8> {
+        let mut b = enc(m);
+        let at = b[HEADER_LEN..].windows(3).position(|w| w == b"fs1").expect("name encoded") + HEADER_LEN;
+        b[at..at + 3].copy_from_slice(bad);
+        b
+    }
+    let header = |kind, group| Header {
+        kind,
+        sender: Member { node: NodeId(1), inc: Incarnation(1) },
+        generation: Generation { ring: 1, epoch: 0 },
+        group,
+        view: 1,
+    };
+    let mount = Message {
+        header: header(MsgKind::Mount, GroupId::of_fs("fs1")),
+        body: Body::Mount(MountReq { fs: fs_name("fs1").unwrap(), mode: Mode::Rw, journals: 2 }),
+    };
+    let sync = Message {
+        header: header(MsgKind::DaemonSync, GroupId::DAEMON),
+        body: Body::DaemonSync(DaemonSync {
+            groups: hv(vec![GroupSnap {
+                fs: fs_name("fs1").unwrap(),
+                journals: 2,
+                members: hv(vec![(NodeId(1), Mode::Rw)]),
+            }]),
+        }),
+    };
+    for m in [&mount, &sync] {
+        assert_eq!(decode(&enc(m)).as_ref(), Ok(m));
+        for bad in [b"f 1", b"fs/", b"f\xc3\xa9"] {
+            assert_eq!(decode(&patched(m, bad)), Err(WireError::Invalid("filesystem name")), "{bad:?} in {m:?}");
+        }
+    }
+    assert_eq!(mount.body.validate(), Ok(()));
+    let empty = Body::Mount(MountReq { fs: FsName::new(), mode: Mode::Rw, journals: 2 });
+    assert_eq!(empty.validate(), Err(WireError::Invalid("filesystem name")));
+}

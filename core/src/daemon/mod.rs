@@ -912,4 +912,15 @@ mod tests {
         assert_eq!(negotiate(&v), Some(2));
         assert_eq!(negotiate(&[]), None);
     }
+
+    /// Of versions spoken by equally many members the highest wins, in
+    /// whatever order the starts come (issue 17: `count > bc` ->
+    /// `count >= bc` survived; it lets a later, lower version win the tie).
+    #[test]
+    fn negotiation_ties_go_to_the_higher_version_in_any_order() {
+        let v = [(NodeId(1), s(3, 3, false)), (NodeId(2), s(1, 1, false))];
+        assert_eq!(negotiate(&v), Some(3));
+        let v = [(NodeId(1), s(1, 1, false)), (NodeId(2), s(3, 3, false))];
+        assert_eq!(negotiate(&v), Some(3));
+    }
 }

@@ -867,6 +867,35 @@ mod tests {
         assert_eq!(t.reset(), 1);
     }
 
+    /// A start clears only its own sender's "deferred" mark: another
+    /// sender still waiting is not counted again, and the started sender's
+    /// next wait is counted afresh (issue 17: clearing every other mark,
+    /// or none, survived; both only miscount `frag_deferred`).
+    #[test]
+    fn a_start_clears_only_its_own_senders_deferred_mark() {
+        let mut t = Tracker::new();
+        let (big, _) = units_of(1, MAX_MESSAGE, MAX_UNIT - FIRST_HDR);
+        t.commit(0, &big[0]);
+        t.commit(1, &big[0]);
+        assert_eq!(t.free_pages(), 0);
+        let (two, _) = units_of(7, 2000, MAX_UNIT - FIRST_HDR);
+        assert_eq!(t.admit(3, &two[0]), Admit::Defer { first: true });
+        assert_eq!(t.admit(5, &two[0]), Admit::Defer { first: true });
+        // Sender 0 completes: four pages free, sender 3 (the waiter) starts.
+        for u in &big[1..] {
+            t.commit(0, u);
+        }
+        assert_eq!(t.admit(3, &two[0]), Admit::Yes);
+        t.commit(3, &two[0]);
+        assert_eq!(t.waiter, None);
+        // Sender 5 still waits: not a new wait.
+        assert_eq!(t.admit(5, &big[0]), Admit::Defer { first: false });
+        // Sender 3 restarts with a message its held pages do not cover
+        // while sender 5 waits: a new wait.
+        let (again, _) = units_of(9, MAX_MESSAGE, MAX_UNIT - FIRST_HDR);
+        assert_eq!(t.admit(3, &again[0]), Admit::Defer { first: true });
+    }
+
     #[test]
     fn a_restart_counts_the_pages_the_sender_already_holds() {
         // Senders 0 and 1 hold all eight pages with open messages.

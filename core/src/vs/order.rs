@@ -725,9 +725,14 @@ mod tests {
         let mut o = OrderBuf::new();
         assert_eq!(o.store(&seq(2, b"b")), Store::New);
         assert_eq!(o.contig, 0);
+        // `high` is the highest stored seq (the gap below it is NAKed
+        // without waiting for a heartbeat's `high`; issue 17: not updating
+        // it, or lowering it, survived).
+        assert_eq!(o.high, 2);
         assert!(o.deliverable().is_none());
         assert_eq!(o.store(&seq(1, b"a")), Store::New);
         assert_eq!(o.contig, 2);
+        assert_eq!(o.high, 2);
         assert_eq!(o.store(&seq(1, b"a")), Store::Duplicate);
         assert_eq!(o.store(&seq(W + 1, b"x")), Store::NoRoom);
         o.limit = 1;
@@ -781,6 +786,21 @@ mod tests {
         s.renumber();
         assert_eq!(s.get(1).unwrap().payload(), &[2]);
         assert_eq!(s.last_seq(), (SEND_WINDOW - 2) as u64);
+    }
+
+    /// `back_frees` is what the last queued unit's opening chunk frees, 0
+    /// for an empty window (issue 17: a constant survived; it only bounds
+    /// how a chunked message packs after it).
+    #[test]
+    fn back_frees_is_the_last_units() {
+        let mut s = SendWindow::new();
+        assert_eq!(s.back_frees(), 0);
+        assert!(s.push(&[], b"a", false, 3));
+        assert_eq!(s.back_frees(), 3);
+        assert!(s.push(&[], b"b", false, 0));
+        assert_eq!(s.back_frees(), 0);
+        assert!(s.push(&[], b"c", false, 4));
+        assert_eq!(s.back_frees(), 4);
     }
 
     fn records(unit: &[u8]) -> std::vec::Vec<(u16, std::vec::Vec<u8>)> {

@@ -1747,3 +1747,181 @@ fn a_leave_with_nothing_queued_is_immediate() {
     sim.settle(&[1, 2], 1000);
     assert_eq!(reasons(&sim.nodes[0].log, false), std::vec![MemberReason { node: NodeId(3), reason: Reason::Leave }]);
 }
+
+/// The sequencer counts a member's DATA it already sequenced as a
+/// duplicate (issue 17: `+= 1` -> `*= 1` survived: the loss test only
+/// checked duplicates plus replays at the other members).
+#[test]
+fn the_sequencer_counts_duplicate_data() {
+    let mut sim = Sim::new(3, 7, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 2000);
+    assert!(sim.nodes[0].vs.is_sequencer());
+    traffic(&mut sim, &[2], 3, 5);
+    sim.run_for(200);
+    let view = sim.nodes[0].vs.view.key.id;
+    let from = Member { node: NodeId(2), inc: sim.nodes[1].vs.me.inc };
+    let before = sim.nodes[0].vs.stats().duplicates;
+    for seq in [1u64, 2, 3] {
+        sim.node(1).vs.on_data(from, view, seq, b"again");
+    }
+    assert_eq!(sim.nodes[0].vs.stats().duplicates, before + 3);
+    // One ahead of what it expects is a gap, not a duplicate.
+    sim.node(1).vs.on_data(from, view, 5, b"ahead");
+    assert_eq!(sim.nodes[0].vs.stats().duplicates, before + 3);
+}
+
+/// A NAK from a node outside the view, or any NAK once we left, asks for
+/// no retransmission (issue 17: `||` -> `&&` in `on_nak` survived).
+#[test]
+fn a_nak_from_outside_the_view_or_after_leaving_is_ignored() {
+    let mut sim = Sim::new(4, 9, Net::CLEAN);
+    sim.crash(4);
+    sim.settle(&[1, 2, 3], 2000);
+    let view = sim.nodes[0].vs.view.key.id;
+    let outsider = Member { node: NodeId(4), inc: Incarnation(1) };
+    let member = Member { node: NodeId(2), inc: sim.nodes[1].vs.me.inc };
+    // Messages sequenced but not yet stable: node 3's acks do not arrive.
+    sim.set_link(3, 1, false);
+    for k in 0..3 {
+        sim.broadcast(1, &msg(1, k)).unwrap();
+    }
+    sim.run_for(20);
+    assert_eq!(sim.nodes[0].vs.tx.rtx, None);
+    sim.node(1).vs.on_nak(outsider, view, 1, u64::MAX);
+    assert_eq!(sim.nodes[0].vs.tx.rtx, None, "a NAK from a non-member");
+    sim.node(1).vs.on_nak(member, view, 1, u64::MAX);
+    assert!(sim.nodes[0].vs.tx.rtx.is_some(), "a member's NAK is served");
+    // After leaving: nothing.
+    sim.node(1).vs.tx.rtx = None;
+    sim.node(1).vs.life = Life::Left;
+    sim.node(1).vs.on_nak(member, view, 1, u64::MAX);
+    assert_eq!(sim.nodes[0].vs.tx.rtx, None, "a NAK after leaving");
+}
+
+/// During a flush, an older proposal of the same coordinator process is
+/// ignored and a newer one replaces it (issue 17: `<` -> `==` and `<` ->
+/// `>` in `on_propose` survived).
+#[test]
+fn an_older_proposal_of_the_same_coordinator_does_not_replace_the_flush() {
+    let mut sim = Sim::new(3, 11, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 2000);
+    let coord = Member { node: NodeId(1), inc: sim.nodes[0].vs.me.inc };
+    let members: MemberList = sim.nodes[1].vs.view.members.clone();
+    let (_, n) = sim.nodes[1].vs.installed_pid.expect("installed");
+    let now = Instant(sim.now);
+    let vs = &mut sim.node(2).vs;
+    assert!(vs.flush.is_none());
+    vs.on_propose(now, coord, n + 5, members.clone());
+    assert_eq!(vs.flush.as_ref().map(|f| f.pid.counter), Some(n + 5));
+    vs.on_propose(now, coord, n + 3, members.clone());
+    assert_eq!(vs.flush.as_ref().map(|f| f.pid.counter), Some(n + 5), "an older proposal");
+    vs.on_propose(now, coord, n + 7, members);
+    assert_eq!(vs.flush.as_ref().map(|f| f.pid.counter), Some(n + 7), "a newer proposal");
+}
+
+/// A message in chunks starts in the room a queued single left in its
+/// unit (issue 17: `back_frees` -> 1 survived; with it a start after a
+/// unit that frees nothing was packed as if that unit freed one page).
+#[test]
+fn a_chunked_message_starts_in_the_room_a_queued_single_left() {
+    let mut sim = Sim::new(3, 13, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    sim.run_for(100);
+    let marks: Vec<usize> = sim.nodes.iter().map(|n| n.log.len()).collect();
+    let before = sim.nodes[2].vs.send.last_seq();
+    sim.broadcast_message(3, &[1u8; 100]).unwrap();
+    sim.broadcast_message(3, &std::vec![2u8; MAX_MESSAGE]).unwrap();
+    let send = &sim.nodes[2].vs.send;
+    let u = send.get(before + 1).expect("the single's unit");
+    let r0 = super::frag::record(u.payload(), 0).unwrap();
+    assert_eq!(r0.hdr.count, 1);
+    let r1 = super::frag::record(u.payload(), r0.next.expect("packed")).unwrap();
+    assert_eq!(r1.hdr.index, 0);
+    assert!(r1.hdr.count > 1);
+    sim.run_for(1000);
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let d = delivered(&n.log[marks[i]..]);
+        assert_eq!(d.len(), 2, "node {}", i + 1);
+        assert_eq!(d[1].1.len(), MAX_MESSAGE);
+    }
+}
+
+/// The coordinator's phase timeout in the SYNC phase suspects only the
+/// members that did not answer it (issue 17: `1 << i` -> `1 >> i` in
+/// `suspect_silent` survived; it suspects every member but the first,
+/// answered or not, and the coordinator then installs a view of itself
+/// alone; `&` -> `^` of the second sample, `vs/view.rs:371:53`, also
+/// survived: it takes node 3 as answered). Node 3 answers the proposal, then hears nothing more from the
+/// coordinator: it never gets the SYNC, so never answers it, but its
+/// heartbeats keep it alive for the coordinator's detector until the phase
+/// times out.
+#[test]
+fn a_member_silent_in_the_sync_phase_is_suspected_alone() {
+    let mut sim = Sim::new(4, 21, Net::CLEAN);
+    sim.settle(&[1, 2, 3, 4], 2000);
+    let mark = sim.nodes[0].log.len();
+    sim.crash(4);
+    let mut waited = 0;
+    while sim.nodes[2].vs.flush.is_none() {
+        sim.run_for(1);
+        waited += 1;
+        assert!(waited < 5000, "node 3 never froze on a proposal");
+    }
+    sim.set_link(1, 3, false);
+    let cut = sim.now;
+    let mut synced = false;
+    for _ in 0..3000 {
+        sim.run_for(1);
+        synced |= sim.nodes[0].vs.coord.phase == super::view::Phase::Syncing;
+    }
+    assert!(synced, "the coordinator reached the SYNC phase");
+    let views = confchgs(&sim.nodes[0].log[mark..]);
+    assert!(!views.is_empty());
+    for c in &views {
+        assert!(c.members.contains(&NodeId(2)), "node 2 answered, yet left the view: {views:?}");
+    }
+    assert_eq!(views.last().unwrap().members, ids(&[1, 2]), "{views:?}");
+    // And by that phase timeout, not a later one (with `&` -> `^` there
+    // node 3 counts as answered, and only a second round drops it).
+    let first = sim.nodes[0].log[mark..].iter().find(|(_, e)| matches!(e, Logged::Ev(VsEvent::Confchg(_)))).unwrap().0;
+    let fail_ms = sim.nodes[0].vs.fail_ms;
+    assert!(first < cut + fail_ms * 3 / 2, "view at {first}, cut at {cut}, fail_ms {fail_ms}");
+}
+
+/// INSTALL goes only to members that missed it: a former coordinator that
+/// answers a new coordinator's proposal does not repeat its own last
+/// INSTALL in its FLUSH_OK / SYNC_DONE datagrams (issue 17: `&` -> `|` in
+/// `fill_node`'s straggler check survived; receivers ignore such a stale
+/// INSTALL, so only the wire shows it).
+#[test]
+fn a_former_coordinator_sends_no_stale_install() {
+    let mut sim = Sim::new(3, 17, Net::CLEAN);
+    sim.crash(1);
+    sim.settle(&[2, 3], 2000);
+    assert!(sim.nodes[1].vs.coord.last_install.is_some(), "node 2 installed {{2, 3}}");
+    sim.tap = Some(Vec::new());
+    sim.restart(1);
+    sim.settle(&[1, 2, 3], 2000);
+    let captured = sim.tap.take().unwrap();
+    let auth = super::auth::Auth::new(&KEY);
+    let (mut unicasts, mut installs) = (0, 0);
+    for (from, dest, bytes) in &captured {
+        if from.0 != 2 || !matches!(dest, Dest::Node(_)) {
+            continue;
+        }
+        unicasts += 1;
+        let hdr = Header::decode(bytes).unwrap();
+        let body = &bytes[HEADER_LEN..];
+        let (cipher, tag) = body.split_at(body.len() - TAG_LEN);
+        let mut plain = cipher.to_vec();
+        auth.open(&hdr, &mut plain, tag.try_into().unwrap()).unwrap();
+        let mut r = super::wire::Reader::new(&plain);
+        while !r.is_empty() {
+            if let Frame::Install { .. } = Frame::decode(&mut r).unwrap() {
+                installs += 1;
+            }
+        }
+    }
+    assert!(unicasts > 0, "node 2 answered node 1's proposal");
+    assert_eq!(installs, 0, "INSTALL frames in node 2's {unicasts} unicasts");
+}

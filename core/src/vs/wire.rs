@@ -811,6 +811,12 @@ mod tests {
         roundtrip(Frame::Nak { view: key.id, lo: 1, hi: 4 });
         roundtrip(Frame::Ack { view: key.id, contig: 4 });
         roundtrip(Frame::Propose { counter: 2, members: members.clone() });
+        // The largest PROPOSE and FLUSH_OK are exactly the bounds the
+        // compile-time checks use (issue 17: `FLUSH_OK_MAX` one or two
+        // bytes short survived every test).
+        assert_eq!(Frame::Propose { counter: 2, members: members.clone() }.encoded_len(), PROPOSE_MAX);
+        let full = FlushOk { counter: 2, old: key, cf: 17, fresh: true, leavers: members.clone() };
+        assert_eq!(Frame::FlushOk(full).encoded_len(), FLUSH_OK_MAX);
         roundtrip(Frame::FlushOk(FlushOk { counter: 2, old: key, cf: 17, fresh: true, leavers: members.clone() }));
         // Every member its own group (the largest SYNC), and two members
         // sharing one.

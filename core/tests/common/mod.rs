@@ -43,6 +43,9 @@ pub struct Cluster {
     /// Called with `true` right before and `false` right after every call
     /// into a node (the allocation counter uses it).
     pub probe: fn(bool),
+    /// Membership changes name no departed members (`Confchg.left` empty):
+    /// a GCS that only reports the new member list.
+    pub omit_left: bool,
 }
 
 pub fn list(v: &[u32]) -> NodeList {
@@ -110,6 +113,7 @@ impl Cluster {
             crash_queue: vec![],
             off: vec![false; n as usize + 1],
             probe: |_| {},
+            omit_left: false,
         }
     }
 
@@ -234,7 +238,7 @@ impl Cluster {
             if !left.is_empty() {
                 let members: Vec<u32> = old.iter().copied().filter(|n| !left.contains(n)).collect();
                 let mut cc = Confchg { members: list(&members), ..Default::default() };
-                for n in left {
+                for n in left.into_iter().filter(|_| !self.omit_left) {
                     cc.left.push(MemberReason { node: NodeId(n), reason: Reason::NodeDown }).unwrap();
                 }
                 self.input(i, Input::Confchg(cc));
