@@ -1639,22 +1639,29 @@ fn a_proposal_while_installing_does_not_undo_the_committed_install() {
     check_vs(&all_histories(&sim));
 }
 
+/// Open one captured datagram and hand each of its frames to `f`.
+fn for_each_frame(bytes: &[u8], mut f: impl FnMut(Frame)) {
+    let auth = super::auth::Auth::new(&KEY);
+    let hdr = Header::decode(bytes).unwrap();
+    let body = &bytes[HEADER_LEN..];
+    let (cipher, tag) = body.split_at(body.len() - TAG_LEN);
+    let mut plain = cipher.to_vec();
+    auth.open(&hdr, &mut plain, tag.try_into().unwrap()).unwrap();
+    let mut r = super::wire::Reader::new(&plain);
+    while !r.is_empty() {
+        f(Frame::decode(&mut r).unwrap());
+    }
+}
+
 /// The SYNC frames in the datagrams `tap` captured.
 fn sync_frames(captured: &[(NodeId, Dest, Vec<u8>)]) -> Vec<SyncMsg> {
-    let auth = super::auth::Auth::new(&KEY);
     let mut out = Vec::new();
     for (_, _, bytes) in captured {
-        let hdr = Header::decode(bytes).unwrap();
-        let body = &bytes[HEADER_LEN..];
-        let (cipher, tag) = body.split_at(body.len() - TAG_LEN);
-        let mut plain = cipher.to_vec();
-        auth.open(&hdr, &mut plain, tag.try_into().unwrap()).unwrap();
-        let mut r = super::wire::Reader::new(&plain);
-        while !r.is_empty() {
-            if let Frame::Sync(s) = Frame::decode(&mut r).unwrap() {
+        for_each_frame(bytes, |fr| {
+            if let Frame::Sync(s) = fr {
                 out.push(s);
             }
-        }
+        });
     }
     out
 }
@@ -1903,24 +1910,17 @@ fn a_former_coordinator_sends_no_stale_install() {
     sim.restart(1);
     sim.settle(&[1, 2, 3], 2000);
     let captured = sim.tap.take().unwrap();
-    let auth = super::auth::Auth::new(&KEY);
     let (mut unicasts, mut installs) = (0, 0);
     for (from, dest, bytes) in &captured {
         if from.0 != 2 || !matches!(dest, Dest::Node(_)) {
             continue;
         }
         unicasts += 1;
-        let hdr = Header::decode(bytes).unwrap();
-        let body = &bytes[HEADER_LEN..];
-        let (cipher, tag) = body.split_at(body.len() - TAG_LEN);
-        let mut plain = cipher.to_vec();
-        auth.open(&hdr, &mut plain, tag.try_into().unwrap()).unwrap();
-        let mut r = super::wire::Reader::new(&plain);
-        while !r.is_empty() {
-            if let Frame::Install { .. } = Frame::decode(&mut r).unwrap() {
+        for_each_frame(bytes, |fr| {
+            if let Frame::Install { .. } = fr {
                 installs += 1;
             }
-        }
+        });
     }
     assert!(unicasts > 0, "node 2 answered node 1's proposal");
     assert_eq!(installs, 0, "INSTALL frames in node 2's {unicasts} unicasts");
