@@ -1098,3 +1098,20 @@ fn a_message_with_an_invalid_filesystem_name_is_refused() {
     let empty = Body::Mount(MountReq { fs: FsName::new(), mode: Mode::Rw, journals: 2 });
     assert_eq!(empty.validate(), Err(WireError::Invalid("filesystem name")));
 }
+
+#[test]
+fn a_snapshot_with_unsorted_or_repeated_members_is_refused() {
+    let snap = |members: Vec<(NodeId, Mode)>| {
+        Body::DaemonSync(DaemonSync {
+            groups: hv(vec![GroupSnap { fs: fs_name("fs1").unwrap(), journals: 4, members: hv(members) }]),
+        })
+    };
+    assert_eq!(snap(vec![(NodeId(1), Mode::Rw), (NodeId(3), Mode::Ro)]).validate(), Ok(()));
+    for bad in [
+        vec![(NodeId(3), Mode::Rw), (NodeId(1), Mode::Rw)],
+        vec![(NodeId(2), Mode::Rw), (NodeId(2), Mode::Ro)],
+        vec![(NodeId(0), Mode::Rw), (NodeId(2), Mode::Rw)],
+    ] {
+        assert_eq!(snap(bad.clone()).validate(), Err(WireError::Invalid("group members not sorted")), "{bad:?}");
+    }
+}
