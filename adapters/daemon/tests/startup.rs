@@ -73,17 +73,19 @@ fn systemd_notify_ready_status_watchdog_stopping() {
     let sock_path = d.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
-    let mut child = Command::new(COHORTD)
-        .arg("--config")
-        .arg(&cfg)
-        .env("COHORT_LOG", "off")
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", "400000")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(Some(
+        Command::new(COHORTD)
+            .arg("--config")
+            .arg(&cfg)
+            .env("COHORT_LOG", "off")
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "400000")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
     let mut got: Vec<String> = Vec::new();
     let mut buf = [0u8; 4096];
     let t = std::time::Instant::now();
@@ -104,8 +106,8 @@ fn systemd_notify_ready_status_watchdog_stopping() {
     assert!(pings(&got) >= 3, "{got:?}");
     // Pinged at about half of 400 ms, not in a busy loop.
     assert!(pings(&got) <= 2 + (t.elapsed().as_millis() / 150) as usize, "{got:?}");
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let st = child.wait().unwrap();
+    unsafe { libc::kill(child.child().id() as i32, libc::SIGTERM) };
+    let st = child.child().wait().unwrap();
     assert_eq!(st.code(), Some(0));
     let mut rest = Vec::new();
     while let Ok(n) = sock.recv(&mut buf) {
@@ -148,6 +150,29 @@ fn corosync_needs_the_feature() {
             assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "{o:?}");
         }
         assert!(!d.path().join("state").exists(), "a refused start must not touch the state directory");
+    }
+}
+
+/// A spawned cohortd, killed (and reaped) if the test fails before it
+/// stops it: no daemon outlives its test.
+struct Reaped(Option<std::process::Child>);
+
+impl Reaped {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("still held")
+    }
+
+    fn take(mut self) -> std::process::Child {
+        self.0.take().expect("still held")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -201,19 +226,21 @@ fn udp_daemon_runs_alone_and_stops_cleanly() {
     let d = tempfile::tempdir().unwrap();
     let ports = [free_udp_port(), free_udp_port()];
     let cfg = udp_config(d.path(), 1, &ports);
-    let mut child = Command::new(COHORTD)
-        .arg("--config")
-        .arg(&cfg)
-        .env("COHORT_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(Some(
+        Command::new(COHORTD)
+            .arg("--config")
+            .arg(&cfg)
+            .env("COHORT_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let sock = d.path().join("state/cohortd.sock");
     let t = std::time::Instant::now();
     while !sock.exists() {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = child.child().try_wait().unwrap() {
             panic!("cohortd exited at start: {st}");
         }
         assert!(t.elapsed() < std::time::Duration::from_secs(20), "no control socket");
@@ -247,8 +274,8 @@ fn udp_daemon_runs_alone_and_stops_cleanly() {
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let l = last_line(&o);
     assert!(l.starts_with("cohortd: cannot start the udp transport: bind 127.0.0.1:"), "{l}");
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    unsafe { libc::kill(child.child().id() as i32, libc::SIGTERM) };
+    let out = child.take().wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("configured cluster nodes [1,2] (startup fencing on)"), "{err}");
