@@ -387,6 +387,9 @@ impl Node {
             if let Some(f) = self.d.fence.first() {
                 return GroupWait::Fencing(f.target.node);
             }
+            if self.d.gap {
+                return GroupWait::Quorum;
+            }
             return match g.first_mounter() {
                 Some(n) => GroupWait::FirstMounter(n),
                 None => GroupWait::NoFirstMounter,
@@ -631,7 +634,11 @@ impl Node {
                 // A first mount replays every journal: no node that may
                 // still have this filesystem mounted (even one this group
                 // forgot, e.g. its last member cut off) may be unfenced.
-                if self.groups[i].first_mounter() == Some(me) && self.d.fence.is_empty() && self.quorate_now() {
+                if self.groups[i].first_mounter() == Some(me)
+                    && self.d.fence.is_empty()
+                    && !self.d.gap
+                    && self.quorate_now()
+                {
                     if let Some(j) = mine.jid {
                         self.groups[i].kstate = KState::MountingFirst;
                         self.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::SetJid(j) });

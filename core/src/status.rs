@@ -87,6 +87,18 @@ impl Status {
         self.groups.iter().find(|g| g.fs.as_str() == fs)
     }
 
+    /// Not quorate, and nothing waits but what needs quorum: fences, and
+    /// groups waiting for quorum or a fence. Nothing happens here until the
+    /// cluster regains quorum (a correct wait, not a stall).
+    pub fn waits_only_for_quorum(&self) -> bool {
+        self.quorate == Some(false)
+            && self.daemon == DaemonWait::Nothing
+            && self.groups.iter().all(|g| {
+                (g.synced && g.wait == GroupWait::Nothing && !g.blocked)
+                    || matches!(g.wait, GroupWait::Quorum | GroupWait::Fencing(_))
+            })
+    }
+
     /// Nothing waits anywhere.
     pub fn is_stable(&self) -> bool {
         self.daemon == DaemonWait::Nothing

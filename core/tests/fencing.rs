@@ -106,18 +106,19 @@ fn only_the_failed_node_is_ever_pending_fencing() {
 #[test]
 fn a_later_fence_result_keeps_the_record_of_an_earlier_target() {
     use cohort_core::wire::{self, Body, MsgKind};
-    let mut c = Cluster::new(5);
-    c.mount("fs1", &[1, 2, 3, 4, 5], Mode::Rw);
+    let mut c = Cluster::new(7);
+    c.mount("fs1", &[1, 2, 3, 4, 5, 6, 7], Mode::Rw);
     c.pump();
-    c.crash(5);
+    c.crash(7);
     c.pump();
-    c.crash(4);
+    c.crash(6);
     c.pump();
     let fenced: Vec<u32> = c.fenced.iter().map(|m| m.node.0).collect();
-    assert_eq!(fenced, vec![5, 4], "{:?}", c.log);
+    assert_eq!(fenced, vec![7, 6], "{:?}", c.log);
     assert!(pending(&c, 1).is_empty(), "{:?}", c.log);
-    // The next cycle's start of node 1 still names both fenced members.
-    c.crash(3);
+    // The next cycle's start of node 1 still names both fenced members
+    // (4 of 7 are left: still quorate, no gap).
+    c.crash(5);
     c.drain(1);
     let start = c
         .bus
@@ -129,7 +130,49 @@ fn a_later_fence_result_keeps_the_record_of_an_earlier_target() {
     let Body::DaemonStart(s) = start.body else { panic!("{start:?}") };
     let mut names: Vec<u32> = s.fenced.iter().map(|m| m.node.0).collect();
     names.sort();
-    assert_eq!(names, vec![4, 5], "{s:?}");
+    assert_eq!(names, vec![6, 7], "{s:?}");
+}
+
+/// CORE-BUG-26: after a quorum gap, every configured node that is not a
+/// member gets a pending fence (it may have mounted on the other side), in
+/// the start, so all members agree on it.
+#[test]
+fn after_a_quorum_gap_absent_nodes_are_fenced_again() {
+    use cohort_core::wire::{self, Body, MsgKind};
+    let mut c = Cluster::new(5);
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    // Nodes 4 and 5 hold nothing: their failures fence nobody.
+    c.crash(5);
+    c.pump();
+    c.crash(4);
+    c.pump();
+    assert!(c.fenced.is_empty(), "{:?}", c.log);
+    // Node 3 fails with fs1 mounted: 2 of 5 left, not quorate (the gap).
+    c.crash(3);
+    c.pump();
+    assert!(c.fenced.is_empty(), "fenced without quorum: {:?}", c.log);
+    // Node 4 restarts: quorate again. Node 5 was away during the gap and
+    // may have mounted on the other side: it is fenced too now.
+    c.start(4, 2);
+    c.drain(1);
+    let start = c
+        .bus
+        .iter()
+        .filter(|(f, _)| *f == 1)
+        .filter_map(|(_, b)| wire::decode(b).ok())
+        .filter(|m| m.header.kind == MsgKind::DaemonStart)
+        .last()
+        .unwrap_or_else(|| panic!("node 1 sent no start: {:?}", c.log));
+    let Body::DaemonStart(s) = start.body else { panic!("{start:?}") };
+    // (Node 4's own gap fence, from the change where only its corosync was
+    // back, is still listed: its start cancels it.)
+    let pending_nodes: Vec<u32> = s.fence_pending.iter().map(|p| p.target.node.0).collect();
+    assert!(pending_nodes.contains(&3) && pending_nodes.contains(&5), "{s:?}");
+    c.pump();
+    let mut fenced: Vec<u32> = c.fenced.iter().map(|m| m.node.0).collect();
+    fenced.sort();
+    assert_eq!(fenced, vec![3, 5], "{:?}", c.log);
 }
 
 #[test]

@@ -89,6 +89,9 @@ pub struct Options {
     pub liveness: bool,
     /// Start with `fs1` mounted everywhere (see [`Setup::mounted`]).
     pub mounted: bool,
+    /// Also a fault: a daemon dies while its node and kernel live on
+    /// (`--kill-daemon`; off by default, CI's bounds stay as measured).
+    pub kill_daemon: bool,
 }
 
 impl Default for Options {
@@ -103,6 +106,7 @@ impl Default for Options {
             early_unmount: true,
             two_node: false,
             kernel_faults: true,
+            kill_daemon: false,
             liveness: true,
             mounted: false,
         }
@@ -121,6 +125,7 @@ impl Options {
             mounted: true,
             ops: false,
             kernel_faults: false,
+            kill_daemon: false,
             faults,
             depth,
             ..Options::default()
@@ -141,6 +146,8 @@ pub enum Choice {
     /// (`unmount-early`): the host refuses it while the kernel has the fs.
     UnmountEarly(u32),
     Crash(u32),
+    /// Only the daemon dies; the kernel keeps its mounts (CORE-BUG-26).
+    KillDaemon(u32),
     Pause(u32),
     Resume(u32),
     PowerOn(u32),
@@ -163,6 +170,7 @@ impl std::fmt::Display for Choice {
             Choice::Unmount(n) => write!(f, "unmount {n}"),
             Choice::UnmountEarly(n) => write!(f, "unmount-early {n}"),
             Choice::Crash(n) => write!(f, "crash {n}"),
+            Choice::KillDaemon(n) => write!(f, "kill-daemon {n}"),
             Choice::Pause(n) => write!(f, "pause {n}"),
             Choice::Resume(n) => write!(f, "resume {n}"),
             Choice::PowerOn(n) => write!(f, "power-on {n}"),
@@ -192,6 +200,7 @@ impl std::str::FromStr for Choice {
             Some("unmount") => Choice::Unmount(node(1)?),
             Some("unmount-early") => Choice::UnmountEarly(node(1)?),
             Some("crash") => Choice::Crash(node(1)?),
+            Some("kill-daemon") => Choice::KillDaemon(node(1)?),
             Some("pause") => Choice::Pause(node(1)?),
             Some("resume") => Choice::Resume(node(1)?),
             Some("power-on") => Choice::PowerOn(node(1)?),
@@ -375,6 +384,9 @@ fn choices(w: &World, b: &Budget, o: &Options) -> Vec<Choice> {
             if !nd.paused {
                 v.push(Choice::Pause(n));
             }
+            if o.kill_daemon && nd.daemon.is_some() && !nd.paused {
+                v.push(Choice::KillDaemon(n));
+            }
             let kernel_has = nd.kernel.get(FS).is_some_and(|k| k.phase != KPhase::Idle && !k.withdrawn);
             if o.kernel_faults && kernel_has {
                 v.push(Choice::Withdraw(n));
@@ -433,6 +445,10 @@ fn apply(w: &mut World, b: &mut Budget, c: &Choice, journals: u16) -> Result<(),
         }
         Choice::Crash(n) => {
             w.crash(*n);
+            b.faults += 1;
+        }
+        Choice::KillDaemon(n) => {
+            w.kill_daemon(*n, "killed");
             b.faults += 1;
         }
         Choice::Pause(n) => {
@@ -769,6 +785,7 @@ pub fn run_text(file: &str, text: &str, seed: u64) -> Result<ScReport, Box<Scena
                     | Choice::Unmount(n)
                     | Choice::UnmountEarly(n)
                     | Choice::Crash(n)
+                    | Choice::KillDaemon(n)
                     | Choice::Pause(n)
                     | Choice::Resume(n)
                     | Choice::PowerOn(n)

@@ -11,7 +11,7 @@
 //! first mounter finishes alone, letting the swarm explore past that bug.
 //!
 //! ```text
-//! cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]
+//! cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--kill-daemon] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]
 //! cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 8] [--loss 1] [--dup 1] [--msgs 1] [--late 3]
 //!                  [--max-states N] [--cex K] [--no-liveness] [--all-datagrams] [--no-restart] [--early-faults] [--early-sends]
 //! ```
@@ -34,7 +34,7 @@ use std::time::Instant;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]\n  cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 8] [--loss 1] [--dup 1] [--msgs 1] [--late 3] [--max-states N] [--cex K] [--no-liveness] [--all-datagrams] [--no-restart] [--early-faults] [--early-sends]"
+        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--kill-daemon] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]\n  cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 8] [--loss 1] [--dup 1] [--msgs 1] [--late 3] [--max-states N] [--cex K] [--no-liveness] [--all-datagrams] [--no-restart] [--early-faults] [--early-sends]"
     );
     ExitCode::from(2)
 }
@@ -271,6 +271,7 @@ fn check_cmd(args: &[String]) -> ExitCode {
             "--no-kernel-faults" => Some(|o| o.kernel_faults = false),
             "--mounted" => Some(|o| o.mounted = true),
             "--no-liveness" => Some(|o| o.liveness = false),
+            "--kill-daemon" => Some(|o| o.kill_daemon = true),
             _ => None,
         };
         if let Some(set) = flag {

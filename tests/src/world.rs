@@ -789,7 +789,7 @@ impl World {
             if node.transport_dead {
                 continue;
             }
-            if !self.status(n).is_some_and(|s| s.is_stable()) {
+            if !self.status(n).is_some_and(|s| s.is_stable() || s.waits_only_for_quorum()) {
                 return false;
             }
         }

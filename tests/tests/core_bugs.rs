@@ -149,9 +149,7 @@ fn bug25_withdraw_mid_replay_unmount() {
     run("bug25-withdraw-mid-replay-unmount.txt", 1);
 }
 
-/// Open (tests/CORE_BUGS.md): ignored until fixed.
 #[test]
-#[ignore]
 fn bug26_forgotten_mount_first_mounter() {
     run("bug26-forgotten-mount-first-mounter.txt", 1);
 }

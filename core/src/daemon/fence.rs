@@ -167,8 +167,13 @@ impl Node {
     }
 
     pub(crate) fn on_fence_timer(&mut self, t: TimerToken) {
-        if let Some(r) = self.d.fence.iter_mut().find(|r| r.timer == Some(t)) {
+        // One grace timer may cover several fences (a gap's).
+        let mut any = false;
+        for r in self.d.fence.iter_mut().filter(|r| r.timer == Some(t)) {
             r.timer = None;
+            any = true;
+        }
+        if any {
             self.fence_kick();
         }
     }

@@ -175,6 +175,19 @@ pub struct DaemonState {
     pub departed: heapless::Vec<Member, MAX_NODES>,
     /// Last merge verdict, for status.
     pub last_merge_partitions: u8,
+    /// A *gap* (CORE-BUG-26): after a quorate cycle of ours, a ring of ours
+    /// was not quorate, so another partition may have been quorate without
+    /// us and done things we never heard of (mounted, taken journals). Until
+    /// a change has been processed in a quorate ring, every configured node
+    /// that is not here is fenced before anything replays every journal.
+    pub gap: bool,
+    /// Ring of the last change whose cycle added the gap's fences.
+    pub gap_ring: Option<u64>,
+    /// Fences we saw succeed before our latest gap. They no longer prove the
+    /// node is down (it may have restarted and joined the other side), so
+    /// they do not satisfy a pending fence; they still count as evidence in
+    /// a merge verdict (`fenced_mask`) until the node is accepted again.
+    pub fenced_pre_gap: NodeList,
 }
 
 impl DaemonState {
@@ -199,6 +212,9 @@ impl DaemonState {
             configured: NodeList::new(),
             departed: heapless::Vec::new(),
             last_merge_partitions: 0,
+            gap: false,
+            gap_ring: None,
+            fenced_pre_gap: NodeList::new(),
         }
     }
 
@@ -297,7 +313,45 @@ impl Node {
     pub(crate) fn on_quorum(&mut self, q: &gcs::QuorumEvent) {
         self.barrier.on_quorum(q);
         self.update_quorate_synced();
+        let current = self.barrier.current().ring;
+        if !q.quorate && self.d.quorate_synced.is_some_and(|g| q.ring >= g.ring) && !self.d.gap {
+            self.gap_begin();
+        } else if q.quorate && self.d.gap && q.ring == current && self.d.gap_ring == Some(current) {
+            // The change of this ring already added the gap's fences.
+            self.d.gap = false;
+        }
         self.kick();
+    }
+
+    /// We lost quorum after a quorate cycle (see [`DaemonState::gap`]).
+    fn gap_begin(&mut self) {
+        debug!("quorum gap begins");
+        self.d.gap = true;
+        self.d.gap_ring = None;
+        let fenced = core::mem::take(&mut self.d.fenced);
+        for m in fenced {
+            if !self.d.fenced_pre_gap.contains(&m.node) {
+                self.d.fenced_pre_gap.push_bounded(m.node);
+            }
+        }
+        // The fences are added at the next change, before our start of it
+        // is rendered, so every member computes the same pending set from
+        // the starts. Until then, `gap` holds first mounts back.
+    }
+
+    /// Fence every configured node that is not a member now, unless a fence
+    /// of it is already pending. Like startup fencing, after a grace period
+    /// (a node of the other side that merges back in time cancels it).
+    fn gap_fences(&mut self) {
+        let me = self.cfg.node;
+        for n in self.d.configured.clone().iter() {
+            if *n == me || self.d.peer(*n).is_some() || self.d.fence.iter().any(|r| r.target.node == *n) {
+                continue;
+            }
+            // The grace timer is armed when the cycle's starts are in.
+            self.fence_add(Member { node: *n, inc: Incarnation(0) });
+        }
+        self.d.gap_ring = Some(self.barrier.current().ring);
     }
 
     /// Record pre-merge quorum evidence: a completed cycle in a ring the
@@ -397,6 +451,12 @@ impl Node {
         self.d.union.clear();
         self.d.fenced_union.clear();
         self.d.phase = DaemonPhase::WaitStarts;
+        if self.d.gap {
+            self.gap_fences();
+            if self.quorate_now() {
+                self.d.gap = false;
+            }
+        }
         if !change.members.contains(&me) {
             // We are not in our own group (left it): nothing to send.
             return;
@@ -429,7 +489,9 @@ impl Node {
         // from us whatever its incarnation (a restart is clean because it
         // has no state, not because of the number).
         let failed_mask = crate::wire::mask_of(&members, |n| self.d.fence.iter().any(|f| f.target.node == n));
-        let fenced_mask = crate::wire::mask_of(&members, |n| self.d.fenced.iter().any(|f| f.node == n));
+        let fenced_mask = crate::wire::mask_of(&members, |n| {
+            self.d.fenced.iter().any(|f| f.node == n) || self.d.fenced_pre_gap.contains(&n)
+        });
         let mut fence_pending = heapless::Vec::new();
         for f in self.d.fence.iter() {
             fence_pending.push_bounded(PendingFence { target: f.target, attempts: f.attempts });
@@ -684,25 +746,34 @@ impl Node {
             }
         }
         self.fence_replace(&keep);
-        if cold {
-            for i in 0..self.d.fence.len() {
-                if self.d.fence[i].target.inc == Incarnation(0) && self.d.fence[i].timer.is_none() {
-                    let t = self.set_timer(crate::node::TIMER_FENCE, self.cfg.startup_fence_delay_ms);
-                    self.d.fence[i].timer = Some(t);
-                }
+        // A fence of "whatever incarnation runs there" (startup and gap
+        // fences) waits a grace period for the node to join, counted from
+        // the latest change on every member (the actor may not be the member
+        // that added it, and a ring that just regained quorum often holds
+        // nodes whose daemons are still starting).
+        let mut grace = None;
+        for i in 0..self.d.fence.len() {
+            let r = self.d.fence[i];
+            if r.target.inc == Incarnation(0) && !r.in_flight && r.outcome.is_none() {
+                let t = *grace
+                    .get_or_insert_with(|| self.set_timer(crate::node::TIMER_FENCE, self.cfg.startup_fence_delay_ms));
+                self.d.fence[i].timer = Some(t);
             }
         }
         // A member accepted into this cycle (not a loser, compatible) is no
         // longer "failed" or "fenced": those records only describe absent
         // nodes and losers from now on.
-        let accepted = |m: &Member| {
+        let accepted = |node: NodeId| {
             starts
                 .iter()
                 .enumerate()
-                .any(|(i, (n, _))| *n == m.node && verdict.losers & (1 << i) == 0 && excluded & (1 << i) == 0)
+                .any(|(i, (n, _))| *n == node && verdict.losers & (1 << i) == 0 && excluded & (1 << i) == 0)
         };
-        let fenced: heapless::Vec<Member, MAX_NODES> = self.d.fenced.iter().filter(|m| !accepted(m)).copied().collect();
+        let fenced: heapless::Vec<Member, MAX_NODES> =
+            self.d.fenced.iter().filter(|m| !accepted(m.node)).copied().collect();
         self.d.fenced = fenced;
+        let pre: NodeList = self.d.fenced_pre_gap.iter().filter(|n| !accepted(**n)).copied().collect();
+        self.d.fenced_pre_gap = pre;
         // Who is old (fence actor eligibility) is agreed from the starts.
         for p in self.d.peers.iter_mut() {
             p.old = p.start.is_some_and(|s| s.old);
