@@ -3,6 +3,8 @@
 #![doc = include_str!("../README.md")]
 
 #[macro_use]
+extern crate cohort_types;
+#[macro_use]
 mod fmt;
 
 mod apply;
@@ -11,14 +13,13 @@ mod bounded;
 pub mod daemon;
 #[cfg(feature = "embassy")]
 pub mod embassy;
-pub mod gcs;
-pub mod ids;
 pub mod mount;
 pub mod node;
 pub mod planted;
 pub mod status;
-pub mod vs;
 pub mod wire;
 
+/// The shared vocabulary (crate `cohort-types`), under its old paths.
+pub use cohort_types::{gcs, ids};
 pub use ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
 pub use node::{Config, Effect, HandleError, Input, KernelEvent, KernelOp, Node, Notice, Request};

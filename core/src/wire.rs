@@ -28,7 +28,7 @@ pub const WIRE_VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 40;
 /// Largest encoded message. A full daemon sync snapshot (16 groups of 32
 /// members) fits with room to spare.
-pub const MAX_MESSAGE: usize = 4096;
+pub const MAX_MESSAGE: usize = cohort_types::MAX_MESSAGE;
 /// Longest filesystem name.
 pub const FS_NAME_LEN: usize = 32;
 /// Most journals a filesystem may have.

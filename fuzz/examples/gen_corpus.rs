@@ -9,7 +9,7 @@
 use cohort_fuzz::{build_message, encode_vec, run, Hints, Rd, Sim, KINDS};
 
 use cohort_core::ids::{Incarnation, NodeId};
-use cohort_core::vs::craft::{self, Kind};
+use cohort_vs::craft::{self, Kind};
 use cohort_core::wire::{decode, MAX_MESSAGE};
 use cohort_fuzz::VS_PROGRAM;
 use std::collections::BTreeSet;

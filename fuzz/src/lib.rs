@@ -17,7 +17,7 @@
 use cohort_core::gcs::{Confchg, MemberReason, NodeList, QuorumEvent, Reason, ReasonList, RingEvent};
 use cohort_core::ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
 use cohort_core::node::{Effect, HandleError, Input, KernelEvent, KernelOp, Request, TimerToken};
-use cohort_core::vs::{self, craft, Dest, Vs, VsConfig, VsEvent, MAX_DATAGRAM, MAX_VIEW_JUMP};
+use cohort_vs::{self as vs, craft, Dest, Vs, VsConfig, VsEvent, MAX_DATAGRAM, MAX_VIEW_JUMP};
 use cohort_core::wire::{
     decode, decode_into, encode, fs_name, Body, DaemonStart, DaemonSync, FenceResult, FsName, GroupSnap, Header,
     MemberDesc, Message, Mode, MountReq, MountStart, MountState, MsgKind, PendingFence, Recovery, RecoveryResult,
@@ -992,7 +992,7 @@ pub fn cluster(data: &[u8]) {
 
 // ------------------------------------------------- vs (datagram transport)
 
-/// The VS plaintext decoder (`cohort_core::vs::craft::check_frames`): never
+/// The VS plaintext decoder (`cohort_vs::craft::check_frames`): never
 /// panics, agrees with the receiver's validation, and every frame it accepts
 /// re-encodes to exactly its bytes.
 pub fn vs_frames(data: &[u8]) {

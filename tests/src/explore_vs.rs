@@ -2,7 +2,7 @@
 //! model's members (`cohort-sim check --model udp`): the view-change
 //! protocol under loss, duplication and reordering of its datagrams.
 //!
-//! The members are real `cohort_core::vs::Vs` state machines (no re-model,
+//! The members are real `cohort_vs::Vs` state machines (no re-model,
 //! no daemon above them: the explorer is the application and polls every
 //! event right away). The network and the clock are enumerated choices:
 //!
@@ -56,7 +56,7 @@
 //! incarnation and the hash of its whole input history (`Vs` is sans-IO and
 //! deterministic: equal configuration and inputs give equal states), the
 //! network multiset, the partition and the budgets used. `Vs` is cloned
-//! (cohort-core's test-only `explore` feature) to branch.
+//! (cohort-vs's test-only `explore` feature) to branch.
 
 use crate::explore::{fnv, FNV_OFFSET};
 use crate::explore::{set_partitions, Seen, Visit};
@@ -64,8 +64,8 @@ use crate::invariants::{robustness, virtual_synchrony};
 use crate::world::Inst;
 use cohort_core::gcs::{NodeList, QuorumMode};
 use cohort_core::ids::{Incarnation, Instant, NodeId};
-use cohort_core::vs::craft::{self, kinds};
-use cohort_core::vs::{Dest, Vs, VsConfig, VsEvent, VsRecvError, MAX_DATAGRAM, MAX_MESSAGE};
+use cohort_vs::craft::{self, kinds};
+use cohort_vs::{Dest, Vs, VsConfig, VsEvent, VsRecvError, MAX_DATAGRAM, MAX_MESSAGE};
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Instant as WallClock;

@@ -34,7 +34,7 @@
 //! ## The udp model
 //!
 //! With `Model::Udp` there is no simulated membership service: every daemon
-//! runs the core's own datagram transport (`cohort_core::vs::Vs`) over a
+//! runs the core's own datagram transport (`cohort_vs::Vs`) over a
 //! simulated lossy network, and the views it installs are the sim's rings.
 //! See `world/udp.rs`.
 //!
@@ -59,9 +59,9 @@ use crate::trace::{self, mask, Trace, TraceRec, What};
 use cohort_core::gcs::{Confchg, MemberReason, NodeList, QuorumEvent, QuorumMode, Reason, RingEvent};
 use cohort_core::node::{Effect, HandleError, Input, KernelEvent, KernelOp, MountError, Notice, Request, TimerToken};
 use cohort_core::status::Status;
-use cohort_core::vs::{self, Dest, Vs, VsConfig, VsEvent, VsRecvError, VsSendError, MAX_DATAGRAM, SEND_WINDOW};
 use cohort_core::wire::{self, Mode, MAX_MESSAGE};
 use cohort_core::{Config, Generation, GroupId, Incarnation, Instant, Member, Node, NodeId};
+use cohort_vs::{self as vs, Dest, Vs, VsConfig, VsEvent, VsRecvError, VsSendError, MAX_DATAGRAM, SEND_WINDOW};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 

@@ -3,7 +3,7 @@
 //! The incarnation is part of every datagram's nonce (with the sender and
 //! its counter) and tells peers a restarted node from a stale one: the core
 //! refuses a datagram whose incarnation is lower than the one it knows for
-//! that node ([`cohort_core::vs`], `StaleIncarnation`), and never forgets it.
+//! that node ([`cohort_vs`], `StaleIncarnation`), and never forgets it.
 //! So it must (a) never repeat under the same key, and (b) compare greater
 //! than every previous incarnation of the node.
 //!

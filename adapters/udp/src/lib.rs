@@ -1,5 +1,5 @@
 //! UDP transport for cohort: the core's datagram virtual-synchrony protocol
-//! ([`cohort_core::vs`]) over real sockets, with the same event shape as the
+//! ([`cohort_vs`]) over real sockets, with the same event shape as the
 //! corosync adapter (`cohort-corosync`), so a host daemon can use either.
 //!
 //! Two network modes:
@@ -43,14 +43,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cohort_core::gcs::{Confchg, NodeList, QuorumEvent, QuorumMode, RingEvent};
 use cohort_core::ids::{Incarnation, NodeId};
-use cohort_core::vs::{self, Dest, Vs, VsConfig, VsConfigError, VsEvent, VsSendError, VsStats, VsView, MAX_DATAGRAM};
+use cohort_vs::{self as vs, Dest, Vs, VsConfig, VsConfigError, VsEvent, VsSendError, VsStats, VsView, MAX_DATAGRAM};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, trace, warn};
 
 pub mod incarnation;
 mod key;
 
-pub use cohort_core::vs::{MAX_MESSAGE, MAX_PAYLOAD};
+pub use cohort_vs::{MAX_MESSAGE, MAX_PAYLOAD};
 pub use key::{key_to_hex, load_key, parse_key, KeyError};
 
 /// Default multicast group and port.

@@ -48,9 +48,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cohort_core::ids::{Incarnation, NodeId};
-use cohort_core::vs::craft::{self, Kind};
-use cohort_core::vs::{MAX_DATAGRAM, MAX_VIEW_JUMP};
 use cohort_udp::{Config, Net, Stats, Udp, UdpEvent, UnicastConfig};
+use cohort_vs::craft::{self, Kind};
+use cohort_vs::{MAX_DATAGRAM, MAX_VIEW_JUMP};
 
 const KEY: [u8; 32] = [0x15; 32];
 /// Unread hostile datagrams at most queued at one node.

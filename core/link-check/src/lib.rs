@@ -77,3 +77,33 @@ pub extern "C" fn cohort_link_drive(node: u32, msg: &[u8; 512], out: &mut [u8; 4
     }
     acc.wrapping_add(n.status().generation.epoch)
 }
+
+/// Drives a `Vs` (the datagram transport, crate `cohort-vs`) through one
+/// received datagram and one timeout, and drains what it produces: proves
+/// the transport, its AEAD included, links without an allocator too
+/// (feature `vs`; `.ci/run` builds it after measuring the core alone).
+#[cfg(feature = "vs")]
+#[no_mangle]
+pub extern "C" fn cohort_link_vs(node: u32, key: &[u8; 32], dgram: &[u8; 1400], out: &mut [u8; 1500]) -> u32 {
+    use cohort_core::{Incarnation, Instant};
+    use cohort_vs::{Vs, VsConfig};
+    let mut nodes = NodeList::new();
+    for n in 1..=3u32 {
+        let _ = nodes.push(NodeId(n));
+    }
+    let Ok(mut vs) = Vs::new(VsConfig::new(NodeId(node % 3 + 1), Incarnation(1), nodes, *key)) else {
+        return 0;
+    };
+    let _ = vs.handle_datagram(Instant(1), None, &dgram[..]);
+    vs.handle_timeout(Instant(2));
+    let mut acc = 0u32;
+    while let Some(t) = vs.poll_transmit(&mut out[..]) {
+        acc = acc.wrapping_add(t.len as u32);
+    }
+    let mut payload = [0u8; 64];
+    while vs.poll_event(&mut payload).is_some() {
+        acc = acc.wrapping_add(1);
+    }
+    acc
+}
+

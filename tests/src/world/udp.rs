@@ -1,5 +1,5 @@
 //! The udp model: every daemon runs the core's own datagram transport
-//! ([`cohort_core::vs::Vs`]) next to its [`cohort_core::Node`], over a
+//! ([`cohort_vs::Vs`]) next to its [`cohort_core::Node`], over a
 //! simulated lossy network.
 //!
 //! * A daemon start creates a `Vs` with the daemon's incarnation (shared

@@ -102,7 +102,7 @@ pub(super) const PACKED_HDR: usize = CHUNK_HDR + 2;
 /// chunk always ends its unit, so it is never packed.
 pub(super) const FIRST_HDR: usize = CHUNK_HDR + 2;
 /// Largest sequenced unit: what fills a datagram in one `SEQ` frame
-/// (checked in `vs/wire.rs`).
+/// (checked in `src/wire.rs`).
 pub(super) const MAX_UNIT: usize = 1312;
 /// Size of a reassembly page.
 const PAGE: usize = MAX_PAYLOAD;
@@ -124,7 +124,7 @@ pub const REASSEMBLY_PAGES: usize = 8;
 /// Pages one message holds at most.
 const MAX_PAGES: usize = MAX_MESSAGE.div_ceil(PAGE);
 
-const _: () = assert!(MAX_MESSAGE == crate::wire::MAX_MESSAGE, "a core message must fit one VS message");
+const _: () = assert!(MAX_MESSAGE == cohort_types::MAX_MESSAGE, "a core message must fit one VS message");
 const _: () = assert!(MAX_CHUNKS >= 2 && MAX_CHUNKS < PACKED as usize, "the count byte keeps a flag bit");
 const _: () = assert!(REASSEMBLY_PAGES >= MAX_PAGES, "a maximum-size message must fit");
 const _: () = assert!(REASSEMBLY_PAGES <= 16, "free pages are a u16 bitmask");

@@ -122,7 +122,8 @@ impl Detector {
                 suspected: now < p.suspect_until,
             };
             // Same capacity as the peer table.
-            crate::bounded::PushBounded::push_bounded(&mut v, l);
+            let pushed = v.push(l);
+            invariant!(pushed.is_ok(), "a peer list longer than the node table");
         }
         v
     }

@@ -19,7 +19,7 @@
 //!   `ProcDown` first, then `NodeDown`) and joined from other partitions
 //!   (`NodeUp`), then `Ring` of the new view, then its `Quorum`, then a
 //!   `Confchg` for fresh processes that joined (`Join`). See
-//!   `vs/events.rs` for the exact order and why process joins come
+//!   `src/events.rs` for the exact order and why process joins come
 //!   after the ring event. A ring event is emitted for every view change,
 //!   also when the daemon group's membership does not change;
 //! * `Deliver` in agreed order: all members of a view deliver the same
@@ -31,7 +31,7 @@
 //!
 //! # Protocol in brief
 //!
-//! 1. **Failure detection** (`vs/detector.rs`): every node
+//! 1. **Failure detection** (`src/detector.rs`): every node
 //!    broadcasts a heartbeat every `heartbeat_ms`; a peer not heard for
 //!    `fail_timeout_ms` is dead. Defaults 50 ms / 300 ms: a failed node is
 //!    out of the view in about 300-350 ms on a LAN.
@@ -39,26 +39,26 @@
 //!    a view of everyone alive when that differs from its view; additions
 //!    wait one heartbeat interval to settle, so any number of partitions
 //!    that hear each other merge in *one* view change.
-//! 3. **View change** (`vs/view.rs`) in three rounds: PROPOSE (members
+//! 3. **View change** (`src/view.rs`) in three rounds: PROPOSE (members
 //!    freeze and report how far they hold the old view's stream), SYNC (per
 //!    old view, a target = the furthest point any member holds, and a holder
 //!    that lagging members fetch from), INSTALL once all hold the target.
 //!    Members moving together deliver exactly the same old-view messages.
-//! 4. **Agreed order** (`vs/order.rs`): a fixed sequencer per view
+//! 4. **Agreed order** (`src/order.rs`): a fixed sequencer per view
 //!    (its lowest member, also the coordinator that installed it) numbers
 //!    every message; NAK-based repair, duplicate suppression, stability
 //!    tracking, window-based back-pressure.
-//! 5. **Security** (`vs/auth.rs`): every datagram sealed with
+//! 5. **Security** (`src/auth.rs`): every datagram sealed with
 //!    XChaCha20-Poly1305 under the cluster key, nonce = sender node id +
 //!    incarnation + datagram counter; a 64-datagram replay window per
 //!    sender; bad datagrams are counted in [`VsStats`] and never applied.
 //!    An authentic datagram naming a view seq more than [`MAX_VIEW_JUMP`]
-//!    past ours is dropped whole too (`vs/view.rs`, "Bounded jumps").
-//! 6. **Wire** (`vs/wire.rs`): small frames batched into datagrams of
+//!    past ours is dropped whole too (`src/view.rs`, "Bounded jumps").
+//! 6. **Wire** (`src/wire.rs`): small frames batched into datagrams of
 //!    at most [`MAX_DATAGRAM`] bytes; transmissions are rendered from state
-//!    when polled (`vs/tx.rs`), so nothing is ever dropped from a full
+//!    when polled (`src/tx.rs`), so nothing is ever dropped from a full
 //!    byte queue.
-//! 7. **Fragmentation and packing** (`vs/frag.rs`): [`Vs::broadcast_message`]
+//! 7. **Fragmentation and packing** (`src/frag.rs`): [`Vs::broadcast_message`]
 //!    takes messages of up to [`MAX_MESSAGE`] bytes (a core message). A
 //!    sender writes its messages into its units as one stream of records:
 //!    small messages share a unit, a larger message is cut into chunks that
@@ -102,7 +102,7 @@
 //! node's own history. A datagram naming a view seq more than
 //! [`MAX_VIEW_JUMP`] past ours is dropped and counted
 //! ([`VsStats::out_of_range`]), so no value a peer sends can bring the seq
-//! near the end of its space (`vs/view.rs`, "Bounded jumps").
+//! near the end of its space (`src/view.rs`, "Bounded jumps").
 //!
 //! # Driving it
 //!
@@ -117,6 +117,17 @@
 //!
 //! The application must keep polling events: a view change is only applied
 //! locally once the old view's messages were consumed.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[macro_use]
+extern crate cohort_types;
+#[macro_use]
+mod fmt;
+
+/// The vocabulary shared with `cohort-core` (crate `cohort-types`).
+pub use cohort_types::{gcs, ids};
 
 mod auth;
 #[cfg(feature = "craft")]
@@ -143,7 +154,7 @@ use self::order::{OrderBuf, SendWindow};
 pub use self::view::MAX_VIEW_JUMP;
 use self::view::{Coord, Flush, View};
 use self::wire::{Frame, Header, Reader, HEADER_LEN, MAX_PLAIN, TAG_LEN};
-use crate::gcs::{self, Confchg, NodeList, QuorumEvent, QuorumMode, RingEvent, MAX_NODES};
+use crate::gcs::{Confchg, NodeList, QuorumEvent, QuorumMode, RingEvent, MAX_NODES};
 use crate::ids::{Incarnation, Instant, Member, NodeId};
 
 /// Largest datagram produced or accepted.
@@ -573,7 +584,7 @@ impl Vs {
     /// How many more units the send window takes right now: `broadcast`
     /// needs one, `broadcast_message` [`chunks_for`] its length. A message
     /// of one unit may also be taken at 0, packed into the last queued unit
-    /// (see `vs/frag.rs`, "Packed units").
+    /// (see `src/frag.rs`, "Packed units").
     pub fn send_capacity(&self) -> usize {
         SEND_WINDOW.saturating_sub(self.send.len())
     }
@@ -597,7 +608,7 @@ impl Vs {
     /// delivery, split into [`chunks_for`]`(len)` units. All or nothing: if
     /// the send window cannot take every unit, nothing is queued
     /// (`WindowFull`). Receivers deliver it whole, once, in total order with
-    /// all other messages (see `vs/frag.rs` for view changes).
+    /// all other messages (see `src/frag.rs` for view changes).
     pub fn broadcast_message(&mut self, now: Instant, message: &[u8]) -> Result<(), VsSendError> {
         let now = self.observe(now);
         let Some(count) = chunks_for(message.len()) else { return Err(VsSendError::TooLarge) };
@@ -855,6 +866,20 @@ impl Vs {
         self.check_sync_done(now);
         self.gap_tick(now);
         self.leave_tick(now);
+        self.check_invariants();
+    }
+
+    /// What must hold after every input (debug builds: tests, simulator).
+    fn check_invariants(&self) {
+        let m = &self.view.members;
+        invariant!(m.windows(2).all(|w| w[0].node < w[1].node), "view members not sorted");
+        invariant!(m.iter().any(|x| *x == self.me), "our own view does not contain us");
+        invariant!(m.first().is_some_and(|x| x.node == self.view.leader()), "the view's leader is not its lowest member");
+        let o = &self.order;
+        invariant!(o.contig <= o.high || o.high == 0, "contiguous point {} past the highest known {}", o.contig, o.high);
+        invariant!(o.app_next <= o.contig + 1, "delivering {} past the contiguous point {}", o.app_next, o.contig);
+        invariant!(o.base <= o.app_next, "the window base {} passed the delivery point {}", o.base, o.app_next);
+        invariant!(self.send.tx_next <= self.send.last_seq() + 1, "sent past the queued sender sequence");
     }
 
     fn leave_tick(&mut self, now: Instant) {
@@ -909,7 +934,7 @@ impl Vs {
         // datagram is recorded, so it is not retried. One that names a view
         // seq too far past ours is dropped before it has any effect, not
         // even liveness: values near the end of the seq space could
-        // otherwise spread and stop view changes (issue 15; `vs/view.rs`,
+        // otherwise spread and stop view changes (issue 15; `src/view.rs`,
         // "Bounded jumps"). A replay of it gets the same verdict.
         let checked = wire::validate(plain);
         if checked.is_ok_and(|max_view| max_view > self.view.seq_limit()) {

@@ -703,7 +703,7 @@ fn put_payload(w: &mut Writer<'_>, p: &[u8]) -> Result<(), Full> {
 
 impl Frame<'_> {
     /// The highest view seq this frame names (0 if it names none): what the
-    /// receiver's jump bound is checked against (`vs/view.rs`, "Bounded
+    /// receiver's jump bound is checked against (`src/view.rs`, "Bounded
     /// jumps").
     pub fn max_view(&self) -> u64 {
         match self {
