@@ -1,16 +1,24 @@
-//! `cohort.toml`: parsed with serde, then validated. Every error names the
-//! key (`filesystem[1].journals`, `fence.agent`, ...) and says why.
+//! `cohort.toml`: parsed with serde into typed structs (`FileConfig` and
+//! below: keyword enums, integers with their range and default, absolute
+//! paths, names), then `Config::validate` checks what spans keys (one key
+//! required or refused by another's value, duplicate names, group-id
+//! collisions, the node in the node list) and files (the fence agent and
+//! hooks executable, the UDP key readable and private). Every error names
+//! the key (`filesystem[1].journals`, `fence.agent`, ...) and says why; one
+//! the toml parser found also gives the line and column.
 //!
 //! See `packaging/cohort.toml.example` for a commented example.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use cohort_core::gcs::MAX_NODES;
 use cohort_core::wire::{self, Mode, MAX_GROUPS, MAX_JOURNALS};
 use cohort_core::GroupId;
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 pub const DEFAULT_PATH: &str = "/etc/cohort/cohort.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cohort";
@@ -24,8 +32,9 @@ pub const DEFAULT_UDP_PORT: u16 = 5405;
 pub const NO_COROSYNC: &str = "this cohortd was built without corosync support: rebuild with --features corosync, or \
                                use transport = \"udp\"";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Transport {
+    #[default]
     Corosync,
     Udp,
 }
@@ -125,9 +134,10 @@ impl UdpNet {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum UdpQuorum {
     /// More than half of the configured nodes.
+    #[default]
     Majority,
     /// Two-node cluster: one node is quorate alone (fencing decides races).
     TwoNode,
@@ -210,9 +220,11 @@ pub struct DlmConfig {
     pub umount_cmd: PathBuf,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
 pub enum UeventSource {
     /// The kernel's kobject uevent netlink socket.
+    #[default]
     Netlink,
     /// No notification: only the periodic re-read.
     None,
@@ -263,169 +275,497 @@ pub const EXEC_REMOUNT: &str = "remount";
 /// `hook`): exit 0 = the kernel still has the filesystem mounted, 1 = not.
 pub const EXEC_MOUNTED: &str = "mounted";
 
-/// The lock_module side (`[filesystem.sysfs]`) of `gfs2-sysfs` and `dlm`.
-fn parse_lm(k: &dyn Fn(&str) -> String, raw: Option<RawSysfs>, cluster_name: &Option<String>) -> R<SysfsConfig> {
-    let s = raw.unwrap_or(RawSysfs { root: None, cluster: None, uevents: None, poll_ms: None, mount_timeout_ms: None });
-    let root = abs_path(&k("sysfs.root"), s.root.as_deref().unwrap_or("/sys/fs/gfs2"))?;
-    let cluster = match s.cluster.or_else(|| cluster_name.clone()) {
-        Some(c) if c.is_empty() || c.contains(':') || c.contains('/') => {
-            return err(k("sysfs.cluster"), format!("must not be empty or contain ':' or '/' ({c:?})"))
-        }
-        Some(c) => c,
-        None => {
-            return err(k("sysfs.cluster"), "missing: the lock table cluster name (or set the top-level cluster_name)")
-        }
-    };
-    let uevents = match s.uevents.as_deref() {
-        None | Some("netlink") => UeventSource::Netlink,
-        Some("none") => UeventSource::None,
-        Some(p) if p.starts_with('/') => UeventSource::Fifo(PathBuf::from(p)),
-        Some(p) => {
-            return err(
-                k("sysfs.uevents"),
-                format!("must be \"netlink\", \"none\" or an absolute FIFO path (got {p:?})"),
-            )
-        }
-    };
-    Ok(SysfsConfig {
-        root,
-        cluster,
-        uevents,
-        poll_ms: ms(&k("sysfs.poll_ms"), s.poll_ms, 1000, 10, 60_000)?,
-        mount_timeout_ms: ms(&k("sysfs.mount_timeout_ms"), s.mount_timeout_ms, 60_000, 10, 3_600_000)?,
-    })
+// ---- the file, typed ------------------------------------------------------
+//
+// What a single value's type can say is said by its type: keyword enums,
+// integers with their range and default, absolute paths, names. The errors
+// come from the toml deserializer with the value's position, and
+// `toml_error` turns that position into the key path. What needs more than
+// one value (or the file system) is checked in `Config::validate`.
+
+/// A keyword: a string, one of `table`'s names. A TOML table is refused
+/// (serde's derived enum impl would take `{ udp = {} }` for `"udp"`).
+fn keyword<'de, D: Deserializer<'de>, T: Copy>(d: D, table: &[(&str, T)]) -> Result<T, D::Error> {
+    let s = String::deserialize(d)?;
+    match table.iter().find(|(k, _)| *k == s) {
+        Some((_, v)) => Ok(*v),
+        None => Err(D::Error::custom(format!("must be {} (got {s:?})", one_of(table.iter().map(|(k, _)| *k))))),
+    }
 }
 
-// ---- raw file shape -------------------------------------------------------
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
+fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.map(|n| format!("{n:?}")).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
+/// `Deserialize` for a keyword enum: `keywords!(T { "name" => Variant, ... })`.
+macro_rules! keywords {
+    ($t:ident { $($name:literal => $v:ident),+ $(,)? }) => {
+        impl $t {
+            /// The spellings the file accepts.
+            pub const KEYWORDS: &'static [(&'static str, $t)] = &[$(($name, $t::$v)),+];
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                keyword(d, Self::KEYWORDS)
+            }
+        }
+    };
+}
+
+keywords!(Transport { "corosync" => Corosync, "udp" => Udp });
+keywords!(UdpQuorum { "majority" => Majority, "two-node" => TwoNode });
+keywords!(UdpMode { "multicast" => Multicast, "unicast" => Unicast });
+keywords!(BackendKind { "dlm" => Dlm, "gfs2-sysfs" => Sysfs, "exec" => Exec, "memory" => Memory });
+keywords!(FsMode { "rw" => Rw, "ro" => Ro, "spectator" => Spectator });
+
+/// `udp.mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UdpMode {
+    Multicast,
+    Unicast,
+}
+
+/// `filesystem[].backend`: which of `BackendConfig` the filesystem gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendKind {
+    Dlm,
+    Sysfs,
+    Exec,
+    Memory,
+}
+
+/// `filesystem[].mode` (core's `Mode` is not ours to derive on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+enum FsMode {
+    #[default]
+    Rw,
+    Ro,
+    Spectator,
+}
+
+impl From<FsMode> for Mode {
+    fn from(m: FsMode) -> Mode {
+        match m {
+            FsMode::Rw => Mode::Rw,
+            FsMode::Ro => Mode::Ro,
+            FsMode::Spectator => Mode::Spectator,
+        }
+    }
+}
+
+/// An integer in `MIN..=MAX`, `DEFAULT` when absent (with `#[serde(default)]`).
+/// `NEG`: a negative value is "must not be negative" (the durations and
+/// counts) rather than "must be between" (ids, ports, journals).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Num<const MIN: u64, const MAX: u64, const DEFAULT: u64, const NEG: bool>(u64);
+
+/// Milliseconds (or a count): negative values are "must not be negative".
+type Ms<const MIN: u64, const MAX: u64, const DEFAULT: u64 = 0> = Num<MIN, MAX, DEFAULT, true>;
+/// An id, a port, a count of journals: out of range is "must be between".
+type Int<const MIN: u64, const MAX: u64, const DEFAULT: u64 = 0> = Num<MIN, MAX, DEFAULT, false>;
+type NodeIdNum = Int<1, { u32::MAX as u64 }>;
+
+impl<const MIN: u64, const MAX: u64, const DEFAULT: u64, const NEG: bool> Default for Num<MIN, MAX, DEFAULT, NEG> {
+    fn default() -> Self {
+        Num(DEFAULT)
+    }
+}
+
+impl<'de, const MIN: u64, const MAX: u64, const DEFAULT: u64, const NEG: bool> Deserialize<'de>
+    for Num<MIN, MAX, DEFAULT, NEG>
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let x = i64::deserialize(d)?;
+        match u64::try_from(x) {
+            Err(_) if NEG => Err(D::Error::custom(format!("must not be negative (got {x})"))),
+            Ok(v) if (MIN..=MAX).contains(&v) => Ok(Num(v)),
+            _ => Err(D::Error::custom(format!("must be between {MIN} and {MAX} (got {x})"))),
+        }
+    }
+}
+
+/// `String` newtypes checked on the way in: `checked!(T(inner), |s| -> Result<inner, String>)`.
+macro_rules! checked {
+    ($(#[$m:meta])* $t:ident($inner:ty), $check:expr) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+        #[serde(try_from = "String")]
+        struct $t($inner);
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                let check: fn(String) -> Result<$inner, String> = $check;
+                check(s).map($t)
+            }
+        }
+    };
+}
+
+checked!(
+    /// An absolute path.
+    AbsPath(PathBuf),
+    |s| abs_path(&s)
+);
+checked!(
+    /// `cluster_name`: the `<cluster>` of GFS2's lock table.
+    ClusterName(String),
+    |c| match c {
+        c if c.is_empty() || c.contains(':') || c.contains('/') || c.len() > 32 => {
+            Err(format!("must be 1 to 32 characters without ':' or '/' (got {c:?})"))
+        }
+        c => Ok(c),
+    }
+);
+checked!(
+    /// `sysfs.cluster`: the lock table's cluster part.
+    LockCluster(String),
+    |c| match c {
+        c if c.is_empty() || c.contains(':') || c.contains('/') => {
+            Err(format!("must not be empty or contain ':' or '/' ({c:?})"))
+        }
+        c => Ok(c),
+    }
+);
+checked!(
+    /// `corosync.group`: a CPG group name.
+    CpgName(String),
+    |g| match g {
+        g if g.is_empty() || g.len() > 127 || g.contains('\0') => Err("must be 1 to 127 bytes without NUL".into()),
+        g => Ok(g),
+    }
+);
+checked!(
+    /// `filesystem[].name`.
+    FsNameText(String),
+    |n| match wire::fs_name(&n) {
+        Ok(_) => Ok(n),
+        Err(_) => Err(format!("{n:?} is not a valid filesystem name (1 to 32 of A-Z a-z 0-9 _ - . :)")),
+    }
+);
+checked!(
+    /// `log_level`: a tracing env-filter.
+    LogLevel(String),
+    |l| match tracing_subscriber::EnvFilter::try_new(&l) {
+        Ok(_) if !l.trim().is_empty() => Ok(l),
+        Ok(_) => Err("must not be empty (e.g. \"info\", \"warn\", \"debug\")".into()),
+        Err(e) => Err(format!("not a valid log filter {l:?}: {e} (e.g. \"info\", \"warn\")")),
+    }
+);
+checked!(
+    /// An IPv4 address (`udp.interface`).
+    Ipv4Text(Ipv4Addr),
+    |s| s.parse().map_err(|_| format!("must be an IPv4 address (got {s:?})"))
+);
+checked!(
+    /// `udp.group`: an IPv4 multicast address.
+    McastGroup(Ipv4Addr),
+    |s| match s.parse::<Ipv4Addr>() {
+        Err(_) => Err(format!("must be an IPv4 address (got {s:?})")),
+        Ok(g) if !g.is_multicast() => Err(format!("{g} is not a multicast address (224.0.0.0/4)")),
+        Ok(g) => Ok(g),
+    }
+);
+checked!(
+    /// An IP address (`dlm.addresses`).
+    IpText(IpAddr),
+    |s| s.parse().map_err(|_| format!("not an IP address: {s:?}"))
+);
+checked!(
+    /// A node id as a table key (`[udp.peers]`, `dlm.addresses`).
+    NodeKey(u32),
+    |id| match id.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("the key must be a node id between 1 and {} (got {id:?})", u32::MAX)),
+    }
+);
+checked!(
+    /// A key of `[filesystem.exec.hooks]`: an operation name.
+    HookName(String),
+    |op| {
+        if EXEC_OPS.contains(&op.as_str()) || op == EXEC_MOUNTED || op == EXEC_REMOUNT {
+            Ok(op)
+        } else {
+            Err(format!("unknown operation (known: {}, {EXEC_REMOUNT}, {EXEC_MOUNTED})", EXEC_OPS.join(", ")))
+        }
+    }
+);
+impl TryFrom<String> for UeventSource {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "netlink" => Ok(UeventSource::Netlink),
+            "none" => Ok(UeventSource::None),
+            p if p.starts_with('/') => Ok(UeventSource::Fifo(PathBuf::from(p))),
+            p => Err(format!("must be \"netlink\", \"none\" or an absolute FIFO path (got {p:?})")),
+        }
+    }
+}
+
+/// `nodes`: 1 to MAX_NODES distinct node ids, sorted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NodeList(Vec<u32>);
+
+impl<'de> Deserialize<'de> for NodeList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<i64>::deserialize(d)?;
+        node_list(&v).map(NodeList).map_err(D::Error::custom)
+    }
+}
+
+/// A TOML table as `T`: serde's derived struct impl alone would also take
+/// an array (the fields by position).
+struct Table<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(Table)
+    }
+}
+
+fn default_path(p: &str) -> AbsPath {
+    AbsPath(PathBuf::from(p))
+}
+
+fn yes() -> bool {
+    true
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
-    node_id: Option<i64>,
-    transport: Option<String>,
-    nodes: Option<Vec<i64>>,
-    startup_fencing: Option<bool>,
-    startup_fence_delay_ms: Option<i64>,
-    udp: Option<RawUdp>,
-    state_dir: Option<String>,
-    cluster_name: Option<String>,
-    recovery_retry_ms: Option<i64>,
-    log_entries: Option<i64>,
-    log_level: Option<String>,
-    corosync: Option<RawCorosync>,
-    dlm: Option<RawDlmCluster>,
-    fence: Option<RawFence>,
+struct FileConfig {
+    node_id: Option<NodeIdNum>,
     #[serde(default)]
-    filesystem: Vec<RawFs>,
+    transport: Transport,
+    nodes: Option<NodeList>,
+    #[serde(default = "yes")]
+    startup_fencing: bool,
+    #[serde(default)]
+    startup_fence_delay_ms: Ms<0, 3_600_000, 3000>,
+    udp: Option<Table<UdpFile>>,
+    #[serde(default = "FileConfig::default_state_dir")]
+    state_dir: AbsPath,
+    cluster_name: Option<ClusterName>,
+    #[serde(default)]
+    recovery_retry_ms: Ms<10, 600_000, 1000>,
+    #[serde(default)]
+    log_entries: Ms<10, 1_000_000, 2000>,
+    log_level: Option<LogLevel>,
+    corosync: Option<Table<CorosyncFile>>,
+    dlm: Option<Table<DlmClusterFile>>,
+    fence: Table<FenceFile>,
+    #[serde(default)]
+    filesystem: Vec<Table<FsFile>>,
+}
+
+impl FileConfig {
+    fn default_state_dir() -> AbsPath {
+        default_path(DEFAULT_STATE_DIR)
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawDlmCluster {
-    addresses: Option<BTreeMap<String, String>>,
+struct CorosyncFile {
+    #[serde(default = "CorosyncFile::default_group")]
+    group: CpgName,
+}
+
+impl CorosyncFile {
+    fn default_group() -> CpgName {
+        CpgName("cohort".to_owned())
+    }
+}
+
+/// Top-level `[dlm]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlmClusterFile {
+    addresses: Option<BTreeMap<NodeKey, IpText>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawDlm {
+struct FenceFile {
+    agent: AbsPath,
+    #[serde(default)]
+    timeout_ms: Ms<100, 3_600_000, 60_000>,
+    #[serde(default)]
+    retry_ms: Ms<10, 600_000, 1000>,
+}
+
+/// `[udp]`. The keys of one mode only are `Option` (given in the other
+/// mode is an error), as is `fail_timeout_ms` (its default depends on
+/// `heartbeat_ms`) and `mode` (its default depends on `peers`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UdpFile {
+    mode: Option<UdpMode>,
+    /// Required, but checked after `transport` (a `[udp]` table with
+    /// transport "corosync" is refused for that).
+    key_file: Option<AbsPath>,
+    #[serde(default)]
+    allow_insecure_key_file: bool,
+    #[serde(default)]
+    heartbeat_ms: Ms<5, 10_000, 50>,
+    fail_timeout_ms: Option<Ms<10, 600_000>>,
+    #[serde(default)]
+    quorum: UdpQuorum,
+    group: Option<McastGroup>,
+    #[serde(default)]
+    port: Int<1, 65535, { DEFAULT_UDP_PORT as u64 }>,
+    interface: Option<Ipv4Text>,
+    /// Multicast: `IP[:PORT]` (v4); unicast: `IP[:PORT]` with `port` as
+    /// the default port: parsed in `udp_config`.
+    bind: Option<String>,
+    ttl: Option<Int<1, 255>>,
+    loopback: Option<bool>,
+    /// Addresses with `port` as the default port: parsed in `udp_config`.
+    peers: Option<BTreeMap<NodeKey, String>>,
+}
+
+/// `[[filesystem]]`. `backend` picks the `BackendConfig` variant; its
+/// tables (`sysfs`, `dlm`, `exec`, `memory`) sit beside it in today's
+/// file format, so which tables a backend allows is checked in
+/// `Config::validate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FsFile {
+    name: FsNameText,
+    journals: Int<1, { MAX_JOURNALS as u64 }>,
+    backend: BackendKind,
+    mount_point: Option<AbsPath>,
+    #[serde(default)]
+    auto_mount: bool,
+    #[serde(default)]
+    mode: FsMode,
+    sysfs: Option<Table<SysfsFile>>,
+    dlm: Option<Table<DlmFile>>,
+    exec: Option<Table<ExecFile>>,
+    memory: Option<Table<MemoryFile>>,
+}
+
+/// `[filesystem.sysfs]` (backends `gfs2-sysfs` and `dlm`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SysfsFile {
+    #[serde(default = "SysfsFile::default_root")]
+    root: AbsPath,
+    /// Default: the top-level `cluster_name`.
+    cluster: Option<LockCluster>,
+    #[serde(default)]
+    uevents: UeventSource,
+    #[serde(default)]
+    poll_ms: Ms<10, 60_000, 1000>,
+    #[serde(default)]
+    mount_timeout_ms: Ms<10, 3_600_000, 60_000>,
+}
+
+impl SysfsFile {
+    fn default_root() -> AbsPath {
+        default_path("/sys/fs/gfs2")
+    }
+
+    /// No `[filesystem.sysfs]` table: every default.
+    fn absent() -> SysfsFile {
+        SysfsFile {
+            root: SysfsFile::default_root(),
+            cluster: None,
+            uevents: UeventSource::default(),
+            poll_ms: Default::default(),
+            mount_timeout_ms: Default::default(),
+        }
+    }
+}
+
+/// `[filesystem.dlm]`. A `[filesystem.dlm]` table beside another backend
+/// is ignored (as it always was): its paths are checked only with
+/// backend "dlm", in `Config::validate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlmFile {
     device: Option<String>,
     options: Option<String>,
     configfs: Option<String>,
     dlm_sysfs: Option<String>,
+    /// An absolute path, or "none".
     monitor: Option<String>,
-    mount_cmd: Option<String>,
-    umount_cmd: Option<String>,
+    #[serde(default = "DlmFile::default_mount_cmd")]
+    mount_cmd: PathBuf,
+    #[serde(default = "DlmFile::default_umount_cmd")]
+    umount_cmd: PathBuf,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCorosync {
-    group: Option<String>,
+impl DlmFile {
+    fn default_mount_cmd() -> PathBuf {
+        PathBuf::from("mount")
+    }
+    fn default_umount_cmd() -> PathBuf {
+        PathBuf::from("umount")
+    }
 }
 
+/// `[filesystem.exec]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawUdp {
-    mode: Option<String>,
-    key_file: Option<String>,
-    allow_insecure_key_file: Option<bool>,
-    heartbeat_ms: Option<i64>,
-    fail_timeout_ms: Option<i64>,
-    quorum: Option<String>,
-    group: Option<String>,
-    port: Option<i64>,
-    interface: Option<String>,
-    bind: Option<String>,
-    ttl: Option<i64>,
-    loopback: Option<bool>,
-    peers: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFence {
-    agent: Option<String>,
-    timeout_ms: Option<i64>,
-    retry_ms: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFs {
-    name: Option<String>,
-    journals: Option<i64>,
-    backend: Option<String>,
-    mount_point: Option<String>,
-    auto_mount: Option<bool>,
-    mode: Option<String>,
-    sysfs: Option<RawSysfs>,
-    dlm: Option<RawDlm>,
-    exec: Option<RawExec>,
-    memory: Option<RawMemory>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSysfs {
-    root: Option<String>,
-    cluster: Option<String>,
-    uevents: Option<String>,
-    poll_ms: Option<i64>,
-    mount_timeout_ms: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawExec {
-    hook: Option<String>,
+struct ExecFile {
+    hook: Option<AbsPath>,
     #[serde(default)]
-    hooks: BTreeMap<String, String>,
-    timeout_ms: Option<i64>,
-    withdraw_file: Option<String>,
+    hooks: BTreeMap<HookName, AbsPath>,
+    #[serde(default)]
+    timeout_ms: Ms<10, 3_600_000, 60_000>,
+    withdraw_file: Option<AbsPath>,
 }
 
-#[derive(Deserialize)]
+/// `[filesystem.memory]`.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawMemory {
-    fail_mount: Option<i64>,
-    fail_recover: Option<i64>,
+struct MemoryFile {
+    #[serde(default)]
+    fail_mount: Ms<0, 1_000_000>,
+    #[serde(default)]
+    fail_recover: Ms<0, 1_000_000>,
 }
 
-/// A configuration error: `key` is the dotted path, `why` the reason.
+// ---- errors ---------------------------------------------------------------
+
+/// A configuration error: `key` is the dotted path, `why` the reason, `at`
+/// the line and column (1-based) of the value, or of the table missing a
+/// key, when the toml parser gave them. Shown as
+/// `file: key: why (line L, column C)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: String,
     pub key: String,
     pub why: String,
+    pub at: Option<(usize, usize)>,
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file, self.why)
-        } else {
-            write!(f, "{}: {}: {}", self.file, self.key, self.why)
+        write!(f, "{}: ", self.file)?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
         }
+        write!(f, "{}", self.why)?;
+        if let Some((line, column)) = self.at {
+            write!(f, " (line {line}, column {column})")?;
+        }
+        Ok(())
     }
 }
 
@@ -437,24 +777,108 @@ fn err<T>(key: impl Into<String>, why: impl Into<String>) -> R<T> {
     Err((key.into(), why.into()))
 }
 
-fn ms(key: &str, v: Option<i64>, default: u64, min: u64, max: u64) -> R<u64> {
-    match v {
-        None => Ok(default),
-        Some(x) if x < 0 => err(key, format!("must not be negative (got {x})")),
-        Some(x) if (x as u64) < min || (x as u64) > max => {
-            err(key, format!("must be between {min} and {max} (got {x})"))
-        }
-        Some(x) => Ok(x as u64),
+/// A toml error (syntax, or a value its type refused) as a `ConfigError`
+/// naming the key path (`filesystem[1].journals`) found from the error's
+/// position in the text.
+fn toml_error(text: &str, file: &str, e: &toml::de::Error) -> ConfigError {
+    let why = e.message().trim().to_owned();
+    let Some(span) = e.span() else {
+        return ConfigError { file: file.to_owned(), key: String::new(), why, at: None };
+    };
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        // Not TOML: "line N (`the line`)" as the key.
+        return ConfigError { file: file.to_owned(), key: toml_where(text, &span), why, at: None };
+    };
+    let whole = span == doc.span();
+    let mut best = None;
+    if !whole {
+        key_path(doc.get_ref(), "", &span, &mut best);
+    }
+    let path = best.map(|(_, p)| p).unwrap_or_default();
+    let at = (!whole).then(|| line_column(text, span.start));
+    if let Some(field) = why.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+        let key = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+        return ConfigError { file: file.to_owned(), why: missing_why(&key), key, at };
+    }
+    ConfigError { file: file.to_owned(), key: path, why, at }
+}
+
+/// The innermost key or value of `t` whose span holds `span`, as a key path.
+fn key_path(t: &toml::de::DeTable<'_>, path: &str, span: &Range<usize>, best: &mut Option<(usize, String)>) {
+    for (k, v) in t {
+        let p = if path.is_empty() { k.get_ref().to_string() } else { format!("{path}.{}", k.get_ref()) };
+        value_path(k.span(), None, &p, span, best);
+        value_path(v.span(), Some(v.get_ref()), &p, span, best);
     }
 }
 
-fn abs_path(key: &str, s: &str) -> R<PathBuf> {
+fn value_path(
+    at: Range<usize>,
+    v: Option<&toml::de::DeValue<'_>>,
+    path: &str,
+    span: &Range<usize>,
+    best: &mut Option<(usize, String)>,
+) {
+    if at.start <= span.start && span.end <= at.end && best.as_ref().is_none_or(|(len, _)| at.len() <= *len) {
+        *best = Some((at.len(), path.to_owned()));
+    }
+    match v {
+        Some(toml::de::DeValue::Table(t)) => key_path(t, path, span, best),
+        Some(toml::de::DeValue::Array(a)) => {
+            for (i, x) in a.iter().enumerate() {
+                value_path(x.span(), Some(x.get_ref()), &format!("{path}[{i}]"), span, best);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// Position of a TOML syntax error as "line N" plus the line's text.
+fn toml_where(text: &str, span: &Range<usize>) -> String {
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    format!("line {line_no} (`{line}`)")
+}
+
+/// What a missing required key is (`filesystem[2].journals` -> its hint).
+fn missing_why(key: &str) -> String {
+    let mut general = String::new();
+    let mut in_index = false;
+    for c in key.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            _ if in_index => continue,
+            _ => {}
+        }
+        general.push(c);
+    }
+    let hint = match general.as_str() {
+        "fence" => "a [fence] table with `agent` is required (fencing cannot be skipped)".to_owned(),
+        "fence.agent" => "the fence agent command is required".to_owned(),
+        "filesystem[].journals" => "the number of journals of the filesystem".to_owned(),
+        "filesystem[].backend" => one_of(BackendKind::KEYWORDS.iter().map(|(k, _)| *k)),
+        _ => return "missing".to_owned(),
+    };
+    format!("missing: {hint}")
+}
+
+// ---- checks of more than one value, or of files ---------------------------
+
+fn abs_path(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
-        return err(key, "must not be empty");
+        return Err("must not be empty".to_owned());
     }
     let p = PathBuf::from(s);
     if !p.is_absolute() {
-        return err(key, format!("must be an absolute path (got {s:?})"));
+        return Err(format!("must be an absolute path (got {s:?})"));
     }
     Ok(p)
 }
@@ -469,15 +893,6 @@ fn executable(key: &str, p: &Path) -> R<()> {
     }
 }
 
-fn parse_mode(key: &str, s: &str) -> R<Mode> {
-    match s {
-        "rw" => Ok(Mode::Rw),
-        "ro" => Ok(Mode::Ro),
-        "spectator" => Ok(Mode::Spectator),
-        _ => err(key, format!("must be \"rw\", \"ro\" or \"spectator\" (got {s:?})")),
-    }
-}
-
 pub fn mode_name(m: Mode) -> &'static str {
     match m {
         Mode::Rw => "rw",
@@ -486,31 +901,23 @@ pub fn mode_name(m: Mode) -> &'static str {
     }
 }
 
-/// Position of a TOML error as "line N" plus the line's text.
-fn toml_where(text: &str, e: &toml::de::Error) -> String {
-    let Some(span) = e.span() else { return String::new() };
-    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
-    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
-    format!("line {line_no} (`{line}`)")
-}
-
 /// A list of node ids: each 1..=u32::MAX, distinct, 1 to MAX_NODES of them. Sorted.
-fn node_list(key: &str, v: &[i64]) -> R<Vec<u32>> {
+fn node_list(v: &[i64]) -> Result<Vec<u32>, String> {
     if v.is_empty() {
-        return err(key, "must not be empty");
+        return Err("must not be empty".to_owned());
     }
     if v.len() > MAX_NODES {
-        return err(key, format!("at most {MAX_NODES} nodes (got {})", v.len()));
+        return Err(format!("at most {MAX_NODES} nodes (got {})", v.len()));
     }
     let mut out: Vec<u32> = Vec::with_capacity(v.len());
     for &n in v {
-        if n <= 0 || n > i64::from(u32::MAX) {
-            return err(key, format!("node ids must be between 1 and {} (got {n})", u32::MAX));
+        let Some(id) = u32::try_from(n).ok().filter(|id| *id > 0) else {
+            return Err(format!("node ids must be between 1 and {} (got {n})", u32::MAX));
+        };
+        if out.contains(&id) {
+            return Err(format!("node {n} is listed twice"));
         }
-        if out.contains(&(n as u32)) {
-            return err(key, format!("node {n} is listed twice"));
-        }
-        out.push(n as u32);
+        out.push(id);
     }
     out.sort_unstable();
     Ok(out)
@@ -530,11 +937,6 @@ fn sock_addr(key: &str, s: &str, default_port: u16) -> R<SocketAddr> {
     }
 }
 
-fn ipv4(key: &str, s: &str) -> R<Ipv4Addr> {
-    s.parse::<Ipv4Addr>().or_else(|_| err(key, format!("must be an IPv4 address (got {s:?})")))
-}
-
-/// Validate `[udp]` for node `me`; returns it and the cluster's node list.
 /// The cluster key must not be accessible by group or others (as ssh
 /// refuses a private key file that is): whoever reads it can impersonate
 /// any node of the cluster.
@@ -558,11 +960,11 @@ fn key_file_private(path: &Path) -> R<()> {
     Ok(())
 }
 
-fn udp_config(u: RawUdp, me: u32, nodes: Option<&[u32]>) -> R<(UdpConfig, Vec<u32>)> {
-    let Some(key_file) = u.key_file else {
+/// Validate `[udp]` for node `me`; returns it and the cluster's node list.
+fn udp_config(u: UdpFile, me: u32, nodes: Option<&[u32]>) -> R<(UdpConfig, Vec<u32>)> {
+    let Some(AbsPath(key_file)) = u.key_file else {
         return err("udp.key_file", "missing: the cluster key file (32 random bytes or 64 hex digits)");
     };
-    let key_file = abs_path("udp.key_file", &key_file)?;
     match std::fs::read(&key_file) {
         Err(e) => return err("udp.key_file", format!("{} cannot be read: {e}", key_file.display())),
         Ok(bytes) => {
@@ -571,139 +973,150 @@ fn udp_config(u: RawUdp, me: u32, nodes: Option<&[u32]>) -> R<(UdpConfig, Vec<u3
             }
         }
     }
-    let allow_insecure_key_file = u.allow_insecure_key_file.unwrap_or(false);
-    if !allow_insecure_key_file {
+    if !u.allow_insecure_key_file {
         key_file_private(&key_file)?;
     }
-    let heartbeat_ms = ms("udp.heartbeat_ms", u.heartbeat_ms, 50, 5, 10_000)?;
-    let fail_timeout_ms = ms("udp.fail_timeout_ms", u.fail_timeout_ms, (6 * heartbeat_ms).max(300), 10, 600_000)?;
+    let heartbeat_ms = u.heartbeat_ms.0;
+    let fail_timeout_ms = u.fail_timeout_ms.map_or((6 * heartbeat_ms).max(300), |f| f.0);
     if fail_timeout_ms < 2 * heartbeat_ms {
         return err(
             "udp.fail_timeout_ms",
             format!("must be at least twice udp.heartbeat_ms = {heartbeat_ms} (got {fail_timeout_ms})"),
         );
     }
-    let port = match u.port {
-        None => DEFAULT_UDP_PORT,
-        Some(p) if !(1..=65535).contains(&p) => {
-            return err("udp.port", format!("must be between 1 and 65535 (got {p})"))
-        }
-        Some(p) => p as u16,
+    let port = u16::try_from(u.port.0).expect("udp.port is 1..=65535");
+    let mode = match u.mode {
+        Some(m) => m,
+        None if u.peers.is_some() => UdpMode::Unicast,
+        None => UdpMode::Multicast,
     };
-    let mode = match u.mode.as_deref() {
-        Some(m @ ("multicast" | "unicast")) => m,
-        None if u.peers.is_some() => "unicast",
-        None => "multicast",
-        Some(m) => return err("udp.mode", format!("must be \"multicast\" or \"unicast\" (got {m:?})")),
-    };
-    let only_for = |present: bool, key: &str, m: &str| -> R<()> {
+    let mode_name = |m: UdpMode| UdpMode::KEYWORDS.iter().find(|(_, x)| *x == m).map_or("", |(k, _)| *k);
+    let only_for = |present: bool, key: &str, m: UdpMode| -> R<()> {
         if present {
-            return err(format!("udp.{key}"), format!("only used with udp.mode = \"{m}\" (the mode is \"{mode}\")"));
+            return err(
+                format!("udp.{key}"),
+                format!("only used with udp.mode = \"{}\" (the mode is \"{}\")", mode_name(m), mode_name(mode)),
+            );
         }
         Ok(())
     };
-    let (net, all) = if mode == "multicast" {
-        only_for(u.peers.is_some(), "peers", "unicast")?;
-        let group = ipv4("udp.group", u.group.as_deref().unwrap_or("239.192.71.1"))?;
-        if !group.is_multicast() {
-            return err("udp.group", format!("{group} is not a multicast address (224.0.0.0/4)"));
-        }
-        let interface = ipv4("udp.interface", u.interface.as_deref().unwrap_or("0.0.0.0"))?;
-        let bind = match u.bind.as_deref() {
-            None => None,
-            Some(b) => match b.parse::<SocketAddrV4>() {
-                Ok(a) => Some(a),
-                Err(_) => Some(SocketAddrV4::new(ipv4("udp.bind", b)?, 0)),
-            },
-        };
-        let ttl = match u.ttl {
-            None => 1,
-            Some(t) if !(1..=255).contains(&t) => {
-                return err("udp.ttl", format!("must be between 1 and 255 (got {t})"))
-            }
-            Some(t) => t as u32,
-        };
-        let Some(all) = nodes else {
-            return err(
-                "nodes",
-                "missing: transport = \"udp\" in multicast mode needs the node ids of the cluster (nodes = [1, 2, 3])",
-            );
-        };
-        let net = UdpNet::Multicast {
-            group: SocketAddrV4::new(group, port),
-            interface,
-            bind,
-            ttl,
-            loopback: u.loopback.unwrap_or(true),
-        };
-        (net, all.to_vec())
-    } else {
-        only_for(u.group.is_some(), "group", "multicast")?;
-        only_for(u.interface.is_some(), "interface", "multicast")?;
-        only_for(u.ttl.is_some(), "ttl", "multicast")?;
-        only_for(u.loopback.is_some(), "loopback", "multicast")?;
-        let raw_peers = u.peers.unwrap_or_default();
-        if raw_peers.is_empty() {
-            return err(
-                "udp.peers",
-                "missing: unicast mode needs the address of every node ([udp.peers] 1 = \"IP:PORT\")",
-            );
-        }
-        let mut peers: BTreeMap<u32, SocketAddr> = BTreeMap::new();
-        for (id, addr) in &raw_peers {
-            let key = format!("udp.peers.{id}");
-            let n = match id.parse::<u32>() {
-                Ok(n) if n > 0 => n,
-                _ => return err(key, format!("the key must be a node id between 1 and {} (got {id:?})", u32::MAX)),
+    let (net, all) = match mode {
+        UdpMode::Multicast => {
+            only_for(u.peers.is_some(), "peers", UdpMode::Unicast)?;
+            let group = u.group.map_or(DEFAULT_UDP_GROUP, |g| g.0);
+            let interface = u.interface.map_or(Ipv4Addr::UNSPECIFIED, |i| i.0);
+            let bind = match u.bind.as_deref() {
+                None => None,
+                Some(b) => match b.parse::<SocketAddrV4>() {
+                    Ok(a) => Some(a),
+                    Err(_) => match b.parse::<Ipv4Addr>() {
+                        Ok(ip) => Some(SocketAddrV4::new(ip, 0)),
+                        Err(_) => return err("udp.bind", format!("must be an IPv4 address (got {b:?})")),
+                    },
+                },
             };
-            let a = sock_addr(&key, addr, port)?;
-            if let Some((other, _)) = peers.iter().find(|(_, x)| **x == a) {
-                return err(key, format!("address {a} is also node {other}'s"));
-            }
-            peers.insert(n, a);
+            let Some(all) = nodes else {
+                return err(
+                    "nodes",
+                    "missing: transport = \"udp\" in multicast mode needs the node ids of the cluster (nodes = [1, 2, \
+                     3])",
+                );
+            };
+            let net = UdpNet::Multicast {
+                group: SocketAddrV4::new(group, port),
+                interface,
+                bind,
+                ttl: u.ttl.map_or(1, |t| t.0 as u32),
+                loopback: u.loopback.unwrap_or(true),
+            };
+            (net, all.to_vec())
         }
-        let bind = match u.bind.as_deref() {
-            None => None,
-            Some(b) => Some(sock_addr("udp.bind", b, port)?),
-        };
-        let all: Vec<u32> = match nodes {
-            None => peers.keys().copied().collect(),
-            Some(l) => {
-                for n in l {
-                    let has_address = peers.contains_key(n) || (*n == me && bind.is_some());
-                    if !has_address {
-                        return err("udp.peers", format!("node {n} (in nodes) has no address"));
+        UdpMode::Unicast => {
+            only_for(u.group.is_some(), "group", UdpMode::Multicast)?;
+            only_for(u.interface.is_some(), "interface", UdpMode::Multicast)?;
+            only_for(u.ttl.is_some(), "ttl", UdpMode::Multicast)?;
+            only_for(u.loopback.is_some(), "loopback", UdpMode::Multicast)?;
+            let raw_peers = u.peers.unwrap_or_default();
+            if raw_peers.is_empty() {
+                return err(
+                    "udp.peers",
+                    "missing: unicast mode needs the address of every node ([udp.peers] 1 = \"IP:PORT\")",
+                );
+            }
+            let mut peers: BTreeMap<u32, SocketAddr> = BTreeMap::new();
+            for (NodeKey(n), addr) in &raw_peers {
+                let key = format!("udp.peers.{n}");
+                let a = sock_addr(&key, addr, port)?;
+                if let Some((other, _)) = peers.iter().find(|(_, x)| **x == a) {
+                    return err(key, format!("address {a} is also node {other}'s"));
+                }
+                peers.insert(*n, a);
+            }
+            let bind = match u.bind.as_deref() {
+                None => None,
+                Some(b) => Some(sock_addr("udp.bind", b, port)?),
+            };
+            let all: Vec<u32> = match nodes {
+                None => peers.keys().copied().collect(),
+                Some(l) => {
+                    for n in l {
+                        let has_address = peers.contains_key(n) || (*n == me && bind.is_some());
+                        if !has_address {
+                            return err("udp.peers", format!("node {n} (in nodes) has no address"));
+                        }
                     }
+                    if let Some(p) = peers.keys().find(|p| !l.contains(p)) {
+                        return err(format!("udp.peers.{p}"), format!("node {p} is not in nodes = {l:?}"));
+                    }
+                    l.to_vec()
                 }
-                if let Some(p) = peers.keys().find(|p| !l.contains(p)) {
-                    return err(format!("udp.peers.{p}"), format!("node {p} is not in nodes = {l:?}"));
-                }
-                l.to_vec()
+            };
+            if all.len() > MAX_NODES {
+                return err("udp.peers", format!("at most {MAX_NODES} nodes (got {})", all.len()));
             }
-        };
-        if all.len() > MAX_NODES {
-            return err("udp.peers", format!("at most {MAX_NODES} nodes (got {})", all.len()));
+            if !peers.contains_key(&me) && bind.is_none() {
+                return err(
+                    "udp.peers",
+                    format!("this node (node_id = {me}) has no address: add it to [udp.peers] or set udp.bind"),
+                );
+            }
+            (UdpNet::Unicast { peers, bind }, all)
         }
-        if !peers.contains_key(&me) && bind.is_none() {
-            return err(
-                "udp.peers",
-                format!("this node (node_id = {me}) has no address: add it to [udp.peers] or set udp.bind"),
-            );
-        }
-        (UdpNet::Unicast { peers, bind }, all)
     };
     if !all.contains(&me) {
         return err("node_id", format!("{me} is not one of the configured nodes {all:?}"));
     }
-    let quorum = match u.quorum.as_deref() {
-        None | Some("majority") => UdpQuorum::Majority,
-        Some("two-node") if all.len() == 2 => UdpQuorum::TwoNode,
-        Some("two-node") => {
-            return err("udp.quorum", format!("\"two-node\" needs exactly 2 configured nodes (got {})", all.len()))
-        }
-        Some(q) => return err("udp.quorum", format!("must be \"majority\" or \"two-node\" (got {q:?})")),
+    if u.quorum == UdpQuorum::TwoNode && all.len() != 2 {
+        return err("udp.quorum", format!("\"two-node\" needs exactly 2 configured nodes (got {})", all.len()));
+    }
+    let cfg = UdpConfig {
+        net,
+        key_file,
+        allow_insecure_key_file: u.allow_insecure_key_file,
+        heartbeat_ms,
+        fail_timeout_ms,
+        quorum: u.quorum,
     };
-    Ok((UdpConfig { net, key_file, allow_insecure_key_file, heartbeat_ms, fail_timeout_ms, quorum }, all))
+    Ok((cfg, all))
+}
+
+/// The lock_module side (`[filesystem.sysfs]`) of `gfs2-sysfs` and `dlm`.
+fn parse_lm(k: &dyn Fn(&str) -> String, s: Option<SysfsFile>, cluster_name: Option<&str>) -> R<SysfsConfig> {
+    let s = s.unwrap_or_else(SysfsFile::absent);
+    let cluster = match (s.cluster, cluster_name) {
+        (Some(c), _) => c.0,
+        (None, Some(c)) => c.to_owned(),
+        (None, None) => {
+            return err(k("sysfs.cluster"), "missing: the lock table cluster name (or set the top-level cluster_name)")
+        }
+    };
+    Ok(SysfsConfig {
+        root: s.root.0,
+        cluster,
+        uevents: s.uevents,
+        poll_ms: s.poll_ms.0,
+        mount_timeout_ms: s.mount_timeout_ms.0,
+    })
 }
 
 impl Config {
@@ -714,45 +1127,29 @@ impl Config {
             file: file.clone(),
             key: String::new(),
             why: format!("cannot read: {e}"),
+            at: None,
         })?;
         Config::parse(&text, &file)
     }
 
     /// Parse and validate configuration text (`file` names it in errors).
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            file: file.to_owned(),
-            key: toml_where(text, &e),
-            why: e.message().trim().to_owned(),
-        })?;
-        Config::validate(raw).map_err(|(key, why)| ConfigError { file: file.to_owned(), key, why })
+        let raw: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, file, &e))?;
+        Config::validate(raw).map_err(|(key, why)| ConfigError { file: file.to_owned(), key, why, at: None })
     }
 
-    fn validate(raw: RawConfig) -> R<Config> {
-        let node_id = match raw.node_id {
-            None => None,
-            Some(n) if n <= 0 || n > i64::from(u32::MAX) => {
-                return err("node_id", format!("must be between 1 and {} (got {n})", u32::MAX))
-            }
-            Some(n) => Some(n as u32),
-        };
-        let transport = match raw.transport.as_deref() {
-            None | Some("corosync") => Transport::Corosync,
-            Some("udp") => Transport::Udp,
-            Some(t) => return err("transport", format!("must be \"corosync\" or \"udp\" (got {t:?})")),
-        };
-        let state_dir = abs_path("state_dir", raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR))?;
-        let mut nodes = match raw.nodes {
-            None => None,
-            Some(v) => Some(node_list("nodes", &v)?),
-        };
-        let startup_fence_delay_ms = ms("startup_fence_delay_ms", raw.startup_fence_delay_ms, 3000, 0, 3_600_000)?;
+    /// What the types of [`FileConfig`] cannot say: keys that depend on
+    /// other keys, names that must differ, files that must exist.
+    fn validate(raw: FileConfig) -> R<Config> {
+        let node_id = raw.node_id.map(|n| u32::try_from(n.0).expect("node_id is 1..=u32::MAX"));
+        let transport = raw.transport;
+        let mut nodes = raw.nodes.map(|n| n.0);
         if let (Some(me), Some(list)) = (node_id, nodes.as_ref()) {
             if !list.contains(&me) {
                 return err("nodes", format!("does not contain this node's node_id {me} (nodes = {list:?})"));
             }
         }
-        let udp = match (transport, raw.udp) {
+        let udp = match (transport, raw.udp.map(|t| t.0)) {
             (Transport::Corosync, Some(_)) => {
                 return err("udp", "options for transport \"udp\" given, but transport is \"corosync\"")
             }
@@ -775,103 +1172,45 @@ impl Config {
                 Some(cfg)
             }
         };
-        let dlm_addresses: Option<BTreeMap<u32, IpAddr>> = match raw.dlm.and_then(|d| d.addresses) {
-            Some(a) => {
-                let mut m = BTreeMap::new();
-                for (id, addr) in a {
-                    let key = format!("dlm.addresses.{id}");
-                    let n: u32 = match id.parse() {
-                        Ok(n) if n > 0 => n,
-                        _ => return err(key, "the key must be a node id (1 or more)"),
-                    };
-                    let ip: IpAddr = addr.parse().map_err(|_| (key.clone(), format!("not an IP address: {addr:?}")))?;
-                    m.insert(n, ip);
-                }
-                Some(m)
-            }
+        let dlm_addresses: Option<BTreeMap<u32, IpAddr>> = match raw.dlm.and_then(|d| d.0.addresses) {
+            Some(a) => Some(a.into_iter().map(|(n, ip)| (n.0, ip.0)).collect()),
             None => match udp.as_ref().map(|u| &u.net) {
                 Some(UdpNet::Unicast { peers, .. }) => Some(peers.iter().map(|(n, a)| (*n, a.ip())).collect()),
                 _ => None,
             },
         };
-        let group = raw.corosync.and_then(|c| c.group).unwrap_or_else(|| "cohort".to_owned());
-        if group.is_empty() || group.len() > 127 || group.contains('\0') {
-            return err("corosync.group", "must be 1 to 127 bytes without NUL");
-        }
-        let cluster_name = match raw.cluster_name {
-            Some(c) if c.is_empty() || c.contains(':') || c.contains('/') || c.len() > 32 => {
-                return err("cluster_name", format!("must be 1 to 32 characters without ':' or '/' (got {c:?})"))
-            }
-            c => c,
-        };
-        let Some(rf) = raw.fence else {
-            return err("fence", "missing: a [fence] table with `agent` is required (fencing cannot be skipped)");
-        };
-        let Some(agent) = rf.agent else { return err("fence.agent", "missing: the fence agent command is required") };
-        let agent = abs_path("fence.agent", &agent)?;
-        executable("fence.agent", &agent)?;
-        let fence = FenceConfig {
-            agent,
-            timeout_ms: ms("fence.timeout_ms", rf.timeout_ms, 60_000, 100, 3_600_000)?,
-            retry_ms: ms("fence.retry_ms", rf.retry_ms, 1000, 10, 600_000)?,
-        };
-        let recovery_retry_ms = ms("recovery_retry_ms", raw.recovery_retry_ms, 1000, 10, 600_000)?;
-        let log_entries = ms("log_entries", raw.log_entries, 2000, 10, 1_000_000)? as usize;
-        let log_level = match raw.log_level {
-            Some(l) => match tracing_subscriber::EnvFilter::try_new(&l) {
-                Ok(_) if !l.trim().is_empty() => Some(l),
-                Ok(_) => return err("log_level", "must not be empty (e.g. \"info\", \"warn\", \"debug\")"),
-                Err(e) => {
-                    return err("log_level", format!("not a valid log filter {l:?}: {e} (e.g. \"info\", \"warn\")"))
-                }
-            },
-            None => None,
-        };
+        let group = raw.corosync.map_or_else(CorosyncFile::default_group, |c| c.0.group).0;
+        let cluster_name = raw.cluster_name.map(|c| c.0);
+        let Table(rf) = raw.fence;
+        executable("fence.agent", &rf.agent.0)?;
+        let fence = FenceConfig { agent: rf.agent.0, timeout_ms: rf.timeout_ms.0, retry_ms: rf.retry_ms.0 };
         if raw.filesystem.len() > MAX_GROUPS {
             return err("filesystem", format!("at most {MAX_GROUPS} filesystems (got {})", raw.filesystem.len()));
         }
         let mut filesystems: Vec<FsConfig> = Vec::new();
-        for (i, f) in raw.filesystem.into_iter().enumerate() {
+        for (i, Table(f)) in raw.filesystem.into_iter().enumerate() {
             let k = |s: &str| format!("filesystem[{i}].{s}");
-            let Some(name) = f.name else { return err(k("name"), "missing") };
-            if wire::fs_name(&name).is_err() {
-                return err(
-                    k("name"),
-                    format!("{name:?} is not a valid filesystem name (1 to 32 of A-Z a-z 0-9 _ - . :)"),
-                );
-            }
+            let name = f.name.0;
             if filesystems.iter().any(|x| x.name == name) {
                 return err(k("name"), format!("{name:?} is configured twice"));
             }
-            let journals = match f.journals {
-                None => return err(k("journals"), "missing: the number of journals of the filesystem"),
-                Some(j) if j < 1 || j > MAX_JOURNALS as i64 => {
-                    return err(k("journals"), format!("must be between 1 and {MAX_JOURNALS} (got {j})"))
-                }
-                Some(j) => j as u16,
-            };
-            let mount_point = match f.mount_point {
-                Some(m) => Some(abs_path(&k("mount_point"), &m)?),
-                None => None,
-            };
-            let mode = parse_mode(&k("mode"), f.mode.as_deref().unwrap_or("rw"))?;
-            let Some(kind) = f.backend else {
-                return err(k("backend"), "missing: \"dlm\", \"gfs2-sysfs\", \"exec\" or \"memory\"");
-            };
+            let mount_point = f.mount_point.map(|m| m.0);
+            let kind = f.backend;
+            let kind_name = BackendKind::KEYWORDS.iter().find(|(_, b)| *b == kind).map_or("", |(n, _)| *n);
             let only = |present: bool, table: &str| -> R<()> {
                 if present {
-                    return err(k(table), format!("options for backend {table:?} given, but backend is {kind:?}"));
+                    return err(k(table), format!("options for backend {table:?} given, but backend is {kind_name:?}"));
                 }
                 Ok(())
             };
-            let backend = match kind.as_str() {
-                "gfs2-sysfs" => {
+            let backend = match kind {
+                BackendKind::Sysfs => {
                     only(f.exec.is_some(), "exec")?;
                     only(f.memory.is_some(), "memory")?;
                     only(f.dlm.is_some(), "dlm")?;
-                    BackendConfig::Sysfs(parse_lm(&k, f.sysfs, &cluster_name)?)
+                    BackendConfig::Sysfs(parse_lm(&k, f.sysfs.map(|t| t.0), cluster_name.as_deref())?)
                 }
-                "dlm" => {
+                BackendKind::Dlm => {
                     only(f.exec.is_some(), "exec")?;
                     only(f.memory.is_some(), "memory")?;
                     if name.contains(':') || name.len() > wire::FS_NAME_LEN - 4 {
@@ -884,86 +1223,68 @@ impl Config {
                             ),
                         );
                     }
-                    let Some(d) = f.dlm else {
+                    let Some(Table(d)) = f.dlm else {
                         return err(k("dlm"), "missing: backend \"dlm\" needs a [filesystem.dlm] table with `device`");
                     };
                     let Some(device) = d.device else {
                         return err(k("dlm.device"), "missing: the shared block device (e.g. \"/dev/sdb\")");
                     };
+                    let path = |key: &str, v: &str| abs_path(v).or_else(|why| err(k(key), why));
+                    let path_or = |key: &str, v: Option<String>, def: &str| path(key, v.as_deref().unwrap_or(def));
+                    let monitor = match d.monitor.as_deref() {
+                        Some("none") => None,
+                        m => Some(path("dlm.monitor", m.unwrap_or("/dev/dlm-monitor"))?),
+                    };
                     let Some(mp) = mount_point.clone() else {
                         return err(k("mount_point"), "missing: backend \"dlm\" mounts the filesystem there");
                     };
-                    let path_or =
-                        |key: &str, v: Option<String>, def: &str| abs_path(&k(key), v.as_deref().unwrap_or(def));
-                    let monitor = match d.monitor.as_deref() {
-                        Some("none") => None,
-                        m => Some(abs_path(&k("dlm.monitor"), m.unwrap_or("/dev/dlm-monitor"))?),
-                    };
-                    let addresses = match &dlm_addresses {
-                        Some(a) => a.clone(),
-                        None => return err(
+                    let Some(addresses) = dlm_addresses.clone() else {
+                        return err(
                             "dlm.addresses",
                             "missing: the kernel DLM's address of every node ([dlm] addresses = { 1 = \"10.0.0.1\", \
-                                 ... }); with transport \"udp\" in unicast mode the peers' addresses are used",
-                        ),
+                             ... }); with transport \"udp\" in unicast mode the peers' addresses are used",
+                        );
                     };
                     if let Some(n) = nodes.as_ref().and_then(|ns| ns.iter().find(|n| !addresses.contains_key(n))) {
                         return err("dlm.addresses", format!("node {n} of `nodes` has no address"));
                     }
                     BackendConfig::Dlm(Box::new(DlmConfig {
-                        lm: parse_lm(&k, f.sysfs, &cluster_name)?,
-                        device: abs_path(&k("dlm.device"), &device)?,
+                        lm: parse_lm(&k, f.sysfs.map(|t| t.0), cluster_name.as_deref())?,
+                        device: path("dlm.device", &device)?,
                         mount_point: mp,
                         options: d.options.filter(|o| !o.trim().is_empty()),
                         configfs: path_or("dlm.configfs", d.configfs, "/sys/kernel/config/dlm")?,
                         dlm_sysfs: path_or("dlm.dlm_sysfs", d.dlm_sysfs, "/sys/kernel/dlm")?,
                         monitor,
                         addresses,
-                        mount_cmd: PathBuf::from(d.mount_cmd.unwrap_or_else(|| "mount".into())),
-                        umount_cmd: PathBuf::from(d.umount_cmd.unwrap_or_else(|| "umount".into())),
+                        mount_cmd: d.mount_cmd,
+                        umount_cmd: d.umount_cmd,
                     }))
                 }
-                "exec" => {
+                BackendKind::Exec => {
                     only(f.sysfs.is_some(), "sysfs")?;
                     only(f.memory.is_some(), "memory")?;
-                    let Some(e) = f.exec else {
+                    let Some(Table(e)) = f.exec else {
                         return err(
                             k("exec"),
                             "missing: backend \"exec\" needs an [filesystem.exec] table with `hook`",
                         );
                     };
-                    let hook = match e.hook {
-                        Some(h) => {
-                            let p = abs_path(&k("exec.hook"), &h)?;
-                            executable(&k("exec.hook"), &p)?;
-                            Some(p)
-                        }
-                        None => None,
-                    };
+                    let hook = e.hook.map(|h| h.0);
+                    if let Some(h) = &hook {
+                        executable(&k("exec.hook"), h)?;
+                    }
                     let mut hooks = BTreeMap::new();
-                    for (op, cmd) in e.hooks {
-                        let key = k(&format!("exec.hooks.{op}"));
-                        if !EXEC_OPS.contains(&op.as_str()) && op != EXEC_MOUNTED && op != EXEC_REMOUNT {
-                            return err(
-                                key,
-                                format!(
-                                    "unknown operation (known: {}, {EXEC_REMOUNT}, {EXEC_MOUNTED})",
-                                    EXEC_OPS.join(", ")
-                                ),
-                            );
-                        }
-                        let p = abs_path(&key, &cmd)?;
-                        executable(&key, &p)?;
+                    for (HookName(op), AbsPath(p)) in e.hooks {
+                        executable(&k(&format!("exec.hooks.{op}")), &p)?;
                         hooks.insert(op, p);
                     }
                     if hook.is_none() {
-                        for op in EXEC_OPS {
-                            if !hooks.contains_key(*op) {
-                                return err(
-                                    k("exec.hook"),
-                                    format!("missing: no default hook and no hooks.{op} (every operation needs one)"),
-                                );
-                            }
+                        if let Some(op) = EXEC_OPS.iter().find(|op| !hooks.contains_key(**op)) {
+                            return err(
+                                k("exec.hook"),
+                                format!("missing: no default hook and no hooks.{op} (every operation needs one)"),
+                            );
                         }
                     }
                     // Without a way to see the kernel's mount, a restarted
@@ -978,40 +1299,30 @@ impl Config {
                              /proc/self/mounts)",
                         );
                     }
-                    let withdraw_file = match &e.withdraw_file {
-                        Some(p) => Some(abs_path(&k("exec.withdraw_file"), p)?),
-                        None => None,
-                    };
                     BackendConfig::Exec(ExecConfig {
                         hook,
                         hooks,
-                        timeout_ms: ms(&k("exec.timeout_ms"), e.timeout_ms, 60_000, 10, 3_600_000)?,
-                        withdraw_file,
+                        timeout_ms: e.timeout_ms.0,
+                        withdraw_file: e.withdraw_file.map(|w| w.0),
                     })
                 }
-                "memory" => {
+                BackendKind::Memory => {
                     only(f.sysfs.is_some(), "sysfs")?;
                     only(f.exec.is_some(), "exec")?;
-                    let m = f.memory.unwrap_or(RawMemory { fail_mount: None, fail_recover: None });
+                    let m = f.memory.map(|t| t.0).unwrap_or_default();
                     BackendConfig::Memory(MemoryConfig {
-                        fail_mount: ms(&k("memory.fail_mount"), m.fail_mount, 0, 0, 1_000_000)? as u32,
-                        fail_recover: ms(&k("memory.fail_recover"), m.fail_recover, 0, 0, 1_000_000)? as u32,
+                        fail_mount: m.fail_mount.0 as u32,
+                        fail_recover: m.fail_recover.0 as u32,
                     })
-                }
-                other => {
-                    return err(
-                        k("backend"),
-                        format!("must be \"dlm\", \"gfs2-sysfs\", \"exec\" or \"memory\" (got {other:?})"),
-                    )
                 }
             };
             filesystems.push(FsConfig {
                 name,
-                journals,
+                journals: f.journals.0 as u16,
                 backend,
                 mount_point,
-                auto_mount: f.auto_mount.unwrap_or(false),
-                mode,
+                auto_mount: f.auto_mount,
+                mode: f.mode.into(),
             });
         }
         // Every group this daemon makes (a filesystem's, a DLM lockspace's)
@@ -1038,16 +1349,16 @@ impl Config {
             node_id,
             transport,
             nodes,
-            startup_fencing: raw.startup_fencing.unwrap_or(true),
-            startup_fence_delay_ms,
+            startup_fencing: raw.startup_fencing,
+            startup_fence_delay_ms: raw.startup_fence_delay_ms.0,
             udp,
-            state_dir,
+            state_dir: raw.state_dir.0,
             group,
             cluster_name,
             fence,
-            recovery_retry_ms,
-            log_entries,
-            log_level,
+            recovery_retry_ms: raw.recovery_retry_ms.0,
+            log_entries: raw.log_entries.0 as usize,
+            log_level: raw.log_level.map(|l| l.0),
             filesystems,
         })
     }
@@ -1193,7 +1504,11 @@ mod tests {
                 "filesystem[1].name: group \"fs632435\" has the same group id as \"fs188883\" (a 31-bit hash of the name): rename one",
             ),
             ("bogus = 1\n", "unknown field `bogus`"),
-            ("node_id = \"one\"\n", "line 1 (`node_id = \"one\"`)"),
+            (
+                "node_id = \"one\"\n",
+                "test.toml: node_id: invalid type: string \"one\", expected i64 (line 1, column 11)",
+            ),
+            ("node_id = \n", "test.toml: line 1 (`node_id =`): "),
         ];
         for (extra, want) in cases {
             let text = format!("{extra}{base}");
@@ -1209,6 +1524,145 @@ mod tests {
         std::fs::write(&plain, "x").unwrap();
         let e = parse(&format!("[fence]\nagent = \"{}\"\n", plain.display())).unwrap_err().to_string();
         assert!(e.contains("fence.agent") && e.contains("not executable"), "{e}");
+    }
+
+    /// A value its type refuses: the error names the key path, the bad
+    /// value and what is allowed, with the value's line and column.
+    #[test]
+    fn typed_values_name_the_key_the_value_and_what_is_allowed() {
+        let d = tempfile::tempdir().unwrap();
+        let key = key_file(d.path());
+        let a = agent();
+        let fs = |extra: &str| format!("[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"memory\"\n{extra}");
+        let udp = |extra: &str| {
+            format!("transport = \"udp\"\nnode_id = 1\nnodes = [1, 2]\n[udp]\nkey_file = \"{key}\"\n{extra}")
+        };
+        let cases: Vec<(String, &str)> = vec![
+            // keyword enums
+            ("transport = \"Udp\"\n".into(), "test.toml: transport: must be \"corosync\" or \"udp\" (got \"Udp\") (line 1, column 13)"),
+            ("transport = { udp = {} }\n".into(), "test.toml: transport: invalid type: map, expected a string (line 1, column 13)"),
+            ("transport = 1\n".into(), "test.toml: transport: invalid type: integer `1`, expected a string (line 1, column 13)"),
+            (udp("mode = \"broadcast\"\n"), "test.toml: udp.mode: must be \"multicast\" or \"unicast\" (got \"broadcast\") (line 6, column 8)"),
+            (udp("quorum = \"two_node\"\n"), "test.toml: udp.quorum: must be \"majority\" or \"two-node\" (got \"two_node\") (line 6, column 10)"),
+            (
+                "[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"gfs2\"\n".into(),
+                "test.toml: filesystem[0].backend: must be \"dlm\", \"gfs2-sysfs\", \"exec\" or \"memory\" (got \"gfs2\") (line 4, column 11)",
+            ),
+            (fs("mode = \"RW\"\n"), "test.toml: filesystem[0].mode: must be \"rw\", \"ro\" or \"spectator\" (got \"RW\") (line 5, column 8)"),
+            (
+                "cluster_name = \"c\"\n[[filesystem]]\nname = \"a\"\njournals = 2\nbackend = \"gfs2-sysfs\"\n[filesystem.sysfs]\nuevents = \"udev\"\n".into(),
+                "test.toml: filesystem[0].sysfs.uevents: must be \"netlink\", \"none\" or an absolute FIFO path (got \"udev\") (line 7, column 11)",
+            ),
+            // integers out of range, by their type
+            (udp("port = 65536\n"), "test.toml: udp.port: must be between 1 and 65535 (got 65536) (line 6, column 8)"),
+            (udp("ttl = 0\n"), "test.toml: udp.ttl: must be between 1 and 255 (got 0) (line 6, column 7)"),
+            ("node_id = 4294967296\n".into(), "test.toml: node_id: must be between 1 and 4294967295 (got 4294967296) (line 1, column 11)"),
+            (fs("[filesystem.memory]\nfail_mount = -3\n"), "test.toml: filesystem[0].memory.fail_mount: must not be negative (got -3) (line 6, column 14)"),
+            (
+                "[[filesystem]]\nname = \"a\"\njournals = 257\nbackend = \"memory\"\n".into(),
+                "test.toml: filesystem[0].journals: must be between 1 and 256 (got 257) (line 3, column 12)",
+            ),
+            ("nodes = [1, 2.5]\n".into(), "test.toml: nodes[1]: invalid type: floating point `2.5`, expected i64 (line 1, column 13)"),
+            // missing required keys: the key path, and where its table starts
+            ("[[filesystem]]\njournals = 2\nbackend = \"memory\"\n".into(), "test.toml: filesystem[0].name: missing (line 1, column 1)"),
+            (
+                fs("[[filesystem]]\nname = \"b\"\njournals = 2\n"),
+                "test.toml: filesystem[1].backend: missing: \"dlm\", \"gfs2-sysfs\", \"exec\" or \"memory\" (line 5, column 1)",
+            ),
+            // a table where a table belongs (not an array, by position)
+            ("[corosync]\ngroup = \"g\"\n".into(), "ok"),
+            ("corosync = [\"g\"]\n".into(), "test.toml: corosync: invalid type: sequence, expected a table (line 1, column 12)"),
+            (fs("memory = [1, 2]\n"), "test.toml: filesystem[0].memory: invalid type: sequence, expected a table (line 5, column 10)"),
+            // unknown keys, at any depth
+            (fs("[filesystem.memory]\nfail = 1\n"), "test.toml: filesystem[0].memory.fail: unknown field `fail`, expected `fail_mount` or `fail_recover` (line 6, column 1)"),
+        ];
+        for (extra, want) in cases {
+            let text = format!("{extra}[fence]\nagent = \"{a}\"\n");
+            match parse(&text) {
+                Ok(_) => assert_eq!(want, "ok", "for {text:?}: parsed, want {want:?}"),
+                Err(e) => assert_eq!(e.to_string(), want, "for {text:?}"),
+            }
+        }
+        // Missing without a table around it: no position.
+        let e = parse("[fence]\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.at), ("fence.agent", Some((1, 1))));
+        let e = parse("node_id = 1\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.toml: fence: missing: a [fence] table with `agent` is required (fencing cannot be skipped)"
+        );
+    }
+
+    /// Every default, with nothing but the required keys given.
+    #[test]
+    fn defaults_applied() {
+        let d = tempfile::tempdir().unwrap();
+        let key = key_file(d.path());
+        let c = parse(&format!("[fence]\nagent = \"{}\"\n", agent())).unwrap();
+        assert_eq!(c.node_id, None);
+        assert_eq!(c.transport, Transport::Corosync);
+        assert_eq!(c.nodes, None);
+        assert!(c.startup_fencing);
+        assert_eq!(c.startup_fence_delay_ms, 3000);
+        assert_eq!(c.udp, None);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.group, "cohort");
+        assert_eq!(c.cluster_name, None);
+        assert_eq!(c.fence, FenceConfig { agent: agent().into(), timeout_ms: 60_000, retry_ms: 1000 });
+        assert_eq!((c.recovery_retry_ms, c.log_entries, c.log_level), (1000, 2000, None));
+        assert!(c.filesystems.is_empty());
+        // [udp]: multicast without peers, unicast with them.
+        let c = parse(&format!(
+            "transport = \"udp\"\nnode_id = 1\nnodes = [1, 2]\n[udp]\nkey_file = \"{key}\"\n[fence]\nagent = \"{}\"\n",
+            agent()
+        ))
+        .unwrap();
+        let u = c.udp.unwrap();
+        assert_eq!(
+            (u.heartbeat_ms, u.fail_timeout_ms, u.quorum, u.allow_insecure_key_file),
+            (50, 300, UdpQuorum::Majority, false)
+        );
+        assert_eq!(
+            u.net,
+            UdpNet::Multicast {
+                group: SocketAddrV4::new(DEFAULT_UDP_GROUP, DEFAULT_UDP_PORT),
+                interface: Ipv4Addr::UNSPECIFIED,
+                bind: None,
+                ttl: 1,
+                loopback: true
+            }
+        );
+        // Per filesystem and per backend.
+        let c = parse(&format!(
+            "cluster_name = \"c\"\n[dlm]\naddresses = {{ 1 = \"10.0.0.1\" }}\n[fence]\nagent = \"{a}\"\n\
+             [[filesystem]]\nname = \"m\"\njournals = 1\nbackend = \"memory\"\n\
+             [[filesystem]]\nname = \"s\"\njournals = 1\nbackend = \"gfs2-sysfs\"\n\
+             [[filesystem]]\nname = \"d\"\njournals = 1\nbackend = \"dlm\"\nmount_point = \"/mnt/d\"\n[filesystem.dlm]\ndevice = \"/dev/sdb\"\n\
+             [[filesystem]]\nname = \"e\"\njournals = 1\nbackend = \"exec\"\nmount_point = \"/mnt/e\"\n[filesystem.exec]\nhook = \"{a}\"\n",
+            a = agent()
+        ))
+        .unwrap();
+        let m = &c.filesystems[0];
+        assert_eq!((m.auto_mount, m.mode, &m.mount_point), (false, Mode::Rw, &None));
+        assert_eq!(m.backend, BackendConfig::Memory(MemoryConfig { fail_mount: 0, fail_recover: 0 }));
+        let lm = SysfsConfig {
+            root: "/sys/fs/gfs2".into(),
+            cluster: "c".into(),
+            uevents: UeventSource::Netlink,
+            poll_ms: 1000,
+            mount_timeout_ms: 60_000,
+        };
+        assert_eq!(c.filesystems[1].backend, BackendConfig::Sysfs(lm.clone()));
+        let BackendConfig::Dlm(dl) = &c.filesystems[2].backend else { panic!("not dlm") };
+        assert_eq!(dl.lm, lm);
+        assert_eq!((dl.options.as_deref(), dl.monitor.as_deref()), (None, Some(Path::new("/dev/dlm-monitor"))));
+        assert_eq!(
+            (dl.configfs.as_path(), dl.dlm_sysfs.as_path()),
+            (Path::new("/sys/kernel/config/dlm"), Path::new("/sys/kernel/dlm"))
+        );
+        assert_eq!((dl.mount_cmd.as_path(), dl.umount_cmd.as_path()), (Path::new("mount"), Path::new("umount")));
+        let BackendConfig::Exec(e) = &c.filesystems[3].backend else { panic!("not exec") };
+        assert_eq!((e.timeout_ms, e.hooks.len(), &e.withdraw_file), (60_000, 0, &None));
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn bad_config_names_the_key() {
     assert_eq!(o.status.code(), Some(1));
     let l = last_line(&o);
     assert!(l.starts_with("cohortd: configuration error: "), "{l}");
-    assert!(l.ends_with("filesystem[0].journals: must be between 1 and 256 (got 300)"), "{l}");
+    assert!(l.ends_with("filesystem[0].journals: must be between 1 and 256 (got 300) (line 4, column 12)"), "{l}");
     assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
     let o = Command::new(COHORTD).args(["--config", "/nonexistent/cohort.toml"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
