@@ -9,9 +9,9 @@
 use cohort_fuzz::{build_message, encode_vec, run, Hints, Rd, Sim, KINDS};
 
 use cohort_core::ids::{Incarnation, NodeId};
-use cohort_vs::craft::{self, Kind};
 use cohort_core::wire::{decode, MAX_MESSAGE};
 use cohort_fuzz::VS_PROGRAM;
+use cohort_vs::craft::{self, Kind};
 use std::collections::BTreeSet;
 use std::path::Path;
 

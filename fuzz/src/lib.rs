@@ -17,13 +17,13 @@
 use cohort_core::gcs::{Confchg, MemberReason, NodeList, QuorumEvent, Reason, ReasonList, RingEvent};
 use cohort_core::ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
 use cohort_core::node::{Effect, HandleError, Input, KernelEvent, KernelOp, Request, TimerToken};
-use cohort_vs::{self as vs, craft, Dest, Vs, VsConfig, VsEvent, MAX_DATAGRAM, MAX_VIEW_JUMP};
 use cohort_core::wire::{
     decode, decode_into, encode, fs_name, Body, DaemonStart, DaemonSync, FenceResult, FsName, GroupSnap, Header,
     MemberDesc, Message, Mode, MountReq, MountStart, MountState, MsgKind, PendingFence, Recovery, RecoveryResult,
     WireError, HEADER_LEN, MAX_JOURNALS, MAX_MESSAGE,
 };
 use cohort_core::{Config, Node};
+use cohort_vs::{self as vs, craft, Dest, Vs, VsConfig, VsEvent, MAX_DATAGRAM, MAX_VIEW_JUMP};
 use std::collections::VecDeque;
 
 // ------------------------------------------------------------------- wire

@@ -106,4 +106,3 @@ pub extern "C" fn cohort_link_vs(node: u32, key: &[u8; 32], dgram: &[u8; 1400], 
     }
     acc
 }
-

@@ -873,10 +873,18 @@ impl Vs {
     fn check_invariants(&self) {
         let m = &self.view.members;
         invariant!(m.windows(2).all(|w| w[0].node < w[1].node), "view members not sorted");
-        invariant!(m.iter().any(|x| *x == self.me), "our own view does not contain us");
-        invariant!(m.first().is_some_and(|x| x.node == self.view.leader()), "the view's leader is not its lowest member");
+        invariant!(m.contains(&self.me), "our own view does not contain us");
+        invariant!(
+            m.first().is_some_and(|x| x.node == self.view.leader()),
+            "the view's leader is not its lowest member"
+        );
         let o = &self.order;
-        invariant!(o.contig <= o.high || o.high == 0, "contiguous point {} past the highest known {}", o.contig, o.high);
+        invariant!(
+            o.contig <= o.high || o.high == 0,
+            "contiguous point {} past the highest known {}",
+            o.contig,
+            o.high
+        );
         invariant!(o.app_next <= o.contig + 1, "delivering {} past the contiguous point {}", o.app_next, o.contig);
         invariant!(o.base <= o.app_next, "the window base {} passed the delivery point {}", o.base, o.app_next);
         invariant!(self.send.tx_next <= self.send.last_seq() + 1, "sent past the queued sender sequence");
