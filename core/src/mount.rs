@@ -547,7 +547,18 @@ impl Node {
     }
 
     /// Stop our kernel (once) until every journal awaiting replay is done.
+    /// The host unmounted this group's kernel and asked to leave
+    /// (`Request::Unmount`, not yet applied): that kernel gets no operation
+    /// but the group's end (CORE-BUG-27: a Block to a kernel without the
+    /// filesystem fails on a real node, and cohortd stops).
+    pub(crate) fn kernel_released(&self, gid: GroupId) -> bool {
+        self.d.ops.iter().any(|o| o.gid == gid && o.kind == OpKind::Unmount)
+    }
+
     fn group_block(&mut self, i: usize) {
+        if self.kernel_released(self.groups[i].gid) {
+            return;
+        }
         let g = &mut self.groups[i];
         if g.blocked || cfg!(feature = "broken-skip-block") {
             return;
@@ -679,11 +690,18 @@ impl Node {
             if g.blocked && !crate::planted::on(crate::planted::Bug::NoUnblock) {
                 let (gid, fs) = (g.gid, g.fs.clone());
                 self.groups[i].blocked = false;
-                self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Unblock });
+                // A released kernel's block state ended with its umount.
+                if !self.kernel_released(gid) {
+                    self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Unblock });
+                }
             }
             return;
         }
         if !self.quorate_now() || g.recovering.is_some() || g.recovery_outcome.is_some() || g.recovery_timer.is_some() {
+            return;
+        }
+        if self.kernel_released(g.gid) {
+            // Our leave is on its way: the replay goes to whoever stays.
             return;
         }
         let pick = g.recoveries.iter().find(|r| r.actor == me && self.fence_clear(r.owner));

@@ -36,6 +36,10 @@ pub struct KFs {
     pub first_pending: bool,
     /// A journal replay (RecoverJournal) is running.
     pub recovering: Option<u16>,
+    /// The host unmounted it and told the core (`Request::Unmount`): no
+    /// kernel op but the group's end may come for it now (a real node has
+    /// no gfs2 sysfs files left to write).
+    pub released: bool,
     /// Bumped to cancel in-flight completions.
     pub op: u64,
 }
@@ -52,6 +56,7 @@ impl KFs {
             withdrawn: false,
             first_pending: false,
             recovering: None,
+            released: false,
             op: 0,
         }
     }

@@ -1266,6 +1266,10 @@ impl World {
         let (fs, kind) = match &r {
             Request::Mount { fs, mode, .. } => {
                 self.nodes[n as usize].modes.insert(fs.to_string(), *mode);
+                // Mounting again: the host holds the kernel's mount again.
+                if let Some(k) = self.nodes[n as usize].kernel.get_mut(fs.as_str()) {
+                    k.released = false;
+                }
                 (fs.to_string(), 0)
             }
             Request::Unmount { fs } => {
@@ -1306,6 +1310,7 @@ impl World {
                     }
                     if !k.withdrawn {
                         k.phase = KPhase::Idle;
+                        k.released = true;
                     }
                 }
                 (fs.to_string(), 1)
@@ -1987,6 +1992,18 @@ impl World {
         let me = Writer { node: n, boot, mount: self.nodes[n as usize].kernel.get(fs).map_or(mid, |k| k.id) };
         match op {
             KernelOp::Block | KernelOp::Unblock | KernelOp::SetJid(_) => {
+                if self.nodes[n as usize].kernel.get(fs).is_some_and(|k| k.released) {
+                    // The other side of the unmount contract: after the
+                    // host's umount and leave, the core sends that kernel
+                    // nothing but the group's end. (On a real node the gfs2
+                    // sysfs files are gone: a failed Block stops cohortd,
+                    // and the node is fenced after a clean umount.)
+                    self.violate(
+                        Property::UnmountContract,
+                        format!("node {n}: {op:?} for {fs}, which its host had unmounted and left"),
+                    );
+                    return;
+                }
                 let k = self.nodes[n as usize].kernel.entry(fs.to_string()).or_insert_with(|| KFs::new(mid, mode));
                 match op {
                     KernelOp::Block => k.blocked = true,
@@ -2054,6 +2071,13 @@ impl World {
                 self.schedule(self.now + d, Ev::Node(n, ev));
             }
             KernelOp::RecoverJournal(j) => {
+                if self.nodes[n as usize].kernel.get(fs).is_some_and(|k| k.released) {
+                    self.violate(
+                        Property::UnmountContract,
+                        format!("node {n}: {op:?} for {fs}, which its host had unmounted and left"),
+                    );
+                    return;
+                }
                 if let Err(m) = invariants::recovery_before_reuse::check_replay(self, n, fs, j.0) {
                     self.violate(Property::RecoveryBeforeReuse, m);
                     return;

@@ -153,3 +153,8 @@ fn bug25_withdraw_mid_replay_unmount() {
 fn bug26_forgotten_mount_first_mounter() {
     run("bug26-forgotten-mount-first-mounter.txt", 1);
 }
+
+#[test]
+fn bug27_block_after_unmount() {
+    run("bug27-block-after-unmount.txt", 1);
+}
