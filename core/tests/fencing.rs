@@ -161,8 +161,7 @@ fn after_a_quorum_gap_absent_nodes_are_fenced_again() {
         .iter()
         .filter(|(f, _)| *f == 1)
         .filter_map(|(_, b)| wire::decode(b).ok())
-        .filter(|m| m.header.kind == MsgKind::DaemonStart)
-        .last()
+        .rfind(|m| m.header.kind == MsgKind::DaemonStart)
         .unwrap_or_else(|| panic!("node 1 sent no start: {:?}", c.log));
     let Body::DaemonStart(s) = start.body else { panic!("{start:?}") };
     // (Node 4's own gap fence, from the change where only its corosync was
