@@ -73,3 +73,25 @@ fn a_mid_ring_joiner_stays_unanchored_when_the_others_leave() {
     b.on_ring(&RingEvent { ring: 8, members: list(&[1]) }).unwrap();
     assert!(b.on_confchg(&cc(&[1], &[(1, Reason::Join)], &[])).unwrap().expect("join").anchored);
 }
+
+#[test]
+fn ring_releases_says_whether_the_ring_event_makes_a_change() {
+    let mut b = Barrier::new(NodeId(1));
+    let ring = |r: u64| RingEvent { ring: r, members: list(&[1, 2]) };
+    // The initial ring binds the barrier, it releases nothing.
+    assert!(!b.ring_releases(&ring(8)));
+    assert_eq!(b.on_ring(&ring(8)), Ok(None));
+    b.on_confchg(&cc(&[1, 2], &[(1, Reason::Join), (2, Reason::Join)], &[])).unwrap();
+    // The same ring again, or an older one: no change.
+    for r in [4, 8] {
+        assert!(!b.ring_releases(&ring(r)), "ring {r}");
+    }
+    assert_eq!(b.on_ring(&ring(8)), Ok(None));
+    // A newer ring releases one, whether a confchg preceded it or not.
+    b.on_confchg(&cc(&[1], &[], &[(2, Reason::NodeDown)])).unwrap();
+    assert!(b.ring_releases(&ring(12)));
+    assert!(b.on_ring(&ring(12)).unwrap().is_some());
+    assert!(!b.ring_releases(&ring(12)));
+    assert!(b.ring_releases(&ring(16)));
+    assert!(b.on_ring(&ring(16)).unwrap().is_some());
+}

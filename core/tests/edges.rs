@@ -1083,3 +1083,32 @@ fn one_old_member_describes_the_group_to_a_joiner() {
     assert_eq!(c.jids("fs1", 4), vec![(1, Some(0)), (2, Some(1)), (3, Some(2)), (4, Some(3))]);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+/// A mid-ring joiner that learns the group's numbering from an anchored
+/// start before it sent its own sends its start again in that numbering
+/// (the queued one, in its local count, is dropped at render): the cycle
+/// completes (issue 17: `phase == WaitStarts` -> `!=` in `on_daemon_start`
+/// survived; every joiner had sent its start before it heard anyone's).
+#[test]
+fn a_joiner_anchored_before_it_sent_its_start_sends_it_in_the_groups_numbering() {
+    use cohort_core::status::DaemonWait;
+    let mut c = Cluster::empty(4);
+    for n in 1..=3 {
+        c.start(n, 1);
+    }
+    c.pump();
+    c.start(4, 1);
+    assert!(!c.node(4).status().anchored);
+    // Node 1's start reaches everyone before node 4 was polled.
+    let start = take(&mut c, 1, MsgKind::DaemonStart);
+    c.inject(1, &start);
+    assert!(c.node(4).status().anchored);
+    c.pump();
+    let g = c.node(1).generation();
+    for n in 1..=4 {
+        let st = c.node(n).status();
+        assert_eq!(st.daemon, DaemonWait::Nothing, "node {n}: {}", c.status_dump());
+        assert_eq!(st.generation, g, "node {n}");
+        assert_eq!(st.members.len(), 4, "node {n}");
+    }
+}

@@ -335,3 +335,20 @@ fn a_failure_in_a_cluster_without_mounts_fences_nobody() {
     assert!(c.held.is_empty() && c.fenced.is_empty(), "{:?}", c.log);
     assert_eq!(pending(&c, 1), Vec::<u32>::new());
 }
+
+/// A member that vanishes without a `left` entry and is back, restarted,
+/// before the next cycle completed still counts as departed: the leader's
+/// snapshot drops the old incarnation from the groups (issue 17:
+/// `!change.members.contains` -> `change.members.contains` in `on_change`
+/// survived; it recorded the members that stayed instead).
+#[test]
+fn a_member_that_vanishes_without_a_left_entry_and_restarts_at_once_leaves_its_groups() {
+    let mut c = Cluster::mounted(3);
+    c.omit_left = true;
+    c.fence_hold = true;
+    c.crash(3);
+    c.start(3, 2);
+    c.pump();
+    assert_eq!(c.jids("fs1", 1).iter().map(|m| m.0).collect::<Vec<_>>(), vec![1, 2], "{}", c.status_dump());
+    assert!(c.node(3).status().group("fs1").is_none(), "{}", c.status_dump());
+}

@@ -358,3 +358,36 @@ fn of_two_equal_sides_the_one_that_stayed_quorate_wins() {
     reset.sort();
     assert_eq!(reset, vec![1, 2], "{:?}", c.log);
 }
+
+/// The same with the fenced members behind the lowest one: the fence
+/// evidence of every member counts, not only the first's (issue 17:
+/// `1 << k` -> `1 >> k` in `daemon_all_started`'s remap of the start masks
+/// survived; only node 1's bit was ever set in the merge tests).
+#[test]
+fn the_side_that_fenced_wins_whichever_members_it_fenced() {
+    let mut c = Cluster::empty(3);
+    c.quorum_majority = false; // every side stays quorate
+    for n in 1..=3 {
+        c.start(n, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    // Node 1 alone fences nodes 2 and 3 with a lying device; the other
+    // side's requests to fence node 1 stay pending.
+    c.fence_hold = true;
+    c.partition(&[&[1], &[2, 3]]);
+    c.fence_lies = true;
+    let held = std::mem::take(&mut c.held);
+    for (actor, target) in held {
+        if actor == 1 {
+            c.held.push((actor, target));
+        }
+    }
+    assert!(!c.held.is_empty());
+    c.release_fences(true);
+    c.heal();
+    // The bigger side loses: node 1's side fenced its members.
+    assert_eq!(c.reset, vec![2, 3], "{:?}", c.log);
+}
