@@ -352,3 +352,24 @@ fn a_member_that_vanishes_without_a_left_entry_and_restarts_at_once_leaves_its_g
     assert_eq!(c.jids("fs1", 1).iter().map(|m| m.0).collect::<Vec<_>>(), vec![1, 2], "{}", c.status_dump());
     assert!(c.node(3).status().group("fs1").is_none(), "{}", c.status_dump());
 }
+
+/// `awaits_replay` (the simulator's blocked-kernel checker asks it after
+/// every step) is true exactly while the group holds a failed member's
+/// journal to replay (issue 17: `awaits_replay -> false` survived; the
+/// checker only uses it to excuse a block).
+#[test]
+fn awaits_replay_holds_while_a_failed_members_journal_waits() {
+    let mut c = Cluster::mounted(3);
+    assert!(!c.node(1).awaits_replay("fs1"));
+    c.fence_hold = true;
+    c.crash(3);
+    c.pump();
+    for n in [1, 2] {
+        assert!(c.node(n).awaits_replay("fs1"), "node {n}");
+        assert!(!c.node(n).awaits_replay("fs2"), "node {n}");
+    }
+    c.release_fences(true);
+    for n in [1, 2] {
+        assert!(!c.node(n).awaits_replay("fs1"), "node {n}");
+    }
+}

@@ -1180,3 +1180,13 @@ fn a_mount_state_carries_two_recoveries_per_possible_member() {
     let Body::MountState(s) = &back.body else { panic!("kind changed") };
     assert_eq!(s.recoveries.len(), 2 * MAX_NODES);
 }
+
+#[test]
+fn only_rw_writes_and_only_spectators_need_no_journal() {
+    // issue 17: `Mode::writes -> true` survived (nothing in the workspace
+    // calls it).
+    assert!(Mode::Rw.writes());
+    assert!(!Mode::Ro.writes());
+    assert!(!Mode::Spectator.writes());
+    assert!(Mode::Rw.needs_journal() && Mode::Ro.needs_journal() && !Mode::Spectator.needs_journal());
+}

@@ -2142,3 +2142,27 @@ fn a_synced_member_asks_no_repair_and_takes_only_the_agreed_install() {
     }
     assert!(seen, "no member was seen waiting for INSTALL");
 }
+
+/// A chunk that reassembly cannot take (here a continuation of no open
+/// message, which only a faulty sequencer orders) is counted as discarded
+/// where it is delivered (issue 17: `frag_discarded += 1` -> `-= 1`
+/// survived: no test had a chunk discarded).
+#[test]
+fn an_orphan_chunk_is_counted_as_discarded() {
+    let mut sim = Sim::new(3, 43, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    sim.run_for(100);
+    let leader = Member { node: NodeId(1), inc: sim.nodes[0].vs.me.inc };
+    let view = sim.nodes[1].vs.view.key.id;
+    let vs = &mut sim.node(2).vs;
+    let before = vs.stats();
+    let mut orphan = super::frag::ChunkHdr { msg_id: 77, index: 1, count: 2 }.encode().to_vec();
+    orphan.extend_from_slice(b"tail");
+    let gseq = vs.order.contig + 1;
+    vs.on_seq(leader, &SeqFrame { view, gseq, stable: 0, origin: NodeId(3), sender_seq: 1, payload: &orphan });
+    let mut buf = [0u8; MAX_PAYLOAD];
+    while vs.poll_event(&mut buf).is_some() {}
+    let st = vs.stats();
+    assert_eq!(st.frag_discarded, before.frag_discarded + 1, "{st:?}");
+    assert_eq!(st.frag_own_lost, before.frag_own_lost, "{st:?}");
+}
