@@ -2070,6 +2070,12 @@ fn a_resend_marks_the_units_before_it_sequenced() {
     // An older RESEND does not move it back.
     vs.on_resend(leader, view, s0 + 1);
     assert_eq!(vs.order.own_sequenced, s0 + 2);
+    // One naming the leader's node in another incarnation than the view's
+    // is not the sequencer's (issue 17: `position(from).is_none() ||
+    // is_sequencer()` -> `&&` in `on_resend` survived).
+    let other = Member { node: leader.node, inc: Incarnation(leader.inc.0 + 1) };
+    vs.on_resend(other, view, s0 + 4);
+    assert_eq!(vs.order.own_sequenced, s0 + 2);
 }
 
 /// A proposal aborted because a member was lost suspects nobody, even if
@@ -2165,4 +2171,25 @@ fn an_orphan_chunk_is_counted_as_discarded() {
     let st = vs.stats();
     assert_eq!(st.frag_discarded, before.frag_discarded + 1, "{st:?}");
     assert_eq!(st.frag_own_lost, before.frag_own_lost, "{st:?}");
+}
+
+/// After leaving, a member takes no part in view changes any more: a
+/// proposal that reaches the protocol code directly is ignored (issue 17:
+/// `running -> true` survived: datagrams are refused once closed and the
+/// timer work stops, so only a direct call reaches these checks).
+#[test]
+fn a_member_that_left_ignores_a_proposal() {
+    let mut sim = Sim::new(3, 47, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    let coord = Member { node: NodeId(1), inc: sim.nodes[0].vs.me.inc };
+    let members: MemberList = sim.nodes[2].vs.view.members.clone();
+    let (_, n) = sim.nodes[2].vs.installed_pid.expect("installed");
+    let now = Instant(sim.now);
+    let vs = &mut sim.node(3).vs;
+    vs.leave(now);
+    assert!(vs.is_closed());
+    vs.on_propose(now, coord, n + 1, members);
+    assert!(vs.flush.is_none());
+    vs.membership_tick(now);
+    assert_eq!(vs.coord.phase, super::view::Phase::Idle);
 }
