@@ -1218,3 +1218,37 @@ fn a_lone_replayer_that_remounts_ro_keeps_its_attempt() {
     assert_eq!(state.recoveries.len(), 1, "{state:?}");
     assert_eq!((state.recoveries[0].jid, state.recoveries[0].actor), (Jid(1), NodeId(1)), "{state:?}");
 }
+
+/// Likewise the first mounter: kept while it is a member, even as the
+/// group's only member after it remounted ro during its first mount (the
+/// first sample's `mount.rs:146:69`, `==` -> `!=` in `choose_first_mounter`,
+/// was listed as equivalent; it drops the first mounter here).
+#[test]
+fn a_lone_first_mounter_that_remounts_ro_stays_the_first_mounter() {
+    use cohort_core::ids::NodeId;
+    use cohort_core::wire::Body;
+    let mut c = Cluster::new(2);
+    c.mount("fs1", &[1], Mode::Rw);
+    let held = run_until_held(&mut c, 1, |l| l.starts_with("1: Kernel") && l.contains("MountFirst"));
+    assert!(!held.is_empty(), "{:?}", c.log);
+    c.request(1, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    c.pump();
+    c.mount("fs1", &[2], Mode::Rw);
+    let mut state = None;
+    for _ in 0..10_000 {
+        for n in 1..=2 {
+            c.drain(n);
+        }
+        state = c.bus.iter().filter(|(f, _)| *f == 1).filter_map(|(_, b)| wire::decode(b).ok()).find_map(|m| {
+            match m.body {
+                Body::MountState(s) => Some(s),
+                _ => None,
+            }
+        });
+        if state.is_some() || !c.pump_once() {
+            break;
+        }
+    }
+    let state = state.unwrap_or_else(|| panic!("node 1 described no state: {:?}", c.log));
+    assert_eq!((state.first_done, state.first_mounter), (false, Some(NodeId(1))), "{state:?}");
+}
