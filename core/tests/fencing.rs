@@ -373,3 +373,48 @@ fn awaits_replay_holds_while_a_failed_members_journal_waits() {
         assert!(!c.node(n).awaits_replay("fs1"), "node {n}");
     }
 }
+
+/// Pending fences of one node merge by incarnation: an entry for an older
+/// incarnation than the agreed one does not carry its attempt count over
+/// (issue 17: the `p.inc == e.inc` guard -> `true` in `upsert_pending`
+/// survived; it moved the actor by the older entry's count). Node 2's
+/// start is edited on the bus to report node 4 with incarnation 0 and one
+/// failed attempt, as a startup fence it counted.
+#[test]
+fn an_older_incarnations_attempt_count_does_not_move_the_actor() {
+    use cohort_core::wire::{self, Body, MsgKind, PendingFence};
+    use cohort_core::{Incarnation, Member};
+    let mut c = Cluster::mounted_of(5, 4);
+    c.fence_hold = true;
+    c.crash(4);
+    c.pump();
+    assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
+    c.start(5, 1);
+    // Node 1's start goes first, so node 2's entry merges into its.
+    c.drain(1);
+    c.drain(2);
+    let pos = c
+        .bus
+        .iter()
+        .position(|(f, b)| *f == 2 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonStart))
+        .unwrap_or_else(|| panic!("node 2 sent no start: {:?}", c.log));
+    let mut m = wire::decode(&c.bus[pos].1).unwrap();
+    let Body::DaemonStart(s) = &mut m.body else { panic!("{m:?}") };
+    assert_eq!(s.fence_pending.len(), 1, "{s:?}");
+    let target = s.fence_pending[0].target;
+    assert_eq!(target.node.0, 4);
+    assert!(target.inc > Incarnation(0));
+    s.fence_pending[0] = PendingFence { target: Member { node: target.node, inc: Incarnation(0) }, attempts: 1 };
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    c.bus[pos].1 = buf[..n].to_vec();
+    c.pump();
+    // Still attempt 0 of node 4's incarnation: node 1 acts, nobody else.
+    assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
+    for n in [1, 2, 3, 5] {
+        let f: Vec<_> = c.node(n).status().fencing.iter().map(|f| (f.target, f.attempts)).collect();
+        assert_eq!(f, vec![(target, 0)], "node {n}");
+    }
+    c.release_fences(true);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
