@@ -73,3 +73,59 @@ fn a_mid_ring_joiner_stays_unanchored_when_the_others_leave() {
     b.on_ring(&RingEvent { ring: 8, members: list(&[1]) }).unwrap();
     assert!(b.on_confchg(&cc(&[1], &[(1, Reason::Join)], &[])).unwrap().expect("join").anchored);
 }
+
+#[test]
+fn ring_releases_says_whether_the_ring_event_makes_a_change() {
+    let mut b = Barrier::new(NodeId(1));
+    let ring = |r: u64| RingEvent { ring: r, members: list(&[1, 2]) };
+    // The initial ring binds the barrier, it releases nothing.
+    assert!(!b.ring_releases(&ring(8)));
+    assert_eq!(b.on_ring(&ring(8)), Ok(None));
+    b.on_confchg(&cc(&[1, 2], &[(1, Reason::Join), (2, Reason::Join)], &[])).unwrap();
+    // The same ring again, or an older one: no change.
+    for r in [4, 8] {
+        assert!(!b.ring_releases(&ring(r)), "ring {r}");
+    }
+    assert_eq!(b.on_ring(&ring(8)), Ok(None));
+    // A newer ring releases one, whether a confchg preceded it or not.
+    b.on_confchg(&cc(&[1], &[], &[(2, Reason::NodeDown)])).unwrap();
+    assert!(b.ring_releases(&ring(12)));
+    assert!(b.on_ring(&ring(12)).unwrap().is_some());
+    assert!(!b.ring_releases(&ring(12)));
+    assert!(b.ring_releases(&ring(16)));
+    assert!(b.on_ring(&ring(16)).unwrap().is_some());
+}
+
+/// A joiner takes an absolute numbering only of its own ring and never
+/// below its own count (issue 17: `ring != current.ring || absolute <
+/// current` -> `&&` in `anchor` survived: every offer in the tests was of
+/// the joiner's ring and ahead of it).
+#[test]
+fn anchor_refuses_another_rings_numbering_and_going_back() {
+    let joined = || {
+        let mut b = Barrier::new(NodeId(1));
+        b.on_ring(&RingEvent { ring: 8, members: list(&[1, 2]) }).unwrap();
+        b.on_confchg(&cc(&[1, 2], &[(1, Reason::Join)], &[])).unwrap().expect("our join");
+        b.on_confchg(&cc(&[1, 2, 3], &[(3, Reason::Join)], &[])).unwrap().expect("3 joins");
+        assert_eq!(b.current(), Generation { ring: 8, epoch: 2 });
+        assert!(!b.anchored());
+        b
+    };
+    // Another ring, ahead or behind: refused, nothing changes.
+    for g in [Generation { ring: 12, epoch: 5 }, Generation { ring: 4, epoch: 1 }] {
+        let mut b = joined();
+        assert!(!b.anchor(g), "{g:?}");
+        assert_eq!((b.current(), b.anchored()), (Generation { ring: 8, epoch: 2 }, false), "{g:?}");
+    }
+    // Our ring, below our own count: refused.
+    let mut b = joined();
+    assert!(!b.anchor(Generation { ring: 8, epoch: 1 }));
+    assert!(!b.anchored());
+    // Our ring, at or above it: taken.
+    let mut b = joined();
+    assert!(b.anchor(Generation { ring: 8, epoch: 2 }));
+    assert!(b.anchored());
+    let mut b = joined();
+    assert!(b.anchor(Generation { ring: 8, epoch: 7 }));
+    assert_eq!((b.current(), b.anchored()), (Generation { ring: 8, epoch: 7 }, true));
+}

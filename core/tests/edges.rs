@@ -1083,3 +1083,172 @@ fn one_old_member_describes_the_group_to_a_joiner() {
     assert_eq!(c.jids("fs1", 4), vec![(1, Some(0)), (2, Some(1)), (3, Some(2)), (4, Some(3))]);
     assert!(c.all_stable(), "{}", c.status_dump());
 }
+
+/// A mid-ring joiner that learns the group's numbering from an anchored
+/// start before it sent its own sends its start again in that numbering
+/// (the queued one, in its local count, is dropped at render): the cycle
+/// completes (issue 17: `phase == WaitStarts` -> `!=` in `on_daemon_start`
+/// survived; every joiner had sent its start before it heard anyone's).
+#[test]
+fn a_joiner_anchored_before_it_sent_its_start_sends_it_in_the_groups_numbering() {
+    use cohort_core::status::DaemonWait;
+    let mut c = Cluster::empty(4);
+    for n in 1..=3 {
+        c.start(n, 1);
+    }
+    c.pump();
+    c.start(4, 1);
+    assert!(!c.node(4).status().anchored);
+    // Node 1's start reaches everyone before node 4 was polled.
+    let start = take(&mut c, 1, MsgKind::DaemonStart);
+    c.inject(1, &start);
+    assert!(c.node(4).status().anchored);
+    c.pump();
+    let g = c.node(1).generation();
+    for n in 1..=4 {
+        let st = c.node(n).status();
+        assert_eq!(st.daemon, DaemonWait::Nothing, "node {n}: {}", c.status_dump());
+        assert_eq!(st.generation, g, "node {n}");
+        assert_eq!(st.members.len(), 4, "node {n}");
+    }
+}
+
+/// A group fact (mount done, first mount done, replay result) stamped with
+/// another change of the group than the current one is dropped even while
+/// the group is synced: a replayed or forged one (in agreed order a fact
+/// of an older change always arrives before the newer change synced)
+/// (issue 17: `generation != change_gen || !synced` -> `&&` in
+/// `on_group_fact` survived).
+#[test]
+fn a_group_fact_of_another_change_is_dropped_while_synced() {
+    use cohort_core::ids::{Generation, GroupId};
+    use cohort_core::wire::{Body, Header};
+    let mut c = Cluster::mounted(3);
+    let g = c.node(1).status().group("fs1").unwrap().generation;
+    assert!(c.node(1).status().group("fs1").unwrap().synced);
+    let older = if g.epoch > 0 {
+        Generation { ring: g.ring, epoch: g.epoch - 1 }
+    } else {
+        Generation { ring: g.ring - 4, epoch: 0 }
+    };
+    let s0 = c.node(1).stats();
+    let fact = Message {
+        header: Header {
+            kind: MsgKind::MountDone,
+            sender: c.node(2).me(),
+            generation: older,
+            group: GroupId::of_fs("fs1"),
+            view: c.node(1).generation().ring,
+        },
+        body: Body::MountDone { ok: true },
+    };
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&fact, &mut buf).unwrap();
+    c.inject(2, &buf[..n]);
+    let s = c.node(1).stats();
+    assert_eq!(s.dropped_old_generation, s0.dropped_old_generation + 1, "{s:?}");
+    assert_eq!(s.applied, s0.applied, "{s:?}");
+    assert_eq!(s.last_drop, Some(DropReason::OldGeneration));
+}
+
+/// The kernel's "first recovery done" is taken only for a mounted kernel
+/// whose first mount has not finished: after the first mount finished it
+/// is refused, and nothing is sent (issue 17: `kstate != Mounted ||
+/// first_done` -> `&&` in `on_kernel` survived; the test kernel never
+/// reports it twice).
+#[test]
+fn a_second_first_recovery_done_is_refused() {
+    use cohort_core::node::{HandleError, Input, KernelError, KernelEvent};
+    use cohort_core::Instant;
+    let mut c = Cluster::mounted(3);
+    assert!(c.node(1).status().group("fs1").unwrap().synced);
+    let now = Instant(c.now);
+    for n in 1..=3u32 {
+        let node = c.nodes[n as usize].as_mut().unwrap();
+        let r = node.handle(now, Input::Kernel(KernelEvent::FirstRecoveryDone { fs: fs1() }));
+        assert_eq!(r, Err(HandleError::Kernel(KernelError::Unexpected)), "node {n}");
+    }
+    let bus = c.bus.len();
+    for n in 1..=3 {
+        c.drain(n);
+    }
+    assert_eq!(c.bus.len(), bus, "nothing sent");
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+/// The replayer keeps its attempt while it is a member, even when it is
+/// the group's only member and remounted ro during its own replay (it is
+/// no recoverer then): the state it describes to a joiner names it as the
+/// replayer (issue 17: `m.node == a` -> `m.node != a` in `assign_actors`
+/// survived; it differs only for a group of that one member).
+#[test]
+fn a_lone_replayer_that_remounts_ro_keeps_its_attempt() {
+    use cohort_core::ids::{Jid, NodeId};
+    use cohort_core::wire::Body;
+    let mut c = Cluster::empty(3);
+    for n in 1..=3 {
+        c.start(n, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2], Mode::Rw);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    c.crash(2);
+    let held = run_until_held(&mut c, 1, |l| l.starts_with("1: Kernel") && l.contains("RecoverJournal(Jid(1))"));
+    assert_eq!(held.len(), 1, "{held:?}");
+    c.request(1, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    c.pump();
+    c.mount("fs1", &[3], Mode::Rw);
+    let mut state = None;
+    for _ in 0..10_000 {
+        for n in 1..=3 {
+            c.drain(n);
+        }
+        state = c.bus.iter().filter(|(f, _)| *f == 1).filter_map(|(_, b)| wire::decode(b).ok()).find_map(|m| {
+            match m.body {
+                Body::MountState(s) => Some(s),
+                _ => None,
+            }
+        });
+        if state.is_some() || !c.pump_once() {
+            break;
+        }
+    }
+    let state = state.unwrap_or_else(|| panic!("node 1 described no state: {:?}", c.log));
+    assert_eq!(state.recoveries.len(), 1, "{state:?}");
+    assert_eq!((state.recoveries[0].jid, state.recoveries[0].actor), (Jid(1), NodeId(1)), "{state:?}");
+}
+
+/// Likewise the first mounter: kept while it is a member, even as the
+/// group's only member after it remounted ro during its first mount (the
+/// first sample's `mount.rs:146:69`, `==` -> `!=` in `choose_first_mounter`,
+/// was listed as equivalent; it drops the first mounter here).
+#[test]
+fn a_lone_first_mounter_that_remounts_ro_stays_the_first_mounter() {
+    use cohort_core::ids::NodeId;
+    use cohort_core::wire::Body;
+    let mut c = Cluster::new(2);
+    c.mount("fs1", &[1], Mode::Rw);
+    let held = run_until_held(&mut c, 1, |l| l.starts_with("1: Kernel") && l.contains("MountFirst"));
+    assert!(!held.is_empty(), "{:?}", c.log);
+    c.request(1, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    c.pump();
+    c.mount("fs1", &[2], Mode::Rw);
+    let mut state = None;
+    for _ in 0..10_000 {
+        for n in 1..=2 {
+            c.drain(n);
+        }
+        state = c.bus.iter().filter(|(f, _)| *f == 1).filter_map(|(_, b)| wire::decode(b).ok()).find_map(|m| {
+            match m.body {
+                Body::MountState(s) => Some(s),
+                _ => None,
+            }
+        });
+        if state.is_some() || !c.pump_once() {
+            break;
+        }
+    }
+    let state = state.unwrap_or_else(|| panic!("node 1 described no state: {:?}", c.log));
+    assert_eq!((state.first_done, state.first_mounter), (false, Some(NodeId(1))), "{state:?}");
+}

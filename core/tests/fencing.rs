@@ -161,8 +161,7 @@ fn after_a_quorum_gap_absent_nodes_are_fenced_again() {
         .iter()
         .filter(|(f, _)| *f == 1)
         .filter_map(|(_, b)| wire::decode(b).ok())
-        .rev()
-        .find(|m| m.header.kind == MsgKind::DaemonStart)
+        .rfind(|m| m.header.kind == MsgKind::DaemonStart)
         .unwrap_or_else(|| panic!("node 1 sent no start: {:?}", c.log));
     let Body::DaemonStart(s) = start.body else { panic!("{start:?}") };
     // (Node 4's own gap fence, from the change where only its corosync was
@@ -335,4 +334,87 @@ fn a_failure_in_a_cluster_without_mounts_fences_nobody() {
     }
     assert!(c.held.is_empty() && c.fenced.is_empty(), "{:?}", c.log);
     assert_eq!(pending(&c, 1), Vec::<u32>::new());
+}
+
+/// A member that vanishes without a `left` entry and is back, restarted,
+/// before the next cycle completed still counts as departed: the leader's
+/// snapshot drops the old incarnation from the groups (issue 17:
+/// `!change.members.contains` -> `change.members.contains` in `on_change`
+/// survived; it recorded the members that stayed instead).
+#[test]
+fn a_member_that_vanishes_without_a_left_entry_and_restarts_at_once_leaves_its_groups() {
+    let mut c = Cluster::mounted(3);
+    c.omit_left = true;
+    c.fence_hold = true;
+    c.crash(3);
+    c.start(3, 2);
+    c.pump();
+    assert_eq!(c.jids("fs1", 1).iter().map(|m| m.0).collect::<Vec<_>>(), vec![1, 2], "{}", c.status_dump());
+    assert!(c.node(3).status().group("fs1").is_none(), "{}", c.status_dump());
+}
+
+/// `awaits_replay` (the simulator's blocked-kernel checker asks it after
+/// every step) is true exactly while the group holds a failed member's
+/// journal to replay (issue 17: `awaits_replay -> false` survived; the
+/// checker only uses it to excuse a block).
+#[test]
+fn awaits_replay_holds_while_a_failed_members_journal_waits() {
+    let mut c = Cluster::mounted(3);
+    assert!(!c.node(1).awaits_replay("fs1"));
+    c.fence_hold = true;
+    c.crash(3);
+    c.pump();
+    for n in [1, 2] {
+        assert!(c.node(n).awaits_replay("fs1"), "node {n}");
+        assert!(!c.node(n).awaits_replay("fs2"), "node {n}");
+    }
+    c.release_fences(true);
+    for n in [1, 2] {
+        assert!(!c.node(n).awaits_replay("fs1"), "node {n}");
+    }
+}
+
+/// Pending fences of one node merge by incarnation: an entry for an older
+/// incarnation than the agreed one does not carry its attempt count over
+/// (issue 17: the `p.inc == e.inc` guard -> `true` in `upsert_pending`
+/// survived; it moved the actor by the older entry's count). Node 2's
+/// start is edited on the bus to report node 4 with incarnation 0 and one
+/// failed attempt, as a startup fence it counted.
+#[test]
+fn an_older_incarnations_attempt_count_does_not_move_the_actor() {
+    use cohort_core::wire::{self, Body, MsgKind, PendingFence};
+    use cohort_core::{Incarnation, Member};
+    let mut c = Cluster::mounted_of(5, 4);
+    c.fence_hold = true;
+    c.crash(4);
+    c.pump();
+    assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
+    c.start(5, 1);
+    // Node 1's start goes first, so node 2's entry merges into its.
+    c.drain(1);
+    c.drain(2);
+    let pos = c
+        .bus
+        .iter()
+        .position(|(f, b)| *f == 2 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonStart))
+        .unwrap_or_else(|| panic!("node 2 sent no start: {:?}", c.log));
+    let mut m = wire::decode(&c.bus[pos].1).unwrap();
+    let Body::DaemonStart(s) = &mut m.body else { panic!("{m:?}") };
+    assert_eq!(s.fence_pending.len(), 1, "{s:?}");
+    let target = s.fence_pending[0].target;
+    assert_eq!(target.node.0, 4);
+    assert!(target.inc > Incarnation(0));
+    s.fence_pending[0] = PendingFence { target: Member { node: target.node, inc: Incarnation(0) }, attempts: 1 };
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    c.bus[pos].1 = buf[..n].to_vec();
+    c.pump();
+    // Still attempt 0 of node 4's incarnation: node 1 acts, nobody else.
+    assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
+    for n in [1, 2, 3, 5] {
+        let f: Vec<_> = c.node(n).status().fencing.iter().map(|f| (f.target, f.attempts)).collect();
+        assert_eq!(f, vec![(target, 0)], "node {n}");
+    }
+    c.release_fences(true);
+    assert!(c.all_stable(), "{}", c.status_dump());
 }

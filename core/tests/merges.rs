@@ -358,3 +358,105 @@ fn of_two_equal_sides_the_one_that_stayed_quorate_wins() {
     reset.sort();
     assert_eq!(reset, vec![1, 2], "{:?}", c.log);
 }
+
+/// The same with the fenced members behind the lowest one: the fence
+/// evidence of every member counts, not only the first's (issue 17:
+/// `1 << k` -> `1 >> k` in `daemon_all_started`'s remap of the start masks
+/// survived; only node 1's bit was ever set in the merge tests).
+#[test]
+fn the_side_that_fenced_wins_whichever_members_it_fenced() {
+    let mut c = Cluster::empty(3);
+    c.quorum_majority = false; // every side stays quorate
+    for n in 1..=3 {
+        c.start(n, 1);
+    }
+    c.pump();
+    c.mount("fs1", &[1, 2, 3], Mode::Rw);
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    // Node 1 alone fences nodes 2 and 3 with a lying device; the other
+    // side's requests to fence node 1 stay pending.
+    c.fence_hold = true;
+    c.partition(&[&[1], &[2, 3]]);
+    c.fence_lies = true;
+    let held = std::mem::take(&mut c.held);
+    for (actor, target) in held {
+        if actor == 1 {
+            c.held.push((actor, target));
+        }
+    }
+    assert!(!c.held.is_empty());
+    c.release_fences(true);
+    c.heal();
+    // The bigger side loses: node 1's side fenced its members.
+    assert_eq!(c.reset, vec![2, 3], "{:?}", c.log);
+}
+
+/// Two stateful sides meet, one of them (node 3, alone) speaking only
+/// protocol versions the others do not: `node3_mounts` says whether node 3
+/// mounted (has state) in its partition, `others_mount` whether nodes 1
+/// and 2 did.
+fn incompatible_side_merges(others_mount: bool, node3_mounts: bool) -> Cluster {
+    use cohort_core::{Config, Incarnation, NodeId};
+    let mut c = Cluster::empty(3);
+    c.quorum_majority = false; // every side may mount
+    c.fence_hold = true; // nobody is powered off
+    c.start(1, 1);
+    c.start(2, 1);
+    c.pump();
+    if others_mount {
+        c.mount("fs1", &[1, 2], Mode::Rw);
+        c.pump();
+    }
+    c.partition(&[&[1, 2], &[3]]);
+    let mut cfg = Config::new(NodeId(3), Incarnation(1));
+    cfg.proto_min = 2;
+    cfg.proto_max = 3;
+    c.start_with(3, cfg);
+    c.pump();
+    if node3_mounts {
+        c.mount("fs1", &[3], Mode::Rw);
+        c.pump();
+        assert!(c.node(3).status().group("fs1").is_some_and(|g| g.synced), "{}", c.status_dump());
+    }
+    c.heal();
+    assert!(
+        c.log.iter().any(|l| l.starts_with("3: Incompatible { ours_min: 2, ours_max: 3, cluster: 1 }")),
+        "{:?}",
+        c.log
+    );
+    c
+}
+
+/// The merge verdict is over the compatible members: a member told it
+/// cannot speak the cluster's protocol is ignored (core/README.md, "Daemon
+/// cycle"), even with state: no partition of the merge, and not fenced as
+/// a merge loser (issue 17: `1 << i` -> `1 >> i` in the `compatible` mask
+/// of `daemon_all_started` survived, only node 1's bit was ever tested;
+/// so did `losers & bit != 0 && has_state` -> `||` in its fence set,
+/// which fences every member with state that is not cancelled, and only
+/// an ignored one is not).
+#[test]
+fn an_incompatible_member_with_state_is_no_merge_partition() {
+    let c = incompatible_side_merges(true, true);
+    assert_eq!(c.node(1).status().last_merge_partitions, 0, "{:?}", c.log);
+    assert!(!c.log.iter().any(|l| l.contains("StaleMerge")), "{:?}", c.log);
+    assert!(c.reset.is_empty(), "{:?}", c.reset);
+    for n in 1..=2 {
+        let fencing: Vec<_> = c.node(n).status().fencing.iter().map(|f| f.target).collect();
+        assert!(fencing.iter().all(|t| t.node.0 != 3), "node {n} fences {fencing:?}");
+    }
+}
+
+/// Nor does it lead the cycle's snapshot, though it is the only member
+/// with state: the cycle completes without it (issue 17: `1 << i` ->
+/// `1 >> i` in `eligible` survived; with it the stopped member is chosen
+/// as the leader and the cycle waits for its snapshot forever).
+#[test]
+fn an_incompatible_member_with_state_never_leads_the_snapshot() {
+    use cohort_core::status::DaemonWait;
+    let c = incompatible_side_merges(false, true);
+    for n in 1..=2 {
+        assert_eq!(c.node(n).status().daemon, DaemonWait::Nothing, "node {n}: {}", c.status_dump());
+    }
+}

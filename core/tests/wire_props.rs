@@ -1115,3 +1115,78 @@ fn a_snapshot_with_unsorted_or_repeated_members_is_refused() {
         assert_eq!(snap(bad.clone()).validate(), Err(WireError::Invalid("group members not sorted")), "{bad:?}");
     }
 }
+
+#[test]
+fn a_daemon_start_with_an_empty_or_zero_protocol_range_is_refused() {
+    let start = |proto_min: u16, proto_max: u16| {
+        Body::DaemonStart(DaemonStart {
+            proto_min,
+            proto_max,
+            has_state: false,
+            anchored: false,
+            last_synced: Generation { ring: 0, epoch: 0 },
+            last_leader: NodeId(0),
+            acted: 0,
+            quorate_synced: None,
+            failed_mask: 0,
+            fenced_mask: 0,
+            joiners: heapless::Vec::new(),
+            fence_pending: heapless::Vec::new(),
+            fenced: heapless::Vec::new(),
+        })
+    };
+    assert_eq!(start(1, 1).validate(), Ok(()));
+    assert_eq!(start(1, 3).validate(), Ok(()));
+    // Version 0 does not exist, even in a range that is otherwise fine.
+    assert_eq!(start(0, 1).validate(), Err(WireError::Invalid("protocol range")));
+    // An empty range, whatever its ends.
+    assert_eq!(start(2, 1).validate(), Err(WireError::Invalid("protocol range")));
+}
+
+#[test]
+fn a_mount_state_carries_two_recoveries_per_possible_member() {
+    // Each of MAX_NODES members can leave a journal to replay, and again in
+    // its next incarnation before the first replay ran: the wire (and the
+    // group state) holds 2 * MAX_NODES recoveries.
+    let recoveries: Vec<Recovery> = (0..2 * MAX_NODES)
+        .map(|i| Recovery {
+            jid: Jid(i as u16),
+            owner: Member { node: NodeId(1 + (i % MAX_NODES) as u32), inc: Incarnation(1 + (i / MAX_NODES) as u64) },
+            attempts: 0,
+            actor: NodeId(0),
+        })
+        .collect();
+    let state = MountState {
+        journals: (2 * MAX_NODES) as u16,
+        first_done: true,
+        first_mounter: None,
+        members: heapless::Vec::new(),
+        recoveries: hv(recoveries),
+    };
+    let body = Body::MountState(state);
+    assert_eq!(body.validate(), Ok(()));
+    let m = Message {
+        header: Header {
+            kind: body.kind(),
+            sender: Member { node: NodeId(1), inc: Incarnation(1) },
+            generation: Generation { ring: 8, epoch: 1 },
+            group: GroupId::of_fs("fs1"),
+            view: 8,
+        },
+        body,
+    };
+    let back = decode(&enc(&m)).expect("decodes");
+    assert_eq!(back, m);
+    let Body::MountState(s) = &back.body else { panic!("kind changed") };
+    assert_eq!(s.recoveries.len(), 2 * MAX_NODES);
+}
+
+#[test]
+fn only_rw_writes_and_only_spectators_need_no_journal() {
+    // issue 17: `Mode::writes -> true` survived (nothing in the workspace
+    // calls it).
+    assert!(Mode::Rw.writes());
+    assert!(!Mode::Ro.writes());
+    assert!(!Mode::Spectator.writes());
+    assert!(Mode::Rw.needs_journal() && Mode::Ro.needs_journal() && !Mode::Spectator.needs_journal());
+}

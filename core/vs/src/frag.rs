@@ -955,4 +955,23 @@ mod tests {
         t2.commit(1, &big[0]);
         assert_eq!(t2.admit(2, &u[last.len() + 2..]), Admit::Defer { first: true });
     }
+
+    /// `commit` says true only when the unit freed pages: a first or middle
+    /// chunk (pages taken, none freed) and a single (no pages) say false,
+    /// the last chunk of a message says true (issue 17: `free & !before` ->
+    /// `free ^ !before` survived; it says true for every unit, which only
+    /// wakes the deferred senders more often than needed).
+    #[test]
+    fn commit_says_whether_pages_were_freed() {
+        let mut t = Tracker::new();
+        let (big, _) = units_of(1, MAX_MESSAGE, MAX_UNIT - FIRST_HDR);
+        assert!(!t.commit(0, &big[0]), "a first chunk takes pages");
+        for u in &big[1..big.len() - 1] {
+            assert!(!t.commit(0, u), "a middle chunk");
+        }
+        assert!(!t.commit(2, &unit(2, 0, 1, None, b"hi")), "a single");
+        assert!(t.commit(0, &big[big.len() - 1]), "the last chunk frees the message's pages");
+        assert_eq!(t.free_pages(), REASSEMBLY_PAGES);
+        assert!(!t.commit(2, &unit(2, 0, 1, None, b"hi")));
+    }
 }

@@ -803,6 +803,38 @@ mod tests {
         assert_eq!(s.back_frees(), 4);
     }
 
+    /// A view change renumbers the queue; a unit none of whose records was
+    /// delivered keeps the pages its opening chunk frees (issue 17: `done >
+    /// 0` -> `>= 0` in `renumber` survived; it clears them for an untouched
+    /// unit too, which only lifts the packing limit of the next chunked
+    /// message).
+    #[test]
+    fn renumber_keeps_the_pages_an_untouched_unit_frees() {
+        let mut s = SendWindow::new();
+        let last = super::super::frag::ChunkHdr { msg_id: 1, index: 1, count: 2 }.encode();
+        assert!(s.push(&last, b"end of a larger message", true, 2));
+        s.renumber();
+        assert_eq!((s.last_seq(), s.back_frees()), (1, 2));
+        // Once part of it was delivered, the stripped completion is gone.
+        assert!(s.append(&hdr(2, 1), b"single", true));
+        let (_, next) = super::super::frag::record(s.get(1).unwrap().payload(), 0).map(|r| (r.hdr, r.next)).unwrap();
+        s.delivered(1, next);
+        s.renumber();
+        assert_eq!((s.last_seq(), s.back_frees()), (1, 0));
+        assert_eq!(records(s.get(1).unwrap().payload()), std::vec![(2, b"single".to_vec())]);
+    }
+
+    /// `append` refuses a unit whose last record is shorter than a chunk
+    /// header (issue 17: `len < last + CHUNK_HDR || new_len > MAX_UNIT` ->
+    /// `&&` survived: the window's own callers always write a header).
+    #[test]
+    fn append_refuses_a_unit_without_a_whole_last_header() {
+        let mut s = SendWindow::new();
+        assert!(s.push(&[], b"ab", true, 0));
+        assert!(!s.append(&hdr(1, 1), b"x", true));
+        assert_eq!(s.get(1).unwrap().payload(), b"ab");
+    }
+
     fn records(unit: &[u8]) -> std::vec::Vec<(u16, std::vec::Vec<u8>)> {
         let mut out = std::vec::Vec::new();
         let mut off = Some(0);

@@ -1925,3 +1925,294 @@ fn a_former_coordinator_sends_no_stale_install() {
     assert!(unicasts > 0, "node 2 answered node 1's proposal");
     assert_eq!(installs, 0, "INSTALL frames in node 2's {unicasts} unicasts");
 }
+
+/// DATA is taken only by the sequencer and only for its current view: a
+/// member that is not the sequencer, or the sequencer given an older
+/// view's DATA, assigns nothing (issue 17: `view != id || !is_sequencer()`
+/// -> `&&` in `on_data` survived; DATA only ever reached the sequencer of
+/// its own view).
+#[test]
+fn data_is_sequenced_only_by_the_sequencer_of_its_view() {
+    let mut sim = Sim::new(3, 17, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 2000);
+    sim.run_for(100);
+    // A real unit of node 3, taken from its send window.
+    let before = sim.nodes[2].vs.send.last_seq();
+    sim.broadcast(3, b"hello").unwrap();
+    let unit = sim.nodes[2].vs.send.get(before + 1).expect("queued").payload().to_vec();
+    let from = Member { node: NodeId(3), inc: sim.nodes[2].vs.me.inc };
+    let view = sim.nodes[0].vs.view.key.id;
+    assert_eq!(sim.nodes[0].vs.view.leader(), NodeId(1));
+    for (node, v) in [(2u32, view), (1, view - 1)] {
+        let vs = &mut sim.node(node).vs;
+        let idx = vs.view.position(from).expect("a member");
+        let (expect, next) = (vs.order.expect(idx), vs.order.next_gseq);
+        vs.on_data(from, v, expect, &unit);
+        assert_eq!(
+            (vs.order.expect(idx), vs.order.next_gseq),
+            (expect, next),
+            "node {node} in view {v} (current {view}) took DATA"
+        );
+    }
+    // The sequencer in the current view takes it.
+    let vs = &mut sim.node(1).vs;
+    let idx = vs.view.position(from).unwrap();
+    let (expect, next) = (vs.order.expect(idx), vs.order.next_gseq);
+    vs.on_data(from, view, expect, &unit);
+    assert_eq!((vs.order.expect(idx), vs.order.next_gseq), (expect + 1, next + 1));
+}
+
+/// A member that left says so LEAVE_REPEATS times, one LEAVE per
+/// heartbeat interval, asking for a timeout between them and none after the
+/// last (issue 17: in `pick_dest`, `leave > 0 && now >= leave_at` -> `||`
+/// survived, which sends them all at once, and so did `leave > 0` ->
+/// `leave < 0` in `next_timeout`, which never asks for the timeout of the
+/// second one).
+#[test]
+fn a_leaver_repeats_its_leave_once_per_heartbeat() {
+    let mut sim = Sim::new(3, 19, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    let start = Instant(sim.now);
+    let vs = &mut sim.node(3).vs;
+    let hb = vs.hb_ms;
+    vs.leave(start);
+    assert!(vs.is_closed());
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut now = start;
+    let mut sent = Vec::new();
+    for round in 0..LEAVE_REPEATS as u64 {
+        assert_eq!(now, start.plus_ms(round * hb));
+        while let Some(t) = vs.poll_transmit(&mut buf) {
+            assert_eq!(t.dest, Dest::All);
+            let mut frames = 0;
+            for_each_frame(&buf[..t.len], |f| {
+                assert!(matches!(f, Frame::Leave), "{f:?}");
+                frames += 1;
+            });
+            assert_eq!(frames, 1);
+            sent.push(now);
+        }
+        assert_eq!(sent.len() as u64, round + 1, "one LEAVE at {now:?}");
+        match vs.next_timeout() {
+            Some(t) if round + 1 < LEAVE_REPEATS as u64 => {
+                assert_eq!(t, now.plus_ms(hb));
+                now = t;
+                vs.handle_timeout(now);
+            }
+            t => assert_eq!(t, None, "after the last LEAVE"),
+        }
+    }
+    assert_eq!(vs.poll_transmit(&mut buf), None);
+    assert_eq!(sent.len(), LEAVE_REPEATS as usize);
+}
+
+/// A SEQ naming an origin outside the view is not stored, nor is any SEQ
+/// once we left (issue 17: `... || index_of(origin).is_none() || Left` ->
+/// `is_none() && Left` in `on_seq` survived: a correct sequencer never
+/// names an outsider, and datagrams are refused once closed, so only a
+/// direct call reaches both).
+#[test]
+fn a_seq_of_an_outsider_or_after_leaving_is_not_stored() {
+    let mut sim = Sim::new(3, 23, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    sim.run_for(100);
+    let leader = Member { node: NodeId(1), inc: sim.nodes[0].vs.me.inc };
+    let view = sim.nodes[1].vs.view.key.id;
+    let frame = |origin: u32, gseq: u64| SeqFrame {
+        view,
+        gseq,
+        stable: 0,
+        origin: NodeId(origin),
+        sender_seq: 1,
+        payload: b"x",
+    };
+    let vs = &mut sim.node(2).vs;
+    let at = (vs.order.high, vs.order.contig);
+    vs.on_seq(leader, &frame(9, at.1 + 1));
+    assert_eq!((vs.order.high, vs.order.contig), at, "an origin outside the view");
+    // The same frame from a member of the view is taken...
+    vs.on_seq(leader, &frame(3, at.1 + 1));
+    assert_eq!((vs.order.high, vs.order.contig), (at.0.max(at.1 + 1), at.1 + 1));
+    // ...but not once we left.
+    let now = Instant(sim.now);
+    let vs = &mut sim.node(2).vs;
+    vs.leave(now);
+    assert!(vs.is_closed());
+    let at = (vs.order.high, vs.order.contig);
+    vs.on_seq(leader, &frame(3, at.1 + 1));
+    assert_eq!((vs.order.high, vs.order.contig), at, "after leaving");
+}
+
+/// A RESEND from the sequencer tells a sender that everything before the
+/// unit it asks for is sequenced (issue 17: `seq > own_sequenced` -> `==`
+/// in `on_resend` survived: our own SEQ frames tell the same a little
+/// later, so only the retransmission timer waited longer).
+#[test]
+fn a_resend_marks_the_units_before_it_sequenced() {
+    let mut sim = Sim::new(3, 29, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    sim.run_for(100);
+    let leader = Member { node: NodeId(1), inc: sim.nodes[0].vs.me.inc };
+    let view = sim.nodes[1].vs.view.key.id;
+    // Node 2's DATA never reaches the sequencer.
+    sim.set_link(2, 1, false);
+    let s0 = sim.nodes[1].vs.order.own_sequenced;
+    for k in 0..3 {
+        sim.broadcast(2, &msg(2, k)).unwrap();
+        sim.run_for(5);
+    }
+    let vs = &mut sim.node(2).vs;
+    assert_eq!(vs.order.own_sequenced, s0);
+    assert_eq!(vs.send.last_seq(), s0 + 3);
+    vs.on_resend(leader, view, s0 + 3);
+    assert_eq!(vs.order.own_sequenced, s0 + 2);
+    assert_eq!(vs.send.tx_next, s0 + 3);
+    // An older RESEND does not move it back.
+    vs.on_resend(leader, view, s0 + 1);
+    assert_eq!(vs.order.own_sequenced, s0 + 2);
+    // One naming the leader's node in another incarnation than the view's
+    // is not the sequencer's (issue 17: `position(from).is_none() ||
+    // is_sequencer()` -> `&&` in `on_resend` survived).
+    let other = Member { node: leader.node, inc: Incarnation(leader.inc.0 + 1) };
+    vs.on_resend(other, view, s0 + 4);
+    assert_eq!(vs.order.own_sequenced, s0 + 2);
+}
+
+/// A proposal aborted because a member was lost suspects nobody, even if
+/// its phase timed out at the same time: the silent members are suspected
+/// only when the timeout alone ended it (issue 17: `timed_out && !lost &&
+/// cand == me` -> `timed_out || ...` in `membership_tick` survived; the
+/// timeout and the loss never fell on the same tick in a run).
+#[test]
+fn a_proposal_aborted_for_a_lost_member_suspects_nobody() {
+    let mut sim = Sim::new(3, 37, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 2000);
+    sim.run_for(5000);
+    let now = Instant(sim.now);
+    let vs = &mut sim.node(1).vs;
+    let me = vs.me;
+    let alive = vs.detector.alive_members(now, me);
+    assert_eq!(alive.len(), 3);
+    // A proposal started at time 0 (long timed out) naming node 3 in an
+    // incarnation that is gone: lost. Nobody answered it.
+    let mut members = MemberList::new();
+    for m in alive.iter() {
+        members
+            .push(if m.node == NodeId(3) { Member { node: m.node, inc: Incarnation(m.inc.0 + 1) } } else { *m })
+            .unwrap();
+    }
+    vs.coord = super::view::Coord::new();
+    vs.coord.phase = super::view::Phase::Proposing;
+    vs.coord.members = members;
+    vs.membership_tick(now);
+    assert_eq!(vs.coord.phase, super::view::Phase::Idle, "aborted");
+    assert_eq!(vs.detector.alive_members(now, me), alive, "a silent member was suspected");
+}
+
+/// A member in the SYNC phase that holds everything up to the target asks
+/// for no repair, and takes only an INSTALL naming the agreed view (issue
+/// 17: `repair_needed`'s guard -> `true` survived: with nothing missing no
+/// NAK goes out, it only wakes the timer; and `||` -> `&&` in `on_install`
+/// survived: a correct coordinator's INSTALL always names the SYNC's view
+/// and comes after every member reached the target).
+#[test]
+fn a_synced_member_asks_no_repair_and_takes_only_the_agreed_install() {
+    let mut sim = Sim::new(4, 41, Net::CLEAN);
+    sim.settle(&[1, 2, 3, 4], 2000);
+    traffic(&mut sim, &[2, 3], 5, 2);
+    sim.run_for(200);
+    sim.crash(4);
+    let mut seen = false;
+    for _ in 0..5000 {
+        sim.run_for(1);
+        for n in 2..=3u32 {
+            let vs = &mut sim.node(n).vs;
+            let Some(f) = &vs.flush else { continue };
+            let Some(s) = &f.sync else { continue };
+            if f.install || vs.order.contig < s.target || s.holder == vs.me.node {
+                continue;
+            }
+            let (pid, new_view) = (f.pid, s.new_view);
+            assert_eq!(vs.repair_needed(), None, "node {n} has everything up to the target");
+            let now = Instant(sim.now);
+            let vs = &mut sim.node(n).vs;
+            let coord = Member { node: pid.coord, inc: pid.inc };
+            vs.on_install(now, coord, pid.counter, new_view ^ 1);
+            assert!(vs.flush.as_ref().is_some_and(|f| !f.install), "node {n} took an INSTALL of another view");
+            seen = true;
+            break;
+        }
+        if seen {
+            break;
+        }
+    }
+    assert!(seen, "no member was seen waiting for INSTALL");
+}
+
+/// A chunk that reassembly cannot take (here a continuation of no open
+/// message, which only a faulty sequencer orders) is counted as discarded
+/// where it is delivered (issue 17: `frag_discarded += 1` -> `-= 1`
+/// survived: no test had a chunk discarded).
+#[test]
+fn an_orphan_chunk_is_counted_as_discarded() {
+    let mut sim = Sim::new(3, 43, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    sim.run_for(100);
+    let leader = Member { node: NodeId(1), inc: sim.nodes[0].vs.me.inc };
+    let view = sim.nodes[1].vs.view.key.id;
+    let vs = &mut sim.node(2).vs;
+    let before = vs.stats();
+    let mut orphan = super::frag::ChunkHdr { msg_id: 77, index: 1, count: 2 }.encode().to_vec();
+    orphan.extend_from_slice(b"tail");
+    let gseq = vs.order.contig + 1;
+    vs.on_seq(leader, &SeqFrame { view, gseq, stable: 0, origin: NodeId(3), sender_seq: 1, payload: &orphan });
+    let mut buf = [0u8; MAX_PAYLOAD];
+    while vs.poll_event(&mut buf).is_some() {}
+    let st = vs.stats();
+    assert_eq!(st.frag_discarded, before.frag_discarded + 1, "{st:?}");
+    assert_eq!(st.frag_own_lost, before.frag_own_lost, "{st:?}");
+}
+
+/// After leaving, a member takes no part in view changes any more: a
+/// proposal that reaches the protocol code directly is ignored (issue 17:
+/// `running -> true` survived: datagrams are refused once closed and the
+/// timer work stops, so only a direct call reaches these checks).
+#[test]
+fn a_member_that_left_ignores_a_proposal() {
+    let mut sim = Sim::new(3, 47, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    let coord = Member { node: NodeId(1), inc: sim.nodes[0].vs.me.inc };
+    let members: MemberList = sim.nodes[2].vs.view.members.clone();
+    let (_, n) = sim.nodes[2].vs.installed_pid.expect("installed");
+    let now = Instant(sim.now);
+    let vs = &mut sim.node(3).vs;
+    vs.leave(now);
+    assert!(vs.is_closed());
+    vs.on_propose(now, coord, n + 1, members);
+    assert!(vs.flush.is_none());
+    vs.membership_tick(now);
+    assert_eq!(vs.coord.phase, super::view::Phase::Idle);
+}
+
+/// A chunked message starting in a unit that opens with the end of a
+/// one-page message takes at most one page's worth there, so the unit
+/// never needs more reassembly pages than it frees (issue 17: `frees > 0`
+/// -> `frees < 0` in `broadcast_message` survived: with one page freed the
+/// opening chunk is at least 285 bytes, so the room left never exceeds a
+/// page; the unit is made by hand here).
+#[test]
+fn a_chunked_start_after_a_one_page_completion_takes_at_most_a_page() {
+    let mut sim = Sim::new(3, 53, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    sim.run_for(100);
+    let now = Instant(sim.now);
+    let vs = &mut sim.node(2).vs;
+    let end = super::frag::ChunkHdr { msg_id: 500, index: 1, count: 2 }.encode();
+    assert!(vs.send.push(&end, b"x", true, 1));
+    let seq = vs.send.last_seq();
+    vs.broadcast_message(now, &[7u8; 2000]).unwrap();
+    let u = vs.send.get(seq).expect("the unit").payload();
+    let r0 = super::frag::record(u, 0).unwrap();
+    let r1 = super::frag::record(u, r0.next.expect("the new message starts here")).unwrap();
+    assert_eq!((r1.hdr.index, r1.hdr.count, r1.data.len()), (0, 2, MAX_PAYLOAD));
+}

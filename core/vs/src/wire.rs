@@ -781,6 +781,24 @@ mod tests {
         }
     }
 
+    /// A NAK must ask for a non-empty range starting at 1 or later; a SEQ
+    /// numbers from 1 (issue 17: `lo == 0 || lo > hi` -> `&&` survived: no
+    /// test decoded an invalid NAK).
+    #[test]
+    fn a_nak_with_an_empty_or_zero_range_is_malformed() {
+        let decode = |f: Frame<'_>| {
+            let mut buf = [0u8; MAX_PLAIN];
+            let mut w = Writer::new(&mut buf);
+            f.encode(&mut w).unwrap();
+            let len = w.pos();
+            Frame::decode(&mut Reader::new(&buf[..len])).map(|_| ())
+        };
+        assert_eq!(decode(Frame::Nak { view: 3, lo: 1, hi: 1 }), Ok(()));
+        assert_eq!(decode(Frame::Nak { view: 3, lo: 2, hi: 9 }), Ok(()));
+        assert_eq!(decode(Frame::Nak { view: 3, lo: 0, hi: 4 }), Err(Malformed), "from 0");
+        assert_eq!(decode(Frame::Nak { view: 3, lo: 5, hi: 4 }), Err(Malformed), "empty");
+    }
+
     #[test]
     fn frames_roundtrip() {
         let key = ViewKey { id: 5, leader: NodeId(1), leader_inc: Incarnation(9) };
