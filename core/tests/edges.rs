@@ -1184,7 +1184,6 @@ fn a_second_first_recovery_done_is_refused() {
 #[test]
 fn a_lone_replayer_that_remounts_ro_keeps_its_attempt() {
     use cohort_core::ids::{Jid, NodeId};
-    use cohort_core::wire::Body;
     let mut c = Cluster::empty(3);
     for n in 1..=3 {
         c.start(n, 1);
@@ -1199,22 +1198,7 @@ fn a_lone_replayer_that_remounts_ro_keeps_its_attempt() {
     c.request(1, Request::Remount { fs: fs1(), mode: Mode::Ro });
     c.pump();
     c.mount("fs1", &[3], Mode::Rw);
-    let mut state = None;
-    for _ in 0..10_000 {
-        for n in 1..=3 {
-            c.drain(n);
-        }
-        state = c.bus.iter().filter(|(f, _)| *f == 1).filter_map(|(_, b)| wire::decode(b).ok()).find_map(|m| {
-            match m.body {
-                Body::MountState(s) => Some(s),
-                _ => None,
-            }
-        });
-        if state.is_some() || !c.pump_once() {
-            break;
-        }
-    }
-    let state = state.unwrap_or_else(|| panic!("node 1 described no state: {:?}", c.log));
+    let state = first_state_described_by(&mut c, 1, 3);
     assert_eq!(state.recoveries.len(), 1, "{state:?}");
     assert_eq!((state.recoveries[0].jid, state.recoveries[0].actor), (Jid(1), NodeId(1)), "{state:?}");
 }
@@ -1226,7 +1210,6 @@ fn a_lone_replayer_that_remounts_ro_keeps_its_attempt() {
 #[test]
 fn a_lone_first_mounter_that_remounts_ro_stays_the_first_mounter() {
     use cohort_core::ids::NodeId;
-    use cohort_core::wire::Body;
     let mut c = Cluster::new(2);
     c.mount("fs1", &[1], Mode::Rw);
     let held = run_until_held(&mut c, 1, |l| l.starts_with("1: Kernel") && l.contains("MountFirst"));
@@ -1234,21 +1217,30 @@ fn a_lone_first_mounter_that_remounts_ro_stays_the_first_mounter() {
     c.request(1, Request::Remount { fs: fs1(), mode: Mode::Ro });
     c.pump();
     c.mount("fs1", &[2], Mode::Rw);
-    let mut state = None;
+    let state = first_state_described_by(&mut c, 1, 2);
+    assert_eq!((state.first_done, state.first_mounter), (false, Some(NodeId(1))), "{state:?}");
+}
+
+/// Run the cluster of `nodes` until `from` multicasts a group state
+/// (MountState) and return the first one.
+fn first_state_described_by(c: &mut Cluster, from: u32, nodes: u32) -> cohort_core::wire::MountState {
+    use cohort_core::wire::Body;
     for _ in 0..10_000 {
-        for n in 1..=2 {
+        for n in 1..=nodes {
             c.drain(n);
         }
-        state = c.bus.iter().filter(|(f, _)| *f == 1).filter_map(|(_, b)| wire::decode(b).ok()).find_map(|m| {
+        let state = c.bus.iter().filter(|(f, _)| *f == from).filter_map(|(_, b)| wire::decode(b).ok()).find_map(|m| {
             match m.body {
                 Body::MountState(s) => Some(s),
                 _ => None,
             }
         });
-        if state.is_some() || !c.pump_once() {
+        if let Some(s) = state {
+            return s;
+        }
+        if !c.pump_once() {
             break;
         }
     }
-    let state = state.unwrap_or_else(|| panic!("node 1 described no state: {:?}", c.log));
-    assert_eq!((state.first_done, state.first_mounter), (false, Some(NodeId(1))), "{state:?}");
+    panic!("node {from} described no state: {:?}", c.log)
 }

@@ -201,7 +201,6 @@ fn a_fence_answer_not_yet_agreed_survives_a_daemon_cycle() {
 
 #[test]
 fn an_agreed_attempt_count_above_ours_moves_the_actor_but_keeps_our_running_fence() {
-    use cohort_core::wire::{self, Body, MsgKind};
     let mut c = Cluster::mounted_of(5, 4);
     c.fence_hold = true;
     c.crash(4);
@@ -213,18 +212,10 @@ fn an_agreed_attempt_count_above_ours_moves_the_actor_but_keeps_our_running_fenc
     // node 2. Node 1's agent is still running for attempt 0.
     c.start(5, 1);
     c.drain(2);
-    let pos = c
-        .bus
-        .iter()
-        .position(|(f, b)| *f == 2 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonStart))
-        .unwrap_or_else(|| panic!("node 2 sent no start: {:?}", c.log));
-    let mut m = wire::decode(&c.bus[pos].1).unwrap();
-    let Body::DaemonStart(s) = &mut m.body else { panic!("{m:?}") };
-    assert_eq!(s.fence_pending.len(), 1, "{s:?}");
-    s.fence_pending[0].attempts = 1;
-    let mut buf = [0u8; wire::MAX_MESSAGE];
-    let n = wire::encode(&m, &mut buf).unwrap();
-    c.bus[pos].1 = buf[..n].to_vec();
+    edit_start_on_bus(&mut c, 2, |s| {
+        assert_eq!(s.fence_pending.len(), 1, "{s:?}");
+        s.fence_pending[0].attempts = 1;
+    });
     c.pump();
     let mut actors: Vec<u32> = c.held.iter().map(|h| h.0).collect();
     actors.sort();
@@ -382,7 +373,7 @@ fn awaits_replay_holds_while_a_failed_members_journal_waits() {
 /// failed attempt, as a startup fence it counted.
 #[test]
 fn an_older_incarnations_attempt_count_does_not_move_the_actor() {
-    use cohort_core::wire::{self, Body, MsgKind, PendingFence};
+    use cohort_core::wire::PendingFence;
     use cohort_core::{Incarnation, Member};
     let mut c = Cluster::mounted_of(5, 4);
     c.fence_hold = true;
@@ -393,21 +384,16 @@ fn an_older_incarnations_attempt_count_does_not_move_the_actor() {
     // Node 1's start goes first, so node 2's entry merges into its.
     c.drain(1);
     c.drain(2);
-    let pos = c
-        .bus
-        .iter()
-        .position(|(f, b)| *f == 2 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonStart))
-        .unwrap_or_else(|| panic!("node 2 sent no start: {:?}", c.log));
-    let mut m = wire::decode(&c.bus[pos].1).unwrap();
-    let Body::DaemonStart(s) = &mut m.body else { panic!("{m:?}") };
-    assert_eq!(s.fence_pending.len(), 1, "{s:?}");
-    let target = s.fence_pending[0].target;
-    assert_eq!(target.node.0, 4);
-    assert!(target.inc > Incarnation(0));
-    s.fence_pending[0] = PendingFence { target: Member { node: target.node, inc: Incarnation(0) }, attempts: 1 };
-    let mut buf = [0u8; wire::MAX_MESSAGE];
-    let n = wire::encode(&m, &mut buf).unwrap();
-    c.bus[pos].1 = buf[..n].to_vec();
+    let mut target = None;
+    edit_start_on_bus(&mut c, 2, |s| {
+        assert_eq!(s.fence_pending.len(), 1, "{s:?}");
+        let t = s.fence_pending[0].target;
+        assert_eq!(t.node.0, 4);
+        assert!(t.inc > Incarnation(0));
+        s.fence_pending[0] = PendingFence { target: Member { node: t.node, inc: Incarnation(0) }, attempts: 1 };
+        target = Some(t);
+    });
+    let target = target.expect("edited");
     c.pump();
     // Still attempt 0 of node 4's incarnation: node 1 acts, nobody else.
     assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
@@ -417,4 +403,21 @@ fn an_older_incarnations_attempt_count_does_not_move_the_actor() {
     }
     c.release_fences(true);
     assert!(c.all_stable(), "{}", c.status_dump());
+}
+
+/// Edit node `from`'s first daemon start waiting on the bus (as a member
+/// that saw something the others did not would have sent it).
+fn edit_start_on_bus(c: &mut Cluster, from: u32, edit: impl FnOnce(&mut cohort_core::wire::DaemonStart)) {
+    use cohort_core::wire::{self, Body, MsgKind};
+    let pos = c
+        .bus
+        .iter()
+        .position(|(f, b)| *f == from && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonStart))
+        .unwrap_or_else(|| panic!("node {from} sent no start: {:?}", c.log));
+    let mut m = wire::decode(&c.bus[pos].1).unwrap();
+    let Body::DaemonStart(s) = &mut m.body else { panic!("{m:?}") };
+    edit(s);
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    c.bus[pos].1 = buf[..n].to_vec();
 }
