@@ -1970,6 +1970,21 @@ impl World {
     // ------------------------------------------------------------------
     // Kernel
 
+    /// The other side of the unmount contract: after the host's umount and
+    /// leave, the core sends that kernel nothing but the group's end. (On a
+    /// real node the gfs2 sysfs files are gone: a failed Block stops
+    /// cohortd, and the node is fenced after a clean umount.)
+    fn sent_to_released(&mut self, n: u32, fs: &str, op: &KernelOp) -> bool {
+        if !self.nodes[n as usize].kernel.get(fs).is_some_and(|k| k.released) {
+            return false;
+        }
+        self.violate(
+            Property::UnmountContract,
+            format!("node {n}: {op:?} for {fs}, which its host had unmounted and left"),
+        );
+        true
+    }
+
     fn kernel_op(&mut self, n: u32, fs: &str, op: KernelOp) {
         let fsi = self.fs_idx(fs);
         let (code, jid) = match op {
@@ -1992,16 +2007,7 @@ impl World {
         let me = Writer { node: n, boot, mount: self.nodes[n as usize].kernel.get(fs).map_or(mid, |k| k.id) };
         match op {
             KernelOp::Block | KernelOp::Unblock | KernelOp::SetJid(_) => {
-                if self.nodes[n as usize].kernel.get(fs).is_some_and(|k| k.released) {
-                    // The other side of the unmount contract: after the
-                    // host's umount and leave, the core sends that kernel
-                    // nothing but the group's end. (On a real node the gfs2
-                    // sysfs files are gone: a failed Block stops cohortd,
-                    // and the node is fenced after a clean umount.)
-                    self.violate(
-                        Property::UnmountContract,
-                        format!("node {n}: {op:?} for {fs}, which its host had unmounted and left"),
-                    );
+                if self.sent_to_released(n, fs, &op) {
                     return;
                 }
                 let k = self.nodes[n as usize].kernel.entry(fs.to_string()).or_insert_with(|| KFs::new(mid, mode));
@@ -2071,11 +2077,7 @@ impl World {
                 self.schedule(self.now + d, Ev::Node(n, ev));
             }
             KernelOp::RecoverJournal(j) => {
-                if self.nodes[n as usize].kernel.get(fs).is_some_and(|k| k.released) {
-                    self.violate(
-                        Property::UnmountContract,
-                        format!("node {n}: {op:?} for {fs}, which its host had unmounted and left"),
-                    );
+                if self.sent_to_released(n, fs, &op) {
                     return;
                 }
                 if let Err(m) = invariants::recovery_before_reuse::check_replay(self, n, fs, j.0) {
