@@ -20,6 +20,6 @@ pub mod status;
 pub mod wire;
 
 /// The shared vocabulary (crate `cohort-types`), under its old paths.
-pub use cohort_types::{gcs, ids};
+pub use cohort_types::{gcs, ids, profile};
 pub use ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
 pub use node::{Config, Effect, HandleError, Input, KernelEvent, KernelOp, Node, Notice, Request};

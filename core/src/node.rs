@@ -23,9 +23,9 @@ use crate::mount::MountGroup;
 use crate::wire::{FenceResult, FsName, Mode, RecoveryResult, WireError, MAX_GROUPS, PROTO_MAX, PROTO_MIN};
 
 /// Capacity of the effect queue.
-pub const EFFECT_CAP: usize = 128;
+pub const EFFECT_CAP: usize = cohort_types::profile::EFFECTS;
 /// Capacity of the send queue (message descriptors, encoded on poll).
-pub const OUTBOX_CAP: usize = 96;
+pub const OUTBOX_CAP: usize = cohort_types::profile::OUTBOX;
 /// Worst case of effects one input can produce.
 pub const EFFECTS_PER_INPUT: usize = 8 + 5 * MAX_GROUPS + MAX_NODES;
 /// Worst case of sends one input can produce.

@@ -26,17 +26,18 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 2] = *b"CH";
 pub const WIRE_VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 40;
-/// Largest encoded message. A full daemon sync snapshot (16 groups of 32
-/// members) fits with room to spare.
+/// Largest encoded message ([`cohort_types::profile::MESSAGE`]). The
+/// largest message of every kind fits (checked by
+/// `core/tests/wire_props.rs`, `the_largest_message_of_every_kind_fits`).
 pub const MAX_MESSAGE: usize = cohort_types::MAX_MESSAGE;
 /// Longest filesystem name.
 pub const FS_NAME_LEN: usize = 32;
 /// Most journals a filesystem may have.
-pub const MAX_JOURNALS: usize = 256;
+pub const MAX_JOURNALS: usize = cohort_types::profile::JOURNALS;
 /// Most journal recoveries one group tracks at once.
 pub const MAX_RECOVERIES: usize = 2 * MAX_NODES;
 /// Most mount groups.
-pub const MAX_GROUPS: usize = 16;
+pub const MAX_GROUPS: usize = cohort_types::profile::GROUPS;
 
 pub type FsName = heapless::String<FS_NAME_LEN>;
 

@@ -1190,3 +1190,90 @@ fn only_rw_writes_and_only_spectators_need_no_journal() {
     assert!(!Mode::Spectator.writes());
     assert!(Mode::Rw.needs_journal() && Mode::Ro.needs_journal() && !Mode::Spectator.needs_journal());
 }
+
+// ------------------------------------------------------- capacity profile
+
+/// Every message kind at its largest (every list full, every number at the
+/// widest varint, the longest names) encodes within `MAX_MESSAGE` and
+/// decodes back, in the profile this build was compiled with (CI runs this
+/// file in both profiles): a capacity profile whose biggest snapshot would
+/// not fit a message fails here.
+#[test]
+fn the_largest_message_of_every_kind_fits() {
+    let n = MAX_NODES as u32;
+    let node = |i: u32| NodeId(u32::MAX - n + 1 + i); // strictly increasing, 5-byte varints
+    let member = |i: u32| Member { node: node(i), inc: Incarnation(u64::MAX - 1) };
+    let gen = Generation { ring: u64::MAX, epoch: u32::MAX };
+    let fs = |i: usize| {
+        let mut s = std::format!("fs{i}-");
+        while s.len() < wire::FS_NAME_LEN {
+            s.push('x');
+        }
+        fs_name(&s).unwrap()
+    };
+    let journals = MAX_JOURNALS as u16;
+    let start = DaemonStart {
+        proto_min: u16::MAX,
+        proto_max: u16::MAX,
+        has_state: true,
+        anchored: true,
+        last_synced: gen,
+        last_leader: node(0),
+        acted: u64::MAX,
+        quorate_synced: Some(gen),
+        failed_mask: u32::MAX,
+        fenced_mask: u32::MAX,
+        joiners: hv((0..n).map(|i| (node(i), gen)).collect()),
+        fence_pending: hv((0..n).map(|i| PendingFence { target: member(i), attempts: u16::MAX }).collect()),
+        fenced: hv((0..n).map(member).collect()),
+    };
+    let snap =
+        |g: usize| GroupSnap { fs: fs(g), journals, members: hv((0..n).map(|i| (node(i), Mode::Spectator)).collect()) };
+    let sync = DaemonSync { groups: hv((0..MAX_GROUPS).map(snap).collect()) };
+    // Half the members hold a journal, the rest are counted in recoveries:
+    // as many distinct jids as the group has (journals >= members + recoveries
+    // in both profiles, checked below).
+    let state = MountState {
+        journals,
+        first_done: true,
+        first_mounter: Some(node(0)),
+        members: hv((0..n)
+            .map(|i| MemberDesc {
+                member: member(i),
+                mode: Mode::Rw,
+                jid: Some(Jid(journals - 1 - i as u16)),
+                mounted: true,
+            })
+            .collect()),
+        recoveries: hv((0..MAX_RECOVERIES as u16)
+            .map(|j| Recovery { jid: Jid(j), owner: member(j as u32 % n), attempts: u16::MAX, actor: node(0) })
+            .collect()),
+    };
+    const { assert!(MAX_NODES + MAX_RECOVERIES <= MAX_JOURNALS, "the largest state above needs distinct jids") };
+    let bodies = [
+        Body::DaemonStart(start),
+        Body::DaemonSync(sync),
+        Body::Mount(MountReq { fs: fs(0), mode: Mode::Spectator, journals }),
+        Body::Unmount,
+        Body::Remount(Mode::Spectator),
+        Body::Withdraw,
+        Body::FenceResult(FenceResult { target: member(0), attempt: u16::MAX, ok: true }),
+        Body::MountStart(MountStart { mode: Mode::Spectator, journals, old: true, first_done: true, digest: u64::MAX }),
+        Body::MountState(state),
+        Body::MountDone { ok: true },
+        Body::FirstDone,
+        Body::RecoveryResult(RecoveryResult { jid: Jid(journals - 1), attempt: u16::MAX, ok: true }),
+    ];
+    let mut widest = 0;
+    for body in bodies {
+        let kind = body.kind();
+        let group = fit_group(&body, GroupId(u32::MAX));
+        let m = Message { header: Header { kind, sender: member(0), generation: gen, group, view: u64::MAX }, body };
+        let mut buf = [0u8; MAX_MESSAGE];
+        let len = encode(&m, &mut buf)
+            .unwrap_or_else(|e| panic!("{kind:?} at its largest does not fit {MAX_MESSAGE} bytes: {e:?}"));
+        assert_eq!(decode(&buf[..len]), Ok(m), "{kind:?}");
+        widest = widest.max(len);
+    }
+    println!("profile {}: the largest message takes {widest} of {MAX_MESSAGE} bytes", cohort_core::profile::NAME);
+}

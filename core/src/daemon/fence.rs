@@ -61,7 +61,7 @@ impl Node {
             };
             next.push_bounded(rec);
         }
-        next.sort_unstable_by_key(|r| r.target.node);
+        crate::gcs::sort_small_by_key(&mut next, |r| r.target.node);
         self.d.fence = next;
     }
 

@@ -9,10 +9,11 @@
 mod fmt;
 pub mod gcs;
 pub mod ids;
+pub mod profile;
 
 pub use ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
 
-/// The largest encoded core message (header and body). The VS transport
+/// The largest encoded core message (header and body), [`profile::MESSAGE`]. The VS transport
 /// carries any message up to this size as one agreed message
 /// (`cohort-vs` asserts it at compile time).
-pub const MAX_MESSAGE: usize = 4096;
+pub const MAX_MESSAGE: usize = profile::MESSAGE;

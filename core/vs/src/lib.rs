@@ -164,11 +164,11 @@ pub const MAX_DATAGRAM: usize = 1400;
 /// worth, 1,308 bytes of data), so messages up to that size are never cut.
 pub const MAX_PAYLOAD: usize = 1024;
 /// Sequenced units held per view (delivery + retransmission buffer).
-pub const ORDER_WINDOW: usize = 24;
+pub const ORDER_WINDOW: usize = cohort_types::profile::ORDER_WINDOW;
 /// Own units queued before [`VsSendError::WindowFull`] (a message of
 /// [`MAX_MESSAGE`] bytes takes at most [`chunks_for`]`(MAX_MESSAGE)` new
 /// ones).
-pub const SEND_WINDOW: usize = 8;
+pub const SEND_WINDOW: usize = cohort_types::profile::SEND_WINDOW;
 /// Default heartbeat interval.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
 /// Default failure timeout.
