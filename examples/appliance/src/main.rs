@@ -46,7 +46,7 @@ const CPU_HZ: u32 = 64_000_000;
 const ME: NodeId = NodeId(1);
 const INCARNATION: Incarnation = Incarnation(1);
 
-/// Inbox 4 × ~4.1 KiB, 16 events, 4 frames × 4 KiB. Everything runs in the
+/// Inbox 4 × ~1.1 KiB, 16 events, 4 frames × 1 KiB (appliance profile). Everything runs in the
 /// thread-mode executor, so the node is handled without masking interrupts.
 type NodeDriver = Driver<ThreadModeRawMutex, 4, 16, 4>;
 static DRIVER: NodeDriver = NodeDriver::new();
