@@ -140,6 +140,11 @@ enum CohortResult
      */
     COHORT_RESULT_ERR_NAME_COLLISION = -25,
     /**
+     * An error of a newer core this version of the C ABI has no code for
+     * (the core's error enums are `#[non_exhaustive]`).
+     */
+    COHORT_RESULT_ERR_OTHER = -97,
+    /**
      * A Rust panic was caught; the node is poisoned.
      */
     COHORT_RESULT_ERR_PANIC = -98,
@@ -312,6 +317,10 @@ enum CohortNotice
      * `drop_reason`.
      */
     COHORT_NOTICE_DROPPED = 8,
+    /**
+     * A notice of a newer core this version of the C ABI has no code for.
+     */
+    COHORT_NOTICE_OTHER = 255,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -355,6 +364,10 @@ enum CohortDropReason
      * The message does not apply to what it names.
      */
     COHORT_DROP_REASON_INAPPLICABLE = 10,
+    /**
+     * A reason of a newer core this version of the C ABI has no code for.
+     */
+    COHORT_DROP_REASON_OTHER = 255,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -23,6 +23,7 @@ use crate::ids::{Generation, NodeId};
 /// Errors of the barrier's inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum BarrierError {
     /// A confchg arrived before the transport told us the current ring.
     NoRingYet,

@@ -182,6 +182,7 @@ pub enum MountError {
 /// Things an operator should see.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Notice {
     /// The daemon group completed a sync at this generation.
     DaemonSynced {
@@ -223,6 +224,7 @@ pub enum Notice {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum DropReason {
     /// A peer's description of a group differs from ours.
     Disagreement,
@@ -278,6 +280,7 @@ pub enum Effect {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum HandleError {
     /// Drain `poll_effect`/`poll_transmit` first; nothing was changed.
     Backpressure,
@@ -292,6 +295,7 @@ pub enum HandleError {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum DeliverError {
     Wire(WireError),
     /// The header names another sender than the transport.
@@ -300,6 +304,7 @@ pub enum DeliverError {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum RequestError {
     InvalidName,
     InvalidJournals,
@@ -316,6 +321,7 @@ pub enum RequestError {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum KernelError {
     UnknownFs,
     /// The event does not fit what the group asked the kernel to do.
@@ -324,6 +330,7 @@ pub enum KernelError {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum FenceInputError {
     NotRequested,
 }
@@ -478,8 +485,10 @@ impl Node {
                 None => continue,
                 Some(Ok(n)) => return Some(n),
                 Some(Err(_)) => {
-                    // Too small a buffer: keep the message for a bigger one.
-                    let _ = self.outbox.push_front(out);
+                    // Too small a buffer: keep the message for a bigger one
+                    // (its slot was just freed).
+                    let r = self.outbox.push_front(out);
+                    invariant!(r.is_ok(), "the slot just popped is free");
                     return None;
                 }
             }
@@ -519,7 +528,8 @@ impl Node {
             let mut keep: heapless::Deque<Out, OUTBOX_CAP> = heapless::Deque::new();
             while let Some(x) = self.outbox.pop_front() {
                 if !supersedes(&x) {
-                    let _ = keep.push_back(x);
+                    let r = keep.push_back(x);
+                    invariant!(r.is_ok(), "a filtered copy fits a queue of the same capacity");
                 }
             }
             self.outbox = keep;

@@ -441,6 +441,7 @@ pub struct Message {
 /// Why bytes were rejected. Decoding never changes state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum WireError {
     Truncated,
     Oversize,

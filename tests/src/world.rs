@@ -2287,6 +2287,7 @@ fn notice_what(n: &Notice) -> What {
         Notice::Fenced { target } => (5, u64::from(target.node.0), target.inc.0, 0),
         Notice::FenceFailed { target, attempt } => (6, u64::from(target.node.0), target.inc.0, u64::from(*attempt)),
         Notice::Dropped { reason } => (7, *reason as u64, 0, 0),
+        other => panic!("notice {other:?} has no trace form yet: give it one in notice_what"),
     };
     What::Notice { kind, a, b, c }
 }

@@ -257,6 +257,7 @@ pub fn drop_reason_name(r: cohort_core::node::DropReason) -> &'static str {
         D::AlreadyMember => "already-member",
         D::TableFull => "table-full",
         D::Inapplicable => "inapplicable",
+        _ => "other",
     }
 }
 

@@ -684,6 +684,7 @@ impl Engine {
                     cohort_core::barrier::BarrierError::DroppedSelf => {
                         "a membership change that dropped this node without saying it left"
                     }
+                    _ => "an event the transport contract does not allow",
                 };
                 self.note("error", format!("transport event rejected: {why}"))
             }
@@ -691,6 +692,7 @@ impl Engine {
                 self.note("error", "input not taken: the node's queues are full (will be retried)".into())
             }
             HandleError::Request(r) => self.note("error", format!("request rejected: {r:?}")),
+            other => self.note("error", format!("input rejected: {other:?}")),
         }
     }
 
@@ -950,6 +952,7 @@ impl Engine {
                 )
             }
             Notice::Dropped { reason } => format!("message dropped: {}", api::drop_reason_name(*reason)),
+            other => format!("{other:?}"),
         }
     }
 
@@ -1153,6 +1156,7 @@ impl Engine {
                     ),
                     RequestError::InvalidName => format!("invalid filesystem name {fs:?}"),
                     RequestError::InvalidJournals => format!("invalid journal count {journals}"),
+                    other => format!("{other:?}"),
                 };
                 self.note("request", format!("rejected: {why}"));
                 Err(why)
@@ -1346,6 +1350,7 @@ pub fn wire_error_text(w: cohort_core::wire::WireError) -> String {
         W::Trailing => "bytes after the body".into(),
         W::Invalid(why) => format!("invalid: {why}"),
         W::BufferTooSmall => "buffer too small".into(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -111,6 +111,9 @@ pub enum CohortResult {
     /// Another filesystem this node knows of has the same group id (a
     /// 31-bit hash of the name): rename one.
     ErrNameCollision = -25,
+    /// An error of a newer core this version of the C ABI has no code for
+    /// (the core's error enums are `#[non_exhaustive]`).
+    ErrOther = -97,
     /// A Rust panic was caught; the node is poisoned.
     ErrPanic = -98,
     /// An earlier call panicked: this node must be re-initialised.
@@ -224,6 +227,8 @@ pub enum CohortNotice {
     FenceFailed = 7,
     /// `drop_reason`.
     Dropped = 8,
+    /// A notice of a newer core this version of the C ABI has no code for.
+    Other = 255,
 }
 
 #[repr(u32)]
@@ -246,6 +251,8 @@ pub enum CohortDropReason {
     TableFull = 9,
     /// The message does not apply to what it names.
     Inapplicable = 10,
+    /// A reason of a newer core this version of the C ABI has no code for.
+    Other = 255,
 }
 
 /// Any `Effect`, flattened: `kind` says which fields mean something; the
@@ -499,10 +506,12 @@ fn map_error(e: HandleError) -> CohortResult {
             RequestError::TooManyGroups => CohortResult::ErrTooManyGroups,
             RequestError::NameCollision => CohortResult::ErrNameCollision,
             RequestError::Busy => CohortResult::ErrBusy,
+            _ => CohortResult::ErrOther,
         },
         HandleError::Kernel(KernelError::UnknownFs) => CohortResult::ErrUnknownFs,
         HandleError::Kernel(KernelError::Unexpected) => CohortResult::ErrUnexpectedKernelEvent,
         HandleError::Fence(FenceInputError::NotRequested) => CohortResult::ErrFenceNotRequested,
+        _ => CohortResult::ErrOther,
     }
 }
 
@@ -732,8 +741,10 @@ fn effect_out(e: Effect) -> CohortEffect {
                         DropReason::AlreadyMember => CohortDropReason::AlreadyMember,
                         DropReason::TableFull => CohortDropReason::TableFull,
                         DropReason::Inapplicable => CohortDropReason::Inapplicable,
+                        _ => CohortDropReason::Other,
                     };
                 }
+                _ => o.notice = CohortNotice::Other,
             }
         }
     }

@@ -328,6 +328,7 @@ impl Udp {
                     "heartbeat {} ms / failure timeout {} ms: the timeout must be at least twice the heartbeat",
                     cfg.heartbeat_ms, cfg.fail_timeout_ms
                 ),
+                other => format!("the transport refused its configuration: {other:?}"),
             })
         })?;
         let mut addrs = HashMap::new();

@@ -14,6 +14,7 @@
 use super::auth::ReplayWindow;
 use super::wire::{Heartbeat, MemberList};
 use super::VsRecvError;
+use crate::bounded::PushBounded;
 use crate::gcs::{NodeList, MAX_NODES};
 use crate::ids::{Incarnation, Instant, Member, NodeId};
 
@@ -55,7 +56,7 @@ impl Detector {
                 hb: None,
             };
             // Cannot fail: `nodes` has at most MAX_NODES entries.
-            let _ = peers.push(p);
+            peers.push_bounded(p);
         }
         Detector { peers, fail_ms }
     }
@@ -140,15 +141,15 @@ impl Detector {
         let mut me_done = false;
         for p in &self.peers {
             if !me_done && me.node < p.node {
-                let _ = l.push(me);
+                l.push_bounded(me);
                 me_done = true;
             }
             if let (true, Some(inc)) = (self.alive(p, now), p.inc) {
-                let _ = l.push(Member { node: p.node, inc });
+                l.push_bounded(Member { node: p.node, inc });
             }
         }
         if !me_done {
-            let _ = l.push(me);
+            l.push_bounded(me);
         }
         l
     }

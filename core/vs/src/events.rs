@@ -31,6 +31,7 @@
 
 use super::wire::MemberList;
 use super::VsEvent;
+use crate::bounded::PushBounded;
 use crate::gcs::{self, Confchg, MemberReason, NodeList, QuorumEvent, Reason, ReasonList, RingEvent, MAX_NODES};
 use crate::ids::{Member, NodeId};
 
@@ -63,7 +64,7 @@ pub(super) struct Record {
 fn nodes_of(l: &MemberList) -> NodeList {
     let mut n = NodeList::new();
     for m in l {
-        let _ = n.push(m.node);
+        n.push_bounded(m.node);
     }
     n
 }
@@ -125,9 +126,9 @@ impl Record {
             let mut cur = NodeList::new();
             for (i, m) in new.iter().enumerate() {
                 if bit(fresh_mask, i) {
-                    let _ = entries.push(Entry { node: m.node, reason: Reason::Join, joined: true });
+                    entries.push_bounded(Entry { node: m.node, reason: Reason::Join, joined: true });
                 } else {
-                    let _ = cur.push(m.node);
+                    cur.push_bounded(m.node);
                 }
             }
             return Record { view_id, quorate, cur, ring: nodes_of(new), entries, stage: 0, self_leave: false };
@@ -145,14 +146,14 @@ impl Record {
             } else {
                 Reason::NodeDown
             };
-            let _ = entries.push(Entry { node: m.node, reason, joined: false });
+            entries.push_bounded(Entry { node: m.node, reason, joined: false });
         }
         for (i, m) in new.iter().enumerate() {
             if bit(trans_mask, i) && !bit(fresh_mask, i) {
                 continue;
             }
             let reason = if bit(fresh_mask, i) { Reason::Join } else { Reason::NodeUp };
-            let _ = entries.push(Entry { node: m.node, reason, joined: true });
+            entries.push_bounded(Entry { node: m.node, reason, joined: true });
         }
         Record { view_id, quorate, cur: nodes_of(old), ring: nodes_of(new), entries, stage: 0, self_leave: false }
     }
@@ -160,16 +161,16 @@ impl Record {
     /// The first, singleton view of a new process: ring, quorum, own join.
     pub fn initial(me: NodeId, view_id: u64, quorate: bool) -> Record {
         let mut ring = NodeList::new();
-        let _ = ring.push(me);
+        ring.push_bounded(me);
         let mut entries = heapless::Vec::new();
-        let _ = entries.push(Entry { node: me, reason: Reason::Join, joined: true });
+        entries.push_bounded(Entry { node: me, reason: Reason::Join, joined: true });
         Record { view_id, quorate, cur: NodeList::new(), ring, entries, stage: 0, self_leave: false }
     }
 
     /// Our own clean leave, as seen by ourselves.
     pub fn self_leave(view: &MemberList, me: NodeId) -> Record {
         let mut entries = heapless::Vec::new();
-        let _ = entries.push(Entry { node: me, reason: Reason::Leave, joined: false });
+        entries.push_bounded(Entry { node: me, reason: Reason::Leave, joined: false });
         Record {
             view_id: 0,
             quorate: false,
@@ -184,7 +185,7 @@ impl Record {
     fn confchg(&mut self, joined: bool, pick: impl Fn(Reason) -> bool) -> Option<VsEvent> {
         let mut list = ReasonList::new();
         for e in self.entries.iter().filter(|e| e.joined == joined && pick(e.reason)) {
-            let _ = list.push(MemberReason { node: e.node, reason: e.reason });
+            list.push_bounded(MemberReason { node: e.node, reason: e.reason });
             if joined {
                 gcs::insert_sorted(&mut self.cur, e.node);
             } else {

@@ -185,6 +185,7 @@ impl Cut {
 /// Why a chunk was discarded at reassembly (never with correct peers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum FragDiscard {
     /// Bad record header or length.
     Malformed,

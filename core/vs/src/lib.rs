@@ -130,6 +130,7 @@ mod fmt;
 pub use cohort_types::{gcs, ids};
 
 mod auth;
+mod bounded;
 #[cfg(feature = "craft")]
 pub mod craft;
 mod detector;
@@ -234,6 +235,7 @@ impl VsConfig {
 /// Invalid configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum VsConfigError {
     /// Node id 0.
     InvalidNode,
@@ -265,6 +267,7 @@ pub struct Transmit {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use = "an event the host drops is a membership change or a message never delivered"]
 pub enum VsEvent {
     Confchg(Confchg),
     Ring(RingEvent),
@@ -366,6 +369,7 @@ pub struct VsStats {
 /// effect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum VsRecvError {
     Oversize,
     Malformed,
@@ -384,6 +388,9 @@ pub enum VsRecvError {
 /// Why `broadcast` refused a message; nothing was queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+// Exhaustive on purpose: every host decides what each send error means for
+// the message it holds (keep, retry, drop), so a new one must not compile
+// into a catch-all.
 pub enum VsSendError {
     /// Larger than [`MAX_PAYLOAD`] ([`Vs::broadcast`]) or [`MAX_MESSAGE`]
     /// ([`Vs::broadcast_message`]).
@@ -494,7 +501,8 @@ impl Vs {
         let view = View::singleton(me);
         let quorate = cfg.quorum.is_quorate(1, nodes.len());
         let mut events = EventQueue::new();
-        let _ = events.push(Record::initial(me.node, view.key.id, quorate));
+        let queued = events.push(Record::initial(me.node, view.key.id, quorate));
+        invariant!(queued, "a new event queue has room");
         Ok(Vs {
             me,
             configured: nodes.len(),
@@ -777,6 +785,7 @@ impl Vs {
     /// [`MAX_MESSAGE`]: a sender that builds one (only a faulty or hostile
     /// key holder can) has it dropped by every member at the same place
     /// (`frag_discarded`), so a `MAX_MESSAGE` buffer never wedges.
+    #[must_use]
     pub fn poll_event(&mut self, payload_buf: &mut [u8]) -> Option<VsEvent> {
         loop {
             if let Some(ev) = self.events.next_event() {

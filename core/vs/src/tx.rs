@@ -23,6 +23,7 @@ impl Vs {
     /// The next datagram to send, written to `buf` (which must hold
     /// [`MAX_DATAGRAM`] bytes, else nothing is produced). Call until `None`
     /// after every input.
+    #[must_use]
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         if buf.len() < MAX_DATAGRAM {
             return None;

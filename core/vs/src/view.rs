@@ -81,6 +81,7 @@
 use super::events::Record;
 use super::wire::{FlushOk, Heartbeat, MemberList, SyncGroup, SyncMsg, ViewKey};
 use super::{Life, Vs};
+use crate::bounded::PushBounded;
 use crate::gcs::{NodeList, MAX_NODES};
 use crate::ids::{Incarnation, Instant, Member, NodeId};
 
@@ -101,7 +102,7 @@ impl View {
     /// The boot view of a new process: itself alone, seq 1.
     pub fn singleton(me: Member) -> View {
         let mut members = MemberList::new();
-        let _ = members.push(me);
+        members.push_bounded(me);
         View { key: ViewKey { id: 1, leader: me.node, leader_inc: me.inc }, members }
     }
 
@@ -394,7 +395,7 @@ impl Vs {
         self.coord.leavers.clear();
         for p in self.detector.peers() {
             if let (true, Some(inc)) = (p.left, p.inc) {
-                let _ = self.coord.leavers.push(Member { node: p.node, inc });
+                self.coord.leavers.push_bounded(Member { node: p.node, inc });
             }
         }
         self.tx.propose = true;
@@ -431,7 +432,7 @@ impl Vs {
         let mut leavers = MemberList::new();
         for m in &self.view.members {
             if self.detector.has_left(*m) {
-                let _ = leavers.push(*m);
+                leavers.push_bounded(*m);
             }
         }
         Some(FlushOk { counter: f.pid.counter, old: self.view.key, cf: f.cf, fresh: self.fresh, leavers })
@@ -483,7 +484,7 @@ impl Vs {
         }
         for l in &ok.leavers {
             if !self.coord.members.contains(l) && !self.coord.leavers.contains(l) {
-                let _ = self.coord.leavers.push(*l);
+                self.coord.leavers.push_bounded(*l);
             }
         }
         let n = self.coord.members.len();
@@ -513,11 +514,11 @@ impl Vs {
                             g.holder = i as u8; // i < MAX_NODES
                         }
                     }
-                    let _ = group_of.push(k as u8);
+                    group_of.push_bounded(k as u8);
                 }
                 None => {
-                    let _ = group_of.push(groups.len() as u8);
-                    let _ = groups.push(SyncGroup { old: ok.old, target: ok.cf, holder: i as u8 });
+                    group_of.push_bounded(groups.len() as u8);
+                    groups.push_bounded(SyncGroup { old: ok.old, target: ok.cf, holder: i as u8 });
                 }
             }
         }
@@ -672,7 +673,8 @@ impl Vs {
             s.leaver_mask,
             s.trans_mask,
         );
-        let _ = self.events.push(rec);
+        let queued = self.events.push(rec);
+        invariant!(queued, "an install without room for its event record (the install waits for room)");
         info!("vs {}: installed view {:x} with {} members", self.me.node.0, s.new_view, f.members.len());
         self.installed_pid = Some((f.pid.coord, f.pid.counter));
         self.view =
