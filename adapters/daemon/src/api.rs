@@ -78,9 +78,81 @@ pub struct LogEntry {
     pub t_ms: u64,
     pub node: u32,
     pub generation: Gen,
-    /// `change`, `request`, `kernel`, `kernel-event`, `fence`, `notice`, `error`, `info`.
-    pub kind: String,
+    pub kind: LogKind,
     pub text: String,
+}
+
+/// What an event log entry is about. JSON and text show the kebab-case
+/// name (`change`, `request`, `kernel`, `kernel-event`, `fence`, `notice`,
+/// `error`, `info`); a kind of a newer daemon reads as `other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogKind {
+    /// Membership, quorum and generation changes.
+    Change,
+    /// Operator requests and their outcome.
+    Request,
+    /// What cohortd asked of the kernel.
+    Kernel,
+    /// What the kernel answered.
+    KernelEvent,
+    /// Fencing.
+    Fence,
+    /// A notice of the core (sync, stale merge, replay, drop).
+    Notice,
+    Error,
+    Info,
+    #[serde(other)]
+    Other,
+}
+
+impl LogKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogKind::Change => "change",
+            LogKind::Request => "request",
+            LogKind::Kernel => "kernel",
+            LogKind::KernelEvent => "kernel-event",
+            LogKind::Fence => "fence",
+            LogKind::Notice => "notice",
+            LogKind::Error => "error",
+            LogKind::Info => "info",
+            LogKind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for LogKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// The kernel side of one filesystem, as cohortd drives it
+/// (`KernelJson::state` holds its name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelState {
+    Idle,
+    Mounting,
+    Mounted,
+    /// Given back after a withdraw or a reset.
+    Released,
+    Failed,
+}
+
+impl KernelState {
+    pub const ALL: [KernelState; 5] =
+        [KernelState::Idle, KernelState::Mounting, KernelState::Mounted, KernelState::Released, KernelState::Failed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelState::Idle => "idle",
+            KernelState::Mounting => "mounting",
+            KernelState::Mounted => "mounted",
+            KernelState::Released => "released",
+            KernelState::Failed => "failed",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,7 +282,10 @@ pub struct RecoveryJson {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelJson {
     pub backend: String,
-    /// `idle`, `mounting`, `mounted`, `released`, `failed`.
+    /// A [`KernelState`] name (`idle`, `mounting`, `mounted`, `released`,
+    /// `failed`); for a DLM lockspace group its lockspace state in words,
+    /// `unknown` for a group cohortd has no filesystem for. Read it with
+    /// [`KernelJson::kernel_state`].
     pub state: String,
     pub jid: Option<u16>,
     /// This node mounted as first mounter.
@@ -224,6 +299,18 @@ pub struct KernelJson {
     /// A `cohortctl remount` in progress: what it waits for.
     #[serde(default)]
     pub remount: Option<String>,
+}
+
+impl KernelJson {
+    /// The kernel state, when `state` names one.
+    pub fn kernel_state(&self) -> Option<KernelState> {
+        KernelState::ALL.into_iter().find(|k| k.name() == self.state)
+    }
+
+    /// Mounted by the kernel (and so usable, unless `blocked`).
+    pub fn is_mounted(&self) -> bool {
+        self.kernel_state() == Some(KernelState::Mounted)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -660,6 +747,40 @@ pub fn render_log_entry(e: &LogEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_kinds_keep_their_json_names_and_unknown_ones_read_as_other() {
+        let all = [
+            (LogKind::Change, "change"),
+            (LogKind::Request, "request"),
+            (LogKind::Kernel, "kernel"),
+            (LogKind::KernelEvent, "kernel-event"),
+            (LogKind::Fence, "fence"),
+            (LogKind::Notice, "notice"),
+            (LogKind::Error, "error"),
+            (LogKind::Info, "info"),
+        ];
+        for (k, name) in all {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<LogKind>(&format!("\"{name}\"")).unwrap(), k);
+            assert_eq!(k.name(), name);
+            assert_eq!(format!("{k:<14}|"), format!("{name:<14}|"));
+        }
+        assert_eq!(serde_json::from_str::<LogKind>("\"a-kind-of-tomorrow\"").unwrap(), LogKind::Other);
+    }
+
+    #[test]
+    fn kernel_json_reads_its_state_by_name() {
+        let mut k = KernelJson::default();
+        for s in KernelState::ALL {
+            k.state = s.name().into();
+            assert_eq!(k.kernel_state(), Some(s));
+            assert_eq!(k.is_mounted(), s == KernelState::Mounted);
+        }
+        k.state = "running at 3.1".into(); // a DLM lockspace's state in words
+        assert_eq!(k.kernel_state(), None);
+        assert!(!k.is_mounted());
+    }
 
     #[test]
     fn tables_align() {

@@ -45,7 +45,7 @@ use cohort_core::Member;
 use cohort_corosync::Corosync;
 use serde_json::json;
 
-use crate::api::{self, Request};
+use crate::api::{self, LogKind, Request};
 use crate::backend;
 use crate::config::{Config, Transport};
 use crate::control::ControlServer;
@@ -370,7 +370,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
         }
         Ok(None) => engine.note_at(
             tracing::Level::WARN,
-            "info",
+            LogKind::Info,
             "startup fencing is OFF (startup_fencing = false in the configuration): a first mount does not wait for \
              configured nodes that have not joined"
                 .into(),
@@ -378,7 +378,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), Fatal> {
         Err(f) => return Err(f),
     }
     engine.note(
-        "info",
+        LogKind::Info,
         format!(
             "cohortd started: node {} incarnation {inc}, {}, {} filesystem(s) configured",
             node.0,
@@ -480,13 +480,13 @@ impl Loop {
         self.hold_until = None;
         let why = if found { "the transport found its peers" } else { "nobody answered within the failure timeout" };
         if !self.held.is_empty() {
-            self.engine.note("info", format!("{why}: running {} held request(s)", self.held.len()));
+            self.engine.note(LogKind::Info, format!("{why}: running {} held request(s)", self.held.len()));
         }
         for (fs, what) in std::mem::take(&mut self.held) {
             let Loop { link, engine, fencer, waker, .. } = self;
             let mut env = LinkEnv { link, fencer, waker };
             if let Err(e) = engine.request(now, &fs, what, &mut env) {
-                engine.note("error", format!("held request for {fs}: {e}"));
+                engine.note(LogKind::Error, format!("held request for {fs}: {e}"));
             }
         }
     }
@@ -505,7 +505,7 @@ impl Loop {
             (Transport::Corosync, false) => "corosync failed",
             (t, _) => lost_what(t),
         };
-        self.engine.note("error", format!("{what}: {}", e.text));
+        self.engine.note(LogKind::Error, format!("{what}: {}", e.text));
         let names = self.engine.block_all(now, what);
         Fatal::TransportLost(format!("{what}: {}{}", e.text, blocked_suffix(&names)))
     }
@@ -522,7 +522,7 @@ impl Loop {
             }
             self.check_stop()?;
             if self.stopping && self.engine.busy_filesystems().is_empty() {
-                self.engine.note("info", "stopped: nothing mounted any more".into());
+                self.engine.note(LogKind::Info, "stopped: nothing mounted any more".into());
                 return Ok(());
             }
             self.control.push_log(self.engine.log());
@@ -670,7 +670,7 @@ impl Loop {
                      the file, check it with `cohortd --check --config {path}`, then send SIGHUP again)"
                 );
                 tracing::error!("{text}");
-                self.engine.log_only("error", text);
+                self.engine.log_only(LogKind::Error, text);
                 return;
             }
         };
@@ -697,14 +697,14 @@ impl Loop {
             "SIGHUP: configuration {path} re-read: {}",
             if applied.is_empty() { "nothing to apply".to_owned() } else { format!("applied {}", applied.join(", ")) }
         );
-        self.engine.note("info", text);
+        self.engine.note(LogKind::Info, text);
         if !restart.is_empty() {
             let text = format!(
                 "SIGHUP: changed in {path} but needs a restart to take effect (running with the old values): {}",
                 restart.join(", ")
             );
             tracing::warn!("{text}");
-            self.engine.log_only("info", text);
+            self.engine.log_only(LogKind::Info, text);
         }
     }
 
@@ -727,7 +727,7 @@ impl Loop {
         self.notify.stopping("stop signal");
         let busy = self.engine.busy_filesystems();
         if busy.is_empty() {
-            self.engine.note("info", "signal: stopping (nothing mounted)".into());
+            self.engine.note(LogKind::Info, "signal: stopping (nothing mounted)".into());
             // The loop returns at its top; `run` then leaves the group
             // (corosync: on drop; UDP: LEAVE announcements).
             self.stopping = true;
@@ -751,7 +751,7 @@ impl Loop {
                      node and replay its journal (to stop cleanly: umount it first, then stop cohortd)"
                 );
                 tracing::warn!("{text}");
-                self.engine.note("error", format!("signal: {text}"));
+                self.engine.note(LogKind::Error, format!("signal: {text}"));
             }
             let names = self.engine.block_all(now, "stop with filesystems still mounted by the kernel");
             let fs: Vec<&str> = kernel.iter().map(|(f, _)| f.as_str()).collect();
@@ -763,12 +763,12 @@ impl Loop {
             )));
         }
         self.stopping = true;
-        self.engine.note("info", format!("signal: stopping, unmounting {} first", busy.join(", ")));
+        self.engine.note(LogKind::Info, format!("signal: stopping, unmounting {} first", busy.join(", ")));
         for fs in busy {
             let Loop { link, engine, fencer, waker, .. } = self;
             let mut env = LinkEnv { link, fencer, waker };
             if let Err(e) = engine.request(now, &fs, RequestKind::Unmount, &mut env) {
-                engine.note("error", format!("unmount of {fs} at stop: {e}"));
+                engine.note(LogKind::Error, format!("unmount of {fs} at stop: {e}"));
             }
         }
         Ok(())
@@ -842,7 +842,7 @@ impl Loop {
                     return json!({"ok": false, "error": format!("{fs} is not mounted here (the transport is still finding its peers)")});
                 }
             };
-            self.engine.note("request", format!("{text} (held until the udp transport has found its peers)"));
+            self.engine.note(LogKind::Request, format!("{text} (held until the udp transport has found its peers)"));
             self.held.push((fs.to_owned(), what));
             return json!({"ok": true, "message": format!("{text} (held until the transport has found its peers)")});
         }

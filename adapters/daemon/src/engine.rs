@@ -22,7 +22,7 @@ use cohort_core::wire::{fs_name, FsName, Mode, MAX_MESSAGE};
 use cohort_core::{Config as CoreConfig, GroupId, Incarnation, Instant, Member, Node, NodeId};
 use tracing::Level;
 
-use crate::api::{self, Gen, KernelJson, StatsJson, StatusJson};
+use crate::api::{self, Gen, KernelJson, LogKind, StatsJson, StatusJson};
 use crate::backend::{failure_event, op_name, Ask, AuxState, Backend, Remounted};
 use crate::config::{mode_name, FsConfig};
 use crate::eventlog::EventLog;
@@ -74,28 +74,7 @@ pub struct FsRuntime {
     withdrawn: bool,
 }
 
-/// The kernel side of one filesystem, as cohortd drives it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KernelState {
-    Idle,
-    Mounting,
-    Mounted,
-    /// Given back after a withdraw or a reset.
-    Released,
-    Failed,
-}
-
-impl KernelState {
-    pub fn name(self) -> &'static str {
-        match self {
-            KernelState::Idle => "idle",
-            KernelState::Mounting => "mounting",
-            KernelState::Mounted => "mounted",
-            KernelState::Released => "released",
-            KernelState::Failed => "failed",
-        }
-    }
-}
+pub use crate::api::KernelState;
 
 /// A `cohortctl remount` in progress. The order is the core's contract
 /// (and the simulated host's): rw -> ro remounts the kernel first (its
@@ -269,13 +248,13 @@ impl Engine {
         let mut l = NodeList::new();
         for n in nodes {
             if l.push(NodeId(*n)).is_err() {
-                self.note("error", format!("nodelist: more than {} nodes, the rest is ignored", l.capacity()));
+                self.note(LogKind::Error, format!("nodelist: more than {} nodes, the rest is ignored", l.capacity()));
                 break;
             }
         }
         let text = format!("configured cluster nodes {} (startup fencing on)", crate::transport::fmt_nodes(&l));
         match self.node.handle(Instant(self.now), Input::Nodelist(l)) {
-            Ok(()) => self.note("info", text),
+            Ok(()) => self.note(LogKind::Info, text),
             Err(e) => self.handle_error(e),
         }
     }
@@ -310,10 +289,10 @@ impl Engine {
 
     /// Add an event log entry (and a tracing line at the kind's level:
     /// ERROR for `error`, WARN for `fence`, INFO for the rest).
-    pub fn note(&mut self, kind: &str, text: String) {
+    pub fn note(&mut self, kind: LogKind, text: String) {
         let level = match kind {
-            "error" => Level::ERROR,
-            "fence" => Level::WARN,
+            LogKind::Error => Level::ERROR,
+            LogKind::Fence => Level::WARN,
             _ => Level::INFO,
         };
         self.note_at(level, kind, text);
@@ -322,20 +301,20 @@ impl Engine {
     /// Add an event log entry with a tracing line at `level`: WARN/ERROR is
     /// what an operator must see (node loss, fencing, stale merge,
     /// withdraw, failures), INFO membership and mount changes.
-    pub fn note_at(&mut self, level: Level, kind: &str, text: String) {
+    pub fn note_at(&mut self, level: Level, kind: LogKind, text: String) {
         let gen = self.gen();
         match level {
-            Level::ERROR => tracing::error!(gen = %gen, kind, "{text}"),
-            Level::WARN => tracing::warn!(gen = %gen, kind, "{text}"),
-            Level::INFO => tracing::info!(gen = %gen, kind, "{text}"),
-            _ => tracing::debug!(gen = %gen, kind, "{text}"),
+            Level::ERROR => tracing::error!(gen = %gen, kind = kind.name(), "{text}"),
+            Level::WARN => tracing::warn!(gen = %gen, kind = kind.name(), "{text}"),
+            Level::INFO => tracing::info!(gen = %gen, kind = kind.name(), "{text}"),
+            _ => tracing::debug!(gen = %gen, kind = kind.name(), "{text}"),
         }
         self.log.push(self.now, gen, kind, text);
     }
 
     /// Add an event log entry without a tracing line (the caller logged it
     /// at its own level).
-    pub fn log_only(&mut self, kind: &str, text: String) {
+    pub fn log_only(&mut self, kind: LogKind, text: String) {
         let gen = self.gen();
         self.log.push(self.now, gen, kind, text);
     }
@@ -410,15 +389,15 @@ impl Engine {
             }
         };
         if let Some(why) = refuse {
-            self.note("request", format!("remount of {fs} ({}) rejected: {why}", mode_name(mode)));
+            self.note(LogKind::Request, format!("remount of {fs} ({}) rejected: {why}", mode_name(mode)));
             return Err(why);
         }
         let text = format!("remount of {fs} ({}) requested", mode_name(mode));
-        self.note("request", text.clone());
+        self.note(LogKind::Request, text.clone());
         if mode == Mode::Ro {
             match self.fs[i].backend.remount(mode) {
                 Err(e) => {
-                    self.note("error", format!("remount of {fs} ro: {e}; it stays rw"));
+                    self.note(LogKind::Error, format!("remount of {fs} ro: {e}; it stays rw"));
                     Err(e)
                 }
                 Ok(Remounted::Done) => {
@@ -456,7 +435,7 @@ impl Engine {
                 };
                 let kernel = self.fs[i].mode.map(mode_name).unwrap_or("not mounted");
                 self.note(
-                    "error",
+                    LogKind::Error,
                     format!("remount of {fs} ({}): the cluster refused: {why} (kernel: {kernel})", mode_name(mode)),
                 );
                 Err(why)
@@ -480,11 +459,17 @@ impl Engine {
                 Some(_) => continue,
                 None => {
                     self.fs[i].set_remount(None);
-                    self.note("request", format!("{fs}: remount abandoned: this node is no longer in the group"));
+                    self.note(
+                        LogKind::Request,
+                        format!("{fs}: remount abandoned: this node is no longer in the group"),
+                    );
                     continue;
                 }
             }
-            self.note("request", format!("{fs}: the cluster agreed on {}; remounting the kernel", mode_name(mode)));
+            self.note(
+                LogKind::Request,
+                format!("{fs}: the cluster agreed on {}; remounting the kernel", mode_name(mode)),
+            );
             self.fs[i].set_remount(Some(RemountStep::KernelAfter(mode)));
             match self.fs[i].backend.remount(mode) {
                 Ok(Remounted::Pending) => {}
@@ -504,25 +489,25 @@ impl Engine {
         match (step, result) {
             (Some(RemountStep::KernelFirst(_)), Ok(())) => {
                 self.fs[i].set_mode(Some(mode));
-                self.note("kernel", format!("{fs}: remounted {m}; telling the cluster"));
+                self.note(LogKind::Kernel, format!("{fs}: remounted {m}; telling the cluster"));
                 let _ = self.remount_agree(now, i, mode, env);
             }
             (Some(RemountStep::KernelFirst(_)), Err(e)) => {
                 self.note(
-                    "error",
+                    LogKind::Error,
                     format!("{fs}: remount {m} FAILED in the kernel: {e}; it stays rw, the cluster was not told"),
                 );
             }
             (Some(RemountStep::KernelAfter(_)), Ok(())) => {
                 self.fs[i].set_mode(Some(mode));
-                self.note("kernel", format!("{fs}: remounted {m}"));
+                self.note(LogKind::Kernel, format!("{fs}: remounted {m}"));
             }
             (Some(RemountStep::KernelAfter(_)), Err(e)) => {
                 // The cluster takes this node for rw while its kernel is
                 // ro: tell it ro again (an ro member is never asked to
                 // replay a journal).
                 self.note(
-                    "error",
+                    LogKind::Error,
                     format!("{fs}: remount {m} FAILED in the kernel: {e}; telling the cluster ro again"),
                 );
                 let _ = self.remount_agree(now, i, Mode::Ro, env);
@@ -532,7 +517,7 @@ impl Engine {
                     Ok(()) => "ok".to_owned(),
                     Err(e) => format!("failed: {e}"),
                 };
-                self.log_only("kernel", format!("{fs}: a remount {m} finished after it was abandoned ({how})"));
+                self.log_only(LogKind::Kernel, format!("{fs}: a remount {m} finished after it was abandoned ({how})"));
             }
         }
     }
@@ -579,7 +564,7 @@ impl Engine {
             notes.extend(f.backend.take_notes());
         }
         for n in notes {
-            self.note("kernel", n);
+            self.note(LogKind::Kernel, n);
         }
     }
 
@@ -597,7 +582,7 @@ impl Engine {
                 }
             }
             for n in notes {
-                self.note("kernel", n);
+                self.note(LogKind::Kernel, n);
             }
             if asks.is_empty() {
                 return;
@@ -611,7 +596,7 @@ impl Engine {
                             env,
                         );
                         if let Err(e) = r {
-                            self.note("error", format!("{name}: joining {g}: {e:?}"));
+                            self.note(LogKind::Error, format!("{name}: joining {g}: {e:?}"));
                         }
                     }
                     (Ask::LeaveAux, Some(g)) => {
@@ -626,10 +611,13 @@ impl Engine {
                     }
                     (Ask::LeaveFs, _) => {
                         if let Err(e) = self.request(self.now, &name, RequestKind::Unmount, env) {
-                            self.note("error", format!("{fsname}: leaving the mount group after the unmount: {e}"));
+                            self.note(
+                                LogKind::Error,
+                                format!("{fsname}: leaving the mount group after the unmount: {e}"),
+                            );
                         }
                     }
-                    (a, None) => self.note("error", format!("{name}: {a:?} without an auxiliary group")),
+                    (a, None) => self.note(LogKind::Error, format!("{name}: {a:?} without an auxiliary group")),
                 }
             }
         }
@@ -644,7 +632,7 @@ impl Engine {
                 | KernelEvent::Withdraw { .. } => Level::ERROR,
                 _ => Level::INFO,
             };
-            self.note_at(level, "kernel-event", describe_kernel_event(&k));
+            self.note_at(level, LogKind::KernelEvent, describe_kernel_event(&k));
             self.apply_kernel_view(&k);
             let mut r = self.node.handle(Instant(self.now), Input::Kernel(k.clone()));
             if r == Err(HandleError::Backpressure) {
@@ -662,19 +650,19 @@ impl Engine {
         match e {
             HandleError::Stopped => tracing::debug!("input after the node stopped, ignored"),
             HandleError::Deliver(DeliverError::Wire(w)) => {
-                self.note("error", format!("undecodable message dropped: {}", wire_error_text(w)))
+                self.note(LogKind::Error, format!("undecodable message dropped: {}", wire_error_text(w)))
             }
             HandleError::Deliver(DeliverError::SenderMismatch) => {
-                self.note("error", "message whose header names another sender dropped".into())
+                self.note(LogKind::Error, "message whose header names another sender dropped".into())
             }
             HandleError::Fence(cohort_core::node::FenceInputError::NotRequested) => {
-                self.note("fence", "fence result not applied: that fencing is no longer requested".into())
+                self.note(LogKind::Fence, "fence result not applied: that fencing is no longer requested".into())
             }
             HandleError::Kernel(cohort_core::node::KernelError::UnknownFs) => {
-                self.note("error", "kernel event not applied: no mount group for that filesystem".into())
+                self.note(LogKind::Error, "kernel event not applied: no mount group for that filesystem".into())
             }
             HandleError::Kernel(cohort_core::node::KernelError::Unexpected) => {
-                self.note("error", "kernel event not applied: the group did not ask the kernel for it".into())
+                self.note(LogKind::Error, "kernel event not applied: the group did not ask the kernel for it".into())
             }
             HandleError::Barrier(b) => {
                 let why = match b {
@@ -686,13 +674,13 @@ impl Engine {
                     }
                     _ => "an event the transport contract does not allow",
                 };
-                self.note("error", format!("transport event rejected: {why}"))
+                self.note(LogKind::Error, format!("transport event rejected: {why}"))
             }
             HandleError::Backpressure => {
-                self.note("error", "input not taken: the node's queues are full (will be retried)".into())
+                self.note(LogKind::Error, "input not taken: the node's queues are full (will be retried)".into())
             }
-            HandleError::Request(r) => self.note("error", format!("request rejected: {r:?}")),
-            other => self.note("error", format!("input rejected: {other:?}")),
+            HandleError::Request(r) => self.note(LogKind::Error, format!("request rejected: {r:?}")),
+            other => self.note(LogKind::Error, format!("input rejected: {other:?}")),
         }
     }
 
@@ -716,7 +704,7 @@ impl Engine {
                     continue;
                 }
                 if let Err(e) = env.send(&self.buf[..n]) {
-                    self.note("error", format!("send failed: {e}"));
+                    self.note(LogKind::Error, format!("send failed: {e}"));
                     self.stop = Some(Stop::Transport(e));
                 }
             }
@@ -732,14 +720,14 @@ impl Engine {
             Effect::Kernel { fs, op, .. } => self.kernel_op(&fs, op),
             Effect::Fence { target } => {
                 self.counters.fence_attempts += 1;
-                self.note("fence", format!("fencing {}: running the fence agent", fmt_member(target)));
+                self.note(LogKind::Fence, format!("fencing {}: running the fence agent", fmt_member(target)));
                 // Incarnation 0: startup fencing of a node never seen (unknown).
                 env.fence(target, target.inc.0 != 0, FenceWhy::Fence);
             }
             Effect::Kill { node } => {
                 self.counters.kills += 1;
                 self.note(
-                    "fence",
+                    LogKind::Fence,
                     format!("stale-merge backup: making sure node {} resets (fence agent, reason kill)", node.0),
                 );
                 env.fence(Member { node, inc: Incarnation(0) }, false, FenceWhy::Kill);
@@ -747,7 +735,7 @@ impl Engine {
             Effect::ResetSelf => {
                 self.counters.resets += 1;
                 self.note(
-                    "error",
+                    LogKind::Error,
                     "RESET: this node lost a stale-merge verdict (its state diverged while partitioned); \
                      releasing everything and restarting with a new incarnation"
                         .into(),
@@ -756,7 +744,7 @@ impl Engine {
             }
             Effect::Incompatible { ours_min, ours_max, cluster } => {
                 self.note(
-                    "error",
+                    LogKind::Error,
                     format!(
                         "INCOMPATIBLE: this daemon speaks protocol {ours_min}..={ours_max}, the cluster uses {cluster}"
                     ),
@@ -779,7 +767,7 @@ impl Engine {
                     Notice::Dropped { .. } => Level::DEBUG,
                     _ => Level::INFO,
                 };
-                self.note_at(level, "notice", t);
+                self.note_at(level, LogKind::Notice, t);
             }
         }
     }
@@ -793,16 +781,16 @@ impl Engine {
             if matches!(op, KernelOp::Unmounted | KernelOp::Release | KernelOp::MountError(_)) {
                 self.fs[i].backend.aux_left();
                 for n in self.fs[i].backend.take_notes() {
-                    self.note("kernel", n);
+                    self.note(LogKind::Kernel, n);
                 }
             }
             return;
         }
         let text = describe_op(fs, &op);
-        self.note("kernel", text);
+        self.note(LogKind::Kernel, text);
         let Some(i) = self.fs.iter().position(|f| f.name == *fs) else {
             self.note(
-                "error",
+                LogKind::Error,
                 format!("{fs}: kernel operation {} for a filesystem that is not configured", op_name(&op)),
             );
             if let Some(ev) = failure_event(fs, &op) {
@@ -819,7 +807,10 @@ impl Engine {
             KernelOp::Release | KernelOp::Unmounted | KernelOp::MountError(_) => {
                 self.fs[i].set_mode(None);
                 if let Some(step) = self.fs[i].remount {
-                    self.note("request", format!("{fs}: remount abandoned ({}): the filesystem left", step.text()));
+                    self.note(
+                        LogKind::Request,
+                        format!("{fs}: remount abandoned ({}): the filesystem left", step.text()),
+                    );
                     self.fs[i].set_remount(None);
                 }
             }
@@ -875,7 +866,7 @@ impl Engine {
                 self.block_failed(fs.as_str(), &e);
                 return;
             }
-            self.note("error", format!("{fs}: {} failed: {e}", op_name(&op)));
+            self.note(LogKind::Error, format!("{fs}: {} failed: {e}", op_name(&op)));
             self.fs[i].kernel.last_error = Some(e);
             if let Some(ev) = failure_event(fs, &op) {
                 out.push(ev);
@@ -961,7 +952,7 @@ impl Engine {
     pub fn transport_event(&mut self, now: u64, ev: TransportEvent, env: &mut dyn Env) {
         self.tick(now);
         if let Some(t) = describe(&ev) {
-            self.note("change", t);
+            self.note(LogKind::Change, t);
         }
         if matches!(ev, TransportEvent::Ring(_)) {
             self.counters.views += 1;
@@ -979,14 +970,14 @@ impl Engine {
                 if !lost.is_empty() {
                     self.note_at(
                         Level::WARN,
-                        "change",
+                        LogKind::Change,
                         format!("lost {}: failed or cut off; it will be fenced if it had a journal", lost.join(", ")),
                     );
                 }
             }
             TransportEvent::Quorum(q) if !q.quorate => self.note_at(
                 Level::WARN,
-                "change",
+                LogKind::Change,
                 format!("quorum LOST at ring {} (members {})", q.ring, crate::transport::fmt_nodes(&q.members)),
             ),
             _ => {}
@@ -1010,7 +1001,7 @@ impl Engine {
             "{fs}: block FAILED: {e}; the cluster believes this node's kernel is blocked: stopping without \
              leaving the group cleanly (the other nodes fence this node and replay its journal)"
         );
-        self.note("error", text.clone());
+        self.note(LogKind::Error, text.clone());
         if self.stop.is_none() {
             self.stop = Some(Stop::BlockFailed(text));
         }
@@ -1022,7 +1013,7 @@ impl Engine {
         if op == op_name(&KernelOp::Block) {
             self.block_failed(fs, &e);
         } else {
-            self.note("error", format!("{fs}: {op} failed: {e}"));
+            self.note(LogKind::Error, format!("{fs}: {op} failed: {e}"));
         }
     }
 
@@ -1047,20 +1038,22 @@ impl Engine {
         let ok = result.is_ok();
         let level = if ok { Level::WARN } else { Level::ERROR };
         for line in output.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
-            self.note_at(level, "fence", format!("fence agent ({}) stderr: {line}", fmt_member(target)));
+            self.note_at(level, LogKind::Fence, format!("fence agent ({}) stderr: {line}", fmt_member(target)));
         }
         match (&result, why) {
             (Ok(()), FenceWhy::Fence) => {
-                self.note_at(Level::WARN, "fence", format!("fence agent succeeded for {}", fmt_member(target)))
+                self.note_at(Level::WARN, LogKind::Fence, format!("fence agent succeeded for {}", fmt_member(target)))
             }
-            (Err(e), FenceWhy::Fence) => {
-                self.note_at(Level::ERROR, "fence", format!("fence agent FAILED for {}: {e}", fmt_member(target)))
-            }
+            (Err(e), FenceWhy::Fence) => self.note_at(
+                Level::ERROR,
+                LogKind::Fence,
+                format!("fence agent FAILED for {}: {e}", fmt_member(target)),
+            ),
             (Ok(()), FenceWhy::Kill) => {
-                self.note_at(Level::WARN, "fence", format!("kill of node {} done", target.node.0))
+                self.note_at(Level::WARN, LogKind::Fence, format!("kill of node {} done", target.node.0))
             }
             (Err(e), FenceWhy::Kill) => {
-                self.note_at(Level::ERROR, "fence", format!("kill of node {} failed: {e}", target.node.0))
+                self.note_at(Level::ERROR, LogKind::Fence, format!("kill of node {} failed: {e}", target.node.0))
             }
         }
         if why == FenceWhy::Fence {
@@ -1087,11 +1080,11 @@ impl Engine {
             // Backends that own the kernel mount unmount it first.
             if let Some(r) = self.fs[i].backend.unmount() {
                 for n in self.fs[i].backend.take_notes() {
-                    self.note("kernel", n);
+                    self.note(LogKind::Kernel, n);
                 }
                 match &r {
-                    Ok(t) => self.note("request", t.clone()),
-                    Err(e) => self.note("request", format!("unmount of {fs} rejected: {e}")),
+                    Ok(t) => self.note(LogKind::Request, t.clone()),
+                    Err(e) => self.note(LogKind::Request, format!("unmount of {fs} rejected: {e}")),
                 }
                 return r;
             }
@@ -1113,7 +1106,7 @@ impl Engine {
             };
             if let Some(why) = refuse {
                 if self.stop.is_none() {
-                    self.note("request", format!("unmount of {fs} rejected: {why}"));
+                    self.note(LogKind::Request, format!("unmount of {fs} rejected: {why}"));
                 }
                 return Err(why);
             }
@@ -1136,7 +1129,7 @@ impl Engine {
         if self.stop.is_some() {
             return Err("the daemon is stopping".into());
         }
-        self.note("request", text.clone());
+        self.note(LogKind::Request, text.clone());
         let before = self.fs[i].requested;
         if let RequestKind::Mount(m) = what {
             self.fs[i].requested = m;
@@ -1158,7 +1151,7 @@ impl Engine {
                     RequestError::InvalidJournals => format!("invalid journal count {journals}"),
                     other => format!("{other:?}"),
                 };
-                self.note("request", format!("rejected: {why}"));
+                self.note(LogKind::Request, format!("rejected: {why}"));
                 Err(why)
             }
         }
@@ -1170,7 +1163,7 @@ impl Engine {
             self.fs.iter().filter(|f| f.cfg.auto_mount).map(|f| (f.cfg.name.clone(), f.cfg.mode)).collect();
         for (name, mode) in auto {
             if let Err(e) = self.request(now, &name, RequestKind::Mount(mode), env) {
-                self.note("error", format!("automatic mount of {name}: {e}"));
+                self.note(LogKind::Error, format!("automatic mount of {name}: {e}"));
             }
         }
     }
@@ -1211,7 +1204,7 @@ impl Engine {
             let name = self.fs[i].cfg.name.clone();
             let notes = self.fs[i].backend.start(me).map_err(|e| format!("filesystem {name}: {e}"))?;
             for n in notes {
-                self.note("kernel", n);
+                self.note(LogKind::Kernel, n);
             }
         }
         Ok(())
@@ -1230,14 +1223,14 @@ impl Engine {
             let name = self.fs[i].cfg.name.clone();
             names.push(name.clone());
             if self.fs[i].kernel.blocked {
-                self.note("kernel", format!("{name}: stays blocked ({reason})"));
+                self.note(LogKind::Kernel, format!("{name}: stays blocked ({reason})"));
                 continue;
             }
-            self.note("kernel", format!("{name}: block ({reason})"));
+            self.note(LogKind::Kernel, format!("{name}: block ({reason})"));
             let mut out = Vec::new();
             match self.fs[i].backend.apply(KernelOp::Block, &mut out) {
                 Ok(()) => self.fs[i].kernel.blocked = true,
-                Err(e) => self.note("error", format!("{name}: block FAILED: {e}")),
+                Err(e) => self.note(LogKind::Error, format!("{name}: block FAILED: {e}")),
             }
         }
         names
@@ -1262,11 +1255,11 @@ impl Engine {
         let names = self.block_all(now, reason);
         for name in &names {
             let Some(i) = self.fs.iter().position(|f| &f.cfg.name == name) else { continue };
-            self.note("kernel", format!("{name}: release ({reason})"));
+            self.note(LogKind::Kernel, format!("{name}: release ({reason})"));
             let mut out = Vec::new();
             match self.fs[i].backend.apply(KernelOp::Release, &mut out) {
                 Ok(()) => self.fs[i].set_state(KernelState::Released),
-                Err(e) => self.note("error", format!("{name}: release FAILED: {e}")),
+                Err(e) => self.note(LogKind::Error, format!("{name}: release FAILED: {e}")),
             }
         }
         names

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use crate::api::{Gen, LogEntry};
+use crate::api::{Gen, LogEntry, LogKind};
 
 pub struct EventLog {
     node: u32,
@@ -22,13 +22,13 @@ impl EventLog {
         self.node = node;
     }
 
-    pub fn push(&mut self, t_ms: u64, generation: Gen, kind: &str, text: String) -> u64 {
+    pub fn push(&mut self, t_ms: u64, generation: Gen, kind: LogKind, text: String) -> u64 {
         let seq = self.next;
         self.next += 1;
         if self.ring.len() == self.cap {
             self.ring.pop_front();
         }
-        self.ring.push_back(LogEntry { seq, t_ms, node: self.node, generation, kind: kind.to_owned(), text });
+        self.ring.push_back(LogEntry { seq, t_ms, node: self.node, generation, kind, text });
         seq
     }
 
@@ -64,7 +64,7 @@ mod tests {
     fn bounded_ring_keeps_newest() {
         let mut l = EventLog::new(1, 3);
         for i in 0..5 {
-            l.push(i, Gen::default(), "info", format!("e{i}"));
+            l.push(i, Gen::default(), LogKind::Info, format!("e{i}"));
         }
         assert_eq!(l.len(), 3);
         assert_eq!(l.since(0).iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);

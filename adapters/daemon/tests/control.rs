@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cohortd::api::{Gen, Request};
+use cohortd::api::{Gen, LogKind, Request};
 use cohortd::control::ControlServer;
 use cohortd::eventlog::EventLog;
 use serde_json::json;
@@ -22,7 +22,7 @@ fn serve(path: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     let mut srv = ControlServer::bind(&path).unwrap();
     std::thread::spawn(move || {
         let mut log = EventLog::new(7, 100);
-        log.push(0, Gen { ring: 4, epoch: 1 }, "info", "first".into());
+        log.push(0, Gen { ring: 4, epoch: 1 }, LogKind::Info, "first".into());
         let t = Instant::now();
         let mut last_add = Instant::now();
         while !stop.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(30) {
@@ -45,7 +45,7 @@ fn serve(path: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
             if last_add.elapsed() > Duration::from_millis(50) {
                 last_add = Instant::now();
                 let n = log.last_seq();
-                log.push(n * 10, Gen { ring: 4, epoch: 2 }, "notice", format!("entry {n}"));
+                log.push(n * 10, Gen { ring: 4, epoch: 2 }, LogKind::Notice, format!("entry {n}"));
             }
             srv.push_log(&log);
             srv.flush();

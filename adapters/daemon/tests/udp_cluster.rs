@@ -248,7 +248,7 @@ fn three_cohortd_over_udp_on_loopback() {
         s.stable
             && members(s) == [1, 2]
             && jids(s) == [(1, Some(0))]
-            && s.groups.first().is_some_and(|g| g.kernel.state == "mounted" && !g.blocked)
+            && s.groups.first().is_some_and(|g| g.kernel.is_mounted() && !g.blocked)
     });
     assert_eq!(s1.transport, "udp");
     let log1 = c.log(1);

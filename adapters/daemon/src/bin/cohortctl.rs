@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use cohortd::api::{self, LogEntry, Request, StatusJson};
+use cohortd::api::{self, KernelState, LogEntry, Request, StatusJson};
 use cohortd::config::{Config, DEFAULT_PATH, DEFAULT_STATE_DIR, SOCKET_NAME};
 use serde_json::Value;
 
@@ -152,8 +152,8 @@ fn main() {
             println!("{}", v["message"].as_str().unwrap_or("ok"));
             if let Some(secs) = wait.wait {
                 wait_for(&path, secs, &format!("{fs} to be mounted"), |s| match s.groups.iter().find(|g| g.fs == fs) {
-                    Some(g) if g.mounted_here && g.kernel.state == "mounted" => Ok(true),
-                    Some(g) if g.kernel.state == "failed" => {
+                    Some(g) if g.mounted_here && g.kernel.is_mounted() => Ok(true),
+                    Some(g) if g.kernel.kernel_state() == Some(KernelState::Failed) => {
                         Err(format!("mount of {fs} failed: {}", g.kernel.last_error.clone().unwrap_or_default()))
                     }
                     _ => Ok(false),

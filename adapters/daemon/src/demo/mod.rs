@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 use cohort_core::wire::Mode;
 use cohort_core::{Member, NodeId};
 
-use crate::api::{self, StatusJson};
+use crate::api::{self, LogKind, StatusJson};
 use crate::backend::memory::MemoryBackend;
 use crate::config::{BackendConfig, FsConfig, MemoryConfig};
 use crate::engine::{Engine, Env, FsRuntime, RequestKind, Stop, Timings};
@@ -172,7 +172,7 @@ impl Demo {
                 self.printed[i] = last.seq;
             }
             for en in entries {
-                if en.kind == "change" && en.text.starts_with("quorum") {
+                if en.kind == LogKind::Change && en.text.starts_with("quorum") {
                     continue; // every ring change is followed by one; shown in the ring line's generation
                 }
                 let t = en.t_ms as f64 / 1000.0;
@@ -295,7 +295,7 @@ impl Demo {
                 self.say(&format!("operator on node {i}: cohortctl mount {FS}"));
                 self.with_engine(i, |e, env| {
                     if let Err(err) = e.request(now, FS, RequestKind::Mount(Mode::Rw), env) {
-                        e.note("error", err);
+                        e.note(LogKind::Error, err);
                     }
                 });
             }
@@ -478,7 +478,7 @@ pub(crate) fn check(st: &[StatusJson]) -> Result<(), String> {
         if !g.recoveries.is_empty() || !s.fencing.is_empty() {
             return Err(format!("node {}: recoveries {:?} fencing {:?}", s.node, g.recoveries, s.fencing));
         }
-        if g.kernel.state != "mounted" || g.kernel.blocked {
+        if !g.kernel.is_mounted() || g.kernel.blocked {
             return Err(format!("node {}: kernel {:?}", s.node, g.kernel));
         }
     }

@@ -35,7 +35,7 @@ use cohort_udp::{Net, Udp, UnicastConfig};
 
 use super::udpnet::Switch;
 use super::{check, DemoReport, FS};
-use crate::api::{self, StatusJson};
+use crate::api::{self, LogKind, StatusJson};
 use crate::backend::memory::MemoryBackend;
 use crate::config::{BackendConfig, FsConfig, MemoryConfig};
 use crate::engine::{Engine, Env, FsRuntime, RequestKind, Stop, Timings};
@@ -128,7 +128,7 @@ fn settled(s: &StatusJson, nodes: &[u32]) -> bool {
         && g.recoveries.is_empty()
         && !g.blocked
         && s.fencing.is_empty()
-        && g.kernel.state == "mounted"
+        && g.kernel.is_mounted()
         && !g.kernel.blocked
 }
 
@@ -179,7 +179,7 @@ impl UdpDemo {
                 self.printed[i] = last.seq;
             }
             for en in entries {
-                if en.kind == "change" && en.text.starts_with("quorum") {
+                if en.kind == LogKind::Change && en.text.starts_with("quorum") {
                     continue;
                 }
                 let t = en.t_ms as f64 / 1000.0;
@@ -328,7 +328,7 @@ impl UdpDemo {
         self.say(&format!("operator on node {i}: cohortctl mount {FS}"));
         self.with_node(i, |e, env| {
             if let Err(err) = e.request(env.now, FS, RequestKind::Mount(Mode::Rw), env) {
-                e.note("error", err);
+                e.note(LogKind::Error, err);
             }
         });
     }

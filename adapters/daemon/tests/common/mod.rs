@@ -96,7 +96,7 @@ pub fn settled(s: &StatusJson, nodes: &[u32]) -> bool {
         && g.recoveries.is_empty()
         && !g.blocked
         && s.fencing.is_empty()
-        && g.kernel.state == "mounted"
+        && g.kernel.is_mounted()
         && !g.kernel.blocked
 }
 
