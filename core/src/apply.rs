@@ -52,7 +52,7 @@ impl Node {
                 self.stats.last_drop = Some(reason);
                 trace!("dropped message from {}", from.0);
                 if reason == DropReason::StaleSender {
-                    self.notify(Notice::Dropped { reason });
+                    self.out.notify(Notice::Dropped { reason });
                 }
             }
         }
@@ -206,7 +206,7 @@ impl Node {
     fn refuse_mount(&mut self, sender: NodeId, gid: GroupId, fs: &FsName, e: MountError) -> DropReason {
         if sender == self.cfg.node {
             self.op_done(gid);
-            self.effect(crate::node::Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::MountError(e) });
+            self.out.effect(crate::node::Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::MountError(e) });
         }
         match e {
             MountError::NameCollision => DropReason::NameCollision,

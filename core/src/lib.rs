@@ -16,7 +16,9 @@ pub mod embassy;
 pub mod mount;
 pub mod node;
 pub mod planted;
+mod sink;
 pub mod status;
+pub mod vocab;
 pub mod wire;
 
 /// The shared vocabulary (crate `cohort-types`), under its old paths.

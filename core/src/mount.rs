@@ -565,13 +565,13 @@ impl Node {
         }
         g.blocked = true;
         let (gid, fs) = (g.gid, g.fs.clone());
-        self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Block });
+        self.out.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Block });
     }
 
     /// Leave the group locally (unmount applied, withdraw applied, or lost).
     pub(crate) fn group_remove(&mut self, i: usize, op: KernelOp) {
         let g = self.groups.remove(i);
-        self.effect(Effect::Kernel { group: g.gid, fs: g.fs, op });
+        self.out.effect(Effect::Kernel { group: g.gid, fs: g.fs, op });
     }
 
     pub(crate) fn group_abort(&mut self, i: usize, e: MountError) {
@@ -592,9 +592,9 @@ impl Node {
                 let gen = g.change_gen;
                 let describe = g.synced_gen.is_some() && g.describer() == Some(me);
                 if describe {
-                    self.send(Out::MountState { gid: self.groups[i].gid, gen });
+                    self.out.send(Out::MountState { gid: self.groups[i].gid, gen });
                 }
-                self.send(Out::MountStart { gid: self.groups[i].gid, gen });
+                self.out.send(Out::MountStart { gid: self.groups[i].gid, gen });
             }
             return;
         }
@@ -614,13 +614,17 @@ impl Node {
             )
         };
         if local_mount_ok && !mounted_agreed {
-            self.send(Out::MountDone { gid: self.groups[i].gid, gen, ok: true });
+            self.out.send(Out::MountDone { gid: self.groups[i].gid, gen, ok: true });
         }
         if local_first_done && !first_done {
-            self.send(Out::FirstDone { gid: self.groups[i].gid, gen });
+            self.out.send(Out::FirstDone { gid: self.groups[i].gid, gen });
         }
         if let Some((jid, attempt, ok)) = outcome {
-            self.send(Out::RecoveryResult { gid: self.groups[i].gid, gen, res: RecoveryResult { jid, attempt, ok } });
+            self.out.send(Out::RecoveryResult {
+                gid: self.groups[i].gid,
+                gen,
+                res: RecoveryResult { jid, attempt, ok },
+            });
         }
         if self.groups[i].withdrawn {
             // A withdrawn kernel does nothing more until it is released.
@@ -652,8 +656,8 @@ impl Node {
                 {
                     if let Some(j) = mine.jid {
                         self.groups[i].kstate = KState::MountingFirst;
-                        self.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::SetJid(j) });
-                        self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::MountFirst(j) });
+                        self.out.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::SetJid(j) });
+                        self.out.effect(Effect::Kernel { group: gid, fs, op: KernelOp::MountFirst(j) });
                     }
                 }
                 return;
@@ -670,10 +674,10 @@ impl Node {
             self.groups[i].kstate = KState::Mounting;
             match mine.jid {
                 Some(j) => {
-                    self.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::SetJid(j) });
-                    self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Mount(j) });
+                    self.out.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::SetJid(j) });
+                    self.out.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Mount(j) });
                 }
-                None => self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::MountSpectator }),
+                None => self.out.effect(Effect::Kernel { group: gid, fs, op: KernelOp::MountSpectator }),
             }
             return;
         }
@@ -692,7 +696,7 @@ impl Node {
                 self.groups[i].blocked = false;
                 // A released kernel's block state ended with its umount.
                 if !self.kernel_released(gid) {
-                    self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Unblock });
+                    self.out.effect(Effect::Kernel { group: gid, fs, op: KernelOp::Unblock });
                 }
             }
             return;
@@ -708,7 +712,7 @@ impl Node {
         if let Some(r) = pick.copied() {
             let (gid, fs) = (g.gid, g.fs.clone());
             self.groups[i].recovering = Some((r.jid, r.attempts));
-            self.effect(Effect::Kernel { group: gid, fs, op: KernelOp::RecoverJournal(r.jid) });
+            self.out.effect(Effect::Kernel { group: gid, fs, op: KernelOp::RecoverJournal(r.jid) });
         }
     }
 
@@ -835,10 +839,10 @@ impl Node {
         let (gid, fs, n) = (g.gid, g.fs.clone(), g.members.len() as u8);
         let mine = g.me(me).copied();
         self.d.has_state = true;
-        self.notify(Notice::GroupSynced { group: gid, generation: gen, members: n });
+        self.out.notify(Notice::GroupSynced { group: gid, generation: gen, members: n });
         if mine.is_some_and(|m| m.no_journal) && self.groups[i].error.is_none() {
             self.groups[i].error = Some(MountError::NoFreeJournal);
-            self.effect(Effect::Kernel {
+            self.out.effect(Effect::Kernel {
                 group: gid,
                 fs: fs.clone(),
                 op: KernelOp::MountError(MountError::NoFreeJournal),
@@ -899,15 +903,15 @@ impl Node {
                 let gid = g.gid;
                 if r.ok {
                     g.recoveries.remove(pos);
-                    self.notify(Notice::JournalRecovered { group: gid, jid: r.jid });
+                    self.out.notify(Notice::JournalRecovered { group: gid, jid: r.jid });
                 } else {
                     g.recoveries[pos].attempts = r.attempt.saturating_add(1);
                     g.recoveries[pos].actor = NodeId(0);
                     g.assign_actors();
                     let next_actor = g.recoveries[pos].actor();
-                    self.notify(Notice::JournalRecoveryFailed { group: gid, jid: r.jid, attempt: r.attempt });
+                    self.out.notify(Notice::JournalRecoveryFailed { group: gid, jid: r.jid, attempt: r.attempt });
                     if next_actor == Some(me) {
-                        let t = self.set_timer(TIMER_RECOVERY, self.cfg.recovery_retry_ms);
+                        let t = self.out.set_timer(self.now, TIMER_RECOVERY, self.cfg.recovery_retry_ms);
                         self.groups[i].recovery_timer = Some((t, r.jid));
                     }
                 }
@@ -952,7 +956,7 @@ impl Node {
                     g.kstate = KState::Idle;
                     g.error = Some(MountError::KernelFailed);
                     let fs = g.fs.clone();
-                    self.effect(Effect::Kernel {
+                    self.out.effect(Effect::Kernel {
                         group: gid,
                         fs: fs.clone(),
                         op: KernelOp::MountError(MountError::KernelFailed),

@@ -15,25 +15,20 @@
 //! and changes nothing, so a full queue is never a drop and never half
 //! applied.
 
-use crate::barrier::{Barrier, BarrierError};
+use crate::barrier::Barrier;
 use crate::daemon::DaemonState;
-use crate::gcs::{Confchg, NodeList, QuorumEvent, RingEvent, MAX_NODES};
-use crate::ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
+use crate::ids::{Generation, GroupId, Incarnation, Instant, Member, NodeId};
 use crate::mount::MountGroup;
-use crate::wire::{FenceResult, FsName, Mode, RecoveryResult, WireError, MAX_GROUPS, PROTO_MAX, PROTO_MIN};
+use crate::sink::Sink;
+use crate::wire::{MAX_GROUPS, PROTO_MAX, PROTO_MIN};
 
-/// Capacity of the effect queue.
-pub const EFFECT_CAP: usize = cohort_types::profile::EFFECTS;
-/// Capacity of the send queue (message descriptors, encoded on poll).
-pub const OUTBOX_CAP: usize = cohort_types::profile::OUTBOX;
-/// Worst case of effects one input can produce.
-pub const EFFECTS_PER_INPUT: usize = 8 + 5 * MAX_GROUPS + MAX_NODES;
-/// Worst case of sends one input can produce.
-pub const SENDS_PER_INPUT: usize = 4 + 4 * MAX_GROUPS;
-
-const _: () = assert!(EFFECTS_PER_INPUT <= EFFECT_CAP);
-const _: () = assert!(SENDS_PER_INPUT <= OUTBOX_CAP);
-const _: () = assert!(MAX_NODES <= 32, "node masks are u32");
+pub use crate::sink::{EFFECTS_PER_INPUT, EFFECT_CAP, OUTBOX_CAP, SENDS_PER_INPUT};
+pub use crate::vocab::Request;
+pub use crate::vocab::{
+    DeliverError, DropReason, Effect, FenceInputError, HandleError, Input, KernelError, KernelEvent, KernelOp,
+    MountError, Notice, RequestError, TimerToken,
+};
+pub(crate) use crate::vocab::{Out, TIMER_FENCE, TIMER_RECOVERY};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -68,301 +63,14 @@ impl Config {
     }
 }
 
-/// Operator and host requests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Request {
-    Mount {
-        fs: FsName,
-        mode: Mode,
-        journals: u16,
-    },
-    /// Leave the group cleanly. Contract (DOMAIN P9): the host sends this
-    /// only after the kernel unmounted the filesystem (its journal is
-    /// flushed clean and it does no more I/O, a replay it ran included);
-    /// the others then free the journal without replaying it, and
-    /// `Unmounted` confirms. A node that fails before this is a failure
-    /// (fenced, journal replayed). To give up a mount request whose kernel
-    /// mount has not started yet (no `Mount`/`MountFirst` effect, or it
-    /// failed), send it as well; a kernel that is mounting must finish and
-    /// be unmounted first. A host that cannot tell must not send it.
-    Unmount {
-        fs: FsName,
-    },
-    Remount {
-        fs: FsName,
-        mode: Mode,
-    },
-}
-
-/// What the kernel (or its stand-in) reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum KernelEvent {
-    /// The mount asked for by `Mount`/`MountFirst` finished.
-    MountResult { fs: FsName, ok: bool },
-    /// The first mounter replayed every journal.
-    FirstRecoveryDone { fs: FsName },
-    /// A `RecoverJournal` finished.
-    RecoveryDone { fs: FsName, jid: Jid, ok: bool },
-    /// The filesystem hit an error and must withdraw.
-    Withdraw { fs: FsName },
-}
-
-/// Timer tokens: a stale token is a no-op.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct TimerToken(pub u64);
-
-/// One input.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Input<'a> {
-    Ring(RingEvent),
-    Confchg(Confchg),
-    Quorum(QuorumEvent),
-    /// The configured cluster nodes (corosync nodelist, UDP config). Without
-    /// it the core cannot know about nodes that are down at a cold start,
-    /// and does no startup fencing.
-    Nodelist(NodeList),
-    /// A message delivered by the transport in agreed order; `from` is the
-    /// transport's sender (checked against the header).
-    Deliver {
-        from: NodeId,
-        bytes: &'a [u8],
-    },
-    Timer(TimerToken),
-    /// The adapter's fence agent finished.
-    Fenced {
-        target: Member,
-        ok: bool,
-    },
-    Kernel(KernelEvent),
-    Request(Request),
-}
-
-/// Operations on the kernel side of one filesystem.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum KernelOp {
-    Block,
-    Unblock,
-    SetJid(Jid),
-    /// Mount as first mounter: replay every journal, then report
-    /// `FirstRecoveryDone`.
-    MountFirst(Jid),
-    Mount(Jid),
-    MountSpectator,
-    RecoverJournal(Jid),
-    /// Withdraw finished on the cluster side: release the filesystem.
-    Release,
-    /// The filesystem left the group: finish the unmount.
-    Unmounted,
-    /// The mount cannot proceed (e.g. no free journal): fail it.
-    MountError(MountError),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum MountError {
-    NoFreeJournal,
-    TooManyGroups,
-    KernelFailed,
-    Incompatible,
-    /// This node's membership was not kept by a merge (the side it was on
-    /// lost the verdict, or the agreed state no longer lists it): the
-    /// filesystem is given back; mount again.
-    LostInMerge,
-    /// Another filesystem of the cluster has the same group id (a 31-bit
-    /// hash of the name, [`crate::GroupId::of_fs`]): rename one.
-    NameCollision,
-}
-
-/// Things an operator should see.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum Notice {
-    /// The daemon group completed a sync at this generation.
-    DaemonSynced {
-        generation: Generation,
-        members: u8,
-    },
-    /// A mount group completed a change.
-    GroupSynced {
-        group: GroupId,
-        generation: Generation,
-        members: u8,
-    },
-    /// These members were found stale after a merge and must reset.
-    StaleMerge {
-        node: NodeId,
-        partitions: u8,
-    },
-    JournalRecovered {
-        group: GroupId,
-        jid: Jid,
-    },
-    JournalRecoveryFailed {
-        group: GroupId,
-        jid: Jid,
-        attempt: u16,
-    },
-    Fenced {
-        target: Member,
-    },
-    FenceFailed {
-        target: Member,
-        attempt: u16,
-    },
-    /// A message was not applied (stale generation, stale sender...).
-    Dropped {
-        reason: DropReason,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum DropReason {
-    /// A peer's description of a group differs from ours.
-    Disagreement,
-    OldGeneration,
-    /// Sent in another transport view than the one it was delivered in.
-    OtherView,
-    StaleSender,
-    NotMember,
-    NotSynced,
-    /// A mount of a filesystem whose group id is another filesystem's.
-    NameCollision,
-    /// A mount from a member the group already has.
-    AlreadyMember,
-    /// The group's member table (or the cluster's group table) is full.
-    TableFull,
-    /// The message does not apply to what it names (a spectator's remount,
-    /// a first-done from a member that is not the first mounter).
-    Inapplicable,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[must_use = "an effect the host drops is an action never taken"]
-pub enum Effect {
-    SetTimer {
-        token: TimerToken,
-        at: Instant,
-    },
-    Kernel {
-        group: GroupId,
-        fs: FsName,
-        op: KernelOp,
-    },
-    Fence {
-        target: Member,
-    },
-    /// Backup for a stale-merge verdict: the adapter should make sure this
-    /// node resets (kill its daemon, or fence it).
-    Kill {
-        node: NodeId,
-    },
-    /// This node lost a merge verdict: drop all state, restart with a new
-    /// incarnation. The node accepts no input afterwards.
-    ResetSelf,
-    /// No common protocol version: stop with a clear error.
-    Incompatible {
-        ours_min: u16,
-        ours_max: u16,
-        cluster: u16,
-    },
-    Notify(Notice),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum HandleError {
-    /// Drain `poll_effect`/`poll_transmit` first; nothing was changed.
-    Backpressure,
-    /// The node reset itself or stopped (incompatible); start a new one.
-    Stopped,
-    Barrier(BarrierError),
-    Deliver(DeliverError),
-    Request(RequestError),
-    Kernel(KernelError),
-    Fence(FenceInputError),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum DeliverError {
-    Wire(WireError),
-    /// The header names another sender than the transport.
-    SenderMismatch,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum RequestError {
-    InvalidName,
-    InvalidJournals,
-    AlreadyMounted,
-    NotMounted,
-    TooManyGroups,
-    /// A request for this filesystem is already in flight (or its kernel
-    /// withdrew it: the withdraw leaves the group, nothing else may).
-    Busy,
-    /// Another filesystem this node knows of has the same group id (a
-    /// 31-bit hash of the name): rename one.
-    NameCollision,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum KernelError {
-    UnknownFs,
-    /// The event does not fit what the group asked the kernel to do.
-    Unexpected,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum FenceInputError {
-    NotRequested,
-}
-
-/// A message to multicast, encoded from current state when polled; a
-/// descriptor whose generation is no longer current is skipped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Out {
-    DaemonStart { gen: Generation },
-    DaemonSync { gen: Generation },
-    Op { gid: GroupId, gen: Generation },
-    FenceResult { gen: Generation, res: FenceResult },
-    MountStart { gid: GroupId, gen: Generation },
-    MountState { gid: GroupId, gen: Generation },
-    MountDone { gid: GroupId, gen: Generation, ok: bool },
-    FirstDone { gid: GroupId, gen: Generation },
-    RecoveryResult { gid: GroupId, gen: Generation, res: RecoveryResult },
-}
-
-/// Timer kinds (high byte of the token).
-pub(crate) const TIMER_FENCE: u64 = 1;
-pub(crate) const TIMER_RECOVERY: u64 = 2;
-
 pub struct Node {
     pub(crate) cfg: Config,
     pub(crate) now: Instant,
     pub(crate) barrier: Barrier,
     pub(crate) d: DaemonState,
     pub(crate) groups: heapless::Vec<MountGroup, MAX_GROUPS>,
-    pub(crate) effects: heapless::Deque<Effect, EFFECT_CAP>,
-    pub(crate) outbox: heapless::Deque<Out, OUTBOX_CAP>,
-    pub(crate) timer_seq: u64,
+    /// Everything the node emits, until the host polls it.
+    pub(crate) out: Sink,
     pub(crate) stopped: bool,
     /// Counters for operators and tests.
     pub(crate) stats: Stats,
@@ -395,9 +103,7 @@ impl Node {
             barrier: Barrier::new(cfg.node),
             d: DaemonState::new(),
             groups: heapless::Vec::new(),
-            effects: heapless::Deque::new(),
-            outbox: heapless::Deque::new(),
-            timer_seq: 0,
+            out: Sink::new(),
             stopped: false,
             stats: Stats::default(),
         }
@@ -431,13 +137,13 @@ impl Node {
         if self.stopped {
             return Err(HandleError::Stopped);
         }
-        if EFFECT_CAP - self.effects.len() < EFFECTS_PER_INPUT || OUTBOX_CAP - self.outbox.len() < SENDS_PER_INPUT {
+        if !self.out.has_room_for_an_input() {
             return Err(HandleError::Backpressure);
         }
         if now > self.now {
             self.now = now;
         }
-        let before = (self.effects.len(), self.outbox.len(), self.barrier.current());
+        let before = (self.out.effects.len(), self.out.outbox.len(), self.barrier.current());
         let r = match input {
             Input::Ring(ev) => self.on_ring(&ev).map_err(HandleError::Barrier),
             Input::Confchg(cc) => self.on_confchg(&cc).map_err(HandleError::Barrier),
@@ -460,10 +166,13 @@ impl Node {
             Input::Request(r) => self.on_request(r).map_err(HandleError::Request),
         };
         invariant!(
-            self.effects.len().saturating_sub(before.0) <= EFFECTS_PER_INPUT,
+            self.out.effects.len().saturating_sub(before.0) <= EFFECTS_PER_INPUT,
             "one input produced too many effects"
         );
-        invariant!(self.outbox.len().saturating_sub(before.1) <= SENDS_PER_INPUT, "one input produced too many sends");
+        invariant!(
+            self.out.outbox.len().saturating_sub(before.1) <= SENDS_PER_INPUT,
+            "one input produced too many sends"
+        );
         invariant!(self.barrier.current() >= before.2 || !self.barrier.anchored(), "generation went backwards");
         self.check_invariants();
         r
@@ -472,7 +181,7 @@ impl Node {
     /// Next effect to execute, in order.
     #[must_use]
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        self.out.effects.pop_front()
     }
 
     /// Encode the next message to multicast in the daemon group (agreed
@@ -480,14 +189,14 @@ impl Node {
     /// enough). Returns its length.
     #[must_use]
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
-        while let Some(out) = self.outbox.pop_front() {
+        while let Some(out) = self.out.outbox.pop_front() {
             match self.render_into(&out, buf) {
                 None => continue,
                 Some(Ok(n)) => return Some(n),
                 Some(Err(_)) => {
                     // Too small a buffer: keep the message for a bigger one
                     // (its slot was just freed).
-                    let r = self.outbox.push_front(out);
+                    let r = self.out.outbox.push_front(out);
                     invariant!(r.is_ok(), "the slot just popped is free");
                     return None;
                 }
@@ -499,55 +208,7 @@ impl Node {
     /// Are there effects or messages waiting?
     #[must_use]
     pub fn has_output(&self) -> bool {
-        !self.effects.is_empty() || !self.outbox.is_empty()
-    }
-
-    pub(crate) fn effect(&mut self, e: Effect) {
-        // Capacity was reserved in `handle`; a failure here is a bug in the
-        // per-input bound, caught in debug builds.
-        let r = self.effects.push_back(e);
-        invariant!(r.is_ok(), "effect queue overflow despite reservation");
-    }
-
-    pub(crate) fn send(&mut self, o: Out) {
-        if self.outbox.iter().any(|x| *x == o) {
-            return;
-        }
-        // A newer descriptor supersedes an older one of the same kind and
-        // group (it would render to nothing anyway): this bounds the queue.
-        let supersedes = |x: &Out| match (x, &o) {
-            (Out::DaemonStart { .. }, Out::DaemonStart { .. }) | (Out::DaemonSync { .. }, Out::DaemonSync { .. }) => {
-                true
-            }
-            (Out::Op { gid: a, .. }, Out::Op { gid: b, .. })
-            | (Out::MountStart { gid: a, .. }, Out::MountStart { gid: b, .. })
-            | (Out::MountState { gid: a, .. }, Out::MountState { gid: b, .. }) => a == b,
-            _ => false,
-        };
-        if self.outbox.iter().any(supersedes) {
-            let mut keep: heapless::Deque<Out, OUTBOX_CAP> = heapless::Deque::new();
-            while let Some(x) = self.outbox.pop_front() {
-                if !supersedes(&x) {
-                    let r = keep.push_back(x);
-                    invariant!(r.is_ok(), "a filtered copy fits a queue of the same capacity");
-                }
-            }
-            self.outbox = keep;
-        }
-        let r = self.outbox.push_back(o);
-        invariant!(r.is_ok(), "outbox overflow despite reservation");
-    }
-
-    pub(crate) fn notify(&mut self, n: Notice) {
-        self.effect(Effect::Notify(n));
-    }
-
-    pub(crate) fn set_timer(&mut self, kind: u64, after_ms: u64) -> TimerToken {
-        self.timer_seq = self.timer_seq.wrapping_add(1);
-        let token = TimerToken((kind << 56) | (self.timer_seq & ((1 << 56) - 1)));
-        let at = self.now.plus_ms(after_ms);
-        self.effect(Effect::SetTimer { token, at });
-        token
+        !self.out.is_empty()
     }
 
     fn on_timer(&mut self, t: TimerToken) {
@@ -575,13 +236,14 @@ impl Node {
 
     pub(crate) fn stop(&mut self) {
         self.stopped = true;
-        self.outbox.clear();
+        self.out.outbox.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gcs::NodeList;
 
     /// The send-queue check pushes back only when fewer than
     /// `SENDS_PER_INPUT` slots are left: with exactly that many, an input is
@@ -592,13 +254,13 @@ mod tests {
         let mut n = Node::new(Config::new(NodeId(1), Incarnation(1)));
         let quiet = |n: &mut Node| n.handle(Instant(0), Input::Nodelist(NodeList::new()));
         let filler = Out::FirstDone { gid: GroupId::of_fs("fs1"), gen: Generation::ZERO };
-        while OUTBOX_CAP - n.outbox.len() > SENDS_PER_INPUT {
-            n.outbox.push_back(filler.clone()).unwrap();
+        while OUTBOX_CAP - n.out.outbox.len() > SENDS_PER_INPUT {
+            n.out.outbox.push_back(filler.clone()).unwrap();
         }
-        let queued = n.outbox.len();
+        let queued = n.out.outbox.len();
         assert_ne!(quiet(&mut n), Err(HandleError::Backpressure), "room for one input left");
-        n.outbox.truncate(queued);
-        n.outbox.push_back(filler).unwrap();
+        n.out.outbox.truncate(queued);
+        n.out.outbox.push_back(filler).unwrap();
         assert_eq!(quiet(&mut n), Err(HandleError::Backpressure));
     }
 }

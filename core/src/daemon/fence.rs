@@ -103,7 +103,8 @@ impl Node {
         for i in 0..self.d.fence.len() {
             let rec = self.d.fence[i];
             if let Some(ok) = rec.outcome {
-                self.send(Out::FenceResult { gen, res: FenceResult { target: rec.target, attempt: rec.attempts, ok } });
+                self.out
+                    .send(Out::FenceResult { gen, res: FenceResult { target: rec.target, attempt: rec.attempts, ok } });
                 continue;
             }
             if !quorate || rec.in_flight || rec.timer.is_some() {
@@ -111,7 +112,7 @@ impl Node {
             }
             if self.fence_actor(rec.attempts) == Some(me) {
                 self.d.fence[i].in_flight = true;
-                self.effect(Effect::Fence { target: rec.target });
+                self.out.effect(Effect::Fence { target: rec.target });
             }
         }
     }
@@ -151,15 +152,15 @@ impl Node {
             } else {
                 self.d.fenced.push_bounded(m);
             }
-            self.notify(Notice::Fenced { target: r.target });
+            self.out.notify(Notice::Fenced { target: r.target });
             self.kick();
         } else {
             let attempts = r.attempt.saturating_add(1);
             self.d.fence[i].attempts = attempts;
             self.d.fence[i].outcome = None;
-            self.notify(Notice::FenceFailed { target: r.target, attempt: r.attempt });
+            self.out.notify(Notice::FenceFailed { target: r.target, attempt: r.attempt });
             if self.fence_actor(attempts) == Some(me) {
-                let t = self.set_timer(TIMER_FENCE, self.cfg.fence_retry_ms);
+                let t = self.out.set_timer(self.now, TIMER_FENCE, self.cfg.fence_retry_ms);
                 self.d.fence[i].timer = Some(t);
             }
         }

@@ -466,7 +466,7 @@ impl Node {
         // taken here, at the change's place in the delivered stream, which
         // is the same for every member that moved with us.
         self.d.start_acted = self.d.acted;
-        self.send(Out::DaemonStart { gen });
+        self.out.send(Out::DaemonStart { gen });
         // Mount groups wait for the cycle to complete.
         for i in 0..self.groups.len() {
             self.group_daemon_changed(i);
@@ -572,7 +572,7 @@ impl Node {
                     // Our start now speaks the group's numbering (a start
                     // queued under the local numbering is dropped at render).
                     if self.d.phase == DaemonPhase::WaitStarts {
-                        self.send(Out::DaemonStart { gen: abs });
+                        self.out.send(Out::DaemonStart { gen: abs });
                     }
                 }
             }
@@ -670,7 +670,7 @@ impl Node {
         let my_idx = starts.iter().position(|(n, _)| *n == me);
         if let (Some(v), Some(i)) = (version, my_idx) {
             if excluded & (1 << i) != 0 {
-                self.effect(Effect::Incompatible {
+                self.out.effect(Effect::Incompatible {
                     ours_min: self.cfg.proto_min,
                     ours_max: self.cfg.proto_max,
                     cluster: v,
@@ -694,14 +694,14 @@ impl Node {
             let m = Member { node: *node, inc: s.inc };
             upsert_member(&mut self.d.stale, m);
             if verdict.losers & bit != 0 {
-                self.notify(Notice::StaleMerge { node: *node, partitions: verdict.partitions });
+                self.out.notify(Notice::StaleMerge { node: *node, partitions: verdict.partitions });
                 if *node == me {
-                    self.effect(Effect::ResetSelf);
+                    self.out.effect(Effect::ResetSelf);
                     self.stop();
                     return;
                 }
                 if lowest_winner.and_then(|w| starts.get(w)).is_some_and(|(w, _)| *w == me) {
-                    self.effect(Effect::Kill { node: *node });
+                    self.out.effect(Effect::Kill { node: *node });
                 }
             }
         }
@@ -755,8 +755,9 @@ impl Node {
         for i in 0..self.d.fence.len() {
             let r = self.d.fence[i];
             if r.target.inc == Incarnation(0) && !r.in_flight && r.outcome.is_none() {
-                let t = *grace
-                    .get_or_insert_with(|| self.set_timer(crate::node::TIMER_FENCE, self.cfg.startup_fence_delay_ms));
+                let t = *grace.get_or_insert_with(|| {
+                    self.out.set_timer(self.now, crate::node::TIMER_FENCE, self.cfg.startup_fence_delay_ms)
+                });
                 self.d.fence[i].timer = Some(t);
             }
         }
@@ -787,7 +788,7 @@ impl Node {
         let leader = *leader;
         self.d.phase = DaemonPhase::WaitSync { leader };
         if leader == me {
-            self.send(Out::DaemonSync { gen });
+            self.out.send(Out::DaemonSync { gen });
         }
     }
 
@@ -832,7 +833,7 @@ impl Node {
         self.d.phase = DaemonPhase::Complete;
         self.update_quorate_synced();
         let members = self.d.peers.len() as u8;
-        self.notify(Notice::DaemonSynced { generation: gen, members });
+        self.out.notify(Notice::DaemonSynced { generation: gen, members });
         // Local mount groups follow the snapshot.
         let mut i = 0;
         while i < self.groups.len() {
@@ -865,7 +866,7 @@ impl Node {
             if self.d.ops[i].sent_at != Some(gen) {
                 self.d.ops[i].sent_at = Some(gen);
                 let gid = self.d.ops[i].gid;
-                self.send(Out::Op { gid, gen });
+                self.out.send(Out::Op { gid, gen });
             }
         }
     }
