@@ -5,7 +5,8 @@ use crate::bounded::PushBounded;
 use crate::daemon::{DaemonPhase, Logical, OpKind};
 use crate::ids::{GroupId, Member, NodeId};
 use crate::mount::Removal;
-use crate::node::{DeliverError, DropReason, KernelOp, MountError, Node, Notice, Out, Request, RequestError};
+use crate::node::Node;
+use crate::vocab::{DeliverError, DropReason, KernelOp, MountError, Notice, Out, Request, RequestError};
 use crate::wire::{self, Body, FsName, Header, Message, MountReq, WireError, MAX_GROUPS, MAX_JOURNALS};
 
 impl Node {
@@ -206,7 +207,7 @@ impl Node {
     fn refuse_mount(&mut self, sender: NodeId, gid: GroupId, fs: &FsName, e: MountError) -> DropReason {
         if sender == self.cfg.node {
             self.op_done(gid);
-            self.out.effect(crate::node::Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::MountError(e) });
+            self.out.effect(crate::vocab::Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::MountError(e) });
         }
         match e {
             MountError::NameCollision => DropReason::NameCollision,

@@ -53,8 +53,9 @@ use embassy_sync::channel::{Channel, Receiver, Sender, TryReceiveError};
 
 use crate::gcs::{Confchg, QuorumEvent, RingEvent, MAX_NODES};
 use crate::ids::{Instant, Member, NodeId};
-use crate::node::{Config, Effect, HandleError, Input, KernelEvent, Node, Request, TimerToken, EFFECT_CAP};
+use crate::node::{Config, Node, EFFECT_CAP};
 use crate::status::Status;
+use crate::vocab::{Effect, HandleError, Input, KernelEvent, Request, TimerToken};
 use crate::wire::{MAX_GROUPS, MAX_MESSAGE};
 
 /// An owned message buffer: a delivered message, or one to multicast.

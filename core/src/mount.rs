@@ -35,9 +35,8 @@ use crate::bounded::PushBounded;
 use crate::daemon::{DaemonPhase, Logical, OpKind};
 use crate::gcs::MAX_NODES;
 use crate::ids::{Generation, GroupId, Incarnation, Jid, Member, NodeId};
-use crate::node::{
-    Effect, KernelError, KernelEvent, KernelOp, MountError, Node, Notice, Out, TimerToken, TIMER_RECOVERY,
-};
+use crate::node::Node;
+use crate::vocab::{Effect, KernelError, KernelEvent, KernelOp, MountError, Notice, Out, TimerToken, TIMER_RECOVERY};
 use crate::wire::{
     FsName, Header, MemberDesc, Mode, MountStart, MountState, Recovery, RecoveryResult, MAX_JOURNALS, MAX_RECOVERIES,
 };
@@ -266,12 +265,12 @@ impl MountGroup {
 
     /// A START-phase message (START or MountState) must be of the current,
     /// unsynced change and from one of its members: its index.
-    fn start_sender(&self, h: &Header) -> Result<usize, crate::node::DropReason> {
+    fn start_sender(&self, h: &Header) -> Result<usize, crate::vocab::DropReason> {
         let gen_ok = h.generation == self.change_gen || crate::planted::on(crate::planted::Bug::NoGenerationCheck);
         if !gen_ok || self.is_synced() {
-            return Err(crate::node::DropReason::OldGeneration);
+            return Err(crate::vocab::DropReason::OldGeneration);
         }
-        self.members.iter().position(|m| m.node == h.sender.node).ok_or(crate::node::DropReason::NotMember)
+        self.members.iter().position(|m| m.node == h.sender.node).ok_or(crate::vocab::DropReason::NotMember)
     }
 
     /// The lowest old member describes the group once per change.
@@ -731,8 +730,8 @@ impl Node {
         i: usize,
         h: &Header,
         s: &MountStart,
-    ) -> Result<(), crate::node::DropReason> {
-        use crate::node::DropReason;
+    ) -> Result<(), crate::vocab::DropReason> {
+        use crate::vocab::DropReason;
         let me = self.cfg.node;
         let k = self.groups[i].start_sender(h)?;
         let g = &mut self.groups[i];
@@ -767,8 +766,8 @@ impl Node {
         i: usize,
         h: &Header,
         s: &MountState,
-    ) -> Result<(), crate::node::DropReason> {
-        use crate::node::DropReason;
+    ) -> Result<(), crate::vocab::DropReason> {
+        use crate::vocab::DropReason;
         let me = self.cfg.node;
         self.groups[i].start_sender(h)?;
         let g = &mut self.groups[i];
@@ -858,8 +857,8 @@ impl Node {
         i: usize,
         h: &Header,
         body: &crate::wire::Body,
-    ) -> Result<(), crate::node::DropReason> {
-        use crate::node::DropReason;
+    ) -> Result<(), crate::vocab::DropReason> {
+        use crate::vocab::DropReason;
         use crate::wire::Body;
         let me = self.cfg.node;
         let g = &mut self.groups[i];

@@ -28,7 +28,7 @@ pub use crate::vocab::{
     DeliverError, DropReason, Effect, FenceInputError, HandleError, Input, KernelError, KernelEvent, KernelOp,
     MountError, Notice, RequestError, TimerToken,
 };
-pub(crate) use crate::vocab::{Out, TIMER_FENCE, TIMER_RECOVERY};
+use crate::vocab::{TIMER_FENCE, TIMER_RECOVERY};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -244,6 +244,7 @@ impl Node {
 mod tests {
     use super::*;
     use crate::gcs::NodeList;
+    use crate::vocab::Out;
 
     /// The send-queue check pushes back only when fewer than
     /// `SENDS_PER_INPUT` slots are left: with exactly that many, an input is

@@ -13,7 +13,8 @@
 use crate::bounded::PushBounded;
 use crate::gcs::MAX_NODES;
 use crate::ids::{Member, NodeId};
-use crate::node::{Effect, FenceInputError, Node, Notice, Out, TimerToken, TIMER_FENCE};
+use crate::node::Node;
+use crate::vocab::{Effect, FenceInputError, Notice, Out, TimerToken, TIMER_FENCE};
 use crate::wire::{FenceResult, Header, PendingFence};
 
 use super::DaemonPhase;

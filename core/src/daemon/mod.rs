@@ -33,7 +33,8 @@ pub mod merge;
 use crate::bounded::PushBounded;
 use crate::gcs::{self, Change, NodeList, MAX_NODES};
 use crate::ids::{Generation, GroupId, Incarnation, Member, NodeId};
-use crate::node::{DropReason, Effect, MountError, Node, Notice, Out};
+use crate::node::Node;
+use crate::vocab::{DropReason, Effect, MountError, Notice, Out};
 use crate::wire::{DaemonStart, DaemonSync, FsName, GroupSnap, Header, Mode, PendingFence, MAX_GROUPS};
 use fence::FenceRec;
 
@@ -756,7 +757,7 @@ impl Node {
             let r = self.d.fence[i];
             if r.target.inc == Incarnation(0) && !r.in_flight && r.outcome.is_none() {
                 let t = *grace.get_or_insert_with(|| {
-                    self.out.set_timer(self.now, crate::node::TIMER_FENCE, self.cfg.startup_fence_delay_ms)
+                    self.out.set_timer(self.now, crate::vocab::TIMER_FENCE, self.cfg.startup_fence_delay_ms)
                 });
                 self.d.fence[i].timer = Some(t);
             }
