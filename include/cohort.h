@@ -270,6 +270,10 @@ enum CohortMountError
      * Another filesystem of the cluster has the same group id: rename one.
      */
     COHORT_MOUNT_ERROR_NAME_COLLISION = 6,
+    /**
+     * Too many journals wait for replay: mount again once they are replayed.
+     */
+    COHORT_MOUNT_ERROR_REPLAYS_PENDING = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

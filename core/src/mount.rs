@@ -235,6 +235,9 @@ impl MountGroup {
     }
 
     pub fn check_invariants(&self) {
+        // Every holder can become a recovery: the table never overflows.
+        let holders = self.members.iter().filter(|m| m.jid.is_some()).count();
+        invariant!(holders + self.recoveries.len() <= MAX_RECOVERIES, "holders and recoveries overflow the table");
         // Journal exclusivity.
         for (i, a) in self.members.iter().enumerate() {
             if let Some(j) = a.jid {
@@ -489,9 +492,9 @@ impl Node {
                         node: m.node,
                         inc: if why == Removal::Withdrawn { Incarnation(u64::MAX) } else { m.inc },
                     };
-                    if g.recoveries.push(Recovery { jid: j, owner, attempts: 0, actor: NodeId(0) }).is_err() {
-                        warn!("recovery set full");
-                    }
+                    // Room holds: a journal is given out only while every
+                    // holder and every journal awaiting replay fit (group_sync).
+                    g.recoveries.push_bounded(Recovery { jid: j, owner, attempts: 0, actor: NodeId(0) });
                     need_block = true;
                 }
             }
@@ -812,20 +815,30 @@ impl Node {
     fn group_sync(&mut self, i: usize) {
         let me = self.cfg.node;
         let g = &mut self.groups[i];
-        // New members in ascending node id take the lowest free journal.
+        // New members in ascending node id take the lowest free journal. A
+        // journal is given out only while every holder and every journal
+        // awaiting replay fit the recovery table: a holder that fails must
+        // become a recovery, never be dropped (its journal would then look
+        // free and be reused before replay).
+        let mut tracked = g.members.iter().filter(|m| m.jid.is_some()).count() + g.recoveries.len();
         for k in 0..g.members.len() {
             let m = g.members[k];
             if !m.new {
                 continue;
             }
             if m.mode.needs_journal() && m.jid.is_none() {
-                let free = if crate::planted::on(crate::planted::Bug::JidOffByOne) {
+                let free = if tracked >= MAX_RECOVERIES {
+                    None
+                } else if crate::planted::on(crate::planted::Bug::JidOffByOne) {
                     (0..g.journals).map(Jid).find(|j| !g.jid_taken(Jid(j.0 + 1)))
                 } else {
                     (0..g.journals).map(Jid).find(|j| !g.jid_taken(*j))
                 };
                 match free {
-                    Some(j) => g.members[k].jid = Some(j),
+                    Some(j) => {
+                        g.members[k].jid = Some(j);
+                        tracked += 1;
+                    }
                     None => g.members[k].no_journal = true,
                 }
             }
@@ -840,12 +853,11 @@ impl Node {
         self.d.has_state = true;
         self.out.notify(Notice::GroupSynced { group: gid, generation: gen, members: n });
         if mine.is_some_and(|m| m.no_journal) && self.groups[i].error.is_none() {
-            self.groups[i].error = Some(MountError::NoFreeJournal);
-            self.out.effect(Effect::Kernel {
-                group: gid,
-                fs: fs.clone(),
-                op: KernelOp::MountError(MountError::NoFreeJournal),
-            });
+            // `tracked` only grows above: full now means full when we were
+            // refused (a later member cannot fill it after a refusal).
+            let why = if tracked >= MAX_RECOVERIES { MountError::ReplaysPending } else { MountError::NoFreeJournal };
+            self.groups[i].error = Some(why);
+            self.out.effect(Effect::Kernel { group: gid, fs: fs.clone(), op: KernelOp::MountError(why) });
             self.queue_leave(gid, fs);
         }
         self.group_kick(i);

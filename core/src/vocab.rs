@@ -117,6 +117,11 @@ pub enum MountError {
     /// Another filesystem of the cluster has the same group id (a 31-bit
     /// hash of the name, [`crate::GroupId::of_fs`]): rename one.
     NameCollision,
+    /// So many journals of the filesystem wait for replay that one more
+    /// holder could not be tracked if it failed (every holder and every
+    /// journal awaiting replay must fit the group's recovery table,
+    /// [`crate::wire::MAX_RECOVERIES`]): mount again once replays are done.
+    ReplaysPending,
 }
 
 /// Things an operator should see.

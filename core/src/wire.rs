@@ -360,6 +360,11 @@ impl Body {
                         return Err(WireError::Invalid("recovery jid out of range"));
                     }
                 }
+                // Every holder can become a recovery (the core gives out a
+                // journal only while this holds).
+                if s.members.iter().filter(|m| m.jid.is_some()).count() + s.recoveries.len() > MAX_RECOVERIES {
+                    return Err(WireError::Invalid("more journals held and awaiting replay than a group tracks"));
+                }
                 // Journal exclusivity: each journal held once, and a held
                 // journal is not awaiting recovery.
                 for (i, a) in s.members.iter().enumerate() {

@@ -421,3 +421,52 @@ fn edit_start_on_bus(c: &mut Cluster, from: u32, edit: impl FnOnce(&mut cohort_c
     let n = wire::encode(&m, &mut buf).unwrap();
     c.bus[pos].1 = buf[..n].to_vec();
 }
+
+/// A journal is given out only while its holder's failure can be tracked:
+/// every holder and every journal awaiting replay fit the group's recovery
+/// table. Node 1 mounts rw and remounts ro, so nobody can replay; node 2
+/// mounts, loses power and comes back, over and over, each time leaving a
+/// journal to replay. Before the fix the table (2 x MAX_NODES) filled, the
+/// next failure's recovery was dropped with a log line, and its journal was
+/// handed out again unreplayed (P2). Now the mount that would overflow it is
+/// refused with `ReplaysPending`, and no failed journal is ever reused.
+#[test]
+fn a_journal_is_given_out_only_while_its_failure_can_be_tracked() {
+    use cohort_core::node::{KernelOp, MountError};
+    use cohort_core::wire::{MAX_JOURNALS, MAX_RECOVERIES};
+    let journals = MAX_JOURNALS as u16;
+    let fs1 = || fs_name("fs1").unwrap();
+    let mut c = Cluster::new(3);
+    c.mount_with("fs1", &[1], Mode::Rw, journals);
+    c.pump();
+    c.request(1, Request::Remount { fs: fs1(), mode: Mode::Ro });
+    c.pump();
+    assert!(c.all_stable(), "{}", c.status_dump());
+    let refused = format!("{:?}", KernelOp::MountError(MountError::ReplaysPending));
+    let mut failed: Vec<u16> = vec![];
+    let mut inc = 1;
+    for cycle in 0..=MAX_RECOVERIES {
+        let from = c.log.len();
+        c.mount_with("fs1", &[2], Mode::Ro, journals);
+        c.pump();
+        if c.log[from..].iter().any(|l| l.starts_with("2: Kernel") && l.contains(&refused)) {
+            // Refused exactly when node 1's journal and the ones awaiting
+            // replay fill the table.
+            assert_eq!(failed.len() + 1, MAX_RECOVERIES, "refused at cycle {cycle}");
+            let st = c.node(1).status();
+            let g = st.group("fs1").expect("node 1 still has fs1");
+            assert_eq!(g.recoveries.len(), failed.len(), "{g:?}");
+            assert!(c.jids("fs1", 1).iter().all(|(n, _)| *n == 1), "{:?}", c.jids("fs1", 1));
+            return;
+        }
+        let jid = c.jids("fs1", 1).iter().find(|(n, _)| *n == 2).and_then(|(_, j)| *j).expect("node 2 holds a journal");
+        assert!(!failed.contains(&jid), "cycle {cycle}: journal {jid} handed out again before its replay");
+        failed.push(jid);
+        c.crash(2);
+        c.pump();
+        inc += 1;
+        c.start(2, inc);
+        c.pump();
+    }
+    panic!("the table never filled: {} journals awaiting replay", failed.len());
+}

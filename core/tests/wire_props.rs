@@ -203,6 +203,10 @@ fn mount_state(ids: Ids) -> impl Strategy<Value = MountState> {
                     }
                 }
                 recoveries.retain(|r| seen.insert(r.jid.0));
+                // Every holder fits the recovery table with the journals
+                // awaiting replay (CORE-BUG-28; validate checks it).
+                let holders = members.iter().filter(|m| m.jid.is_some()).count();
+                recoveries.truncate(MAX_RECOVERIES.saturating_sub(holders));
                 MountState { journals, first_done, first_mounter, members: hv(members), recoveries: hv(recoveries) }
             },
         )
@@ -1230,26 +1234,29 @@ fn the_largest_message_of_every_kind_fits() {
     let snap =
         |g: usize| GroupSnap { fs: fs(g), journals, members: hv((0..n).map(|i| (node(i), Mode::Spectator)).collect()) };
     let sync = DaemonSync { groups: hv((0..MAX_GROUPS).map(snap).collect()) };
-    // Half the members hold a journal, the rest are counted in recoveries:
-    // as many distinct jids as the group has (journals >= members + recoveries
-    // in both profiles, checked below).
+    // The recovery table full (every holder and every journal awaiting
+    // replay must fit it, CORE-BUG-28): a recovery costs more bytes than a
+    // held journal, so the members are spectators and every entry of the
+    // table is a recovery. One holder more is refused.
     let state = MountState {
         journals,
         first_done: true,
         first_mounter: Some(node(0)),
         members: hv((0..n)
-            .map(|i| MemberDesc {
-                member: member(i),
-                mode: Mode::Rw,
-                jid: Some(Jid(journals - 1 - i as u16)),
-                mounted: true,
-            })
+            .map(|i| MemberDesc { member: member(i), mode: Mode::Spectator, jid: None, mounted: true })
             .collect()),
         recoveries: hv((0..MAX_RECOVERIES as u16)
             .map(|j| Recovery { jid: Jid(j), owner: member(j as u32 % n), attempts: u16::MAX, actor: node(0) })
             .collect()),
     };
-    const { assert!(MAX_NODES + MAX_RECOVERIES <= MAX_JOURNALS, "the largest state above needs distinct jids") };
+    const { assert!(MAX_RECOVERIES < MAX_JOURNALS, "the states here need distinct jids") };
+    let mut overfull = state.clone();
+    overfull.members[0].mode = Mode::Rw;
+    overfull.members[0].jid = Some(Jid(journals - 1));
+    assert_eq!(
+        Body::MountState(overfull).validate(),
+        Err(WireError::Invalid("more journals held and awaiting replay than a group tracks"))
+    );
     let bodies = [
         Body::DaemonStart(start),
         Body::DaemonSync(sync),

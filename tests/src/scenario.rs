@@ -1019,6 +1019,7 @@ pub fn expect(w: &mut World, e: &Expect) -> Result<(), String> {
                 "too-many-groups" => MountError::TooManyGroups,
                 "lost-in-merge" => MountError::LostInMerge,
                 "name-collision" => MountError::NameCollision,
+                "replays-pending" => MountError::ReplaysPending,
                 _ => MountError::Incompatible,
             };
             if !w.log.mount_errors.iter().any(|(n, f, e)| n == node && f == fs && *e == want) {

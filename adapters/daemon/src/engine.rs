@@ -1359,6 +1359,10 @@ pub fn mount_error_text(e: cohort_core::node::MountError) -> &'static str {
         MountError::NameCollision => {
             "another filesystem of the cluster has the same group id (a 31-bit hash of the name): rename one"
         }
+        MountError::ReplaysPending => {
+            "too many journals of the filesystem wait for replay (a mount would hold one more journal than a \
+             failure could be tracked for): mount again once they are replayed"
+        }
     }
 }
 

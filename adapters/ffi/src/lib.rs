@@ -205,6 +205,8 @@ pub enum CohortMountError {
     LostInMerge = 5,
     /// Another filesystem of the cluster has the same group id: rename one.
     NameCollision = 6,
+    /// Too many journals wait for replay: mount again once they are replayed.
+    ReplaysPending = 7,
 }
 
 #[repr(u32)]
@@ -659,6 +661,7 @@ fn effect_out(e: Effect) -> CohortEffect {
                         MountError::Incompatible => CohortMountError::Incompatible,
                         MountError::LostInMerge => CohortMountError::LostInMerge,
                         MountError::NameCollision => CohortMountError::NameCollision,
+                        MountError::ReplaysPending => CohortMountError::ReplaysPending,
                     };
                     (CohortKernelOp::MountError, None)
                 }
