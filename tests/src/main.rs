@@ -3,7 +3,7 @@
 //! ```text
 //! cohort-sim scenario FILE... [--seed N] [--trace]
 //! cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N]
-//!                  [--verbose] [--emit] [--trace] [--stagger-mounts]
+//!                  [--verbose] [--emit] [--trace] [--stagger-mounts] [--tables]
 //! ```
 //!
 //! `--stagger-mounts` is a marked workaround for CORE-BUG-2 (see
@@ -34,7 +34,7 @@ use std::time::Instant;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--kill-daemon] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]\n  cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 8] [--loss 1] [--dup 1] [--msgs 1] [--late 3] [--max-states N] [--cex K] [--no-liveness] [--all-datagrams] [--no-restart] [--early-faults] [--early-sends]"
+        "usage:\n  cohort-sim scenario FILE... [--seed N] [--trace]\n  cohort-sim swarm --seeds A..B [--nodes 3..7] [--model corosync|udp] [--jobs N] [--verbose] [--emit] [--trace] [--stagger-mounts] [--tables]\n  cohort-sim check [--nodes 3] [--faults 2] [--depth 30] [--max-states N] [--no-ops] [--no-early-unmount] [--two-node] [--mounted] [--no-kernel-faults] [--kill-daemon] [--no-liveness] [--cex K] [--cex-file PATH] [--plant BUG]\n  cohort-sim check --model udp [--nodes 3] [--faults 1] [--depth 8] [--loss 1] [--dup 1] [--msgs 1] [--late 3] [--max-states N] [--cex K] [--no-liveness] [--all-datagrams] [--no-restart] [--early-faults] [--early-sends]"
     );
     ExitCode::from(2)
 }
@@ -156,6 +156,7 @@ fn swarm_cmd(args: &[String]) -> ExitCode {
             }
             "--verbose" => verbose = true,
             "--stagger-mounts" => opts.stagger_mounts = true,
+            "--tables" => opts.tables = true,
             "--emit" => emit = true,
             "--trace" => trace = true,
             _ => return usage(),

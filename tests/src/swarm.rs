@@ -102,6 +102,14 @@ pub struct Options {
     pub stagger_mounts: bool,
     /// The membership/transport model (`--model`).
     pub model: Model,
+    /// `--tables`: drive the core's bounded tables to their capacity (the
+    /// class of CORE-BUG-28) instead of the usual workload. One filesystem
+    /// with the profile's most journals; node 1 mounts rw and remounts ro,
+    /// so nobody can replay; the other nodes mount ro and churn (crash,
+    /// restart, mount again) until the recovery table is full and mounts
+    /// are refused with `ReplaysPending`; before the end node 1 remounts rw
+    /// and replays everything.
+    pub tables: bool,
 }
 
 pub fn plan(seed: u64, nodes: (u32, u32)) -> Plan {
@@ -109,6 +117,9 @@ pub fn plan(seed: u64, nodes: (u32, u32)) -> Plan {
 }
 
 pub fn plan_with(seed: u64, nodes: (u32, u32), opts: Options) -> Plan {
+    if opts.tables {
+        return plan_tables(seed, nodes, opts);
+    }
     let mut g = Rng::new(seed ^ 0x5357_4152_4d5f_504c);
     let n = g.range(u64::from(nodes.0), u64::from(nodes.1)) as u32;
     let mut c = SimConfig::new(n);
@@ -306,6 +317,75 @@ pub fn plan_with(seed: u64, nodes: (u32, u32), opts: Options) -> Plan {
         c.net_delay = *g.pick(&[Range(0, 1), Range(1, 3), Range(1, 10), Range(2, 40)]);
     }
     let end = start + FAULT_WINDOW_MS;
+    cmds.retain(|(t, _, _)| *t < end);
+    cmds.sort_by_key(|(t, _, _)| *t);
+    cmds.push((end, Cmd::HealAll, "heal-all".into()));
+    cmds.push((end, Cmd::RunUntilLive(LIVENESS_MS), format!("run-until-live max {}ms", LIVENESS_MS)));
+    Plan { seed, cfg: c, cmds }
+}
+
+/// The `--tables` plan (see [`Options::tables`]).
+fn plan_tables(seed: u64, nodes: (u32, u32), opts: Options) -> Plan {
+    let mut g = Rng::new(seed ^ 0x5441_424c_4553_5f50);
+    let n = g.range(u64::from(nodes.0.max(3)), u64::from(nodes.1.max(3))) as u32;
+    let mut c = SimConfig::new(n);
+    c.quorum = QuorumMode::Majority;
+    c.seq_mode = if g.percent(50) { SeqMode::Corosync } else { SeqMode::Global };
+    c.net_delay = *g.pick(&[Range(0, 1), Range(1, 3), Range(1, 20)]);
+    c.jitter = *g.pick(&[Range(0, 0), Range(0, 2)]);
+    c.quorum_delay = *g.pick(&[Range(0, 3), Range(0, 60)]);
+    let rd = *g.pick(&[20, 100, 400]);
+    c.ring_delay = Range(rd, rd);
+    c.mount_delay = Range(1, 5);
+    c.first_recovery_delay = Range(1, 5);
+    c.recovery_delay = *g.pick(&[Range(1, 5), Range(50, 150)]);
+    c.fence_delay = *g.pick(&[Range(10, 50), Range(200, 400)]);
+    c.restart_delay = Range(300, 600);
+    c.boot_delay = Range(50, 100);
+    c.kill_delay = Range(5, 50);
+    c.fence_retry_ms = 200;
+    c.recovery_retry_ms = 200;
+    c.journals = cohort_core::wire::MAX_JOURNALS as u16;
+    let mut cmds: Vec<(u64, Cmd, String)> = Vec::new();
+    let fs = "fs1".to_string();
+    cmds.push((2_500, Cmd::Mount { fs: fs.clone(), nodes: vec![1], mode: Mode::Rw }, "mount fs1 1 rw".into()));
+    cmds.push((6_000, Cmd::Remount { fs: fs.clone(), nodes: vec![1], mode: Mode::Ro }, "remount fs1 1 ro".into()));
+    let end = FAULT_START_MS + FAULT_WINDOW_MS;
+    // Nodes 2..=n churn, each on its own clock: mount ro, lose power,
+    // restart, mount again. Every failure leaves a journal to replay.
+    for node in 2..=n {
+        let mut t = 6_500 + g.below(1_000);
+        while t + 4_000 < end - 2_000 {
+            cmds.push((
+                t,
+                Cmd::Mount { fs: fs.clone(), nodes: vec![node], mode: Mode::Ro },
+                format!("mount fs1 {node} ro"),
+            ));
+            let up = t + 600 + g.below(600);
+            if g.percent(10) {
+                // Now and then a clean leave instead of a failure.
+                cmds.push((up, Cmd::Unmount { fs: fs.clone(), nodes: vec![node] }, format!("unmount fs1 {node}")));
+                t = up + 400 + g.below(400);
+                continue;
+            }
+            cmds.push((up, Cmd::Crash(vec![node]), format!("crash {node}")));
+            cmds.push((up + 1, Cmd::Restart(vec![node]), format!("restart {node}")));
+            t = up + 2_500 + g.below(500);
+        }
+    }
+    // The way out: a replayer again.
+    cmds.push((
+        end - 1_500,
+        Cmd::Remount { fs: fs.clone(), nodes: vec![1], mode: Mode::Rw },
+        "remount fs1 1 rw".into(),
+    ));
+    if opts.model == Model::Udp {
+        c.model = Model::Udp;
+        c.loss_pct = *g.pick(&[0, 1, 3]);
+        c.dup_pct = *g.pick(&[0, 1]);
+        c.reorder = g.percent(50);
+        c.net_delay = *g.pick(&[Range(0, 1), Range(1, 3)]);
+    }
     cmds.retain(|(t, _, _)| *t < end);
     cmds.sort_by_key(|(t, _, _)| *t);
     cmds.push((end, Cmd::HealAll, "heal-all".into()));
