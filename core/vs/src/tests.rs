@@ -2226,3 +2226,50 @@ fn a_chunked_start_after_a_one_page_completion_takes_at_most_a_page() {
     let r1 = super::frag::record(u, r0.next.expect("the new message starts here")).unwrap();
     assert_eq!((r1.hdr.index, r1.hdr.count, r1.data.len()), (0, 2, MAX_PAYLOAD));
 }
+
+/// Issue 19, finding 1 (udp swarm seed 1223, appliance profile with an order
+/// window of 16 units: 8 daemons stalled forever). A late `RESEND` (the
+/// sequencer's window was full a while ago; this one was overtaken by the
+/// unit's own `SEQ`) named a unit its sender had delivered and dropped
+/// since. The sender moved its transmit cursor back to it, found nothing
+/// there to send, and so never armed the retransmission timer again: the
+/// units after it never reached the sequencer. The cursor is now never
+/// below the first unit held, and a `RESEND` never below what is known
+/// sequenced; the invariants check that unsequenced units are always about
+/// to be sent or under a timer.
+#[test]
+fn a_late_resend_for_a_delivered_unit_does_not_wedge_the_sender() {
+    let mut sim = Sim::new(3, 19, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    let unit = |k: u32| -> Vec<u8> {
+        let mut v = msg(2, k).to_vec();
+        v.resize(MAX_PAYLOAD, k as u8);
+        v
+    };
+    sim.broadcast(2, &unit(0)).unwrap();
+    sim.run_for(20);
+    assert!(sim.nodes[1].vs.send.is_empty(), "unit 1 delivered back to node 2");
+    // Three more units that do not reach the sequencer yet.
+    sim.set_link(2, 1, false);
+    for k in 1..=3 {
+        sim.broadcast(2, &unit(k)).unwrap();
+    }
+    sim.run_for(5);
+    // The sequencer's old RESEND from unit 1 on arrives now (sealed with
+    // the sequencer's next datagram counter, which it then skips).
+    let view = sim.nodes[1].vs.view().id;
+    let counter = sim.nodes[0].vs.tx_counter + 1;
+    sim.nodes[0].vs.tx_counter = counter;
+    let bytes = seal(&KEY, 1, sim.nodes[0].inc, counter, 2, &encode(&[Frame::Resend { view, next: 1 }]));
+    let now = Instant(sim.now);
+    sim.node(2).vs.handle_datagram(now, Some(NodeId(1)), &bytes).unwrap();
+    sim.set_link(2, 1, true);
+    sim.run_for(500);
+    for n in 1..=3usize {
+        let got: Vec<Vec<u8>> = delivered(&sim.nodes[n - 1].log).into_iter().map(|(_, p)| p).collect();
+        let ks: Vec<u8> = got.iter().map(|p| p[4]).collect();
+        assert_eq!(ks, [0, 1, 2, 3], "node {n}: units delivered");
+        assert!(got.iter().zip(0..).all(|(p, k)| *p == unit(k)), "node {n}: payloads");
+    }
+    check_vs(&all_histories(&sim));
+}
