@@ -28,6 +28,22 @@
 //! Keeping messages until they are stable is also what makes the flush of a
 //! view change possible: whichever member holds the most messages can serve
 //! every other member of its old view (see [`super::view`]).
+//!
+//! # Stability from every member
+//!
+//! The stability point is a fact about the view ("every member holds
+//! `1..=stable`"), so a member learns it from the heartbeats and `SEQ`
+//! frames of *every* member of its view, not only the sequencer's. This is
+//! what keeps a flush live at any window size: a member stores unit `g` only
+//! while `g < base + ORDER_WINDOW`, `base <= stable + 1`, so the flush target
+//! (the contiguous point of the most advanced member, the holder) is at most
+//! `ORDER_WINDOW` past the holder's stability point, and the holder's
+//! heartbeats bring every lagging member's window that far. Learned from the
+//! sequencer only, a member that missed the sequencer's last frames before
+//! it died knew an older point than the holder, could not even NAK the
+//! target (it lay past its window), never finished the flush and was
+//! excluded (issue 19, finding 2; test
+//! `a_member_whose_stability_point_lags_still_reaches_the_flush_target`).
 
 use super::frag::{Admit, CHUNK_HDR, MAX_UNIT, PACKED, PACKED_HDR};
 use super::wire::SeqFrame;
@@ -593,9 +609,8 @@ impl Vs {
         // Stability first: it may free the window slot this frame needs
         // (the sequencer assigns up to ORDER_WINDOW past *its* stability
         // point, which it sends along; `learn_stable` clamps to what we hold).
-        if from.node == self.view.leader() {
-            self.order.learn_stable(s.stable);
-        }
+        // From any member: a flush holder relays what it learned.
+        self.order.learn_stable(s.stable);
         let stored = self.order.store(s);
         if stored != Store::NoRoom && s.origin == self.me.node && s.sender_seq > self.order.own_sequenced {
             self.order.own_sequenced = s.sender_seq;
