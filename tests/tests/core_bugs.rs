@@ -158,3 +158,9 @@ fn bug26_forgotten_mount_first_mounter() {
 fn bug27_block_after_unmount() {
     run("bug27-block-after-unmount.txt", 1);
 }
+
+/// Not a core bug: a cohort-vs one found by the udp swarm (see the file).
+#[test]
+fn vs19_late_resend_wedges_sender() {
+    run("vs19-late-resend-wedges-sender.txt", 1223);
+}

@@ -15,16 +15,25 @@
 //! | largest core message in bytes ([`MESSAGE`]) | 4096 | 1024 |
 //! | effect queue ([`EFFECTS`]) | 128 | 48 |
 //! | send queue ([`OUTBOX`]) | 96 | 32 |
-//! | VS order window, units ([`ORDER_WINDOW`]) | 24 | 24 |
-//! | VS send window, units ([`SEND_WINDOW`]) | 8 | 8 |
-//! | VS reassembly pages of 1 KiB ([`REASSEMBLY_PAGES`]) | 8 | 8 |
+//! | VS order window, units ([`ORDER_WINDOW`]) | 24 | 8 |
+//! | VS send window, units ([`SEND_WINDOW`]) | 8 | 4 |
+//! | VS reassembly pages of 1 KiB ([`REASSEMBLY_PAGES`]) | 8 | 2 |
 //!
-//! The appliance keeps the host's VS windows for now. Smaller ones showed two
-//! liveness problems, both under investigation: with an order window of 16
-//! units the udp simulator stalled (swarm seed 1223, 8 nodes); with 8 units,
-//! or a send window of 4 and 2 pages, a steady sender on a lossy network
-//! was excluded from the view for seconds (`vs` test
-//! `small_messages_are_packed_and_keep_total_order_through_a_sequencer_crash`).
+//! The appliance's VS windows are small (the order window is the smallest
+//! the transport accepts, 8 units). Making them small first showed two liveness
+//! bugs of the transport, both fixed (issue 19), neither specific to a
+//! window size: small windows only made them likely. With an order window of
+//! 16 units the udp simulator stalled (swarm seed 1223, 8 nodes): a late
+//! `RESEND` moved a sender's transmit cursor back to a unit it had already
+//! delivered, so nothing was sent and no retransmission timer was armed
+//! again (scenario `tests/core-bugs/vs19-late-resend-wedges-sender.txt`).
+//! With 8 units, or a send window of 4 and 2 pages, a steady sender on a
+//! lossy network was excluded from the view for seconds (`vs` test
+//! `small_messages_are_packed_and_keep_total_order_through_a_sequencer_crash`):
+//! members learned the stability point from the sequencer only, so after
+//! it died a member could know an older one than the flush holder and find
+//! the flush target past the end of its receive window (`vs` test
+//! `a_member_whose_stability_point_lags_still_reaches_the_flush_target`).
 //!
 //! Each crate checks at compile time that the profile is consistent with its
 //! own rules (an input's worst case fits the queues, a largest message fits
@@ -82,11 +91,11 @@ mod chosen {
     /// Capacity of the core's send queue.
     pub const OUTBOX: usize = 32;
     /// VS: sequenced units held per view (delivery and retransmission).
-    pub const ORDER_WINDOW: usize = 24;
+    pub const ORDER_WINDOW: usize = 8;
     /// VS: own units queued before the send window is full.
-    pub const SEND_WINDOW: usize = 8;
+    pub const SEND_WINDOW: usize = 4;
     /// VS: reassembly pages shared by all senders.
-    pub const REASSEMBLY_PAGES: usize = 8;
+    pub const REASSEMBLY_PAGES: usize = 2;
 }
 
 pub use chosen::*;

@@ -897,6 +897,25 @@ impl Vs {
         invariant!(o.app_next <= o.contig + 1, "delivering {} past the contiguous point {}", o.app_next, o.contig);
         invariant!(o.base <= o.app_next, "the window base {} passed the delivery point {}", o.base, o.app_next);
         invariant!(self.send.tx_next <= self.send.last_seq() + 1, "sent past the queued sender sequence");
+        invariant!(
+            self.send.tx_next >= self.send.first_seq(),
+            "send cursor {} below the first held unit {}",
+            self.send.tx_next,
+            self.send.first_seq()
+        );
+        // Liveness of our own stream: a unit the sequencer has not taken yet
+        // is either about to be sent or under a retransmission timer.
+        invariant!(
+            !self.ordering_active()
+                || self.is_sequencer()
+                || self.order.own_sequenced >= self.send.last_seq()
+                || self.data_dest().is_some()
+                || self.send.rto_at.is_some(),
+            "own units {}..={} unsequenced, but nothing to send and no timer (cursor {})",
+            self.order.own_sequenced + 1,
+            self.send.last_seq(),
+            self.send.tx_next
+        );
     }
 
     fn leave_tick(&mut self, now: Instant) {

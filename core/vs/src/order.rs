@@ -28,6 +28,22 @@
 //! Keeping messages until they are stable is also what makes the flush of a
 //! view change possible: whichever member holds the most messages can serve
 //! every other member of its old view (see [`super::view`]).
+//!
+//! # Stability from every member
+//!
+//! The stability point is a fact about the view ("every member holds
+//! `1..=stable`"), so a member learns it from the heartbeats and `SEQ`
+//! frames of *every* member of its view, not only the sequencer's. This is
+//! what keeps a flush live at any window size: a member stores unit `g` only
+//! while `g < base + ORDER_WINDOW`, `base <= stable + 1`, so the flush target
+//! (the contiguous point of the most advanced member, the holder) is at most
+//! `ORDER_WINDOW` past the holder's stability point, and the holder's
+//! heartbeats bring every lagging member's window that far. Learned from the
+//! sequencer only, a member that missed the sequencer's last frames before
+//! it died knew an older point than the holder, could not even NAK the
+//! target (it lay past its window), never finished the flush and was
+//! excluded (issue 19, finding 2; test
+//! `a_member_whose_stability_point_lags_still_reaches_the_flush_target`).
 
 use super::frag::{Admit, CHUNK_HDR, MAX_UNIT, PACKED, PACKED_HDR};
 use super::wire::SeqFrame;
@@ -426,6 +442,11 @@ impl SendWindow {
         self.q.get(i)
     }
 
+    /// Sender sequence of the first unit held (`last_seq() + 1` if none).
+    pub fn first_seq(&self) -> u64 {
+        self.q.front().map_or(self.next_seq, |m| m.seq)
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.next_seq.saturating_sub(1)
     }
@@ -438,11 +459,24 @@ impl SendWindow {
         while self.q.front().is_some_and(|m| m.seq < seq || (m.seq == seq && next.is_none())) {
             self.q.pop_front();
         }
+        // The transmit cursor never points at a dropped unit (see `rewind`).
+        self.tx_next = self.tx_next.max(self.first_seq());
         if let (Some(m), Some(off)) = (self.q.front_mut(), next) {
             if m.seq == seq {
                 m.done = off as u16; // < MAX_UNIT
             }
         }
+    }
+
+    /// Send again from unit `seq` on, at once (a retransmission timeout, or
+    /// the sequencer's `RESEND`). Clamped to the units still held: a cursor
+    /// below the first one (a unit delivered and dropped meanwhile) would
+    /// find nothing to send, so no timer would be armed again and the units
+    /// after it would never reach the sequencer (swarm seed 1223 with an
+    /// order window of 16: a late `RESEND` rewound past a delivered unit).
+    pub fn rewind(&mut self, seq: u64) {
+        self.tx_next = seq.max(self.first_seq()).min(self.next_seq);
+        self.rto_at = None;
     }
 
     /// New view: renumber what is left from 1, after stripping from the
@@ -489,7 +523,7 @@ impl Vs {
 
     /// May the ordering machinery of the current view run? Not once frozen
     /// by a view change, nor after leaving.
-    fn ordering_active(&self) -> bool {
+    pub(super) fn ordering_active(&self) -> bool {
         self.flush.is_none() && !matches!(self.life, Life::Left)
     }
 
@@ -575,9 +609,8 @@ impl Vs {
         // Stability first: it may free the window slot this frame needs
         // (the sequencer assigns up to ORDER_WINDOW past *its* stability
         // point, which it sends along; `learn_stable` clamps to what we hold).
-        if from.node == self.view.leader() {
-            self.order.learn_stable(s.stable);
-        }
+        // From any member: a flush holder relays what it learned.
+        self.order.learn_stable(s.stable);
         let stored = self.order.store(s);
         if stored != Store::NoRoom && s.origin == self.me.node && s.sender_seq > self.order.own_sequenced {
             self.order.own_sequenced = s.sender_seq;
@@ -615,9 +648,10 @@ impl Vs {
         if seq > self.order.own_sequenced {
             self.order.own_sequenced = seq;
         }
+        // A late RESEND may name units sequenced (even delivered) since.
+        let next = next.max(self.order.own_sequenced.saturating_add(1));
         if next <= self.send.last_seq() && next < self.send.tx_next {
-            self.send.tx_next = next;
-            self.send.rto_at = None;
+            self.send.rewind(next);
         }
     }
 
@@ -702,8 +736,7 @@ impl Vs {
         }
         if let Some(t) = self.send.rto_at {
             if now >= t {
-                self.send.tx_next = self.order.own_sequenced.saturating_add(1);
-                self.send.rto_at = None;
+                self.send.rewind(self.order.own_sequenced.saturating_add(1));
                 self.stats.data_retransmits += 1;
             }
         }

@@ -2226,3 +2226,107 @@ fn a_chunked_start_after_a_one_page_completion_takes_at_most_a_page() {
     let r1 = super::frag::record(u, r0.next.expect("the new message starts here")).unwrap();
     assert_eq!((r1.hdr.index, r1.hdr.count, r1.data.len()), (0, 2, MAX_PAYLOAD));
 }
+
+/// Issue 19, finding 2 (appliance windows of 8 units, or a send window of
+/// 4: `small_messages_are_packed_and_keep_total_order_through_a_sequencer_crash`
+/// excluded a live, steadily sending member for seconds). A member learns
+/// the stability point from the frames of the sequencer, and its receive
+/// window ends `ORDER_WINDOW` units past it. When the sequencer dies, a
+/// member may know an older stability point than another member holds
+/// messages for: the flush target (what the most advanced member holds) is
+/// then past the end of its window. It could not NAK the holder for it
+/// (nothing to ask for inside the window), never answered `SYNC_DONE`, and
+/// the coordinator suspected it. Here node 3 misses the sequencer's last
+/// frames for a moment, so it knows the stability point from before its own
+/// last ack, while the sequencer already assigned `ORDER_WINDOW` units past
+/// that ack.
+#[test]
+fn a_member_whose_stability_point_lags_still_reaches_the_flush_target() {
+    let mut sim = Sim::new(4, 19, Net::CLEAN);
+    let old = sim.settle(&[1, 2, 3, 4], 1000);
+    let unit = |n: u32, k: u32| -> Vec<u8> {
+        let mut v = msg(n, k).to_vec();
+        v.resize(MAX_PAYLOAD, k as u8);
+        v
+    };
+    let mut sent: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut send = |sim: &mut Sim, rounds: u32| {
+        for _ in 0..rounds {
+            for n in [2u32, 4] {
+                let k = sent.entry(n).or_insert(0);
+                if sim.broadcast(n, &unit(n, *k)).is_ok() {
+                    *k += 1;
+                }
+            }
+            sim.run_for(2);
+        }
+    };
+    send(&mut sim, 40);
+    // Node 3 stops hearing the sequencer; its acks still arrive.
+    sim.set_link(1, 3, false);
+    send(&mut sim, 40);
+    // Node 3 has to be repaired in the flush. (Learning stability from the
+    // sequencer only, its window then ended before node 2's contiguous
+    // point: at 100 against 104 units in the host profile, 86 against 88
+    // in the appliance one. Now node 2's heartbeats keep it up to date.)
+    let (n2, n3) = (&sim.nodes[1].vs.order, &sim.nodes[2].vs.order);
+    assert!(n2.contig > n3.contig, "premise: node 2 holds {} units, node 3 {}", n2.contig, n3.contig);
+    sim.crash(1);
+    sim.set_link(1, 3, true);
+    let crashed_at = sim.now;
+    let new = sim.settle(&[2, 3, 4], 3000);
+    assert!(sim.now - crashed_at < 1000, "the survivors took {} ms", sim.now - crashed_at);
+    for n in 2..=4u32 {
+        let seg = segments(&sim.nodes[n as usize - 1].log);
+        let after: Vec<_> = seg.iter().skip_while(|s| s.0 != old).skip(1).map(|s| (s.0, s.1.clone())).collect();
+        assert_eq!(after, std::vec![(new, ids(&[2, 3, 4]))], "node {n}: no view without node 3");
+    }
+    check_vs(&all_histories(&sim));
+}
+
+/// Issue 19, finding 1 (udp swarm seed 1223, appliance profile with an order
+/// window of 16 units: 8 daemons stalled forever). A late `RESEND` (the
+/// sequencer's window was full a while ago; this one was overtaken by the
+/// unit's own `SEQ`) named a unit its sender had delivered and dropped
+/// since. The sender moved its transmit cursor back to it, found nothing
+/// there to send, and so never armed the retransmission timer again: the
+/// units after it never reached the sequencer. The cursor is now never
+/// below the first unit held, and a `RESEND` never below what is known
+/// sequenced; the invariants check that unsequenced units are always about
+/// to be sent or under a timer.
+#[test]
+fn a_late_resend_for_a_delivered_unit_does_not_wedge_the_sender() {
+    let mut sim = Sim::new(3, 19, Net::CLEAN);
+    sim.settle(&[1, 2, 3], 1000);
+    let unit = |k: u32| -> Vec<u8> {
+        let mut v = msg(2, k).to_vec();
+        v.resize(MAX_PAYLOAD, k as u8);
+        v
+    };
+    sim.broadcast(2, &unit(0)).unwrap();
+    sim.run_for(20);
+    assert!(sim.nodes[1].vs.send.is_empty(), "unit 1 delivered back to node 2");
+    // Three more units that do not reach the sequencer yet.
+    sim.set_link(2, 1, false);
+    for k in 1..=3 {
+        sim.broadcast(2, &unit(k)).unwrap();
+    }
+    sim.run_for(5);
+    // The sequencer's old RESEND from unit 1 on arrives now (sealed with
+    // the sequencer's next datagram counter, which it then skips).
+    let view = sim.nodes[1].vs.view().id;
+    let counter = sim.nodes[0].vs.tx_counter + 1;
+    sim.nodes[0].vs.tx_counter = counter;
+    let bytes = seal(&KEY, 1, sim.nodes[0].inc, counter, 2, &encode(&[Frame::Resend { view, next: 1 }]));
+    let now = Instant(sim.now);
+    sim.node(2).vs.handle_datagram(now, Some(NodeId(1)), &bytes).unwrap();
+    sim.set_link(2, 1, true);
+    sim.run_for(500);
+    for n in 1..=3usize {
+        let got: Vec<Vec<u8>> = delivered(&sim.nodes[n - 1].log).into_iter().map(|(_, p)| p).collect();
+        let ks: Vec<u8> = got.iter().map(|p| p[4]).collect();
+        assert_eq!(ks, [0, 1, 2, 3], "node {n}: units delivered");
+        assert!(got.iter().zip(0..).all(|(p, k)| *p == unit(k)), "node {n}: payloads");
+    }
+    check_vs(&all_histories(&sim));
+}

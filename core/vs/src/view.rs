@@ -715,8 +715,13 @@ impl Vs {
                 }
                 if from.node == self.view.leader() {
                     self.order.learn_high(hb.high);
-                    self.order.learn_stable(hb.stable);
                 }
+                // Stability is a fact about the view, whoever reports it:
+                // after the sequencer died, the flush target may lie past
+                // the receive window of a member that knows an older
+                // stability point than the holder (see `order.rs`,
+                // "Stability from every member").
+                self.order.learn_stable(hb.stable);
             }
         }
         // A member of the view we installed as coordinator that missed the
