@@ -22,6 +22,6 @@ pub mod vocab;
 pub mod wire;
 
 /// The shared vocabulary (crate `cohort-types`), under its old paths.
-pub use cohort_types::{gcs, ids, profile};
+pub use cohort_types::{gcs, ids, profile, rng};
 pub use ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
 pub use node::{Config, Effect, HandleError, Input, KernelEvent, KernelOp, Node, Notice, Request};

@@ -10,6 +10,7 @@ mod fmt;
 pub mod gcs;
 pub mod ids;
 pub mod profile;
+pub mod rng;
 
 pub use ids::{Generation, GroupId, Incarnation, Instant, Jid, Member, NodeId};
 

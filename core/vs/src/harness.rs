@@ -1,5 +1,5 @@
 //! A tiny deterministic network for testing [`Vs`]: N nodes, a seeded
-//! xorshift RNG, per-datagram loss, duplication and random delay (which
+//! the test kit's RNG, per-datagram loss, duplication and random delay (which
 //! reorders), partitions, crashes and restarts. Time is simulated in
 //! milliseconds; every run with the same seed is identical.
 
@@ -14,37 +14,8 @@ use std::vec::Vec;
 
 pub const KEY: [u8; 32] = [0x42; 32];
 
-/// xorshift64*.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-
-    /// True with probability `per_mille / 1000`.
-    pub fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
+/// The test kit's RNG (`cohort_types::rng`).
+pub use crate::rng::Rng;
 
 /// Network behaviour.
 #[derive(Clone, Copy, Debug)]

@@ -127,7 +127,7 @@ extern crate cohort_types;
 mod fmt;
 
 /// The vocabulary shared with `cohort-core` (crate `cohort-types`).
-pub use cohort_types::{gcs, ids};
+pub use cohort_types::{gcs, ids, rng};
 
 mod auth;
 mod bounded;

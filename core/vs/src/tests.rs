@@ -623,7 +623,7 @@ fn random_members(rng: &mut Rng, max_node: u32) -> MemberList {
 
 fn random_u64(rng: &mut Rng, views: &[u64]) -> u64 {
     match rng.below(5) {
-        0 => rng.next(),
+        0 => rng.next_u64(),
         1 => u64::MAX - rng.below(3),
         2 if !views.is_empty() => views[rng.below(views.len() as u64) as usize],
         _ => rng.below(40),
@@ -646,7 +646,7 @@ fn random_frame(rng: &mut Rng, views: &[u64], payload: &[u8]) -> Vec<u8> {
             contig: v(rng),
             high: v(rng),
             stable: v(rng),
-            flags: rng.next() as u8,
+            flags: rng.next_u64() as u8,
         }),
         1 => Frame::Leave,
         2 => Frame::Data { view: v(rng), sender_seq: v(rng).max(1), payload },
@@ -695,7 +695,7 @@ fn random_frame(rng: &mut Rng, views: &[u64], payload: &[u8]) -> Vec<u8> {
                 new_view: v(rng),
                 groups,
                 leavers: random_members(rng, 5),
-                fresh_mask: rng.next() as u32 & ((1 << k) - 1),
+                fresh_mask: rng.next_u64() as u32 & ((1 << k) - 1),
                 group_of,
             })
         }
@@ -717,7 +717,7 @@ fn fuzz_random_bytes_never_panic() {
     for i in 0..20_000u32 {
         let bytes: Vec<u8> = if i % 2 == 0 {
             let len = rng.below(MAX_DATAGRAM as u64 + 100) as usize;
-            (0..len).map(|_| rng.next() as u8).collect()
+            (0..len).map(|_| rng.next_u64() as u8).collect()
         } else {
             let mut b = captured[rng.below(captured.len() as u64) as usize].2.clone();
             match rng.below(4) {
@@ -726,10 +726,10 @@ fn fuzz_random_bytes_never_panic() {
                     b[p] ^= 1 << rng.below(8);
                 }
                 1 => b.truncate(rng.below(b.len() as u64) as usize),
-                2 => b.extend((0..rng.below(64)).map(|_| rng.next() as u8)),
+                2 => b.extend((0..rng.below(64)).map(|_| rng.next_u64() as u8)),
                 _ => {
                     let p = rng.below(b.len() as u64) as usize;
-                    b[p] = rng.next() as u8;
+                    b[p] = rng.next_u64() as u8;
                 }
             }
             b
@@ -766,7 +766,7 @@ fn fuzz_authenticated_garbage_never_panics() {
         sim.crash(4);
         sim.crash(5);
         sim.settle(&[1, 2, 3], 2000);
-        let payload: Vec<u8> = (0..rng.below(MAX_PAYLOAD as u64) as usize).map(|_| rng.next() as u8).collect();
+        let payload: Vec<u8> = (0..rng.below(MAX_PAYLOAD as u64) as usize).map(|_| rng.next_u64() as u8).collect();
         let mut counters = [0u64; 6];
         for _ in 0..3000 {
             let views: Vec<u64> = sim.views().iter().map(|v| v.1).collect();
@@ -784,7 +784,7 @@ fn fuzz_authenticated_garbage_never_panics() {
                 }
                 p
             } else {
-                (0..1 + rng.below(200)).map(|_| rng.next() as u8).collect()
+                (0..1 + rng.below(200)).map(|_| rng.next_u64() as u8).collect()
             };
             let to = 1 + rng.below(3) as u32;
             let dest = if rng.chance(500) { 0 } else { to };
@@ -796,7 +796,7 @@ fn fuzz_authenticated_garbage_never_panics() {
             }
             if rng.chance(20) {
                 let s = 1 + rng.below(3) as u32;
-                let _ = sim.broadcast(s, &msg(s, rng.next() as u32));
+                let _ = sim.broadcast(s, &msg(s, rng.next_u64() as u32));
             }
         }
         // Once the impostors stop, the real nodes converge again.
