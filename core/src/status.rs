@@ -80,6 +80,10 @@ pub struct Status {
     pub groups: heapless::Vec<GroupStatus, MAX_GROUPS>,
     /// Pre-merge partitions met in the last daemon cycle (≥2: a stateful merge was resolved).
     pub last_merge_partitions: u8,
+    /// A pending fence could not be recorded (its table was full): no
+    /// journal is replayed any more until this daemon restarts
+    /// (`DaemonState::fence_table_full`).
+    pub fence_table_full: bool,
 }
 
 impl Status {
@@ -183,6 +187,7 @@ impl Node {
             fencing,
             groups,
             last_merge_partitions: self.d.last_merge_partitions,
+            fence_table_full: self.d.fence_table_full,
         }
     }
 }

@@ -1244,3 +1244,40 @@ fn first_state_described_by(c: &mut Cluster, from: u32, nodes: u32) -> cohort_co
     }
     panic!("node {from} described no state: {:?}", c.log)
 }
+
+/// A pending fence that cannot be recorded halts replays instead of being
+/// dropped (tests/CORE_BUGS.md, "node-keyed tables"). Node 3 fails with
+/// fs1 mounted; node 2's start, edited on the bus, also lists `MAX_NODES`
+/// other failed nodes awaiting fencing, more than the pending set holds.
+/// Had node 3's record been the one dropped, its journal would have been
+/// replayed unfenced; now nobody replays anything, and the status says why.
+#[test]
+fn a_pending_fence_that_cannot_be_recorded_halts_replays() {
+    use cohort_core::gcs::MAX_NODES;
+    use cohort_core::ids::Member;
+    use cohort_core::wire::{Body, PendingFence};
+    let mut c = Cluster::mounted(3);
+    c.fence_lies = true; // fences "succeed" without touching the harness's nodes
+    c.crash(3);
+    let bytes = take(&mut c, 2, MsgKind::DaemonStart);
+    let mut m = wire::decode(&bytes).unwrap();
+    let Body::DaemonStart(s) = &mut m.body else { unreachable!() };
+    s.fence_pending.clear();
+    for k in 0..MAX_NODES as u32 {
+        s.fence_pending
+            .push(PendingFence { target: Member { node: NodeId(100 + k), inc: Incarnation(1) }, attempts: 0 })
+            .unwrap();
+    }
+    let edited = restamp(&c, 2, m);
+    let from = c.log.len();
+    c.inject(2, &edited);
+    c.pump();
+    for n in [1, 2] {
+        assert!(c.node(n).status().fence_table_full, "node {n}: {}", c.status_dump());
+    }
+    assert!(
+        !c.log[from..].iter().any(|l| l.contains("RecoverJournal")),
+        "a journal was replayed with a fence record lost: {:?}",
+        &c.log[from..]
+    );
+}

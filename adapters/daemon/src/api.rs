@@ -175,6 +175,10 @@ pub struct StatusJson {
     /// Configured filesystems this node is not a member of.
     pub idle_filesystems: Vec<String>,
     pub last_merge_partitions: u8,
+    /// A pending fence could not be recorded: no journal is replayed until
+    /// cohortd restarts (tests/CORE_BUGS.md, "node-keyed tables").
+    #[serde(default)]
+    pub fence_table_full: bool,
     pub stats: StatsJson,
     /// The transport's link view (UDP transport; `null` over corosync:
     /// `corosync-cfgtool -s` shows its links).
@@ -507,6 +511,7 @@ pub fn status_json(
         groups,
         idle_filesystems: idle,
         last_merge_partitions: st.last_merge_partitions,
+        fence_table_full: st.fence_table_full,
         stats,
         link: None,
     }
@@ -670,6 +675,12 @@ pub fn render_status(s: &StatusJson) -> String {
         s.daemon.waits_for.as_ref().map(|w| format!(", waiting for {w}")).unwrap_or_default(),
         if s.stable { " (stable)" } else { "" }
     ));
+    if s.fence_table_full {
+        out.push_str(
+            "REPLAYS HALTED: a failed node's pending fence could not be recorded (more failed node ids than the \
+             table holds); restart cohortd once the failed nodes are fenced\n",
+        );
+    }
     if s.last_merge_partitions >= 2 {
         out.push_str(&format!("last merge resolved {} partitions\n", s.last_merge_partitions));
     }

@@ -189,6 +189,14 @@ pub struct DaemonState {
     /// they do not satisfy a pending fence; they still count as evidence in
     /// a merge verdict (`fenced_mask`) until the node is accepted again.
     pub fenced_pre_gap: NodeList,
+    /// A pending fence could not be recorded: its table (one entry per
+    /// node id, `MAX_NODES`) was full, which takes more distinct failed
+    /// node ids than one configuration has (tests/CORE_BUGS.md, "node-keyed
+    /// tables"). The node whose record was lost may still be writing, so no
+    /// journal is replayed any more in this incarnation (`fence_clear` is
+    /// false for everyone): a halt the operator sees, never an unfenced
+    /// replay.
+    pub fence_table_full: bool,
 }
 
 impl DaemonState {
@@ -216,6 +224,7 @@ impl DaemonState {
             gap: false,
             gap_ring: None,
             fenced_pre_gap: NodeList::new(),
+            fence_table_full: false,
         }
     }
 
@@ -270,17 +279,22 @@ impl Default for DaemonState {
     }
 }
 
-fn upsert_pending(list: &mut heapless::Vec<PendingFence, MAX_NODES>, p: PendingFence) {
+/// Record `p` in a pending set; false if the set was full and `p` could
+/// not be recorded (the caller halts replays: `fence_table_full`).
+#[must_use]
+fn upsert_pending(list: &mut heapless::Vec<PendingFence, MAX_NODES>, p: PendingFence) -> bool {
     match list.iter_mut().find(|x| x.target.node == p.target.node) {
         Some(e) if p.target.inc > e.target.inc => *e = p,
         Some(e) if p.target.inc == e.target.inc => e.attempts = e.attempts.max(p.attempts),
         Some(_) => {}
         None => {
             if list.push(p).is_err() {
-                warn!("pending fence list full");
+                warn!("pending fence set full: node {} not recorded, replays halted", p.target.node.0);
+                return false;
             }
         }
     }
+    true
 }
 
 fn upsert_member(list: &mut heapless::Vec<Member, MAX_NODES>, m: Member) {
@@ -609,7 +623,9 @@ impl Node {
         }
         if s.anchored {
             for p in s.fence_pending.iter() {
-                upsert_pending(&mut self.d.union, *p);
+                if !upsert_pending(&mut self.d.union, *p) {
+                    self.d.fence_table_full = true;
+                }
             }
             for m in s.fenced.iter() {
                 upsert_member(&mut self.d.fenced_union, *m);
@@ -709,14 +725,19 @@ impl Node {
         // 3. Fencing: the union of everyone's pending set, minus members
         // that are here and fine, minus nodes that restarted.
         let mut union = self.d.union.clone();
+        let mut full = false;
         for f in self.d.fence.iter() {
-            upsert_pending(&mut union, PendingFence { target: f.target, attempts: f.attempts });
+            full |= !upsert_pending(&mut union, PendingFence { target: f.target, attempts: f.attempts });
         }
         for (i, (node, s)) in starts.iter().enumerate() {
             if verdict.losers & (1 << i) != 0 && s.has_state {
-                upsert_pending(&mut union, PendingFence { target: Member { node: *node, inc: s.inc }, attempts: 0 });
+                full |= !upsert_pending(
+                    &mut union,
+                    PendingFence { target: Member { node: *node, inc: s.inc }, attempts: 0 },
+                );
             }
         }
+        self.d.fence_table_full |= full;
         let mut keep: heapless::Vec<PendingFence, MAX_NODES> = heapless::Vec::new();
         for p in union.iter() {
             let m = p.target;
