@@ -164,3 +164,8 @@ fn bug27_block_after_unmount() {
 fn vs19_late_resend_wedges_sender() {
     run("vs19-late-resend-wedges-sender.txt", 1223);
 }
+
+#[test]
+fn bug29_late_quorum_report_opens_gap() {
+    run("bug29-late-quorum-report-opens-gap.txt", 822618);
+}

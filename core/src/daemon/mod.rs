@@ -328,14 +328,37 @@ impl Node {
     pub(crate) fn on_quorum(&mut self, q: &gcs::QuorumEvent) {
         self.barrier.on_quorum(q);
         self.update_quorate_synced();
-        let current = self.barrier.current().ring;
         if !q.quorate && self.d.quorate_synced.is_some_and(|g| q.ring >= g.ring) && !self.d.gap {
             self.gap_begin();
-        } else if q.quorate && self.d.gap && q.ring == current && self.d.gap_ring == Some(current) {
-            // The change of this ring already added the gap's fences.
+        }
+        self.gap_try_close();
+        self.kick();
+    }
+
+    /// Close the gap once the current ring is known quorate and its change
+    /// left nobody unaccounted for: either that change added the gap's
+    /// fences, or it needs none (every configured node is a member or has a
+    /// pending fence). The second case is a gap learnt late: quorum reports
+    /// are not ordered with changes, so a non-quorate report of an older
+    /// ring can arrive after the changes of a later, quorate ring, with no
+    /// change to come that would add fences and close the gap (swarm seed
+    /// 822618: node 1 alone in ring 24, everyone back in ring 28, ring 24's
+    /// report after 28's changes; fs3's first mount waited forever).
+    fn gap_try_close(&mut self) {
+        let current = self.barrier.current().ring;
+        if self.d.gap && self.quorate_now() && (self.d.gap_ring == Some(current) || self.gap_needs_no_fences()) {
+            debug!("quorum gap closed at ring {}", current);
             self.d.gap = false;
         }
-        self.kick();
+    }
+
+    /// Would `gap_fences` add nothing now?
+    fn gap_needs_no_fences(&self) -> bool {
+        let me = self.cfg.node;
+        self.d
+            .configured
+            .iter()
+            .all(|n| *n == me || self.d.peer(*n).is_some() || self.d.fence.iter().any(|r| r.target.node == *n))
     }
 
     /// We lost quorum after a quorate cycle (see [`DaemonState::gap`]).
@@ -360,6 +383,7 @@ impl Node {
     fn gap_fences(&mut self) {
         let me = self.cfg.node;
         for n in self.d.configured.clone().iter() {
+            // The same test as `gap_needs_no_fences`.
             if *n == me || self.d.peer(*n).is_some() || self.d.fence.iter().any(|r| r.target.node == *n) {
                 continue;
             }
