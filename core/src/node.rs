@@ -154,6 +154,7 @@ impl Node {
             Input::Nodelist(mut l) => {
                 crate::gcs::normalize(&mut l);
                 self.d.configured = l;
+                self.prune_fenced();
                 Ok(())
             }
             Input::Deliver { from, bytes } => self.on_deliver(from, bytes).map_err(HandleError::Deliver),

@@ -1281,3 +1281,34 @@ fn a_pending_fence_that_cannot_be_recorded_halts_replays() {
         &c.log[from..]
     );
 }
+
+/// Fenced records of a node removed from the configuration are forgotten
+/// (it can only come back configured again, with a new incarnation), so
+/// the table, one entry per node id, does not fill over a long life of
+/// replaced nodes (tests/CORE_BUGS.md, "node-keyed tables").
+#[test]
+fn fenced_records_of_a_removed_node_are_forgotten() {
+    use cohort_core::wire::Body;
+    let fenced_in_start = |bytes: &[u8]| -> Vec<u32> {
+        match wire::decode(bytes).unwrap().body {
+            Body::DaemonStart(s) => s.fenced.iter().map(|m| m.node.0).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut c = Cluster::mounted(3);
+    c.crash(3);
+    c.pump();
+    // Node 3 was fenced: node 1's starts say so.
+    c.procdown(2);
+    let start = take(&mut c, 1, MsgKind::DaemonStart);
+    assert_eq!(fenced_in_start(&start), vec![3]);
+    c.inject(1, &start);
+    c.pump();
+    // Node 3 leaves the configuration; node 2's daemon comes back.
+    c.nodelist(1, &[1, 2]);
+    c.start(2, 2);
+    // (Node 2's daemon died with state, so it was fenced too; that record
+    // stays until the cycle accepts it back.)
+    let start = take(&mut c, 1, MsgKind::DaemonStart);
+    assert_eq!(fenced_in_start(&start), vec![2]);
+}

@@ -48,6 +48,25 @@ impl Node {
         }
     }
 
+    /// Forget fenced records of nodes that are neither configured (when a
+    /// nodelist is known) nor members: a node removed from the cluster can
+    /// only come back configured again, with a new incarnation. Without
+    /// this the records of replaced nodes would fill the table (one entry
+    /// per node id) over a long life (tests/CORE_BUGS.md, "node-keyed
+    /// tables"). Its merge evidence (`fenced_mask`) is only about current
+    /// members, which are kept.
+    pub(crate) fn prune_fenced(&mut self) {
+        if self.d.configured.is_empty() {
+            return;
+        }
+        let keep = |d: &crate::daemon::DaemonState, n: NodeId| d.configured.contains(&n) || d.peer(n).is_some();
+        let fenced: heapless::Vec<Member, MAX_NODES> =
+            self.d.fenced.iter().filter(|m| keep(&self.d, m.node)).copied().collect();
+        self.d.fenced = fenced;
+        let pre: crate::gcs::NodeList = self.d.fenced_pre_gap.iter().filter(|n| keep(&self.d, **n)).copied().collect();
+        self.d.fenced_pre_gap = pre;
+    }
+
     /// Replace the pending set with the agreed one, keeping our own progress
     /// on targets that stay.
     pub(crate) fn fence_replace(&mut self, keep: &[PendingFence]) {
@@ -153,6 +172,9 @@ impl Node {
             if let Some(e) = self.d.fenced.iter_mut().find(|x| x.node == m.node) {
                 *e = m;
             } else {
+                if self.d.fenced.is_full() {
+                    self.prune_fenced();
+                }
                 self.d.fenced.push_bounded(m);
             }
             self.out.notify(Notice::Fenced { target: r.target });

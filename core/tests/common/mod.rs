@@ -282,6 +282,12 @@ impl Cluster {
         }
     }
 
+    /// Tell node `i` the configured cluster nodes (a configuration change).
+    #[allow(dead_code)]
+    pub fn nodelist(&mut self, i: u32, nodes: &[u32]) {
+        self.input(i, Input::Nodelist(list(nodes)));
+    }
+
     pub fn request(&mut self, i: u32, r: Request) {
         self.input(i, Input::Request(r));
     }
