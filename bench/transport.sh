@@ -98,7 +98,7 @@ udp_down() {
 # run CMD in node K's namespace for transport T
 in_node() { # T K CMD...
     local t=$1 k=$2; shift 2
-    if [ "$t" = udp ]; then
+    if [ "$t" = udp ] || [ "$t" = raw ]; then
         ip netns exec "$(udp_ns "$k")" "$@"
     else
         bash "$LAB" -d "$CDIR" exec "$k" "$@"
@@ -159,8 +159,18 @@ throughput() { # T SIZE SENDERS COUNT [FIRST-SENDER]
     start_clients "$tag" "$t" --throughput --senders "$s" --first-sender "$first" --count "$n" --size "$size" --limit 300
     wait_for "$tag" "1 2 3" 320 '$1=="done"'
     stop_clients "$tag"
-    grep -q incomplete "$WORK/$tag"-*.log && die "$tag: a node did not receive every message"
     start=$(cat "$WORK/$tag"-*.log | awk '$1=="send_start" {print $2}' | sort -n | head -1)
+    if [ "$t" = raw ]; then
+        # No retransmission: what the slowest node received, over its time.
+        local k rates=""
+        for k in 1 2 3; do
+            rates="$rates $(awk -v a="$start" '$1=="done" {print $3 / (($6 - a) / 1000), $3}' "$WORK/$tag-$k.log")"
+        done
+        log "[raw] $size B x $s: delivered per node (msgs/s, msgs):$rates of $((s * n)) sent"
+        echo "$rates" | awk -v b="$size" '{m = -1; for (i = 1; i <= NF; i += 2) if (m < 0 || $i < m) m = $i; printf "%.0f %.2f\n", m, m * b / 1e6}'
+        return
+    fi
+    grep -q incomplete "$WORK/$tag"-*.log && die "$tag: a node did not receive every message"
     end=$(cat "$WORK/$tag"-*.log | awk '$1=="done" {print $6}' | sort -n | tail -1)
     awk -v n=$((s * n)) -v b="$size" -v a="$start" -v e="$end" \
         'BEGIN {d = (e - a) / 1000; printf "%.0f %.2f\n", n / d, n * b / d / 1e6}'
@@ -196,7 +206,7 @@ failover() { # T REP
 }
 
 declare -A R
-for l in udp cs1000 cs3000; do
+for l in udp cs1000 cs3000 cs1000c raw; do
     for k in tp64_1 tp64_3 tp1400_1 tp1400_3 tp64_1n3 tp1400_1n3 det mer det_all mer_all; do R[$l,$k]="n/a n/a"; done
 done
 
@@ -210,6 +220,7 @@ measure() { # T LABEL
     # One sender that is not cohort's sequencer (node 1 is, in every view).
     R[$l,tp64_1n3]=$(throughput_median "$t" 64 1 "$N64" 3)
     R[$l,tp1400_1n3]=$(throughput_median "$t" 1400 1 "$N1400" 3)
+    [ "$t" = raw ] && return
     log "[$l] failure detection and merge, $REPS runs"
     d=""; m=""
     for i in $(seq 1 "$REPS"); do
@@ -230,13 +241,20 @@ chmod 600 "$WORK/key"
 log "cohort UDP: namespaces $PREFIX-*"
 udp_up
 measure udp udp
+# The ceiling: plain UDP multicast between the same namespaces.
+measure raw raw
 udp_down
 
-for tok in $([ "${ONLY:-}" = udp ] || echo 1000 3000); do
-    log "corosync token $tok: cluster.sh up 3"
-    COHORT_LAB_TOKEN=$tok bash "$LAB" up 3 "$CDIR" >/dev/null 2>"$WORK/lab-up-$tok.err" ||
-        { cat "$WORK/lab-up-$tok.err" >&2; die "corosync cluster did not start"; }
-    measure corosync "cs$tok"
+# corosync with token 1000 and 3000 ms, no crypto; and token 1000 with
+# crypto_cipher aes256 + crypto_hash sha256 (cohort always encrypts and
+# authenticates: the fair second baseline).
+for v in $([ "${ONLY:-}" = udp ] || echo 1000 3000 1000c); do
+    tok=${v%c}
+    crypto=0; [ "$v" = "${tok}c" ] && crypto=1
+    log "corosync token $tok (crypto $crypto): cluster.sh up 3"
+    COHORT_LAB_TOKEN=$tok COHORT_LAB_CRYPTO=$crypto bash "$LAB" up 3 "$CDIR" >/dev/null 2>"$WORK/lab-up-$v.err" ||
+        { cat "$WORK/lab-up-$v.err" >&2; die "corosync cluster did not start"; }
+    measure corosync "cs$v"
     bash "$LAB" down "$CDIR" >/dev/null 2>&1
 done
 
@@ -250,18 +268,23 @@ echo "Transport benchmark, $(date -u +%Y-%m-%d), $(uname -r), $(nproc) cores, $(
 echo "3 nodes in network namespaces on one bridge; same client for both transports (cohort-udp-bench)."
 echo "Throughput: first send to last delivery at the slowest node; N64=$N64, N1400=$N1400 messages per sender; median of $REPS runs."
 echo "Detection: cut (iptables DROP both ways) -> view without node 3 at nodes 1 and 2; merge: heal -> view of 3 everywhere; median of $REPS."
-echo "Last column: the UDP value divided by the corosync token-1000 value (throughput: higher is better; times: lower is better)."
+echo "Ratios: the UDP value divided by corosync token 1000 without and with crypto, and by raw UDP multicast (the ceiling: no order, no crypto, no retransmission; its count is what the slowest node received). Throughput: higher is better; times: lower is better."
 echo
-echo "| measure | cohort UDP | corosync token 1000 | corosync token 3000 | UDP / corosync-1000 |"
-echo "|---|---|---|---|---|"
+echo "| measure | cohort UDP | corosync token 1000 | corosync token 3000 | corosync 1000 + aes256/sha256 | raw UDP multicast | UDP / cs-1000 | UDP / cs-1000 crypto | UDP / raw |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for k in tp64_1 tp64_1n3 tp64_3 tp1400_1 tp1400_1n3 tp1400_3; do
     case $k in
         tp64_1) n="64 B, 1 sender (node 1)" ;; tp64_3) n="64 B, 3 senders" ;;
         tp1400_1) n="1400 B, 1 sender (node 1)" ;; tp1400_3) n="1400 B, 3 senders" ;;
         tp64_1n3) n="64 B, 1 sender (node 3)" ;; tp1400_1n3) n="1400 B, 1 sender (node 3)" ;;
     esac
-    echo "| throughput $n, msgs/s | $(f1 "${R[udp,$k]}") | $(f1 "${R[cs1000,$k]}") | $(f1 "${R[cs3000,$k]}") | $(ratio "$(f1 "${R[udp,$k]}")" "$(f1 "${R[cs1000,$k]}")") |"
-    echo "| throughput $n, MB/s | $(f2 "${R[udp,$k]}") | $(f2 "${R[cs1000,$k]}") | $(f2 "${R[cs3000,$k]}") | $(ratio "$(f2 "${R[udp,$k]}")" "$(f2 "${R[cs1000,$k]}")") |"
+    for f in f1 f2; do
+        u=$($f "${R[udp,$k]}")
+        unit=$([ $f = f1 ] && echo msgs/s || echo MB/s)
+        echo "| throughput $n, $unit | $u | $($f "${R[cs1000,$k]}") | $($f "${R[cs3000,$k]}") | $($f "${R[cs1000c,$k]}") | $($f "${R[raw,$k]}") | $(ratio "$u" "$($f "${R[cs1000,$k]}")") | $(ratio "$u" "$($f "${R[cs1000c,$k]}")") | $(ratio "$u" "$($f "${R[raw,$k]}")") |"
+    done
 done
-echo "| failure detection, ms (median; runs) | ${R[udp,det]} (${R[udp,det_all]}) | ${R[cs1000,det]} (${R[cs1000,det_all]}) | ${R[cs3000,det]} (${R[cs3000,det_all]}) | $(ratio "${R[udp,det]}" "${R[cs1000,det]}") |"
-echo "| merge after heal, ms (median; runs) | ${R[udp,mer]} (${R[udp,mer_all]}) | ${R[cs1000,mer]} (${R[cs1000,mer_all]}) | ${R[cs3000,mer]} (${R[cs3000,mer_all]}) | $(ratio "${R[udp,mer]}" "${R[cs1000,mer]}") |"
+for m in det mer; do
+    name=$([ $m = det ] && echo "failure detection" || echo "merge after heal")
+    echo "| $name, ms (median; runs) | ${R[udp,$m]} (${R[udp,${m}_all]}) | ${R[cs1000,$m]} (${R[cs1000,${m}_all]}) | ${R[cs3000,$m]} (${R[cs3000,${m}_all]}) | ${R[cs1000c,$m]} (${R[cs1000c,${m}_all]}) | - | $(ratio "${R[udp,$m]}" "${R[cs1000,$m]}") | $(ratio "${R[udp,$m]}" "${R[cs1000c,$m]}") | - |"
+done

@@ -23,6 +23,8 @@
 #
 # Environment:
 #   COHORT_LAB_TOKEN    totem token in ms (default 1000)
+#   COHORT_LAB_CRYPTO=1 crypto_cipher aes256 + crypto_hash sha256 with a key
+#                       shared by the nodes (DIR/authkey); default: none
 #   COHORT_LAB_TIMEOUT  seconds `up` waits for full membership (default 30)
 #   COHORT_LAB_KEEP=1   do not tear down automatically when `up` fails
 set -euo pipefail
@@ -60,8 +62,14 @@ write_conf() { # K
         echo "  version: 2"
         echo "  cluster_name: $PREFIX"
         echo "  transport: knet"
-        echo "  crypto_cipher: none"
-        echo "  crypto_hash: none"
+        if [ "${COHORT_LAB_CRYPTO:-0}" = 1 ]; then
+            echo "  crypto_cipher: aes256"
+            echo "  crypto_hash: sha256"
+            echo "  keyfile: $DIR/authkey"
+        else
+            echo "  crypto_cipher: none"
+            echo "  crypto_hash: none"
+        fi
         echo "  token: ${COHORT_LAB_TOKEN:-1000}"
         echo "}"
         echo "logging {"
@@ -185,6 +193,11 @@ cmd_up() {
     ip -n "$br" link set lo up
     ip -n "$br" link add br0 type bridge
     ip -n "$br" link set br0 up
+    if [ "${COHORT_LAB_CRYPTO:-0}" = 1 ]; then
+        # knet wants 1024..4096 bits of key; one key for every node.
+        head -c 256 /dev/urandom > "$DIR/authkey"
+        chmod 400 "$DIR/authkey"
+    fi
     for k in $(seq 1 "$N"); do
         ns=$(ns_of "$k")
         ip netns add "$ns"

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cohort-udp-bench mono                     print CLOCK_MONOTONIC in ms
-//! cohort-udp-bench --transport udp|corosync --node K [--nodes 1,2,3 --key FILE --iface ADDR [--group ADDR:PORT]]
+//! cohort-udp-bench --transport udp|corosync|raw --node K [--nodes 1,2,3 --key FILE --iface ADDR [--group ADDR:PORT]]
 //!     [--cpg-group NAME] --members M --stop-file PATH [--limit SECS]
 //!     [--throughput --senders S --count N --size BYTES]
 //! ```
@@ -13,7 +13,12 @@
 //! nodes `1..=S` then multicast `N` messages of `BYTES` each as fast as the
 //! transport takes them (UDP: while the adapter queue has room; corosync:
 //! until TRY_AGAIN, dispatching in between) and every node counts the
-//! deliveries. Without it, the client only reports views (failure
+//! deliveries. `raw` is the ceiling: plain UDP multicast of the same
+//! messages between the same namespaces, no order, no crypto, no
+//! retransmission (`--group`'s port + 1). Its "view" is the node list at
+//! once; a receiver that stops hearing datagrams for a second after the
+//! senders started reports `done` with what it got (a lossy count, marked
+//! `lossy`). Without `--throughput`, the client only reports views (failure
 //! detection and merge timing). It exits when `--stop-file` exists or after
 //! `--limit` seconds. Output lines (times are CLOCK_MONOTONIC ms, the same
 //! clock in every namespace):
@@ -157,6 +162,113 @@ impl Bus for CpgBus {
     }
 }
 
+/// The ceiling: plain UDP multicast, nothing on top.
+struct RawBus {
+    sock: std::net::UdpSocket,
+    group: SocketAddrV4,
+    nodes: NodeList,
+    started: bool,
+    rx: std::collections::VecDeque<Vec<u8>>,
+    buf: Vec<u8>,
+    rx_datagrams: u64,
+    tx_busy: u64,
+}
+
+impl RawBus {
+    fn new(a: &Args) -> RawBus {
+        use std::os::fd::AsRawFd as _;
+        let group = SocketAddrV4::new(*a.group.ip(), a.group.port() + 1);
+        let sock = std::net::UdpSocket::bind(group).unwrap_or_else(|e| die(format!("raw bind {group}: {e}")));
+        sock.join_multicast_v4(group.ip(), &a.iface).unwrap_or_else(|e| die(format!("raw join: {e}")));
+        sock.set_multicast_loop_v4(true).unwrap_or_else(|e| die(format!("raw loop: {e}")));
+        sock.set_nonblocking(true).unwrap_or_else(|e| die(format!("raw nonblocking: {e}")));
+        let fd = sock.as_raw_fd();
+        let iface = libc::in_addr { s_addr: u32::from_ne_bytes(a.iface.octets()) };
+        let big: libc::c_int = 8 << 20;
+        // SAFETY: valid fd, pointers to live values of the sizes given.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                (&iface as *const libc::in_addr).cast(),
+                std::mem::size_of::<libc::in_addr>() as libc::socklen_t,
+            );
+            for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&big as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+        let nodes = a.nodes.iter().map(|&n| NodeId(n)).collect();
+        RawBus {
+            sock,
+            group,
+            nodes,
+            started: false,
+            rx: Default::default(),
+            buf: vec![0; 65536],
+            rx_datagrams: 0,
+            tx_busy: 0,
+        }
+    }
+}
+
+impl Bus for RawBus {
+    fn fds(&self) -> Vec<RawFd> {
+        use std::os::fd::AsRawFd as _;
+        vec![self.sock.as_raw_fd()]
+    }
+    fn dispatch(&mut self) {
+        loop {
+            match self.sock.recv_from(&mut self.buf) {
+                Ok((n, _)) => {
+                    self.rx_datagrams += 1;
+                    self.rx.push_back(self.buf[..n].to_vec());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => die(format!("raw recv: {e}")),
+            }
+        }
+    }
+    fn next_event(&mut self) -> Option<Ev> {
+        if !self.started {
+            self.started = true;
+            return Some(Ev::Ring(1, self.nodes.clone()));
+        }
+        if let Some(p) = self.rx.pop_front() {
+            return Some(Ev::Deliver(p));
+        }
+        None
+    }
+    fn try_send(&mut self, payload: &[u8]) -> Result<bool, String> {
+        match self.sock.send_to(payload, self.group) {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
+                self.tx_busy += 1;
+                Ok(false)
+            }
+            // The kernel's queue to the device is full: retry later.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                self.tx_busy += 1;
+                Ok(false)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn wake(&self) -> Option<Instant> {
+        None
+    }
+    fn stats(&self) -> String {
+        format!("rx_datagrams={} tx_busy={}", self.rx_datagrams, self.tx_busy)
+    }
+}
+
 struct Args {
     transport: String,
     node: u32,
@@ -178,7 +290,7 @@ struct Args {
 
 fn usage(msg: &str) -> ! {
     eprintln!("cohort-udp-bench: {msg}");
-    eprintln!("usage: cohort-udp-bench mono | --transport udp|corosync --node K [--nodes L --key F --iface A [--group G]] [--cpg-group NAME] --members M --stop-file P [--limit S] [--throughput --senders S [--first-sender K] --count N --size B]");
+    eprintln!("usage: cohort-udp-bench mono | --transport udp|corosync|raw --node K [--nodes L --key F --iface A [--group G]] [--cpg-group NAME] --members M --stop-file P [--limit S] [--throughput --senders S [--first-sender K] --count N --size B]");
     exit(1)
 }
 
@@ -230,7 +342,8 @@ fn parse_args() -> Args {
             _ => usage(&format!("unknown argument {k}")),
         }
     }
-    if a.node == 0 || a.stop_file.as_os_str().is_empty() || !matches!(a.transport.as_str(), "udp" | "corosync") {
+    if a.node == 0 || a.stop_file.as_os_str().is_empty() || !matches!(a.transport.as_str(), "udp" | "corosync" | "raw")
+    {
         usage("--transport, --node and --stop-file are required");
     }
     if a.size < 16 || a.size > cohort_udp::MAX_MESSAGE {
@@ -240,6 +353,9 @@ fn parse_args() -> Args {
 }
 
 fn connect(a: &Args) -> Box<dyn Bus> {
+    if a.transport == "raw" {
+        return Box::new(RawBus::new(a));
+    }
     if a.transport == "corosync" {
         let opts = Options {
             // Busy is reported at once: the client dispatches and retries.
@@ -283,11 +399,15 @@ fn main() {
     let mut payload = vec![b'.'; a.size];
     payload[..2].copy_from_slice(b"BM");
     let mut last_stop_check = Instant::now();
+    let mut last_rx = Instant::now();
     loop {
         while let Some(ev) = bus.next_event() {
             match ev {
                 Ev::Ring(id, m) => {
                     ring_members = m.len();
+                    if a.transport == "raw" {
+                        members = m.len();
+                    }
                     let l: Vec<String> = m.iter().map(|n| n.0.to_string()).collect();
                     out(format!("ring {:.3} {id} {}", mono_ms(), l.join(",")));
                 }
@@ -299,6 +419,7 @@ fn main() {
                             first = t;
                         }
                         last = t;
+                        last_rx = Instant::now();
                         delivered += 1;
                         bytes += p.len() as u64;
                     }
@@ -336,6 +457,18 @@ fn main() {
         if a.throughput && !done && delivered >= expect {
             done = true;
             out(format!("done {:.3} {delivered} {bytes} {first:.3} {last:.3}", mono_ms()));
+        }
+        // Raw multicast loses what a receiver's buffer cannot take: once
+        // nothing came for a second, what arrived is the count.
+        if a.transport == "raw"
+            && a.throughput
+            && !done
+            && delivered > 0
+            && (!sender || sent >= a.count)
+            && last_rx.elapsed() >= Duration::from_secs(1)
+        {
+            done = true;
+            out(format!("done {:.3} {delivered} {bytes} {first:.3} {last:.3} lossy", mono_ms()));
         }
         if last_stop_check.elapsed() >= Duration::from_millis(50) {
             last_stop_check = Instant::now();
