@@ -153,12 +153,32 @@ wait_for() { # TAG "NODES" SECS AWK-COND
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
-# throughput: prints "msgs/s MB/s"
+# CPU time (user + system, ms) of the corosync daemons so far (0 for the
+# other transports: their whole stack runs in the client).
+daemon_cpu_ms() { # T
+    [ "$1" = corosync ] || { echo 0; return; }
+    local hz p sum=0
+    hz=$(getconf CLK_TCK)
+    for p in $(cat "$CDIR"/node*/corosync.pid 2>/dev/null); do
+        [ -r "/proc/$p/stat" ] || continue
+        sum=$(awk -v s="$sum" -v hz="$hz" '{sub(/^.*\) /, ""); print s + ($12 + $13) * 1000 / hz}' "/proc/$p/stat")
+    done
+    echo "$sum"
+}
+
+# throughput: prints "msgs/s MB/s cpu-us-per-message" (CPU: every process of
+# the system, the three clients and, for corosync, the three daemons, user +
+# system, over the run, per message sent; each message is delivered to
+# every node)
 throughput() { # T SIZE SENDERS COUNT [FIRST-SENDER]
-    local t=$1 size=$2 s=$3 n=$4 first=${5:-1} tag="tp-$1-$2-$3-${5:-1}" start end
+    local t=$1 size=$2 s=$3 n=$4 first=${5:-1} tag="tp-$1-$2-$3-${5:-1}" start end d0 d1 cpu
+    d0=$(daemon_cpu_ms "$t")
     start_clients "$tag" "$t" --throughput --senders "$s" --first-sender "$first" --count "$n" --size "$size" --limit 300
     wait_for "$tag" "1 2 3" 320 '$1=="done"'
     stop_clients "$tag"
+    d1=$(daemon_cpu_ms "$t")
+    cpu=$(cat "$WORK/$tag"-*.log | awk -v d0="$d0" -v d1="$d1" -v m=$((s * n)) \
+        '$1=="cpu" {c += $2 + $3} END {printf "%.2f", (c + d1 - d0) * 1000 / m}')
     start=$(cat "$WORK/$tag"-*.log | awk '$1=="send_start" {print $2}' | sort -n | head -1)
     if [ "$t" = raw ]; then
         # No retransmission: what the slowest node received, over its time.
@@ -167,13 +187,13 @@ throughput() { # T SIZE SENDERS COUNT [FIRST-SENDER]
             rates="$rates $(awk -v a="$start" '$1=="done" {print $3 / (($6 - a) / 1000), $3}' "$WORK/$tag-$k.log")"
         done
         log "[raw] $size B x $s: delivered per node (msgs/s, msgs):$rates of $((s * n)) sent"
-        echo "$rates" | awk -v b="$size" '{m = -1; for (i = 1; i <= NF; i += 2) if (m < 0 || $i < m) m = $i; printf "%.0f %.2f\n", m, m * b / 1e6}'
+        echo "$rates" | awk -v b="$size" -v c="$cpu" '{m = -1; for (i = 1; i <= NF; i += 2) if (m < 0 || $i < m) m = $i; printf "%.0f %.2f %s\n", m, m * b / 1e6, c}'
         return
     fi
     grep -q incomplete "$WORK/$tag"-*.log && die "$tag: a node did not receive every message"
     end=$(cat "$WORK/$tag"-*.log | awk '$1=="done" {print $6}' | sort -n | tail -1)
-    awk -v n=$((s * n)) -v b="$size" -v a="$start" -v e="$end" \
-        'BEGIN {d = (e - a) / 1000; printf "%.0f %.2f\n", n / d, n * b / d / 1e6}'
+    awk -v n=$((s * n)) -v b="$size" -v a="$start" -v e="$end" -v c="$cpu" \
+        'BEGIN {d = (e - a) / 1000; printf "%.0f %.2f %s\n", n / d, n * b / d / 1e6, c}'
 }
 
 # median over $REPS runs (by msgs/s): prints "msgs/s MB/s"; every run is logged
@@ -182,7 +202,7 @@ throughput_median() { # T SIZE SENDERS COUNT [FIRST-SENDER]
     for i in $(seq 1 "$REPS"); do
         runs="$runs$(throughput "$@")"$'\n'
     done
-    log "[$1] $2 B x $3${5:+ (node $5)}: $(echo "$runs" | awk 'NF {printf "%s%s", s, $1; s=", "}') msgs/s"
+    log "[$1] $2 B x $3${5:+ (node $5)}: $(echo "$runs" | awk 'NF {printf "%s%s", s, $1; s=", "}') msgs/s; CPU $(echo "$runs" | awk 'NF {printf "%s%s", s, $3; s=", "}') us/msg"
     echo "$runs" | awk 'NF' | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'
 }
 
@@ -207,7 +227,7 @@ failover() { # T REP
 
 declare -A R
 for l in udp cs1000 cs3000 cs1000c raw; do
-    for k in tp64_1 tp64_3 tp1400_1 tp1400_3 tp64_1n3 tp1400_1n3 det mer det_all mer_all; do R[$l,$k]="n/a n/a"; done
+    for k in tp64_1 tp64_3 tp1400_1 tp1400_3 tp64_1n3 tp1400_1n3 det mer det_all mer_all; do R[$l,$k]="n/a n/a n/a"; done
 done
 
 measure() { # T LABEL
@@ -261,6 +281,7 @@ done
 # ---- report ------------------------------------------------------------------
 f1() { echo "$1" | cut -d' ' -f1; }
 f2() { echo "$1" | cut -d' ' -f2; }
+f3() { echo "$1" | cut -d' ' -f3; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 
 echo
@@ -278,9 +299,9 @@ for k in tp64_1 tp64_1n3 tp64_3 tp1400_1 tp1400_1n3 tp1400_3; do
         tp1400_1) n="1400 B, 1 sender (node 1)" ;; tp1400_3) n="1400 B, 3 senders" ;;
         tp64_1n3) n="64 B, 1 sender (node 3)" ;; tp1400_1n3) n="1400 B, 1 sender (node 3)" ;;
     esac
-    for f in f1 f2; do
+    for f in f1 f2 f3; do
         u=$($f "${R[udp,$k]}")
-        unit=$([ $f = f1 ] && echo msgs/s || echo MB/s)
+        unit=$(case $f in f1) echo msgs/s ;; f2) echo MB/s ;; f3) echo "CPU us per message (lower is better; median run by msgs/s)" ;; esac)
         echo "| throughput $n, $unit | $u | $($f "${R[cs1000,$k]}") | $($f "${R[cs3000,$k]}") | $($f "${R[cs1000c,$k]}") | $($f "${R[raw,$k]}") | $(ratio "$u" "$($f "${R[cs1000,$k]}")") | $(ratio "$u" "$($f "${R[cs1000c,$k]}")") | $(ratio "$u" "$($f "${R[raw,$k]}")") |"
     done
 done

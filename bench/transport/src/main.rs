@@ -29,6 +29,7 @@
 //! send_start <ms>
 //! sent <ms> <count>
 //! done <ms> <delivered> <bytes> <first delivery ms> <last delivery ms>
+//! cpu <user ms> <system ms>          (this process, at exit)
 //! error <text>
 //! ```
 
@@ -49,6 +50,15 @@ fn mono_ms() -> f64 {
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
+}
+
+/// User and system CPU time of this process so far, in ms.
+fn cpu_ms() -> (f64, f64) {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    (ms(ru.ru_utime), ms(ru.ru_stime))
 }
 
 fn out(line: String) {
@@ -474,6 +484,8 @@ fn main() {
             last_stop_check = Instant::now();
             if a.stop_file.exists() {
                 out(format!("stats {:.3} {}", mono_ms(), bus.stats()));
+                let (u, s) = cpu_ms();
+                out(format!("cpu {u:.1} {s:.1}"));
                 break;
             }
             if start.elapsed() >= a.limit {
