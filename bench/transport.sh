@@ -15,9 +15,18 @@
 #   * failure detection: node 3 cut off with iptables (both directions, one
 #     atomic iptables-restore) -> new view without it at nodes 1 and 2
 #     (slowest of the two), median of $REPS runs;
-#   * merge: heal -> merged view of 3 at every node (slowest), median.
-# corosync runs twice: token 1000 ms ("tuned") and token 3000 ms (default),
-# started by tests/corosync-lab/cluster.sh.
+#   * merge: heal -> merged view of 3 at every node (slowest), median;
+#   * CPU per message: user + system time of every process of the system
+#     (the clients, and corosync's daemons) over a throughput run, per
+#     message sent;
+#   * delivery latency at a fixed offered load (1,000 msgs/s, and half of
+#     corosync token 1000's 3-sender maximum of this run), 3 senders, send
+#     to delivery at the slowest node: p50/p99/max.
+# corosync runs three times, first: token 1000 ms ("tuned"), token 3000 ms
+# (default), and token 1000 ms with crypto_cipher aes256 + crypto_hash
+# sha256 (tests/corosync-lab/cluster.sh). The ceiling, raw UDP multicast of
+# the same messages between the same namespaces (no order, crypto or
+# retransmission), runs after cohort UDP: throughput and CPU only.
 #
 # Needs root, iproute2, iptables, corosync (+ its client libraries to build),
 # awk. On demand only: not part of CI. Everything it creates (namespaces
@@ -206,6 +215,24 @@ throughput_median() { # T SIZE SENDERS COUNT [FIRST-SENDER]
     echo "$runs" | awk 'NF' | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'
 }
 
+# delivery latency at a fixed offered load RATE (msgs/s in all; 3 senders
+# at RATE/3 each, ~3 s): send to delivery at the slowest node, per message;
+# prints "p50 p99 max" in ms (one run: thousands of messages)
+latency() { # T SIZE RATE
+    local t=$1 size=$2 rate=$3 tag="lat-$1-$2-${3%.*}" per n
+    per=$(awk -v r="$rate" 'BEGIN {printf "%.3f", r / 3}')
+    n=$(awk -v r="$rate" 'BEGIN {n = int(r); if (n < 300) n = 300; print n}')
+    start_clients "$tag" "$t" --throughput --senders 3 --count "$n" --size "$size" --rate "$per" \
+        --lat-file "$WORK/$tag-lat" --limit 300
+    wait_for "$tag" "1 2 3" 320 '$1=="done"'
+    stop_clients "$tag"
+    grep -q incomplete "$WORK/$tag"-*.log && die "$tag: a node did not receive every message"
+    cat "$WORK/$tag-lat".[123] | awk '{k = $1 " " $2; if (!(k in m) || $3 > m[k]) m[k] = $3} END {for (k in m) print m[k]}' |
+        sort -n | awk '{a[NR] = $1} END {if (NR == 0) {print "n/a n/a n/a"; exit}
+            i50 = int(NR * 0.50); if (i50 < 1) i50 = 1; i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
+            printf "%.2f %.2f %.2f\n", a[i50], a[i99], a[NR]}'
+}
+
 # one cut/heal cycle: prints "detection_ms merge_ms"
 failover() { # T REP
     local t=$1 tag="fo-$1-$2" tc th det mer
@@ -225,9 +252,15 @@ failover() { # T REP
     printf '%.0f %.0f\n' "$det" "$mer"
 }
 
+f1() { echo "$1" | cut -d' ' -f1; }
+f2() { echo "$1" | cut -d' ' -f2; }
+f3() { echo "$1" | cut -d' ' -f3; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+
 declare -A R
 for l in udp cs1000 cs3000 cs1000c raw; do
     for k in tp64_1 tp64_3 tp1400_1 tp1400_3 tp64_1n3 tp1400_1n3 det mer det_all mer_all; do R[$l,$k]="n/a n/a n/a"; done
+    for k in lat64_1k lat1400_1k lat64_half lat1400_half; do R[$l,$k]="n/a n/a n/a"; done
 done
 
 measure() { # T LABEL
@@ -241,6 +274,18 @@ measure() { # T LABEL
     R[$l,tp64_1n3]=$(throughput_median "$t" 64 1 "$N64" 3)
     R[$l,tp1400_1n3]=$(throughput_median "$t" 1400 1 "$N1400" 3)
     [ "$t" = raw ] && return
+    # Latency at 1,000 msgs/s and at half of corosync token 1000's maximum
+    # (3 senders; measured first, in this run).
+    local half64 half1400
+    half64=$(f1 "${R[cs1000,tp64_3]}"); half1400=$(f1 "${R[cs1000,tp1400_3]}")
+    log "[$l] latency"
+    R[$l,lat64_1k]=$(latency "$t" 64 1000)
+    R[$l,lat1400_1k]=$(latency "$t" 1400 1000)
+    if [ "$half64" != n/a ]; then
+        R[$l,lat64_half]=$(latency "$t" 64 "$(awk -v x="$half64" 'BEGIN {print int(x / 2)}')")
+        R[$l,lat1400_half]=$(latency "$t" 1400 "$(awk -v x="$half1400" 'BEGIN {print int(x / 2)}')")
+    fi
+    log "[$l] latency p50/p99/max ms: 64 B at 1k ${R[$l,lat64_1k]}, 1400 B at 1k ${R[$l,lat1400_1k]}, 64 B at half ${R[$l,lat64_half]}, 1400 B at half ${R[$l,lat1400_half]}"
     log "[$l] failure detection and merge, $REPS runs"
     d=""; m=""
     for i in $(seq 1 "$REPS"); do
@@ -258,13 +303,7 @@ measure() { # T LABEL
 head -c 32 /dev/urandom > "$WORK/key"
 chmod 600 "$WORK/key"
 
-log "cohort UDP: namespaces $PREFIX-*"
-udp_up
-measure udp udp
-# The ceiling: plain UDP multicast between the same namespaces.
-measure raw raw
-udp_down
-
+# corosync first: the latency runs use half of its maximum as a load.
 # corosync with token 1000 and 3000 ms, no crypto; and token 1000 with
 # crypto_cipher aes256 + crypto_hash sha256 (cohort always encrypts and
 # authenticates: the fair second baseline).
@@ -278,11 +317,14 @@ for v in $([ "${ONLY:-}" = udp ] || echo 1000 3000 1000c); do
     bash "$LAB" down "$CDIR" >/dev/null 2>&1
 done
 
+log "cohort UDP: namespaces $PREFIX-*"
+udp_up
+measure udp udp
+# The ceiling: plain UDP multicast between the same namespaces.
+measure raw raw
+udp_down
+
 # ---- report ------------------------------------------------------------------
-f1() { echo "$1" | cut -d' ' -f1; }
-f2() { echo "$1" | cut -d' ' -f2; }
-f3() { echo "$1" | cut -d' ' -f3; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 
 echo
 echo "Transport benchmark, $(date -u +%Y-%m-%d), $(uname -r), $(nproc) cores, $(corosync -v 2>/dev/null | head -1)"
@@ -303,6 +345,18 @@ for k in tp64_1 tp64_1n3 tp64_3 tp1400_1 tp1400_1n3 tp1400_3; do
         u=$($f "${R[udp,$k]}")
         unit=$(case $f in f1) echo msgs/s ;; f2) echo MB/s ;; f3) echo "CPU us per message (lower is better; median run by msgs/s)" ;; esac)
         echo "| throughput $n, $unit | $u | $($f "${R[cs1000,$k]}") | $($f "${R[cs3000,$k]}") | $($f "${R[cs1000c,$k]}") | $($f "${R[raw,$k]}") | $(ratio "$u" "$($f "${R[cs1000,$k]}")") | $(ratio "$u" "$($f "${R[cs1000c,$k]}")") | $(ratio "$u" "$($f "${R[raw,$k]}")") |"
+    done
+done
+for k in lat64_1k lat1400_1k lat64_half lat1400_half; do
+    case $k in
+        lat64_1k) n="64 B at 1,000 msgs/s" ;; lat1400_1k) n="1400 B at 1,000 msgs/s" ;;
+        lat64_half) n="64 B at half of corosync-1000's 3-sender maximum" ;;
+        lat1400_half) n="1400 B at half of corosync-1000's 3-sender maximum" ;;
+    esac
+    for f in f1 f2 f3; do
+        q=$(case $f in f1) echo p50 ;; f2) echo p99 ;; f3) echo max ;; esac)
+        u=$($f "${R[udp,$k]}")
+        echo "| latency $n, $q ms (send to delivery at the slowest node) | $u | $($f "${R[cs1000,$k]}") | $($f "${R[cs3000,$k]}") | $($f "${R[cs1000c,$k]}") | - | $(ratio "$u" "$($f "${R[cs1000,$k]}")") | $(ratio "$u" "$($f "${R[cs1000c,$k]}")") | - |"
     done
 done
 for m in det mer; do

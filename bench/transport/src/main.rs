@@ -6,7 +6,7 @@
 //! cohort-udp-bench mono                     print CLOCK_MONOTONIC in ms
 //! cohort-udp-bench --transport udp|corosync|raw --node K [--nodes 1,2,3 --key FILE --iface ADDR [--group ADDR:PORT]]
 //!     [--cpg-group NAME] --members M --stop-file PATH [--limit SECS]
-//!     [--throughput --senders S --count N --size BYTES]
+//!     [--throughput --senders S --count N --size BYTES [--rate MSGS_PER_S --lat-file PATH]]
 //! ```
 //!
 //! Every client waits for a view of `--members` nodes. With `--throughput`,
@@ -30,6 +30,15 @@
 //! sent <ms> <count>
 //! done <ms> <delivered> <bytes> <first delivery ms> <last delivery ms>
 //! cpu <user ms> <system ms>          (this process, at exit)
+//! ```
+//!
+//! With `--rate`, each sender paces its messages at that rate (a fixed
+//! offered load) and every receiver writes one line per delivered message
+//! to `--lat-file`.K (K: its node): `<sender> <seq> <latency ms>` (send to delivery, the
+//! send time carried in the message; CLOCK_MONOTONIC is one clock for all
+//! namespaces of the host), so the script can take the slowest node's.
+//!
+//! ```text
 //! error <text>
 //! ```
 
@@ -296,6 +305,9 @@ struct Args {
     first_sender: u32,
     count: u64,
     size: usize,
+    /// Paced sending, messages per second per sender (0: as fast as taken).
+    rate: f64,
+    lat_file: Option<PathBuf>,
 }
 
 fn usage(msg: &str) -> ! {
@@ -325,6 +337,8 @@ fn parse_args() -> Args {
         first_sender: 1,
         count: 0,
         size: 64,
+        rate: 0.0,
+        lat_file: None,
     };
     let mut it = std::env::args().skip(1).peekable();
     if it.peek().map(String::as_str) == Some("mono") {
@@ -349,6 +363,8 @@ fn parse_args() -> Args {
             "--first-sender" => a.first_sender = parse(&k, &val()),
             "--count" => a.count = parse(&k, &val()),
             "--size" => a.size = parse(&k, &val()),
+            "--rate" => a.rate = parse(&k, &val()),
+            "--lat-file" => a.lat_file = Some(PathBuf::from(val())),
             _ => usage(&format!("unknown argument {k}")),
         }
     }
@@ -356,8 +372,8 @@ fn parse_args() -> Args {
     {
         usage("--transport, --node and --stop-file are required");
     }
-    if a.size < 16 || a.size > cohort_udp::MAX_MESSAGE {
-        usage("--size must be 16..=4096");
+    if a.size < 24 || a.size > cohort_udp::MAX_MESSAGE {
+        usage("--size must be 24..=4096");
     }
     a
 }
@@ -408,6 +424,9 @@ fn main() {
     let mut done = false;
     let mut payload = vec![b'.'; a.size];
     payload[..2].copy_from_slice(b"BM");
+    // [2..10] sequence, [10..18] send time (f64 ms), [18..22] sender node.
+    payload[18..22].copy_from_slice(&a.node.to_le_bytes());
+    let mut lat: Vec<(u32, u64, f64)> = Vec::new();
     let mut last_stop_check = Instant::now();
     let mut last_rx = Instant::now();
     loop {
@@ -425,6 +444,12 @@ fn main() {
                 Ev::Deliver(p) => {
                     if p.starts_with(b"BM") {
                         let t = mono_ms();
+                        if a.lat_file.is_some() && p.len() >= 22 {
+                            let seq = u64::from_le_bytes(p[2..10].try_into().unwrap_or_default());
+                            let at = f64::from_le_bytes(p[10..18].try_into().unwrap_or_default());
+                            let from = u32::from_le_bytes(p[18..22].try_into().unwrap_or_default());
+                            lat.push((from, seq, t - at));
+                        }
                         if delivered == 0 {
                             first = t;
                         }
@@ -448,12 +473,20 @@ fn main() {
                 out(format!("send_start {:.3}", mono_ms()));
             }
             // A burst, then dispatch: deliveries are what frees room.
+            // Paced: only what is due by now (a fixed offered load).
+            let due = match send_at {
+                Some(t0) if a.rate > 0.0 => {
+                    (Instant::now().saturating_duration_since(t0).as_secs_f64() * a.rate) as u64 + 1
+                }
+                _ => u64::MAX,
+            };
             for _ in 0..64 {
-                if sent >= a.count {
+                if sent >= a.count || sent >= due {
                     break;
                 }
                 let i = sent.to_le_bytes();
                 payload[2..10].copy_from_slice(&i);
+                payload[10..18].copy_from_slice(&mono_ms().to_le_bytes());
                 match bus.try_send(&payload) {
                     Ok(true) => sent += 1,
                     Ok(false) => break,
@@ -486,6 +519,14 @@ fn main() {
                 out(format!("stats {:.3} {}", mono_ms(), bus.stats()));
                 let (u, s) = cpu_ms();
                 out(format!("cpu {u:.1} {s:.1}"));
+                if let Some(path) = &a.lat_file {
+                    let path = PathBuf::from(format!("{}.{}", path.display(), a.node));
+                    let path = &path;
+                    let text: String = lat.iter().map(|(f, q, l)| format!("{f} {q} {l:.3}\n")).collect();
+                    if let Err(e) = std::fs::write(path, text) {
+                        die(format!("{}: {e}", path.display()));
+                    }
+                }
                 break;
             }
             if start.elapsed() >= a.limit {
