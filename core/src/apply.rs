@@ -1,13 +1,13 @@
 //! Delivered messages and operator requests: validation, the generation
 //! rule, and application in agreed order.
 
-use crate::bounded::PushBounded;
 use crate::daemon::{DaemonPhase, Logical, OpKind};
 use crate::ids::{GroupId, Member, NodeId};
 use crate::mount::Removal;
 use crate::node::Node;
 use crate::vocab::{DeliverError, DropReason, KernelOp, MountError, Notice, Out, Request, RequestError};
 use crate::wire::{self, Body, FsName, Header, Message, MountReq, WireError, MAX_GROUPS, MAX_JOURNALS};
+use cohort_types::bounded::PushBounded;
 
 impl Node {
     pub(crate) fn on_deliver(&mut self, from: NodeId, bytes: &[u8]) -> Result<(), DeliverError> {

@@ -9,7 +9,6 @@ mod fmt;
 
 mod apply;
 pub mod barrier;
-mod bounded;
 pub mod daemon;
 #[cfg(feature = "embassy")]
 pub mod embassy;

@@ -31,7 +31,6 @@
 //! may have been written before a remount to ro). Spectators hold no
 //! journal and never recover.
 
-use crate::bounded::PushBounded;
 use crate::daemon::{DaemonPhase, Logical, OpKind};
 use crate::gcs::MAX_NODES;
 use crate::ids::{Generation, GroupId, Incarnation, Jid, Member, NodeId};
@@ -40,6 +39,7 @@ use crate::vocab::{Effect, KernelError, KernelEvent, KernelOp, MountError, Notic
 use crate::wire::{
     FsName, Header, MemberDesc, Mode, MountStart, MountState, Recovery, RecoveryResult, MAX_JOURNALS, MAX_RECOVERIES,
 };
+use cohort_types::bounded::PushBounded;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

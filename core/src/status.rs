@@ -1,13 +1,13 @@
 //! A fixed-size snapshot of what this node knows and what everything waits
 //! for: the host daemon prints it (`cohortctl status`).
 
-use crate::bounded::PushBounded;
 use crate::daemon::DaemonPhase;
 use crate::gcs::MAX_NODES;
 use crate::ids::{Generation, GroupId, Incarnation, Jid, Member, NodeId};
 use crate::mount::{GroupWait, KState};
 use crate::node::Node;
 use crate::wire::{FsName, Mode, MAX_GROUPS, MAX_RECOVERIES};
+use cohort_types::bounded::PushBounded;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

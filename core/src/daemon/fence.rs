@@ -10,12 +10,12 @@
 //! comes back with a new incarnation has restarted cleanly: its fencing is
 //! cancelled.
 
-use crate::bounded::PushBounded;
 use crate::gcs::MAX_NODES;
 use crate::ids::{Member, NodeId};
 use crate::node::Node;
 use crate::vocab::{Effect, FenceInputError, Notice, Out, TimerToken, TIMER_FENCE};
 use crate::wire::{FenceResult, Header, PendingFence};
+use cohort_types::bounded::PushBounded;
 
 use super::DaemonPhase;
 

@@ -38,9 +38,9 @@
 //! others resets (`ResetSelf` on itself, `Kill` from the lowest winner as a
 //! backup).
 
-use crate::bounded::PushBounded;
 use crate::gcs::MAX_NODES;
 use crate::ids::{Generation, NodeId};
+use cohort_types::bounded::PushBounded;
 
 /// (last completed cycle, its leader, digest of the messages applied since).
 pub type Lineage = (Generation, NodeId, u64);

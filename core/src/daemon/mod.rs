@@ -30,12 +30,12 @@
 pub mod fence;
 pub mod merge;
 
-use crate::bounded::PushBounded;
 use crate::gcs::{self, Change, NodeList, MAX_NODES};
 use crate::ids::{Generation, GroupId, Incarnation, Member, NodeId};
 use crate::node::Node;
 use crate::vocab::{DropReason, Effect, MountError, Notice, Out};
 use crate::wire::{DaemonStart, DaemonSync, FsName, GroupSnap, Header, Mode, PendingFence, MAX_GROUPS};
+use cohort_types::bounded::PushBounded;
 use fence::FenceRec;
 
 /// What a member's matched start told us.

@@ -6,6 +6,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod bounded;
 mod fmt;
 pub mod gcs;
 pub mod ids;

@@ -14,9 +14,9 @@
 use super::auth::ReplayWindow;
 use super::wire::{Heartbeat, MemberList};
 use super::VsRecvError;
-use crate::bounded::PushBounded;
 use crate::gcs::{NodeList, MAX_NODES};
 use crate::ids::{Incarnation, Instant, Member, NodeId};
+use cohort_types::bounded::PushBounded;
 
 /// What we know about one configured peer.
 #[derive(Clone, Debug)]

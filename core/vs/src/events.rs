@@ -31,9 +31,9 @@
 
 use super::wire::MemberList;
 use super::VsEvent;
-use crate::bounded::PushBounded;
 use crate::gcs::{self, Confchg, MemberReason, NodeList, QuorumEvent, Reason, ReasonList, RingEvent, MAX_NODES};
 use crate::ids::{Member, NodeId};
+use cohort_types::bounded::PushBounded;
 
 /// How many installed-but-unpolled views may be buffered. A further install
 /// waits (locally) until the application polls.

@@ -130,7 +130,6 @@ mod fmt;
 pub use cohort_types::{gcs, ids, rng};
 
 mod auth;
-mod bounded;
 #[cfg(feature = "craft")]
 pub mod craft;
 mod detector;

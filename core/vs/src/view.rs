@@ -81,9 +81,9 @@
 use super::events::Record;
 use super::wire::{FlushOk, Heartbeat, MemberList, SyncGroup, SyncMsg, ViewKey};
 use super::{Life, Vs};
-use crate::bounded::PushBounded;
 use crate::gcs::{NodeList, MAX_NODES};
 use crate::ids::{Incarnation, Instant, Member, NodeId};
+use cohort_types::bounded::PushBounded;
 
 /// How far past our own view's seq a received view seq may be (see the
 /// module docs, "Bounded jumps"); a datagram naming a larger one is dropped
