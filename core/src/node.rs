@@ -591,4 +591,25 @@ mod tests {
         n.outbox.push_back(filler).unwrap();
         assert_eq!(quiet(&mut n), Err(HandleError::Backpressure));
     }
+
+    /// `has_output` holds while an effect or a message waits to be polled,
+    /// either one alone, and not once both queues are drained (issue 17:
+    /// `has_output` -> `false` survived; no test asked it).
+    #[test]
+    fn has_output_while_an_effect_or_a_message_waits() {
+        let mut n = Node::new(Config::new(NodeId(1), Incarnation(1)));
+        assert!(!n.has_output());
+        n.notify(Notice::DaemonSynced { generation: Generation::ZERO, members: 1 });
+        assert!(n.has_output());
+        assert!(n.poll_effect().is_some());
+        assert!(!n.has_output());
+        n.send(Out::FirstDone { gid: GroupId::of_fs("fs1"), gen: Generation::ZERO });
+        assert!(n.has_output());
+        n.notify(Notice::DaemonSynced { generation: Generation::ZERO, members: 1 });
+        assert!(n.has_output());
+        n.outbox.clear();
+        assert!(n.has_output());
+        assert!(n.poll_effect().is_some());
+        assert!(!n.has_output());
+    }
 }

@@ -1244,3 +1244,35 @@ fn first_state_described_by(c: &mut Cluster, from: u32, nodes: u32) -> cohort_co
     }
     panic!("node {from} described no state: {:?}", c.log)
 }
+
+/// One input can touch every filesystem at once: a member's failure
+/// blocks all `MAX_GROUPS` of them, and the cycle of its restart makes
+/// every old member send a START for each (the lowest one a state too).
+/// The room `handle` reserves for one input covers that; debug builds
+/// check it after every input (issue 17: smaller `EFFECTS_PER_INPUT` and
+/// `SENDS_PER_INPUT` survived: no test had more than a few groups).
+#[test]
+fn a_full_group_table_fails_over_and_rejoins_within_the_room_of_one_input() {
+    let mut c = Cluster::new(3);
+    let names: Vec<String> = (0..wire::MAX_GROUPS).map(|k| format!("fs{k}")).collect();
+    for fs in &names {
+        c.mount(fs, &[1, 2, 3], Mode::Rw);
+    }
+    c.pump();
+    c.crash(3);
+    c.pump();
+    c.start(3, 2);
+    c.pump();
+    for fs in &names {
+        c.mount(fs, &[3], Mode::Rw);
+    }
+    c.pump();
+    let at = c.log.len();
+    c.crash(1);
+    c.pump();
+    assert_eq!(errors(&c, at), Vec::<String>::new());
+    assert!(c.all_stable(), "{}", c.status_dump());
+    for fs in &names {
+        assert_eq!(c.jids(fs, 2).len(), 2, "{fs}: {}", c.status_dump());
+    }
+}
