@@ -265,7 +265,8 @@ mod tests {
     fn stable_means_every_group_is_synced_idle_and_unblocked() {
         assert!(status(Some(true), DaemonWait::Nothing, &[SETTLED, SETTLED]).is_stable());
         assert!(!status(Some(true), DaemonWait::Join, &[SETTLED]).is_stable());
-        for g in [(false, GroupWait::Nothing, false), (true, GroupWait::Kernel, false), (true, GroupWait::Nothing, true)]
+        for g in
+            [(false, GroupWait::Nothing, false), (true, GroupWait::Kernel, false), (true, GroupWait::Nothing, true)]
         {
             assert!(!status(Some(true), DaemonWait::Nothing, &[SETTLED, g]).is_stable(), "{g:?}");
         }

@@ -1118,7 +1118,8 @@ fn a_snapshot_with_unsorted_or_repeated_members_is_refused() {
 
 #[test]
 fn a_daemon_start_with_an_empty_or_zero_protocol_range_is_refused() {
-    let start = |proto_min: u16, proto_max: u16| Body::DaemonStart(DaemonStart { proto_min, proto_max, ..empty_start() });
+    let start =
+        |proto_min: u16, proto_max: u16| Body::DaemonStart(DaemonStart { proto_min, proto_max, ..empty_start() });
     assert_eq!(start(1, 1).validate(), Ok(()));
     assert_eq!(start(1, 3).validate(), Ok(()));
     // Version 0 does not exist, even in a range that is otherwise fine.
