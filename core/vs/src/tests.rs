@@ -541,8 +541,10 @@ fn forged_replayed_truncated_oversize_are_dropped_and_counted() {
     check(&mut a, &good[..HEADER_LEN + TAG_LEN], None, VsRecvError::Malformed);
     check(&mut a, &good[..3], None, VsRecvError::Malformed);
     check(&mut a, &[], None, VsRecvError::Malformed);
-    // Oversize.
+    // Oversize: only above MAX_DATAGRAM (issue 17: `>` -> `>=` survived;
+    // a datagram of exactly that size is judged by its content).
     check(&mut a, &[0u8; MAX_DATAGRAM + 1], None, VsRecvError::Oversize);
+    check(&mut a, &[0u8; MAX_DATAGRAM], None, VsRecvError::Malformed);
     // Wrong version byte.
     let mut v = good.clone();
     v[0] ^= 0xff;
@@ -568,7 +570,7 @@ fn forged_replayed_truncated_oversize_are_dropped_and_counted() {
     let s = a.stats();
     assert_eq!(s.forged, 6);
     assert_eq!(s.replayed, 3);
-    assert_eq!(s.malformed, 5);
+    assert_eq!(s.malformed, 6);
     assert_eq!(s.oversize, 1);
     assert_eq!(s.addr_mismatch, 1);
     assert_eq!(s.misdirected, 1);
