@@ -2063,9 +2063,17 @@ fn a_resend_marks_the_units_before_it_sequenced() {
         sim.broadcast(2, &msg(2, k)).unwrap();
         sim.run_for(5);
     }
+    let third = Member { node: NodeId(3), inc: sim.nodes[2].vs.me.inc };
     let vs = &mut sim.node(2).vs;
     assert_eq!(vs.order.own_sequenced, s0);
     assert_eq!(vs.send.last_seq(), s0 + 3);
+    // Neither a RESEND from a member that is not the sequencer nor one of
+    // another view moves anything (issue 17, fifth round: `view != id ||
+    // from.node != leader` -> `&&` survived).
+    let tx_next = vs.send.tx_next;
+    vs.on_resend(third, view, s0 + 3);
+    vs.on_resend(leader, view + 1, s0 + 3);
+    assert_eq!((vs.order.own_sequenced, vs.send.tx_next), (s0, tx_next));
     vs.on_resend(leader, view, s0 + 3);
     assert_eq!(vs.order.own_sequenced, s0 + 2);
     assert_eq!(vs.send.tx_next, s0 + 3);
