@@ -265,4 +265,60 @@ mod tests {
         n.out.outbox.push_back(filler).unwrap();
         assert_eq!(quiet(&mut n), Err(HandleError::Backpressure));
     }
+
+    /// `has_output` holds while an effect or a message waits to be polled,
+    /// either one alone, and not once both queues are drained (issue 17:
+    /// `has_output` -> `false` survived; no test asked it).
+    #[test]
+    fn has_output_while_an_effect_or_a_message_waits() {
+        let mut n = Node::new(Config::new(NodeId(1), Incarnation(1)));
+        assert!(!n.has_output());
+        n.out.notify(Notice::DaemonSynced { generation: Generation::ZERO, members: 1 });
+        assert!(n.has_output());
+        assert!(n.poll_effect().is_some());
+        assert!(!n.has_output());
+        n.out.send(Out::FirstDone { gid: GroupId::of_fs("fs1"), gen: Generation::ZERO });
+        assert!(n.has_output());
+        n.out.notify(Notice::DaemonSynced { generation: Generation::ZERO, members: 1 });
+        assert!(n.has_output());
+        n.out.outbox.clear();
+        assert!(n.has_output());
+        assert!(n.poll_effect().is_some());
+        assert!(!n.has_output());
+    }
+
+    /// A newer descriptor of a kind that renders only its latest copy (the
+    /// daemon start or sync; an op, START or state of the same group)
+    /// replaces the queued older one, so the send queue stays bounded;
+    /// other groups and other kinds stay queued (issue 17: deleting either
+    /// arm of `send`'s `supersedes` survived: the older copies render to
+    /// nothing, so only the queue's length showed it).
+    #[test]
+    fn a_newer_descriptor_replaces_the_queued_one_of_its_kind_and_group() {
+        extern crate std;
+        use std::vec::Vec;
+        let mut n = Node::new(Config::new(NodeId(1), Incarnation(1)));
+        let g = |epoch| Generation { ring: 8, epoch };
+        let (a, b) = (GroupId::of_fs("fs1"), GroupId::of_fs("fs2"));
+        let of_group = |gid, gen| [Out::Op { gid, gen }, Out::MountStart { gid, gen }, Out::MountState { gid, gen }];
+        n.out.send(Out::DaemonStart { gen: g(1) });
+        n.out.send(Out::DaemonSync { gen: g(1) });
+        for o in of_group(a, g(1)).into_iter().chain(of_group(b, g(1))) {
+            n.out.send(o);
+        }
+        n.out.send(Out::FirstDone { gid: a, gen: g(1) });
+        assert_eq!(n.out.outbox.len(), 9);
+        n.out.send(Out::DaemonStart { gen: g(2) });
+        n.out.send(Out::DaemonSync { gen: g(2) });
+        for o in of_group(a, g(2)) {
+            n.out.send(o);
+        }
+        n.out.send(Out::FirstDone { gid: a, gen: g(2) });
+        let mut want: Vec<Out> = of_group(b, g(1)).into();
+        want.push(Out::FirstDone { gid: a, gen: g(1) });
+        want.extend([Out::DaemonStart { gen: g(2) }, Out::DaemonSync { gen: g(2) }]);
+        want.extend(of_group(a, g(2)));
+        want.push(Out::FirstDone { gid: a, gen: g(2) });
+        assert_eq!(n.out.outbox.iter().cloned().collect::<Vec<_>>(), want);
+    }
 }

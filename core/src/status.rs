@@ -191,3 +191,97 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(quorate: Option<bool>, daemon: DaemonWait, groups: &[(bool, GroupWait, bool)]) -> Status {
+        let mut gs = heapless::Vec::new();
+        for (i, (synced, wait, blocked)) in groups.iter().enumerate() {
+            let mut fs = FsName::new();
+            fs.push_str(if i == 0 { "fs1" } else { "fs2" }).unwrap();
+            gs.push_bounded(GroupStatus {
+                group: GroupId::of_fs(fs.as_str()),
+                fs,
+                journals: 2,
+                generation: Generation { ring: 8, epoch: 1 },
+                synced: *synced,
+                first_done: true,
+                blocked: *blocked,
+                mounted_here: true,
+                wait: *wait,
+                members: heapless::Vec::new(),
+                recoveries: heapless::Vec::new(),
+            });
+        }
+        Status {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+            generation: Generation { ring: 8, epoch: 1 },
+            anchored: true,
+            quorate,
+            protocol: 1,
+            daemon,
+            members: heapless::Vec::new(),
+            fencing: heapless::Vec::new(),
+            groups: gs,
+            last_merge_partitions: 0,
+            fence_table_full: false,
+        }
+    }
+
+    const SETTLED: (bool, GroupWait, bool) = (true, GroupWait::Nothing, false);
+
+    /// A node without quorum whose groups are settled or wait for quorum
+    /// or a fence waits only for quorum; anything else waiting (the daemon
+    /// cycle, an unsynced or blocked group, another wait) is not that.
+    /// (issue 17: every mutant of `waits_only_for_quorum` but two survived:
+    /// the simulator only uses it to excuse a node that is not stable.)
+    #[test]
+    fn waiting_only_for_quorum_means_nothing_else_waits() {
+        let lost = |daemon, groups: &[_]| status(Some(false), daemon, groups).waits_only_for_quorum();
+        assert!(lost(DaemonWait::Nothing, &[]));
+        assert!(lost(DaemonWait::Nothing, &[SETTLED]));
+        assert!(lost(DaemonWait::Nothing, &[SETTLED, (false, GroupWait::Quorum, true)]));
+        assert!(lost(DaemonWait::Nothing, &[(false, GroupWait::Fencing(NodeId(2)), true), SETTLED]));
+        // Quorum known to be there, or not known yet: not a wait for it.
+        for q in [Some(true), None] {
+            assert!(!status(q, DaemonWait::Nothing, &[SETTLED]).waits_only_for_quorum(), "{q:?}");
+        }
+        // The daemon cycle waits for something else.
+        assert!(!lost(DaemonWait::Starts, &[SETTLED]));
+        assert!(!lost(DaemonWait::Sync(NodeId(2)), &[]));
+        // A group that is not settled and not waiting for quorum or a fence.
+        for g in [
+            (false, GroupWait::Nothing, false),
+            (true, GroupWait::Nothing, true),
+            (true, GroupWait::Kernel, false),
+            (false, GroupWait::Starts(1 << 1), false),
+            (true, GroupWait::Recovery(Jid(1)), false),
+        ] {
+            assert!(!lost(DaemonWait::Nothing, &[SETTLED, g]), "{g:?}");
+        }
+    }
+
+    /// Stable: no daemon wait, no fencing, every group synced, waiting for
+    /// nothing and not blocked (issue 17: `&&` -> `||` before `!blocked`
+    /// survived).
+    #[test]
+    fn stable_means_every_group_is_synced_idle_and_unblocked() {
+        assert!(status(Some(true), DaemonWait::Nothing, &[SETTLED, SETTLED]).is_stable());
+        assert!(!status(Some(true), DaemonWait::Join, &[SETTLED]).is_stable());
+        for g in
+            [(false, GroupWait::Nothing, false), (true, GroupWait::Kernel, false), (true, GroupWait::Nothing, true)]
+        {
+            assert!(!status(Some(true), DaemonWait::Nothing, &[SETTLED, g]).is_stable(), "{g:?}");
+        }
+        let mut st = status(Some(true), DaemonWait::Nothing, &[SETTLED]);
+        st.fencing.push_bounded(FenceStatus {
+            target: Member { node: NodeId(2), inc: Incarnation(1) },
+            attempts: 0,
+            actor: Some(NodeId(1)),
+        });
+        assert!(!st.is_stable());
+    }
+}

@@ -630,6 +630,47 @@ fn a_mounted_filesystem_missing_from_the_agreed_snapshot_is_released() {
     }
 }
 
+/// Only the cycle's leader's snapshot completes it: the same snapshot sent
+/// by another member (here node 2, edited to drop fs1, delivered just
+/// before the leader's) is dropped, and the leader's is taken (issue 17,
+/// fifth round: the `leader == sender && generation == gen` guard -> `true`
+/// in `on_daemon_sync` survived: no test had a member other than the
+/// leader send one).
+#[test]
+fn a_daemon_sync_from_a_member_that_does_not_lead_the_cycle_is_dropped() {
+    use cohort_core::wire::Body;
+    use cohort_core::Member;
+    let mut c = Cluster::mounted_of(4, 3);
+    c.start(4, 1);
+    let pos = loop {
+        for i in 1..=4 {
+            c.drain(i);
+        }
+        let found = c
+            .bus
+            .iter()
+            .position(|(f, b)| *f == 1 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonSync));
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(c.pump_once(), "no DaemonSync: {:?}", c.log);
+    };
+    let mut m = wire::decode(&c.bus[pos].1).unwrap();
+    let Body::DaemonSync(s) = &mut m.body else { panic!("{m:?}") };
+    s.groups.clear();
+    m.header.sender = Member { node: NodeId(2), inc: Incarnation(1) };
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    let n = wire::encode(&m, &mut buf).unwrap();
+    c.bus.insert(pos, (2, buf[..n].to_vec()));
+    let before = c.log.len();
+    c.pump();
+    assert!(!c.log[before..].iter().any(|l| l.contains("op: Release")), "{:?}", &c.log[before..]);
+    for i in 1..=3 {
+        assert_eq!(c.jids("fs1", i), vec![(1, Some(0)), (2, Some(1)), (3, Some(2))], "node {i}");
+    }
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
 #[test]
 fn drops_name_their_precise_reason() {
     let mut c = Cluster::mounted(2);
@@ -1311,4 +1352,36 @@ fn fenced_records_of_a_removed_node_are_forgotten() {
     // stays until the cycle accepts it back.)
     let start = take(&mut c, 1, MsgKind::DaemonStart);
     assert_eq!(fenced_in_start(&start), vec![2]);
+}
+
+/// One input can touch every filesystem at once: a member's failure
+/// blocks all `MAX_GROUPS` of them, and the cycle of its restart makes
+/// every old member send a START for each (the lowest one a state too).
+/// The room `handle` reserves for one input covers that; debug builds
+/// check it after every input (issue 17: smaller `EFFECTS_PER_INPUT` and
+/// `SENDS_PER_INPUT` survived: no test had more than a few groups).
+#[test]
+fn a_full_group_table_fails_over_and_rejoins_within_the_room_of_one_input() {
+    let mut c = Cluster::new(3);
+    let names: Vec<String> = (0..wire::MAX_GROUPS).map(|k| format!("fs{k}")).collect();
+    for fs in &names {
+        c.mount(fs, &[1, 2, 3], Mode::Rw);
+    }
+    c.pump();
+    c.crash(3);
+    c.pump();
+    c.start(3, 2);
+    c.pump();
+    for fs in &names {
+        c.mount(fs, &[3], Mode::Rw);
+    }
+    c.pump();
+    let at = c.log.len();
+    c.crash(1);
+    c.pump();
+    assert_eq!(errors(&c, at), Vec::<String>::new());
+    assert!(c.all_stable(), "{}", c.status_dump());
+    for fs in &names {
+        assert_eq!(c.jids(fs, 2).len(), 2, "{fs}: {}", c.status_dump());
+    }
 }

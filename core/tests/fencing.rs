@@ -230,6 +230,37 @@ fn an_agreed_attempt_count_above_ours_moves_the_actor_but_keeps_our_running_fenc
     assert!(c.all_stable(), "{}", c.status_dump());
 }
 
+/// The agreed attempt count is the maximum over the starts whatever order
+/// they arrive in: here node 1's start (attempt 0) is delivered before
+/// node 2's (attempt 1). (Issue 17, fifth round: the `p.inc == e.inc` guard
+/// -> `false` in `upsert_pending` survived, since in the test above the
+/// higher count always came first.)
+#[test]
+fn an_agreed_attempt_count_above_ours_counts_when_its_start_comes_second() {
+    let mut c = Cluster::mounted_of(5, 4);
+    c.fence_hold = true;
+    c.crash(4);
+    c.pump();
+    assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
+    c.start(5, 1);
+    c.drain(1);
+    c.drain(2);
+    edit_start_on_bus(&mut c, 2, |s| {
+        assert_eq!(s.fence_pending.len(), 1, "{s:?}");
+        s.fence_pending[0].attempts = 1;
+    });
+    c.pump();
+    let mut actors: Vec<u32> = c.held.iter().map(|h| h.0).collect();
+    actors.sort();
+    assert_eq!(actors, vec![1, 2], "node 2 acts for attempt 1: {:?}", c.log);
+    for n in [1, 2, 3, 5] {
+        let f: Vec<u16> = c.node(n).status().fencing.iter().map(|f| f.attempts).collect();
+        assert_eq!(f, vec![1], "node {n}");
+    }
+    c.release_fences(true);
+    assert!(c.all_stable(), "{}", c.status_dump());
+}
+
 /// A success counts whatever attempt it names (it covers every attempt):
 /// one result settles the fencing everywhere. (Second mutation sample,
 /// issue 17.)

@@ -1122,23 +1122,8 @@ fn a_snapshot_with_unsorted_or_repeated_members_is_refused() {
 
 #[test]
 fn a_daemon_start_with_an_empty_or_zero_protocol_range_is_refused() {
-    let start = |proto_min: u16, proto_max: u16| {
-        Body::DaemonStart(DaemonStart {
-            proto_min,
-            proto_max,
-            has_state: false,
-            anchored: false,
-            last_synced: Generation { ring: 0, epoch: 0 },
-            last_leader: NodeId(0),
-            acted: 0,
-            quorate_synced: None,
-            failed_mask: 0,
-            fenced_mask: 0,
-            joiners: heapless::Vec::new(),
-            fence_pending: heapless::Vec::new(),
-            fenced: heapless::Vec::new(),
-        })
-    };
+    let start =
+        |proto_min: u16, proto_max: u16| Body::DaemonStart(DaemonStart { proto_min, proto_max, ..empty_start() });
     assert_eq!(start(1, 1).validate(), Ok(()));
     assert_eq!(start(1, 3).validate(), Ok(()));
     // Version 0 does not exist, even in a range that is otherwise fine.
@@ -1283,4 +1268,119 @@ fn the_largest_message_of_every_kind_fits() {
         widest = widest.max(len);
     }
     println!("profile {}: the largest message takes {widest} of {MAX_MESSAGE} bytes", cohort_core::profile::NAME);
+}
+
+fn empty_start() -> DaemonStart {
+    DaemonStart {
+        proto_min: 1,
+        proto_max: 1,
+        has_state: false,
+        anchored: false,
+        last_synced: Generation { ring: 0, epoch: 0 },
+        last_leader: NodeId(0),
+        acted: 0,
+        quorate_synced: None,
+        failed_mask: 0,
+        fenced_mask: 0,
+        joiners: heapless::Vec::new(),
+        fence_pending: heapless::Vec::new(),
+        fenced: heapless::Vec::new(),
+    }
+}
+
+/// Node id 0 means "nobody": a start naming it as a joiner, a pending or a
+/// done fence target, or a fence result for it, is refused (issue 17: the
+/// strategies only make valid ids, so deleting any of the checks survived).
+#[test]
+fn a_start_or_fence_result_naming_node_0_is_refused() {
+    let zero = Member { node: NodeId(0), inc: Incarnation(1) };
+    let two = Member { node: NodeId(2), inc: Incarnation(1) };
+    let fine = {
+        let mut s = empty_start();
+        s.joiners.push((NodeId(2), Generation { ring: 8, epoch: 1 })).unwrap();
+        s.fence_pending.push(PendingFence { target: two, attempts: 1 }).unwrap();
+        s.fenced.push(two).unwrap();
+        s
+    };
+    assert_eq!(Body::DaemonStart(fine.clone()).validate(), Ok(()));
+    let mut bad = Vec::new();
+    let mut s = fine.clone();
+    s.joiners.push((NodeId(0), Generation { ring: 8, epoch: 1 })).unwrap();
+    bad.push(s);
+    let mut s = fine.clone();
+    s.fence_pending.push(PendingFence { target: zero, attempts: 0 }).unwrap();
+    bad.push(s);
+    let mut s = fine.clone();
+    s.fenced.push(zero).unwrap();
+    bad.push(s);
+    for s in bad {
+        assert_eq!(Body::DaemonStart(s.clone()).validate(), Err(WireError::Invalid("node id 0")), "{s:?}");
+    }
+    let result = |target| Body::FenceResult(FenceResult { target, attempt: 1, ok: true });
+    assert_eq!(result(two).validate(), Ok(()));
+    assert_eq!(result(zero).validate(), Err(WireError::Invalid("node id 0")));
+}
+
+/// A filesystem has 1 to `MAX_JOURNALS` journals; a recovery result names
+/// one of those (issue 17).
+#[test]
+fn journal_counts_and_recovery_results_stay_within_max_journals() {
+    let mount = |journals| Body::Mount(MountReq { fs: fs_name("fs1").unwrap(), mode: Mode::Rw, journals });
+    for j in [1, MAX_JOURNALS as u16] {
+        assert_eq!(mount(j).validate(), Ok(()), "{j}");
+    }
+    for j in [0, MAX_JOURNALS as u16 + 1] {
+        assert_eq!(mount(j).validate(), Err(WireError::Invalid("journal count")), "{j}");
+    }
+    let result = |jid| Body::RecoveryResult(RecoveryResult { jid: Jid(jid), attempt: 1, ok: true });
+    assert_eq!(result(MAX_JOURNALS as u16 - 1).validate(), Ok(()));
+    assert_eq!(result(MAX_JOURNALS as u16).validate(), Err(WireError::Invalid("jid out of range")));
+}
+
+/// A group state handed to a joiner keeps the journal rules: members
+/// sorted, jids and recoveries within the journal count, no spectator
+/// with a journal, each journal held or recovered at most once (issue 17:
+/// the strategies only make states that keep them, so the checks
+/// survived deletion).
+#[test]
+fn a_mount_state_breaking_the_journal_rules_is_refused() {
+    let desc = |node: u32, mode, jid: Option<u16>| MemberDesc {
+        member: Member { node: NodeId(node), inc: Incarnation(1) },
+        mode,
+        jid: jid.map(Jid),
+        mounted: true,
+    };
+    let rec = |jid: u16| Recovery {
+        jid: Jid(jid),
+        owner: Member { node: NodeId(9), inc: Incarnation(1) },
+        attempts: 0,
+        actor: NodeId(0),
+    };
+    let state = |members: Vec<MemberDesc>, recoveries: Vec<Recovery>| {
+        Body::MountState(MountState {
+            journals: 4,
+            first_done: true,
+            first_mounter: None,
+            members: hv(members),
+            recoveries: hv(recoveries),
+        })
+    };
+    let fine = state(
+        vec![desc(1, Mode::Rw, Some(0)), desc(2, Mode::Ro, Some(3)), desc(3, Mode::Spectator, None)],
+        vec![rec(1), rec(2)],
+    );
+    assert_eq!(fine.validate(), Ok(()));
+    let cases = [
+        (state(vec![desc(2, Mode::Rw, Some(0)), desc(1, Mode::Rw, Some(1))], vec![]), "state members not sorted"),
+        (state(vec![desc(0, Mode::Rw, Some(0))], vec![]), "state members not sorted"),
+        (state(vec![desc(1, Mode::Rw, Some(4))], vec![]), "jid out of range"),
+        (state(vec![desc(1, Mode::Spectator, Some(0))], vec![]), "spectator with journal"),
+        (state(vec![], vec![rec(4)]), "recovery jid out of range"),
+        (state(vec![desc(1, Mode::Rw, Some(2)), desc(2, Mode::Ro, Some(2))], vec![]), "journal held twice"),
+        (state(vec![desc(1, Mode::Rw, Some(0)), desc(2, Mode::Ro, Some(2))], vec![rec(2)]), "journal held twice"),
+        (state(vec![desc(1, Mode::Rw, Some(0))], vec![rec(3), rec(1), rec(3)]), "journal recovered twice"),
+    ];
+    for (body, why) in cases {
+        assert_eq!(body.validate(), Err(WireError::Invalid(why)), "{body:?}");
+    }
 }

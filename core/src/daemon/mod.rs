@@ -997,6 +997,21 @@ pub fn negotiate(starts: &[(NodeId, PeerStart)]) -> Option<u16> {
 mod tests {
     use super::*;
 
+    /// A group's logical member list as node ids, in order (issue 17, fifth
+    /// round: `Logical::nodes` -> empty survived; nothing in the workspace
+    /// calls it).
+    #[test]
+    fn logical_nodes_lists_the_members_in_order() {
+        let mut fs = FsName::new();
+        fs.push_str("fs1").unwrap();
+        let mut l = Logical { gid: GroupId::of_fs("fs1"), fs, journals: 4, members: heapless::Vec::new() };
+        assert!(l.nodes().is_empty());
+        for (n, mode) in [(1, Mode::Rw), (3, Mode::Spectator), (4, Mode::Ro)] {
+            l.members.push((NodeId(n), mode)).unwrap();
+        }
+        assert_eq!(l.nodes().as_slice(), &[NodeId(1), NodeId(3), NodeId(4)]);
+    }
+
     fn s(min: u16, max: u16, old: bool) -> PeerStart {
         PeerStart {
             inc: Incarnation(1),

@@ -247,4 +247,31 @@ mod tests {
         assert!(!d.has_left(m3));
         assert!(d.is_alive(Member { node: NodeId(3), inc: Incarnation(6) }, Instant(300)));
     }
+
+    /// A heartbeat replaces the recorded one only from a newer datagram:
+    /// of two in one datagram the first stays, and so it does when an older
+    /// datagram's arrives late (issue 17, fifth round: `>` -> `>=` in
+    /// `record_heartbeat` survived; a sender puts one heartbeat in a
+    /// datagram).
+    #[test]
+    fn a_heartbeat_replaces_the_recorded_one_only_from_a_newer_datagram() {
+        let mut d = Detector::new(&list(&[1, 2]), NodeId(1), 300);
+        let i2 = d.find(NodeId(2)).unwrap();
+        let hb = |id| Heartbeat {
+            view: super::super::wire::ViewKey { id, leader: NodeId(1), leader_inc: Incarnation(1) },
+            acc_coord: 0,
+            acc_counter: 0,
+            contig: 0,
+            high: 0,
+            stable: 0,
+            flags: 0,
+        };
+        let kept = |d: &Detector| d.get(i2).unwrap().hb.as_ref().map(|(at, c, h)| (*at, *c, h.view.id));
+        d.record_heartbeat(i2, Instant(10), 5, hb(7));
+        d.record_heartbeat(i2, Instant(10), 5, hb(9));
+        d.record_heartbeat(i2, Instant(12), 4, hb(8));
+        assert_eq!(kept(&d), Some((Instant(10), 5, 7)));
+        d.record_heartbeat(i2, Instant(13), 6, hb(11));
+        assert_eq!(kept(&d), Some((Instant(13), 6, 11)));
+    }
 }

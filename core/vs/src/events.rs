@@ -357,6 +357,32 @@ mod tests {
         assert!(matches!(ev[0], VsEvent::Ring(_)));
     }
 
+    /// A whole cluster swapped at once (every other member of a full old
+    /// view lost, a full new view of other nodes merged in): each of the 62
+    /// departures and arrivals is reported (issue 17: a record holding
+    /// `2 + MAX_NODES` entries instead of `2 * MAX_NODES` survived; no test
+    /// changed more than a few members at once).
+    #[test]
+    fn a_full_view_swapped_for_another_reports_every_member() {
+        let old: std::vec::Vec<(u32, u64)> = (1..=MAX_NODES as u32).map(|n| (n, 1)).collect();
+        let new: std::vec::Vec<(u32, u64)> =
+            core::iter::once((1, 1)).chain((1..MAX_NODES as u32).map(|k| (100 + k, 1))).collect();
+        let ev = drain(Record::install(&ml(&old), &ml(&new), 40, true, 0, 0));
+        let (mut down, mut up) = (0, 0);
+        for e in &ev {
+            if let VsEvent::Confchg(c) = e {
+                down += c.left.iter().filter(|m| m.reason == Reason::NodeDown).count();
+                up += c.joined.iter().filter(|m| m.reason == Reason::NodeUp).count();
+            }
+        }
+        assert_eq!((down, up), (MAX_NODES - 1, MAX_NODES - 1));
+        let last_members = ev.iter().rev().find_map(|e| match e {
+            VsEvent::Confchg(c) => Some(c.members.clone()),
+            _ => None,
+        });
+        assert_eq!(last_members, Some(nodes_of(&ml(&new))));
+    }
+
     #[test]
     fn self_leave_is_one_confchg() {
         let ev = drain(Record::self_leave(&ml(&[(1, 1), (2, 1)]), NodeId(2)));

@@ -541,8 +541,10 @@ fn forged_replayed_truncated_oversize_are_dropped_and_counted() {
     check(&mut a, &good[..HEADER_LEN + TAG_LEN], None, VsRecvError::Malformed);
     check(&mut a, &good[..3], None, VsRecvError::Malformed);
     check(&mut a, &[], None, VsRecvError::Malformed);
-    // Oversize.
+    // Oversize: only above MAX_DATAGRAM (issue 17: `>` -> `>=` survived;
+    // a datagram of exactly that size is judged by its content).
     check(&mut a, &[0u8; MAX_DATAGRAM + 1], None, VsRecvError::Oversize);
+    check(&mut a, &[0u8; MAX_DATAGRAM], None, VsRecvError::Malformed);
     // Wrong version byte.
     let mut v = good.clone();
     v[0] ^= 0xff;
@@ -568,7 +570,7 @@ fn forged_replayed_truncated_oversize_are_dropped_and_counted() {
     let s = a.stats();
     assert_eq!(s.forged, 6);
     assert_eq!(s.replayed, 3);
-    assert_eq!(s.malformed, 5);
+    assert_eq!(s.malformed, 6);
     assert_eq!(s.oversize, 1);
     assert_eq!(s.addr_mismatch, 1);
     assert_eq!(s.misdirected, 1);
@@ -2070,9 +2072,17 @@ fn a_resend_marks_the_units_before_it_sequenced() {
         sim.broadcast(2, &msg(2, k)).unwrap();
         sim.run_for(5);
     }
+    let third = Member { node: NodeId(3), inc: sim.nodes[2].vs.me.inc };
     let vs = &mut sim.node(2).vs;
     assert_eq!(vs.order.own_sequenced, s0);
     assert_eq!(vs.send.last_seq(), s0 + 3);
+    // Neither a RESEND from a member that is not the sequencer nor one of
+    // another view moves anything (issue 17, fifth round: `view != id ||
+    // from.node != leader` -> `&&` survived).
+    let tx_next = vs.send.tx_next;
+    vs.on_resend(third, view, s0 + 3);
+    vs.on_resend(leader, view + 1, s0 + 3);
+    assert_eq!((vs.order.own_sequenced, vs.send.tx_next), (s0, tx_next));
     vs.on_resend(leader, view, s0 + 3);
     assert_eq!(vs.order.own_sequenced, s0 + 2);
     assert_eq!(vs.send.tx_next, s0 + 3);
