@@ -4,7 +4,8 @@
 # initializer lives in flash too); RAM = .data + .bss + .uninit (static RAM;
 # the stack takes what is left of the 256 KiB). Fails when either is over the
 # appliance profile's goal (64 KiB each; FLASH_LIMIT / RAM_LIMIT in bytes
-# override it).
+# override it). A goal never blocks a safety fix: if one needs the room,
+# raise the limit here and report the cost in BENCHMARKS.md.
 set -euo pipefail
 FLASH_LIMIT="${FLASH_LIMIT:-65536}"
 RAM_LIMIT="${RAM_LIMIT:-65536}"
