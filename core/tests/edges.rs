@@ -21,6 +21,21 @@ fn take(c: &mut Cluster, i: u32, kind: MsgKind) -> Vec<u8> {
     c.bus.remove(pos).expect("present").1
 }
 
+/// Run the cluster of `nodes` until `from` has a message of `kind` on the
+/// bus (undelivered); its position there.
+fn run_until_queued(c: &mut Cluster, nodes: u32, from: u32, kind: MsgKind) -> usize {
+    loop {
+        for i in 1..=nodes {
+            c.drain(i);
+        }
+        let found = c.bus.iter().position(|(f, b)| *f == from && wire::decode(b).map(|m| m.header.kind) == Ok(kind));
+        if let Some(p) = found {
+            return p;
+        }
+        assert!(c.pump_once(), "no {kind:?} from node {from}: {:?}", c.log);
+    }
+}
+
 /// Re-stamp a message with node `at`'s current generation and view.
 fn restamp(c: &Cluster, at: u32, mut m: Message) -> Vec<u8> {
     let g = c.node(at).generation();
@@ -599,19 +614,7 @@ fn a_mounted_filesystem_missing_from_the_agreed_snapshot_is_released() {
     // Node 4 joins; the leader's snapshot for the cycle reaches the others
     // without fs1 (as after a merge that did not keep it).
     c.start(4, 1);
-    let pos = loop {
-        for i in 1..=4 {
-            c.drain(i);
-        }
-        let found = c
-            .bus
-            .iter()
-            .position(|(f, b)| *f == 1 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonSync));
-        if let Some(p) = found {
-            break p;
-        }
-        assert!(c.pump_once(), "no DaemonSync: {:?}", c.log);
-    };
+    let pos = run_until_queued(&mut c, 4, 1, MsgKind::DaemonSync);
     let mut m = wire::decode(&c.bus[pos].1).unwrap();
     let Body::DaemonSync(s) = &mut m.body else { panic!("{m:?}") };
     assert_eq!(s.groups.len(), 1, "{s:?}");
@@ -642,19 +645,7 @@ fn a_daemon_sync_from_a_member_that_does_not_lead_the_cycle_is_dropped() {
     use cohort_core::Member;
     let mut c = Cluster::mounted_of(4, 3);
     c.start(4, 1);
-    let pos = loop {
-        for i in 1..=4 {
-            c.drain(i);
-        }
-        let found = c
-            .bus
-            .iter()
-            .position(|(f, b)| *f == 1 && wire::decode(b).map(|m| m.header.kind) == Ok(MsgKind::DaemonSync));
-        if let Some(p) = found {
-            break p;
-        }
-        assert!(c.pump_once(), "no DaemonSync: {:?}", c.log);
-    };
+    let pos = run_until_queued(&mut c, 4, 1, MsgKind::DaemonSync);
     let mut m = wire::decode(&c.bus[pos].1).unwrap();
     let Body::DaemonSync(s) = &mut m.body else { panic!("{m:?}") };
     s.groups.clear();

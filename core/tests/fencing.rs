@@ -199,18 +199,22 @@ fn a_fence_answer_not_yet_agreed_survives_a_daemon_cycle() {
     assert!(c.all_stable(), "{}", c.status_dump());
 }
 
-#[test]
-fn an_agreed_attempt_count_above_ours_moves_the_actor_but_keeps_our_running_fence() {
+/// Node 4 fails with fs1 mounted and node 1's fence agent hangs. A node
+/// joins; node 2's start reports one failed attempt more than nodes 1 and
+/// 3 counted (as a member that saw a failure the others did not), sent
+/// after the starts of the nodes in `first`. The agreed count is the
+/// maximum: attempt 1, whose actor is node 2, while node 1's agent still
+/// runs for attempt 0.
+fn one_more_attempt_reported_by_node_2(first: &[u32]) -> Cluster {
     let mut c = Cluster::mounted_of(5, 4);
     c.fence_hold = true;
     c.crash(4);
     c.pump();
     assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
-    // A node joins; node 2's start reports one failed attempt more than
-    // node 1 and 3 counted (as a member that saw a failure the others did
-    // not). The agreed count is the maximum: attempt 1, whose actor is
-    // node 2. Node 1's agent is still running for attempt 0.
     c.start(5, 1);
+    for &n in first {
+        c.drain(n);
+    }
     c.drain(2);
     edit_start_on_bus(&mut c, 2, |s| {
         assert_eq!(s.fence_pending.len(), 1, "{s:?}");
@@ -220,6 +224,12 @@ fn an_agreed_attempt_count_above_ours_moves_the_actor_but_keeps_our_running_fenc
     let mut actors: Vec<u32> = c.held.iter().map(|h| h.0).collect();
     actors.sort();
     assert_eq!(actors, vec![1, 2], "node 2 acts for attempt 1: {:?}", c.log);
+    c
+}
+
+#[test]
+fn an_agreed_attempt_count_above_ours_moves_the_actor_but_keeps_our_running_fence() {
+    let mut c = one_more_attempt_reported_by_node_2(&[]);
     // Node 1's answer is still taken (its request stays in flight).
     let before = c.log.len();
     c.release_fences(true);
@@ -237,22 +247,7 @@ fn an_agreed_attempt_count_above_ours_moves_the_actor_but_keeps_our_running_fenc
 /// higher count always came first.)
 #[test]
 fn an_agreed_attempt_count_above_ours_counts_when_its_start_comes_second() {
-    let mut c = Cluster::mounted_of(5, 4);
-    c.fence_hold = true;
-    c.crash(4);
-    c.pump();
-    assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
-    c.start(5, 1);
-    c.drain(1);
-    c.drain(2);
-    edit_start_on_bus(&mut c, 2, |s| {
-        assert_eq!(s.fence_pending.len(), 1, "{s:?}");
-        s.fence_pending[0].attempts = 1;
-    });
-    c.pump();
-    let mut actors: Vec<u32> = c.held.iter().map(|h| h.0).collect();
-    actors.sort();
-    assert_eq!(actors, vec![1, 2], "node 2 acts for attempt 1: {:?}", c.log);
+    let mut c = one_more_attempt_reported_by_node_2(&[1]);
     for n in [1, 2, 3, 5] {
         let f: Vec<u16> = c.node(n).status().fencing.iter().map(|f| f.attempts).collect();
         assert_eq!(f, vec![1], "node {n}");
