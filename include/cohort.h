@@ -633,6 +633,12 @@ typedef struct {
     CohortFenceStatus fencing[COHORT_MAX_NODES];
     uint32_t n_groups;
     CohortGroupStatus groups[COHORT_MAX_GROUPS];
+    /**
+     * A failed node's pending fence could not be recorded (more failed node
+     * ids than the table holds): no journal is replayed until the node is
+     * re-initialised. (Last, so earlier fields keep their offsets.)
+     */
+    bool fence_table_full;
 } CohortStatus;
 
 #ifdef __cplusplus

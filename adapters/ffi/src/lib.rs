@@ -402,6 +402,10 @@ pub struct CohortStatus {
     pub fencing: [CohortFenceStatus; COHORT_MAX_NODES],
     pub n_groups: u32,
     pub groups: [CohortGroupStatus; COHORT_MAX_GROUPS],
+    /// A failed node's pending fence could not be recorded (more failed node
+    /// ids than the table holds): no journal is replayed until the node is
+    /// re-initialised. (Last, so earlier fields keep their offsets.)
+    pub fence_table_full: bool,
 }
 
 /// Optional tuning for `cohort_node_init_with` (fill with
@@ -808,6 +812,7 @@ fn status_out(node: &Node, o: &mut CohortStatus) {
     };
     o.stable = st.is_stable();
     o.last_merge_partitions = st.last_merge_partitions;
+    o.fence_table_full = st.fence_table_full;
     o.n_members = st.members.len() as u32;
     o.members = [EMPTY_PEER; COHORT_MAX_NODES];
     for (o, p) in o.members.iter_mut().zip(st.members.iter()) {
