@@ -234,10 +234,15 @@ impl MountGroup {
         self.members.iter().any(|m| m.jid == Some(j)) || self.recoveries.iter().any(|r| r.jid == j)
     }
 
+    /// Journals held plus journals awaiting replay: every holder can become
+    /// a recovery, so this never exceeds `MAX_RECOVERIES` (CORE-BUG-28).
+    fn tracked_journals(&self) -> usize {
+        self.members.iter().filter(|m| m.jid.is_some()).count() + self.recoveries.len()
+    }
+
     pub fn check_invariants(&self) {
         // Every holder can become a recovery: the table never overflows.
-        let holders = self.members.iter().filter(|m| m.jid.is_some()).count();
-        invariant!(holders + self.recoveries.len() <= MAX_RECOVERIES, "holders and recoveries overflow the table");
+        invariant!(self.tracked_journals() <= MAX_RECOVERIES, "holders and recoveries overflow the table");
         // Journal exclusivity.
         for (i, a) in self.members.iter().enumerate() {
             if let Some(j) = a.jid {
@@ -820,7 +825,7 @@ impl Node {
         // awaiting replay fit the recovery table: a holder that fails must
         // become a recovery, never be dropped (its journal would then look
         // free and be reused before replay).
-        let mut tracked = g.members.iter().filter(|m| m.jid.is_some()).count() + g.recoveries.len();
+        let mut tracked = g.tracked_journals();
         for k in 0..g.members.len() {
             let m = g.members[k];
             if !m.new {

@@ -174,12 +174,20 @@ fn after_a_quorum_gap_absent_nodes_are_fenced_again() {
     assert_eq!(fenced, vec![3, 5], "{:?}", c.log);
 }
 
-#[test]
-fn a_fence_answer_not_yet_agreed_survives_a_daemon_cycle() {
+/// Five configured nodes, 1-4 with fs1 mounted; node 4 fails and node 1,
+/// its fence actor, has the agent running (held, not answered).
+fn node_4_failed_with_its_fence_held() -> Cluster {
     let mut c = Cluster::mounted_of(5, 4);
     c.fence_hold = true;
     c.crash(4);
     c.pump();
+    assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
+    c
+}
+
+#[test]
+fn a_fence_answer_not_yet_agreed_survives_a_daemon_cycle() {
+    let mut c = node_4_failed_with_its_fence_held();
     assert_eq!(c.held.len(), 1, "{:?}", c.log);
     let (actor, target) = c.held.remove(0);
     // The agent answers; before the result is agreed, a node joins and a
@@ -206,11 +214,7 @@ fn a_fence_answer_not_yet_agreed_survives_a_daemon_cycle() {
 /// maximum: attempt 1, whose actor is node 2, while node 1's agent still
 /// runs for attempt 0.
 fn one_more_attempt_reported_by_node_2(first: &[u32]) -> Cluster {
-    let mut c = Cluster::mounted_of(5, 4);
-    c.fence_hold = true;
-    c.crash(4);
-    c.pump();
-    assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
+    let mut c = node_4_failed_with_its_fence_held();
     c.start(5, 1);
     for &n in first {
         c.drain(n);
@@ -401,11 +405,7 @@ fn awaits_replay_holds_while_a_failed_members_journal_waits() {
 fn an_older_incarnations_attempt_count_does_not_move_the_actor() {
     use cohort_core::wire::PendingFence;
     use cohort_core::{Incarnation, Member};
-    let mut c = Cluster::mounted_of(5, 4);
-    c.fence_hold = true;
-    c.crash(4);
-    c.pump();
-    assert_eq!(c.held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1], "{:?}", c.log);
+    let mut c = node_4_failed_with_its_fence_held();
     c.start(5, 1);
     // Node 1's start goes first, so node 2's entry merges into its.
     c.drain(1);

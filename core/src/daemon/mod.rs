@@ -354,11 +354,13 @@ impl Node {
 
     /// Would `gap_fences` add nothing now?
     fn gap_needs_no_fences(&self) -> bool {
-        let me = self.cfg.node;
-        self.d
-            .configured
-            .iter()
-            .all(|n| *n == me || self.d.peer(*n).is_some() || self.d.fence.iter().any(|r| r.target.node == *n))
+        !self.d.configured.iter().any(|n| self.gap_fence_needed(*n))
+    }
+
+    /// Does configured node `n` need a gap fence: not us, not a member of
+    /// the current change, no fence of it pending?
+    fn gap_fence_needed(&self, n: NodeId) -> bool {
+        n != self.cfg.node && self.d.peer(n).is_none() && !self.d.fence.iter().any(|r| r.target.node == n)
     }
 
     /// We lost quorum after a quorate cycle (see [`DaemonState::gap`]).
@@ -381,14 +383,11 @@ impl Node {
     /// of it is already pending. Like startup fencing, after a grace period
     /// (a node of the other side that merges back in time cancels it).
     fn gap_fences(&mut self) {
-        let me = self.cfg.node;
         for n in self.d.configured.clone().iter() {
-            // The same test as `gap_needs_no_fences`.
-            if *n == me || self.d.peer(*n).is_some() || self.d.fence.iter().any(|r| r.target.node == *n) {
-                continue;
+            if self.gap_fence_needed(*n) {
+                // The grace timer is armed when the cycle's starts are in.
+                self.fence_add(Member { node: *n, inc: Incarnation(0) });
             }
-            // The grace timer is armed when the cycle's starts are in.
-            self.fence_add(Member { node: *n, inc: Incarnation(0) });
         }
         self.d.gap_ring = Some(self.barrier.current().ring);
     }
